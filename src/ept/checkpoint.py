@@ -1,0 +1,136 @@
+"""Save, load and export trained prompts. Tensors are safetensors, metadata is JSON; no pickles.
+
+A saved method (`save_method`) holds what training needs to resume: the raw prompt and the
+reparameterization network. An export (`export_prompt`) holds what inference needs: the
+projected prompt P' with the network discarded — for EPT one vector of e floats, broadcast n
+times — plus a PEFT PROMPT_TUNING adapter folder that `peft.PeftModel.from_pretrained` loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ept import __version__
+from ept.prompts import config_from_dict
+
+STATE_FILE, CONFIG_FILE = "method.safetensors", "method.json"
+EXPORT_FILE, EXPORT_CONFIG = "prompt.safetensors", "prompt.json"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write then rename, so a killed process never leaves a half-written file that looks complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_save_tensors(path: Path, tensors: dict, metadata: dict | None = None) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    """Everything that trains: prompt encoder, optional head, and for ft the backbone."""
+    return {k: v for k, v in model.named_parameters() if v.requires_grad}
+
+
+def save_method(model, folder, backbone: str, extra: dict | None = None) -> None:
+    folder = Path(folder)
+    atomic_save_tensors(folder / STATE_FILE, trainable_state(model))
+    meta = {"ept_version": __version__, "backbone": backbone, "embed_dim": model.embed_dim,
+            "prompt": model.prompt_config.to_dict(),
+            "linear_head": model.head.out_features if model.head is not None else 0, **(extra or {})}
+    atomic_write_json(folder / CONFIG_FILE, meta)
+
+
+def read_method_config(folder) -> dict:
+    path = Path(folder) / CONFIG_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no saved method here (expected {CONFIG_FILE} and {STATE_FILE})")
+    return json.loads(path.read_text())
+
+
+def load_method(folder, backbone_model=None, tokenizer=None, dtype=None):
+    """Rebuild a PromptedModel from a saved folder (loads the backbone unless one is given)."""
+    from ept.backbones import PromptedModel, load_backbone
+
+    meta = read_method_config(folder)
+    if backbone_model is None:
+        backbone_model, tokenizer = load_backbone(meta["backbone"], dtype=dtype)
+    model = PromptedModel(backbone_model, tokenizer, config_from_dict(meta["prompt"]), meta.get("linear_head", 0))
+    state = load_file(str(Path(folder) / STATE_FILE))
+    missing = set(trainable_state(model)) - set(state)
+    if missing:
+        raise ValueError(f"{folder}/{STATE_FILE} lacks tensors {sorted(missing)[:5]}: saved by another method or version?")
+    model.load_state_dict(state, strict=False)
+    return model
+
+
+# ------------------------------------------------------------------------------- export
+def export_prompt(model, out, backbone: str, peft_task_type: str | None = None) -> Path:
+    """Write the inference artifact and a PEFT adapter folder `out/peft`.
+
+    `prompt.safetensors` stores the distinct vectors only (EPT: 1 x e, broadcast n times at load);
+    `peft/adapter_model.safetensors` stores the full n x e matrix under `prompt_embeddings`, the
+    single key PEFT's prompt learning state dict has.
+    """
+    from peft import PromptTuningConfig
+
+    out = Path(out)
+    with torch.no_grad():
+        prompt = model.prompt()
+    if prompt is None:
+        raise ValueError("method 'ft' has no prompt to export; its artifact is the whole backbone")
+    prompt = prompt.float().contiguous()  # (n, e)
+    n, e = prompt.shape
+    broadcast = bool(n > 1 and torch.equal(prompt, prompt[:1].expand(n, -1)))
+    vectors = prompt[:1] if broadcast else prompt
+    atomic_save_tensors(out / EXPORT_FILE, {"prompt": vectors})
+    atomic_write_json(out / EXPORT_CONFIG, {
+        "ept_version": __version__, "backbone": backbone, "method": model.prompt_config.method,
+        "num_tokens": n, "embed_dim": e, "broadcast": broadcast,
+        "stored_vectors": vectors.shape[0], "inference_params": vectors.numel(),
+    })
+    task_type = peft_task_type or ("SEQ_2_SEQ_LM" if model.kind == "seq2seq" else "FEATURE_EXTRACTION")
+    cfg = PromptTuningConfig(task_type=task_type, num_virtual_tokens=n, token_dim=e, num_transformer_submodules=1,
+                             num_attention_heads=getattr(model.backbone.config, "num_attention_heads", None)
+                             or getattr(model.backbone.config, "num_heads", None),
+                             num_layers=getattr(model.backbone.config, "num_hidden_layers", None)
+                             or getattr(model.backbone.config, "num_layers", None),
+                             base_model_name_or_path=backbone, inference_mode=True)
+    peft_dir = out / "peft"
+    peft_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save_pretrained(str(peft_dir))
+    atomic_save_tensors(peft_dir / "adapter_model.safetensors", {"prompt_embeddings": prompt})
+    return out
+
+
+def load_exported(folder) -> tuple[torch.Tensor, dict]:
+    """(P' (n, e), metadata) from an export folder, broadcast restored."""
+    folder = Path(folder)
+    path = folder / EXPORT_CONFIG
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not an ept export folder (expected {EXPORT_FILE} and {EXPORT_CONFIG})")
+    meta = json.loads(path.read_text())
+    vectors = load_file(str(folder / EXPORT_FILE))["prompt"]
+    if vectors.shape[0] == 1 and meta["num_tokens"] > 1:
+        vectors = vectors.expand(meta["num_tokens"], -1)
+    if tuple(vectors.shape) != (meta["num_tokens"], meta["embed_dim"]):
+        raise ValueError(f"{folder}: prompt shape {tuple(vectors.shape)} does not match {EXPORT_CONFIG}")
+    return vectors, meta

@@ -1,0 +1,65 @@
+"""The `ept` command line: a wiring file only.
+
+Each subcommand lives in `ept/commands/<name>.py` with two functions, `register(subparsers)`
+(adds its parser; imports nothing heavy so `--help` stays fast) and `run(args) -> int`.
+
+    ept params --backbone t5-base --method ept
+    ept train --task sst2 --method ept
+    ept data check --data-dir ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Order here is the order in `ept --help`.
+COMMANDS = [
+    "params", "train", "eval", "export", "data", "sweep", "analyze", "report", "serve", "ls", "env", "demo",
+]
+
+
+class EptError(Exception):
+    """A user-facing error: printed without a traceback, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ept", description="Explosive Prompt Tuning toolkit", allow_abbrev=False,
+        epilog="examples:\n  ept params --backbone t5-base --method ept\n  ept train --task sst2 --method ept",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"ept.commands.{name}")
+        except ModuleNotFoundError as err:
+            if err.name == f"ept.commands.{name}":  # not written yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(args.func(args) or 0)
+    except (EptError, ValueError, KeyError, FileNotFoundError) as err:
+        # User-facing errors name the bad value and the allowed ones; no traceback needed.
+        msg = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        print(f"ept {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+def entry() -> None:
+    raise SystemExit(main())
+
+
+if __name__ == "__main__":
+    entry()
