@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	@mkdir -p .make && touch $@
 
 demo: setup
-	ept demo
+	ept train --task sst2 --method ept
 
 test: setup
 	$(PYTHON) -m pytest -q tests

@@ -134,7 +134,10 @@ def prepend_prompt(embeds, mask, prompt, prompt_mask=None, token_type_ids=None):
     """[P'; X]: embeds (B, L, e), mask (B, L), prompt (n, e) shared or (B, n, e) per row.
 
     prompt_mask (B, n) hides padding rows of per-row prompts of different lengths (mixed-task
-    serving). Returns (embeds (B, n+L, e), mask (B, n+L), token_type_ids or None).
+    serving). Pad such prompts on the LEFT (padding first, then the row's real prompt): T5's
+    relative position bias then sees the same distances as for the row alone (BERT-family
+    positions are re-based in `PromptedModel.build_inputs`).
+    Returns (embeds (B, n+L, e), mask (B, n+L), token_type_ids or None).
     """
     B = embeds.shape[0]
     if prompt.dim() == 2:
@@ -205,6 +208,17 @@ class PromptedModel(nn.Module):
         kwargs = {"inputs_embeds": embeds, "attention_mask": mask}
         if tti is not None:
             kwargs["token_type_ids"] = tti
+        if prompt is not None and prompt_mask is not None and self.kind == "encoder":
+            # BERT-family positions are absolute: without this, a row whose prompt is padded
+            # (shorter than the longest in the batch) would see its real tokens shifted, and differ
+            # from the same row run alone. Masked prompt slots take position 0; real prompt rows
+            # count 0..n_i-1 and the input continues at n_i, exactly as for the row alone.
+            # T5 needs nothing: its relative position bias is unchanged by left padding.
+            pm = prompt_mask.to(ids.device).long()  # (B, n)
+            n_i = pm.sum(1, keepdim=True)  # (B, 1)
+            prompt_pos = (pm.cumsum(1) - 1).clamp(min=0)
+            input_pos = n_i + torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)  # (B, L)
+            kwargs["position_ids"] = torch.cat([prompt_pos, input_pos], dim=1)
         return kwargs
 
     def input_offset(self, batch_prompt: torch.Tensor | None = None) -> int:

@@ -89,6 +89,11 @@ def export_prompt(model, out, backbone: str, peft_task_type: str | None = None) 
     `prompt.safetensors` stores the distinct vectors only (EPT: 1 x e, broadcast n times at load);
     `peft/adapter_model.safetensors` stores the full n x e matrix under `prompt_embeddings`, the
     single key PEFT's prompt learning state dict has.
+
+    PEFT caveat (peft 0.21, `PeftModelForFeatureExtraction` / `ForSeq2SeqLM`): prompt learning
+    drops `token_type_ids` with a warning, so on a BERT-family backbone a sentence PAIR gives
+    different hidden states under PEFT than under ept, which keeps segment B at type 1 (the
+    prompt gets type 0). Single sentences agree exactly; tests/test_export.py pins both facts.
     """
     from peft import PromptTuningConfig
 

@@ -44,7 +44,11 @@ def _encode_texts(model, texts) -> torch.Tensor:
     tok = model.tokenizer(list(texts), padding=True, return_tensors="pt")
     device = next(model.backbone.parameters()).device
     tok = {k: v.to(device) for k, v in tok.items()}
+    # Label texts are embedded without dropout: they are fixed targets, not training inputs.
+    was_training = model.backbone.training
+    model.backbone.eval()
     out = model.backbone(**tok).last_hidden_state
+    model.backbone.train(was_training)
     mask = tok["attention_mask"].unsqueeze(-1).to(out.dtype)
     return nn.functional.normalize(((out * mask).sum(1) / mask.sum(1)).float(), dim=-1)
 

@@ -59,5 +59,10 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return list(self._items)
 
+    def aliases_of(self, name: str) -> list[str]:
+        """Other names that resolve to `name` (e.g. `ept*` for `ept_star`)."""
+        key = self.canonical(name)
+        return [alias for alias, target in self._aliases.items() if target == key]
+
     def items(self) -> Iterator[tuple[str, T]]:
         return iter(self._items.items())

@@ -27,7 +27,7 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(f"expected true/false, got {text!r}")
 
 
-def add_method_args(parser, default_method: str | None = "ept") -> None:
+def add_method_args(parser, default_method: str | None = "ept", linear_head: bool = True) -> None:
     """--method plus one flag per config field of any method (e.g. --hidden-size, --num-tokens).
 
     Flags default to None, meaning "the method's own default"; giving a flag a method does not
@@ -48,6 +48,8 @@ def add_method_args(parser, default_method: str | None = "ept") -> None:
             typ = str
         g.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None,
                        help=f.metadata.get("help", ""))
+    if not linear_head:  # the caller has its own --linear-head (ept train: TrainConfig.linear_head)
+        return
     g.add_argument("--linear-head", type=int, default=None,
                    help="encoder-only: add a trainable linear head with this many labels (counted)")
 

@@ -1,0 +1,261 @@
+"""Analyses that only read logs and results: no model is loaded.
+
+- norms:     mu_t (Eq. 4) per step beside the validation score (paper Fig. 2, Fig. 11)
+- hidden:    score vs EPT hidden size h, mean ± std over seeds (Fig. 5, Fig. 12)
+- broadcast: score vs broadcast length n of EPT's single prompt (Fig. 7)
+- lr:        score vs learning rate, one line per method (Fig. 8)
+- ablation:  EPT + LayerNorm / residual / activations: bars and norm-vs-score scatter (Fig. 9)
+- init:      uniform / sampled vocabulary / label vocabulary initialisation (Table 6)
+
+Every sweep-style analysis groups runs by (task, x, method), averages the best state's main
+metric over seeds, and writes one row per run plus one row per group to CSV.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ept.analysis.output import pyplot, save_figure, write_csv, write_json
+from ept.analysis.runs import RunRecord, group_by, mean_std
+
+# Switches an ablation varies, and their defaults in EPT (paper Section 3.3: none of them).
+ABLATION_SWITCHES = {"layer_norm": False, "residual": False, "activation": "none", "bias": False}
+
+
+def _tasks(records) -> list[str]:
+    return list(dict.fromkeys(r.task for r in records))
+
+
+def _axes_grid(n: int, rows: int = 1, width: float = 4.2, height: float = 3.2):
+    plt = pyplot()
+    fig, axes = plt.subplots(rows, n, figsize=(width * n, height * rows), squeeze=False)
+    return fig, axes
+
+
+def _need(records, what: str) -> None:
+    if not records:
+        raise ValueError(f"no finished runs to analyse for {what}; check the folders (ept sweep SPEC --dry-run)")
+
+
+# ------------------------------------------------------------------------------ norms
+def norms(records: list[RunRecord], out: Path, **_) -> dict:
+    """Fig. 2/11: row (a) mu_t per step, row (b) validation main metric per evaluation; one column
+    per task, one line per method (mean over seeds; thin lines are single seeds)."""
+    _need(records, "norms")
+    step_rows, eval_rows = [], []
+    for r in records:
+        for s in r.steps_log():
+            step_rows.append({"run": r.name, "task": r.task, "method": r.method, "seed": r.seed,
+                              "step": s["step"], "mu_t": s["mu_t"], "loss": s["loss"]})
+        for e in r.eval_log():
+            eval_rows.append({"run": r.name, "task": r.task, "method": r.method, "seed": r.seed, "step": e["step"],
+                              "metric": r.main_metric, "value": e.get(r.main_metric)})
+    tasks = _tasks(records)
+    fig, axes = _axes_grid(len(tasks), rows=2)
+    colors = {}
+    for col, task in enumerate(tasks):
+        by_method = group_by([r for r in records if r.task == task], lambda r: r.method)
+        for method, runs in by_method.items():
+            color = colors.setdefault(method, f"C{len(colors)}")
+            mus = [[s["mu_t"] for s in r.steps_log()] for r in runs]
+            width = min(len(m) for m in mus)
+            mean = [sum(m[i] for m in mus) / len(mus) for i in range(width)]
+            axes[0][col].plot(range(1, width + 1), mean, color=color, label=method)
+            evals = [r.eval_log() for r in runs]
+            points = sorted({e["step"] for ev in evals for e in ev})
+            ys = []
+            for step in points:
+                vals = [e[runs[0].main_metric] for ev in evals for e in ev if e["step"] == step]
+                ys.append(sum(vals) / len(vals))
+            axes[1][col].plot(points, ys, marker="o", color=color, label=method)
+        axes[0][col].set_title(f"{task}: (a) norm $\\mu_t$")
+        axes[0][col].set_yscale("log")
+        axes[0][col].set_xlabel("step")
+        axes[1][col].set_title(f"{task}: (b) validation {records[0].main_metric if len(tasks) == 1 else ''}".rstrip())
+        axes[1][col].set_xlabel("step")
+        axes[1][col].set_ylabel(next(r.main_metric for r in records if r.task == task))
+    axes[0][0].legend(fontsize=8)
+    png = save_figure(fig, out / "norms.png")
+    write_csv(out / "norms.csv", step_rows, ["run", "task", "method", "seed", "step", "mu_t", "loss"])
+    write_csv(out / "norms_eval.csv", eval_rows, ["run", "task", "method", "seed", "step", "metric", "value"])
+    final = [{"run": r.name, "task": r.task, "method": r.method, "seed": r.seed, "final_mu_t": r.results.get("final_mu_t"),
+              "best_validation": r.score("validation"), "test": r.score("test")} for r in records]
+    write_json(out / "norms.json", {"runs": final})
+    return {"png": str(png), "csv": [str(out / "norms.csv"), str(out / "norms_eval.csv")], "json": str(out / "norms.json")}
+
+
+# ------------------------------------------------------------------------------ score vs x
+def _sweep_plot(records, out: Path, name: str, xkey, xlabel: str, split: str, logx: bool = False,
+                series=lambda r: r.method, title: str = "") -> dict:
+    """One panel per task, one line per series, x from `xkey(record)`; mean ± std over seeds."""
+    _need(records, name)
+    rows, groups = [], []
+    for r in records:
+        rows.append({"run": r.name, "task": r.task, "method": r.method, "series": series(r), "seed": r.seed,
+                     "x": xkey(r), "metric": r.main_metric, "score": r.score(split), "final_mu_t": r.results.get("final_mu_t")})
+    tasks = _tasks(records)
+    fig, axes = _axes_grid(len(tasks))
+    for col, task in enumerate(tasks):
+        ax = axes[0][col]
+        by_series = group_by([r for r in records if r.task == task], series)
+        for i, (s, runs) in enumerate(by_series.items()):
+            by_x = group_by(runs, xkey)
+            xs = sorted(by_x)
+            stats = [mean_std([v for v in (r.score(split) for r in by_x[x]) if v is not None]) for x in xs]
+            for x, (m, sd) in zip(xs, stats):
+                groups.append({"task": task, "series": s, "x": x, "n_seeds": len(by_x[x]), "mean": m, "std": sd})
+            means = [m for m, _ in stats]
+            stds = [sd for _, sd in stats]
+            ax.plot(xs, means, marker="o", color=f"C{i}", label=str(s))
+            ax.fill_between(xs, [m - sd for m, sd in zip(means, stds)], [m + sd for m, sd in zip(means, stds)],
+                            color=f"C{i}", alpha=0.2)
+        if logx:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"{split} {next(r.main_metric for r in records if r.task == task)}")
+        ax.set_title(f"{task}{': ' + title if title else ''}")
+        ax.legend(fontsize=8)
+    png = save_figure(fig, out / f"{name}.png")
+    write_csv(out / f"{name}.csv", rows)
+    write_csv(out / f"{name}_summary.csv", groups, ["task", "series", "x", "n_seeds", "mean", "std"])
+    write_json(out / f"{name}.json", {"split": split, "groups": groups})
+    return {"png": str(png), "csv": [str(out / f"{name}.csv"), str(out / f"{name}_summary.csv")]}
+
+
+def _ept_only(records, vary: str) -> list[RunRecord]:
+    """EPT-family runs whose switches are the defaults except `vary` (so the x axis is clean)."""
+    keep = []
+    for r in records:
+        if r.method not in ("ept", "ept_star"):
+            continue
+        o = r.options
+        if any(o.get(k) != v for k, v in ABLATION_SWITCHES.items()):
+            continue
+        if vary != "hidden_size" and o.get("hidden_size") != 1:
+            continue
+        if vary != "init" and o.get("init") != "uniform":
+            continue
+        keep.append(r)
+    return keep
+
+
+def hidden(records, out: Path, split: str = "test", **_) -> dict:
+    """Fig. 5/12: score vs hidden size h of phi (EPT, n fixed per series)."""
+    runs = [r for r in _ept_only(records, "hidden_size")]
+    return _sweep_plot(runs, out, "hidden", lambda r: r.options["hidden_size"], "hidden size h", split, logx=True,
+                       series=lambda r: f"{r.method} (n={r.options['num_tokens']})", title="EPT hidden size")
+
+
+def broadcast(records, out: Path, split: str = "test", **_) -> dict:
+    """Fig. 7: score vs broadcast length n of phi(P1) (ept with num_tokens=n; ept_star is n=10)."""
+    runs = [r for r in _ept_only(records, "num_tokens")]
+    return _sweep_plot(runs, out, "broadcast", lambda r: r.options["num_tokens"], "broadcast length n", split,
+                       series=lambda r: "EPT", title="broadcast prompt")
+
+
+def lr(records, out: Path, split: str = "test", **_) -> dict:
+    """Fig. 8: score vs learning rate, one line per method (method switches at their defaults)."""
+    from ept.analysis.runs import resolved_options
+
+    runs = [r for r in records if r.options == resolved_options({"method": r.method, "method_options": {}})]
+    return _sweep_plot(runs, out, "lr", lambda r: r.config["lr"], "learning rate", split, logx=True)
+
+
+# ------------------------------------------------------------------------------ ablation
+def variant_name(options: dict) -> str:
+    parts = [("+LayerNorm" if k == "layer_norm" else "+residual" if k == "residual" else "+bias" if k == "bias"
+              else f"+{options[k].upper() if options[k] in ('relu', 'gelu') else options[k]}")
+             for k, default in ABLATION_SWITCHES.items() if options.get(k) != default]
+    return " ".join(parts) or "None"
+
+
+ABLATION_ORDER = ["None", "+LayerNorm", "+residual", "+RELU", "+GELU", "+tanh", "+sigmoid"]
+
+
+def ablation(records, out: Path, split: str = "test", **_) -> dict:
+    """Fig. 9: (left) score per added structure, per task; (right) final mu_t vs score."""
+    runs = [r for r in records if r.method == "ept" and r.options.get("hidden_size") == 1
+            and r.options.get("num_tokens") == 1 and r.options.get("init") == "uniform"]
+    _need(runs, "ablation (ept runs, n=1, h=1)")
+    rows = [{"run": r.name, "task": r.task, "seed": r.seed, "variant": variant_name(r.options), "metric": r.main_metric,
+             "score": r.score(split), "final_mu_t": r.results.get("final_mu_t")} for r in runs]
+    variants = sorted({row["variant"] for row in rows},
+                      key=lambda v: (ABLATION_ORDER.index(v) if v in ABLATION_ORDER else 99, v))
+    tasks = _tasks(runs)
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    groups = []
+    width = 0.8 / max(1, len(tasks))
+    for t, task in enumerate(tasks):
+        means, stds = [], []
+        for v in variants:
+            vals = [row["score"] for row in rows if row["task"] == task and row["variant"] == v and row["score"] is not None]
+            m, sd = mean_std(vals)
+            mus = [row["final_mu_t"] for row in rows if row["task"] == task and row["variant"] == v]
+            groups.append({"task": task, "variant": v, "n_seeds": len(vals), "mean": m, "std": sd,
+                           "mean_final_mu_t": mean_std([x for x in mus if x is not None])[0]})
+            means.append(m)
+            stds.append(sd)
+        xs = [i + t * width for i in range(len(variants))]
+        left.bar(xs, means, width=width, yerr=stds, label=task, color=f"C{t}")
+    left.set_xticks([i + width * (len(tasks) - 1) / 2 for i in range(len(variants))])
+    left.set_xticklabels(variants, rotation=30, ha="right")
+    left.set_ylabel(f"{split} score")
+    left.set_title("EPT + added structure")
+    left.legend(fontsize=8)
+    for i, v in enumerate(variants):
+        pts = [(row["score"], row["final_mu_t"]) for row in rows if row["variant"] == v and row["score"] is not None]
+        right.scatter([p[0] for p in pts], [p[1] for p in pts], color=f"C{i}", label=v)
+    right.set_xlabel(f"{split} score")
+    right.set_ylabel("final norm $\\mu_t$")
+    right.set_yscale("log")
+    right.set_title("norm vs score")
+    right.legend(fontsize=7)
+    png = save_figure(fig, out / "ablation.png")
+    write_csv(out / "ablation.csv", rows)
+    write_csv(out / "ablation_summary.csv", groups)
+    write_json(out / "ablation.json", {"split": split, "groups": groups})
+    return {"png": str(png), "csv": [str(out / "ablation.csv"), str(out / "ablation_summary.csv")]}
+
+
+# ------------------------------------------------------------------------------ init
+INIT_ORDER = ["uniform", "vocab", "label", "text"]
+
+
+def init(records, out: Path, split: str = "test", **_) -> dict:
+    """Table 6: EPT score by prompt initialisation, one row per task (also a bar chart)."""
+    runs = _ept_only(records, "init")
+    _need(runs, "init (ept runs)")
+    rows = [{"run": r.name, "task": r.task, "method": r.method, "seed": r.seed, "init": r.options["init"],
+             "metric": r.main_metric, "score": r.score(split)} for r in runs]
+    inits = sorted({row["init"] for row in rows}, key=lambda v: INIT_ORDER.index(v) if v in INIT_ORDER else 99)
+    tasks = _tasks(runs)
+    table, groups = [], []
+    for task in tasks:
+        line = {"task": task}
+        for i in inits:
+            vals = [row["score"] for row in rows if row["task"] == task and row["init"] == i and row["score"] is not None]
+            m, sd = mean_std(vals)
+            groups.append({"task": task, "init": i, "n_seeds": len(vals), "mean": m, "std": sd})
+            line[i] = "—" if not vals else f"{m:.1f} ± {sd:.1f}"
+        table.append(line)
+    md = ["| task | " + " | ".join(inits) + " |", "| --- |" + " --- |" * len(inits)]
+    md += ["| " + " | ".join([t["task"]] + [t[i] for i in inits]) + " |" for t in table]
+    (out / "init.md").parent.mkdir(parents=True, exist_ok=True)
+    (out / "init.md").write_text("\n".join(md) + "\n")
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(1.5 + 1.6 * len(tasks), 3.5))
+    width = 0.8 / max(1, len(inits))
+    for j, i in enumerate(inits):
+        g = [next(x for x in groups if x["task"] == t and x["init"] == i) for t in tasks]
+        ax.bar([k + j * width for k in range(len(tasks))], [x["mean"] for x in g], width=width,
+               yerr=[x["std"] for x in g], label=i, color=f"C{j}")
+    ax.set_xticks([k + width * (len(inits) - 1) / 2 for k in range(len(tasks))])
+    ax.set_xticklabels(tasks)
+    ax.set_ylabel(f"{split} score")
+    ax.set_title("EPT prompt initialisation")
+    ax.legend(fontsize=8)
+    png = save_figure(fig, out / "init.png")
+    write_csv(out / "init.csv", rows)
+    write_csv(out / "init_summary.csv", groups)
+    return {"png": str(png), "csv": [str(out / "init.csv"), str(out / "init_summary.csv")], "md": str(out / "init.md")}

@@ -1,0 +1,125 @@
+"""Geometry of learned prompts: token-token cosine similarity (paper Fig. 3) and nearest
+vocabulary neighbours (Appendix A.1, after Lester et al. 2021).
+
+Both read P' (n, e) of the best state from RUN/export; `neighbors` also needs the backbone's
+input embedding table. Note for BERT-family backbones: the embedding LayerNorm rescales P'
+before the first layer, so a large raw norm is not what the encoder sees; cosine (direction)
+is unaffected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ept.analysis.output import label, pyplot, save_figure, write_csv, write_json
+from ept.analysis.runs import RunRecord, load_prompt
+
+
+def cosine_matrix(prompt: torch.Tensor) -> torch.Tensor:
+    """(n, n) cosine similarity between the rows of P' (n, e)."""
+    unit = torch.nn.functional.normalize(prompt.float(), dim=-1)
+    return unit @ unit.T
+
+
+def mean_off_diagonal(sim: torch.Tensor) -> float:
+    n = sim.shape[0]
+    if n < 2:
+        return float("nan")
+    return float((sim.sum() - sim.diagonal().sum()) / (n * n - n))
+
+
+def similarity(records: list[RunRecord], out: Path, **_) -> dict:
+    """Fig. 3: one heatmap per run (rows/cols = prompt tokens), mean off-diagonal cosine in CSV."""
+    records = [r for r in records if r.method != "ft"]
+    if not records:
+        raise ValueError("similarity needs finished prompt runs (not ft)")
+    cells, summary = [], []
+    plt = pyplot()
+    cols = min(4, len(records))
+    rows_n = -(-len(records) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(3.6 * cols, 3.2 * rows_n), squeeze=False)
+    for k, r in enumerate(records):
+        sim = cosine_matrix(load_prompt(r))
+        n = sim.shape[0]
+        for i in range(n):
+            for j in range(n):
+                cells.append({"run": r.name, "task": r.task, "method": r.method, "seed": r.seed, "i": i, "j": j,
+                              "cosine": float(sim[i, j])})
+        summary.append({"run": r.name, "task": r.task, "method": r.method, "seed": r.seed, "num_tokens": n,
+                        "mean_offdiag_cosine": mean_off_diagonal(sim), "min_cosine": float(sim.min())})
+        ax = axes[k // cols][k % cols]
+        im = ax.imshow(sim.numpy(), vmin=-1, vmax=1, cmap="RdBu_r")
+        if n <= 12:
+            for i in range(n):
+                for j in range(n):
+                    ax.text(j, i, f"{float(sim[i, j]):.1f}", ha="center", va="center", fontsize=5)
+        ax.set_title(f"{label(r)}\nmean off-diag {summary[-1]['mean_offdiag_cosine']:.2f}", fontsize=8)
+        ax.set_xticks(range(n))
+        ax.set_yticks(range(n))
+        ax.tick_params(labelsize=6)
+    for k in range(len(records), rows_n * cols):
+        axes[k // cols][k % cols].axis("off")
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6)
+    # No tight_layout here: it does not know a colorbar that spans several axes.
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / "similarity.png", dpi=120)
+    plt.close(fig)
+    write_csv(out / "similarity.csv", summary)
+    write_csv(out / "similarity_cells.csv", cells)
+    write_json(out / "similarity.json", {"runs": summary})
+    return {"png": str(out / "similarity.png"), "csv": [str(out / "similarity.csv"), str(out / "similarity_cells.csv")]}
+
+
+def nearest_tokens(prompt: torch.Tensor, table: torch.Tensor, tokenizer, top_k: int) -> list[list[tuple[str, float]]]:
+    """For each row of P' (n, e): the top_k vocabulary tokens by cosine with the embedding table (V, e)."""
+    unit_p = torch.nn.functional.normalize(prompt.float(), dim=-1)
+    unit_t = torch.nn.functional.normalize(table.float(), dim=-1)
+    cos = unit_p @ unit_t.T  # (n, V)
+    values, ids = cos.topk(top_k, dim=-1)
+    return [[(tokenizer.convert_ids_to_tokens(int(i)), float(v)) for v, i in zip(vs, is_)] for vs, is_ in zip(values, ids)]
+
+
+def neighbors(records: list[RunRecord], out: Path, top_k: int = 5, **_) -> dict:
+    """Appendix A.1: nearest vocabulary tokens of each distinct prompt token (cosine); a table
+    figure of the top-5, all neighbours in CSV/JSON, and whether a label word is among them."""
+    from ept.backbones import load_backbone
+    from ept.tasks import get_task
+
+    records = [r for r in records if r.method != "ft"]
+    if not records:
+        raise ValueError("neighbors needs finished prompt runs (not ft)")
+    cache: dict = {}
+    rows, per_run = [], []
+    for r in records:
+        name = r.config["backbone"]
+        if name not in cache:
+            model, tok = load_backbone(name)
+            cache[name] = (model.get_input_embeddings().weight.detach(), tok)
+        table, tok = cache[name]
+        prompt = load_prompt(r)
+        distinct = prompt[:1] if prompt.shape[0] > 1 and torch.equal(prompt, prompt[:1].expand_as(prompt)) else prompt
+        label_tokens = {t for w in get_task(r.task).label_words for t in tok.tokenize(str(w))}
+        lists = nearest_tokens(distinct, table, tok, top_k)
+        for i, near in enumerate(lists):
+            for rank, (token, cos) in enumerate(near, 1):
+                rows.append({"run": r.name, "task": r.task, "method": r.method, "seed": r.seed, "token_index": i,
+                             "rank": rank, "token": token, "cosine": cos, "is_label_word": token in label_tokens})
+        per_run.append({"run": r.name, "tokens": [[t for t, _ in near] for near in lists],
+                        "label_word_in_top_k": sum(any(t in label_tokens for t, _ in near) for near in lists),
+                        "distinct_prompt_tokens": len(lists)})
+    plt = pyplot()
+    lines = [(r["run"], r["token_index"]) for r in rows if r["rank"] == 1]
+    fig, ax = plt.subplots(figsize=(10, 0.3 * len(lines) + 1))
+    ax.axis("off")
+    cell_text = []
+    for run, i in lines:
+        toks = [f"{x['token']} ({x['cosine']:.2f})" for x in rows if x["run"] == run and x["token_index"] == i][:5]
+        cell_text.append([run, str(i)] + toks + [""] * (5 - len(toks)))
+    ax.table(cellText=cell_text, colLabels=["run", "P'_i"] + [f"#{k}" for k in range(1, 6)], loc="center", fontsize=6)
+    ax.set_title(f"nearest vocabulary tokens (cosine) of each prompt token, top {min(5, top_k)}")
+    png = save_figure(fig, out / "neighbors.png")
+    write_csv(out / "neighbors.csv", rows)
+    write_json(out / "neighbors.json", {"top_k": top_k, "runs": per_run})
+    return {"png": str(png), "csv": str(out / "neighbors.csv"), "json": str(out / "neighbors.json")}

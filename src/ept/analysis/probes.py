@@ -1,0 +1,140 @@
+"""Analyses that evaluate trained prompts in new ways, with no training.
+
+- concat:   P_c = [P_i; ...; P_i] (l, e), the i-th token of a trained prompt repeated l = 1..10
+            times, scored on the run's task; the full prompt's score is the dotted line (Fig. 4).
+- transfer: task A's prompt scored on task B (zero-shot), over A's own score on A, and the cosine
+            similarity between the tasks' prompts (Fig. 10, paper Appendix A.2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ept.analysis.output import pyplot, save_figure, write_csv, write_json
+from ept.analysis.probing import Prober
+from ept.analysis.runs import RunRecord, group_by, load_prompt, mean_std
+
+
+def concat(records: list[RunRecord], out: Path, token: int = 0, lengths: str = "1-10", split: str = "validation",
+           max_examples: int | None = None, data_dir: str | None = None, **_) -> dict:
+    """Fig. 4: one line per method (mean over its runs; one panel per task), original dotted."""
+    records = [r for r in records if r.method != "ft"]
+    if not records:
+        raise ValueError("concat needs finished prompt runs (not ft)")
+    ls = _parse_lengths(lengths)
+    prober = Prober(data_dir)
+    rows = []
+    for r in records:
+        model = prober.model(r)
+        with torch.no_grad():
+            prompt = model.prompt().detach()  # (n, e)
+        if not 0 <= token < prompt.shape[0]:
+            raise ValueError(f"{r.name}: token {token} is out of range; its prompt has n={prompt.shape[0]} tokens")
+        original = prober.evaluate(model, r, None, split=split, max_examples=max_examples)[r.main_metric]
+        for length in ls:
+            p_c = prompt[token:token + 1].expand(length, -1)  # (l, e): P_i repeated l times
+            value = prober.evaluate(model, r, p_c, split=split, max_examples=max_examples)[r.main_metric]
+            rows.append({"run": r.name, "task": r.task, "method": r.method, "seed": r.seed, "token": token,
+                         "length": length, "metric": r.main_metric, "score": value, "original": original,
+                         "original_num_tokens": prompt.shape[0]})
+    tasks = list(dict.fromkeys(r.task for r in records))
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.5), squeeze=False)
+    summary = []
+    for col, task in enumerate(tasks):
+        ax = axes[0][col]
+        task_rows = [x for x in rows if x["task"] == task]
+        for i, (method, mrows) in enumerate(group_by(task_rows, lambda x: x["method"]).items()):
+            means = [mean_std([x["score"] for x in mrows if x["length"] == length])[0] for length in ls]
+            orig = mean_std(list({x["run"]: x["original"] for x in mrows}.values()))[0]
+            ax.plot(ls, means, marker="o", color=f"C{i}", label=method)
+            ax.axhline(orig, color=f"C{i}", linestyle=":")
+            summary += [{"task": task, "method": method, "length": length, "mean": m, "original": orig,
+                         "ratio": (m / orig if orig else float("nan"))} for length, m in zip(ls, means)]
+        ax.set_xlabel(f"concatenation length l (token P_{token})")
+        ax.set_ylabel(f"{split} {task_rows[0]['metric']}")
+        ax.set_title(f"{task}: [P_{token}] x l vs full prompt (dotted)")
+        ax.legend(fontsize=8)
+    png = save_figure(fig, out / "concat.png")
+    write_csv(out / "concat.csv", rows)
+    write_csv(out / "concat_summary.csv", summary)
+    write_json(out / "concat.json", {"split": split, "token": token, "lengths": ls, "summary": summary})
+    return {"png": str(png), "csv": [str(out / "concat.csv"), str(out / "concat_summary.csv")]}
+
+
+def _parse_lengths(text) -> list[int]:
+    if isinstance(text, (list, tuple)):
+        return [int(x) for x in text]
+    text = str(text)
+    if "-" in text and "," not in text:
+        lo, hi = (int(x) for x in text.split("-"))
+        return list(range(lo, hi + 1))
+    return [int(x) for x in text.split(",")]
+
+
+def transfer(records: list[RunRecord], out: Path, method: str | None = "ept_star", split: str = "test",
+             max_examples: int | None = None, data_dir: str | None = None, **_) -> dict:
+    """Fig. 10: (left) cosine similarity of the tasks' prompts (mean P' per task, averaged over
+    seeds); (right) score of task A's prompt on task B divided by A's own score on A (rows A =
+    source prompt, columns B = target task). The CSV also holds the raw scores and the ratio to
+    B's own prompt on B."""
+    from ept.prompts import METHODS
+
+    if method:
+        method = METHODS.canonical(method)
+        records = [r for r in records if r.method == method]
+    if not records:
+        raise ValueError(f"transfer needs finished runs of method {method!r}")
+    by_task = group_by(records, lambda r: r.task)
+    tasks = list(by_task)
+    if len(tasks) < 2:
+        raise ValueError(f"transfer needs runs on at least two tasks, got {tasks}")
+    prober = Prober(data_dir)
+    raw: dict[tuple[str, str], list[float]] = {}
+    rows = []
+    for a in tasks:
+        for r in by_task[a]:
+            model = prober.model(r)
+            for b in tasks:
+                metrics = prober.evaluate(model, r, None, task=b, split=split, max_examples=max_examples)
+                from ept.tasks import get_task
+
+                value = metrics[get_task(b).main_metric]
+                raw.setdefault((a, b), []).append(value)
+                rows.append({"source": a, "target": b, "run": r.name, "seed": r.seed,
+                             "metric": get_task(b).main_metric, "score": value})
+    own = {t: mean_std(raw[(t, t)])[0] for t in tasks}
+    matrix = []
+    for row in rows:
+        row["ratio_to_source"] = row["score"] / own[row["source"]] if own[row["source"]] else float("nan")
+        row["ratio_to_target"] = row["score"] / own[row["target"]] if own[row["target"]] else float("nan")
+    for a in tasks:
+        matrix.append([mean_std([x["ratio_to_source"] for x in rows if x["source"] == a and x["target"] == b])[0]
+                       for b in tasks])
+    mean_prompt = {t: torch.stack([load_prompt(r).mean(0) for r in by_task[t]]).mean(0) for t in tasks}
+    unit = torch.nn.functional.normalize(torch.stack([mean_prompt[t] for t in tasks]), dim=-1)
+    cos = (unit @ unit.T).tolist()
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(4 + 1.2 * len(tasks), 2 + 0.6 * len(tasks)))
+    for ax, data, title, vmin in ((left, cos, "prompt cosine similarity", -1), (right, matrix, f"transfer {split} score / source's own", 0)):
+        im = ax.imshow(data, cmap="viridis", vmin=vmin, vmax=1)
+        ax.set_xticks(range(len(tasks)))
+        ax.set_xticklabels(tasks, rotation=45, ha="right")
+        ax.set_yticks(range(len(tasks)))
+        ax.set_yticklabels(tasks)
+        for i in range(len(tasks)):
+            for j in range(len(tasks)):
+                ax.text(j, i, f"{data[i][j]:.2f}", ha="center", va="center", fontsize=7, color="w")
+        ax.set_title(title, fontsize=9)
+        fig.colorbar(im, ax=ax, shrink=0.7)
+    right.set_xlabel("target task B")
+    right.set_ylabel("source prompt A")
+    png = save_figure(fig, out / "transfer.png")
+    write_csv(out / "transfer.csv", rows)
+    sim_rows = [{"task_a": a, "task_b": b, "cosine": cos[i][j]} for i, a in enumerate(tasks) for j, b in enumerate(tasks)]
+    write_csv(out / "transfer_similarity.csv", sim_rows)
+    write_json(out / "transfer.json", {"method": method, "split": split, "tasks": tasks, "own_score": own,
+                                       "ratio_to_source": matrix, "cosine": cos})
+    return {"png": str(png), "csv": [str(out / "transfer.csv"), str(out / "transfer_similarity.csv")]}

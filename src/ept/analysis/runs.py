@@ -1,0 +1,132 @@
+"""Read run folders written by `ept train` (the only input of analyses and reports).
+
+A path given on the command line is a run folder (it holds config.json) or a folder of runs (a
+sweep root, with or without sweep.json); both expand to `RunRecord`s. Nothing here loads a
+model: prompts come from `export/prompt.safetensors` (the best state's P', network discarded).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class RunRecord:
+    path: Path
+    config: dict  # asdict(TrainConfig)
+    results: dict | None  # results.json, None while the run has not ended
+    options: dict = field(default_factory=dict)  # the method's resolved switches (defaults filled in)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def task(self) -> str:
+        return self.config["task"]
+
+    @property
+    def method(self) -> str:
+        return self.config["method"]
+
+    @property
+    def seed(self) -> int:
+        return self.config["seed"]
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.results) and self.results.get("status") == "finished"
+
+    @property
+    def main_metric(self) -> str | None:
+        return (self.results or {}).get("main_metric")
+
+    def score(self, split: str = "test") -> float | None:
+        """The task's main metric (x100) on `split` of the best state, None when absent."""
+        metrics = (self.results or {}).get(split) or {}
+        value = metrics.get(self.main_metric) if self.main_metric else None
+        return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+    def steps_log(self) -> list[dict]:
+        return read_jsonl(self.path / "steps.jsonl")
+
+    def eval_log(self) -> list[dict]:
+        return read_jsonl(self.path / "eval.jsonl")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def resolved_options(config: dict) -> dict:
+    """Every switch of the run's method, defaults included (ept_star -> num_tokens 10)."""
+    from ept.prompts import method_config
+
+    return {k: v for k, v in method_config(config["method"], **config.get("method_options", {})).to_dict().items()
+            if k != "method"}
+
+
+def _run_dirs(path: Path) -> list[Path]:
+    if (path / "config.json").exists():
+        return [path]
+    manifest = path / "sweep.json"
+    if manifest.exists():
+        names = [r["name"] for r in json.loads(manifest.read_text())["runs"]]
+        return [path / n for n in names if (path / n / "config.json").exists()]
+    found = sorted(p.parent for p in path.glob("*/config.json"))
+    if not found:
+        raise FileNotFoundError(f"{path}: neither a run folder (config.json) nor a folder of runs")
+    return found
+
+
+def load_records(paths, finished_only: bool = True) -> tuple[list[RunRecord], list[str]]:
+    """(records, skipped) for run folders and sweep roots; duplicates are read once.
+    `skipped` names the runs left out and why (failed, not finished)."""
+    records, skipped, seen = [], [], set()
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such run folder")
+        for run_dir in _run_dirs(path):
+            key = run_dir.resolve()
+            if key in seen:
+                continue
+            seen.add(key)
+            config = json.loads((run_dir / "config.json").read_text())
+            results_path = run_dir / "results.json"
+            results = json.loads(results_path.read_text()) if results_path.exists() else None
+            rec = RunRecord(run_dir, config, results, resolved_options(config))
+            if finished_only and not rec.finished:
+                why = (results or {}).get("error") or "not finished"
+                skipped.append(f"{run_dir.name}: {(results or {}).get('status', 'running/killed')} ({why})")
+                continue
+            records.append(rec)
+    return records, skipped
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample std (0 for one value); the paper's "averaged over 3 runs" ± std."""
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def group_by(records: list[RunRecord], key) -> dict:
+    out: dict = {}
+    for r in records:
+        out.setdefault(key(r), []).append(r)
+    return out
+
+
+def load_prompt(record: RunRecord):
+    """P' (n, e) of the run's best state, from its export (EPT: one vector broadcast n times)."""
+    from ept.checkpoint import load_exported
+
+    prompt, _ = load_exported(record.path / "export")
+    return prompt.float()

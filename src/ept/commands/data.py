@@ -1,0 +1,131 @@
+"""`ept data`: inspect the task data.
+
+    ept data check --data-dir ../shared/data        # all 21 tasks: complete / partial / missing
+    ept data describe rte --data-dir ../shared/data # sizes, labels, one example, truncation rate
+    ept data describe sst2 --tokenizer t5-base      # truncation for another (local or cached) tokenizer
+
+Handlers are thin: the work is in `ept.tasks` (loaders, check) so a notebook can call it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+
+EXAMPLES = """examples:
+  ept data check --data-dir ../shared/data
+  ept data check --skip-bad-rows
+  ept data describe rte --data-dir ../shared/data
+  ept data describe multirc --tokenizer /path/to/tokenizer --seed 0"""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "data", help="check and describe the task data", description=__doc__.split("\n")[0],
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = parser.add_subparsers(dest="data_command", metavar="ACTION")
+
+    describe = actions.add_parser(
+        "describe", help="source, split sizes, labels, one example, truncation rate of one task",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    describe.add_argument("task", help="task name or alias (see `ept data check`)")
+    _data_dir_flag(describe)
+    describe.add_argument("--tokenizer", default=None, metavar="NAME_OR_PATH",
+                          help="tokenizer for the truncation rate (default: the embedded all-MiniLM-L6-v2)")
+    describe.add_argument("--seed", type=int, default=42, help="split protocol seed (default 42)")
+    describe.add_argument("--source", choices=("auto", "local", "hub"), default="auto",
+                          help="local files, hub, or local when present (default auto)")
+    describe.add_argument("--max-examples", type=int, default=5000, metavar="N",
+                          help="tokenize at most N examples (seeded sample) for the truncation rate")
+    describe.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows instead of failing")
+
+    check = actions.add_parser(
+        "check", help="walk all 21 tasks, validate every row, report complete / partial / missing",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _data_dir_flag(check)
+    check.add_argument("--skip-bad-rows", action="store_true",
+                       help="report malformed rows but exit 0 (they would be skipped by loading)")
+    parser.set_defaults(func=run, _data_parser=parser)
+
+
+def _data_dir_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", default=None, metavar="D",
+                        help="data root with one folder per task (default: $EPT_DATA_DIR, else ../shared/data)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.data_command == "describe":
+        return run_describe(args)
+    if args.data_command == "check":
+        return run_check(args)
+    args._data_parser.print_help()
+    return 2
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from ept.tasks import resolve_data_dir
+    from ept.tasks.check import check_all, format_table
+
+    data_dir = resolve_data_dir(args.data_dir)
+    checks = check_all(data_dir)
+    print(f"data dir: {data_dir}\n")
+    print(format_table(checks))
+    counts = {s: sum(c.status == s for c in checks) for s in ("complete", "partial", "missing", "error")}
+    print("\n" + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    problems = [e for c in checks for e in c.errors]
+    if problems:
+        print(f"\nmalformed rows / files ({sum(c.bad_rows for c in checks)}):", file=sys.stderr)
+        for e in problems:
+            print(f"  {e}", file=sys.stderr)
+    failed = counts["error"] or (any(c.bad_rows for c in checks) and not args.skip_bad_rows)
+    return 1 if failed else 0
+
+
+def run_describe(args: argparse.Namespace) -> int:
+    from ept.tasks import label_distribution, load_task
+
+    data = load_task(args.task, data_dir=args.data_dir, seed=args.seed, skip_bad_rows=args.skip_bad_rows,
+                     source=args.source)
+    spec = data.spec
+    print(f"task:     {spec.name} ({spec.benchmark}, {spec.kind}; metrics {', '.join(spec.metrics)}; "
+          f"main {spec.main_metric}; v{spec.version})")
+    print(f"source:   {data.source}")
+    print("splits:   " + ", ".join(f"{k} {v:,}" for k, v in data.sizes().items()) +
+          f"  (rule for official train {spec.train_size:,}: {spec.split_rule[0]}"
+          f"{'' if spec.split_rule[0] == 'halve' else f' {spec.split_rule[1]:,}'})")
+    for note in data.notes:
+        print(f"  - {note}")
+    if data.bad_rows:
+        print(f"  - {data.bad_rows} malformed row(s) skipped")
+    print("labels:")
+    for split in ("train", "validation", "test"):
+        dist = label_distribution(spec, getattr(data, split))
+        print(f"  {split:<10} " + (", ".join(f"{k} {v:,}" for k, v in dist.items()) or "(empty)"))
+    example = next((ex for split in (data.train, data.validation, data.test) for ex in split), None)
+    if example is not None:
+        print("example:")
+        print(f"  source: {_clip(example.source, 600)}")
+        print(f"  target: {example.target}" + (f"   (group {example.group})" if example.group else ""))
+    print(_truncation_line(data, args.tokenizer, args.max_examples, args.seed))
+    return 0
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[:n] + f" ... [{len(text):,} chars]"
+
+
+def _truncation_line(data, tokenizer_name: str | None, max_examples: int, seed: int) -> str:
+    from ept.tasks.truncation import load_tokenizer, truncation_rate
+
+    examples = data.train + data.validation + data.test
+    if len(examples) > max_examples:
+        examples = random.Random(seed).sample(examples, max_examples)
+    try:
+        tokenizer, name = load_tokenizer(tokenizer_name)
+    except Exception as err:  # noqa: BLE001 - truncation is informative only
+        return f"truncation: tokenizer unavailable ({err})"
+    n, total, longest = truncation_rate(tokenizer, [ex.source for ex in examples], data.spec.max_length)
+    rate = 100.0 * n / total if total else 0.0
+    return (f"truncation: {n:,} of {total:,} inputs ({rate:.1f}%) exceed max_length {data.spec.max_length} "
+            f"tokens with {name} (longest {longest:,})")

@@ -1,0 +1,68 @@
+"""`ept export`: the inference artifact of a trained prompt, network discarded (paper Table 4).
+
+    ept export runs/sst2-ept --out exported/sst2-ept          # a training run (reads RUN/best/)
+    ept export runs/sst2-ept/best --out exported/sst2-ept     # or the saved method folder itself
+    ept export runs/sst2-ept --out exp --backbone /models/t5-base   # backbone moved since training
+
+Writes `OUT/prompt.safetensors` + `OUT/prompt.json` (the projected prompt P'; EPT and EPT* store
+ONE vector of e floats, broadcast n times at load) and `OUT/peft/` (a PEFT PROMPT_TUNING adapter:
+`peft.PeftModel.from_pretrained(base, "OUT/peft")`). The backbone is loaded once to rebuild the
+method exactly as trained (init schemes read its embeddings; the PEFT config records its shape).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+BEST = "best"  # a training run keeps its best checkpoint (a save_method folder) here
+# peft.TaskType values, spelled out so `--help` does not import peft.
+PEFT_TASK_TYPES = ("SEQ_2_SEQ_LM", "FEATURE_EXTRACTION", "SEQ_CLS", "CAUSAL_LM", "TOKEN_CLS", "QUESTION_ANS")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="write the projected prompt and a PEFT adapter folder", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", metavar="RUN_OR_METHOD_DIR", help="a run folder (uses RUN/best/) or a saved method folder")
+    p.add_argument("--out", required=True, help="folder to write (created if missing)")
+    p.add_argument("--backbone", default=None,
+                   help="load this backbone (name, local folder or hub id) instead of the one recorded at training")
+    p.add_argument("--peft-task-type", default=None, choices=PEFT_TASK_TYPES,
+                   help="PEFT task_type for the adapter (default: SEQ_2_SEQ_LM for T5, FEATURE_EXTRACTION for encoders)")
+    p.set_defaults(func=run)
+
+
+def method_dir(source) -> Path:
+    """The folder holding method.json: SOURCE itself or SOURCE/best."""
+    from ept.checkpoint import CONFIG_FILE
+
+    source = Path(source)
+    for folder in (source, source / BEST):
+        if (folder / CONFIG_FILE).is_file():
+            return folder
+    raise FileNotFoundError(f"{source}: no saved method here or in {source / BEST} (expected {CONFIG_FILE}); "
+                            "pass a run folder or the folder written by checkpoint.save_method")
+
+
+def export_run(source, out, backbone: str | None = None, peft_task_type: str | None = None) -> dict:
+    """Library form of the command: returns the written prompt.json as a dict."""
+    from ept.backbones import load_backbone
+    from ept.checkpoint import EXPORT_CONFIG, export_prompt, load_method, read_method_config
+
+    folder = method_dir(source)
+    meta = read_method_config(folder)
+    if meta["prompt"]["method"] == "ft":  # fail before loading any weights
+        raise ValueError(f"{folder}: method 'ft' has no prompt to export; its artifact is the whole backbone")
+    name = backbone or meta["backbone"]
+    model, tokenizer = load_backbone(name)
+    prompted = load_method(folder, model, tokenizer)
+    export_prompt(prompted, out, meta["backbone"], peft_task_type)
+    return json.loads((Path(out) / EXPORT_CONFIG).read_text())
+
+
+def run(args) -> int:
+    info = export_run(args.source, args.out, args.backbone, args.peft_task_type)
+    print(f"exported {info['method']} ({info['backbone']}): {info['stored_vectors']} x {info['embed_dim']} floats "
+          f"stored, broadcast to n={info['num_tokens']} -> {args.out}/prompt.safetensors; PEFT adapter -> {args.out}/peft")
+    return 0

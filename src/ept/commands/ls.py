@@ -1,0 +1,56 @@
+"""`ept ls`: everything the registries know — methods, backbones, tasks (by tag).
+
+    ept ls
+    ept ls --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("ls", help="list methods, backbones and tasks", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.set_defaults(func=run)
+
+
+def catalog() -> dict:
+    """{"methods": [...], "backbones": [...], "tasks": {tag: [names]} or None if ept.tasks is absent}."""
+    from ept.backbones import BACKBONES
+    from ept.prompts import METHODS
+
+    methods = [{"name": name, "aliases": METHODS.aliases_of(name), "summary": m.summary} for name, m in METHODS.items()]
+    backbones = [{"name": name, "aliases": BACKBONES.aliases_of(name), "kind": s.kind, "embed_dim": s.embed_dim,
+                  "source": s.source} for name, s in BACKBONES.items()]
+    try:
+        from ept.tasks import TAGS, task_names
+    except ImportError:  # the tasks package is optional here: ls still lists methods and backbones
+        tasks = None
+    else:
+        tasks = {tag: task_names(tag) for tag in TAGS}
+    return {"methods": methods, "backbones": backbones, "tasks": tasks}
+
+
+def run(args) -> int:
+    cat = catalog()
+    if args.json:
+        print(json.dumps(cat, indent=1))
+        return 0
+    print("methods:")
+    for m in cat["methods"]:
+        name = m["name"] + (f" ({', '.join(m['aliases'])})" if m["aliases"] else "")
+        print(f"  {name:<26} {m['summary']}")
+    print("backbones (or any local model folder / hub id):")
+    for b in cat["backbones"]:
+        name = b["name"] + (f" ({', '.join(b['aliases'])})" if b["aliases"] else "")
+        print(f"  {name:<26} {b['kind']:<8} e={b['embed_dim']:<5} {b['source']}")
+    if cat["tasks"] is None:
+        print("tasks: (ept.tasks not available)")
+    else:
+        print("tasks by tag:")
+        for tag, names in cat["tasks"].items():
+            print(f"  {tag:<26} {', '.join(names)}")
+    return 0

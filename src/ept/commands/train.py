@@ -1,0 +1,88 @@
+"""`ept train`: train a prompt method on a task; the run folder is the output.
+
+    ept train --task sst2 --method ept
+    ept train --task rte --method ept_star --steps 1000 --eval-every 200 --seed 1
+    ept train --config experiments/cpu/main.yaml --lr 0.1       # flags override the file
+    torchrun --nproc_per_node 2 -m ept.cli train --task sst2 --method pt --steps 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+from ept.commands.common import add_method_args, method_overrides
+
+# Fields with their own flags elsewhere (method switches) or none.
+_NOT_FLAGS = {"method", "method_options"}
+
+
+def _bool(text: str) -> bool:
+    from ept.commands.common import _parse_bool
+
+    return _parse_bool(text)
+
+
+def add_train_args(p) -> None:
+    from ept.train import TrainConfig
+
+    g = p.add_argument_group("run")
+    g.add_argument("--config", help="YAML or JSON file of TrainConfig keys; flags override it")
+    for f in fields(TrainConfig):
+        if f.name in _NOT_FLAGS:
+            continue
+        default = f.default if f.default is not MISSING else None
+        kind = {bool: _bool, int: int, float: float}.get(type(default), str)
+        if f.name in ("lr",):
+            kind = float
+        if f.name in ("max_eval_examples", "max_length", "few_shot"):
+            kind = int
+        flag = "--" + f.name.replace("_", "-")
+        g.add_argument(flag, dest=f.name, type=kind, default=None, help=f"{f.metadata.get('help', '')} (default: {default})")
+    add_method_args(p, default_method=None, linear_head=False)
+
+
+def load_config_file(path: str) -> dict:
+    import yaml
+
+    text = Path(path).read_text()
+    try:
+        data = yaml.safe_load(text) if path.endswith((".yaml", ".yml")) else json.loads(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not valid YAML/JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of TrainConfig keys, got {type(data).__name__}")
+    return data
+
+
+def config_from_args(args):
+    """defaults < --config file < flags."""
+    from ept.train import TrainConfig
+
+    data = load_config_file(args.config) if getattr(args, "config", None) else {}
+    for f in fields(TrainConfig):
+        if f.name not in _NOT_FLAGS and getattr(args, f.name, None) is not None:
+            data[f.name] = getattr(args, f.name)
+    if args.method is not None:
+        data["method"] = args.method
+    options = dict(data.get("method_options") or {})
+    options.update(method_overrides(args))
+    data["method_options"] = options
+    return TrainConfig.from_dict(data)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a method on a task (the main job)", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_train_args(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ept.train import run as train_run
+
+    results = train_run(config_from_args(args), progress=not args.quiet)
+    return 0 if results is None or results["status"] == "finished" else 1

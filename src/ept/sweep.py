@@ -1,0 +1,410 @@
+"""Grids of `ept train` runs: expand a spec, validate it whole, run it locally or on Ray.
+
+    ept sweep experiments/cpu/table1_main.yaml --workers 2
+    ept sweep experiments/paper/table1_t5base.yaml --executor ray --address ray://head:10001
+    ept sweep experiments/cpu/fig8_lr.yaml --dry-run          # list runs and their state, run nothing
+
+A spec is a YAML mapping: TrainConfig keys fixed for every run, `grid` (key -> list of values,
+crossed), and `out` (the root that holds one folder per run)::
+
+    out: /work/runs-cpu/main
+    steps: 150
+    max_eval_examples: 300
+    grid:
+      task: [sst2, rte]
+      method: [pt, ept]
+      seed: [0, 1]
+      hidden_size: [1, 10]          # a method switch: goes into method_options
+      method_options: [{}, {layer_norm: true}]   # or whole variants, merged over the fixed ones
+    task_overrides:                 # optional: per-task TrainConfig keys (e.g. shorter runs on pairs)
+      rte: {steps: 40, max_length: 96}
+
+Grid keys may be plural (`tasks`, `methods`, `seeds`). Run folders are named from the grid values
+only (`sst2-ept-hidden_size=10-s0`), so the same spec always maps to the same folders and a
+re-run skips what finished. A failed run stays failed (its results.json says why) until you pass
+`--retry-failed`; it is never retried silently. A killed run resumes from its `last/` checkpoint.
+
+Every error of a spec (unknown key, task, method, method switch, missing data) is gathered and
+raised at once, before any run starts.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import time
+import traceback
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+PLURALS = {"tasks": "task", "methods": "method", "seeds": "seed", "backbones": "backbone", "lrs": "lr"}
+SPEC_KEYS = ("out", "grid", "task_overrides", "name", "description")
+# Grid keys that name the run folder first, in this order; the rest follow in spec order.
+LEAD_KEYS = ("task", "method")
+
+
+class SweepError(ValueError):
+    """A bad spec; the message lists every problem found."""
+
+
+@dataclass
+class Run:
+    name: str  # folder name under the sweep root
+    config: dict  # TrainConfig as a dict, `out` filled in
+    grid: dict  # this run's grid values (what varies)
+
+
+@dataclass
+class Sweep:
+    out: Path
+    runs: list[Run]
+    grid: dict
+    fixed: dict
+    name: str = ""
+    source: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------ spec -> runs
+def _method_option_names() -> set[str]:
+    from ept.prompts import METHODS
+
+    return {f.name for _, m in METHODS.items() for f in fields(m.config_cls)} - {"method"}
+
+
+def _slug(value) -> str:
+    if isinstance(value, dict):
+        return ",".join(f"{k}={_slug(v)}" for k, v in value.items()) or "default"
+    if isinstance(value, bool):
+        return str(value).lower()
+    text = str(value)
+    return re.sub(r"[^A-Za-z0-9_.,=+-]", "_", Path(text).name if "/" in text else text)
+
+
+def run_name(grid_values: dict, fixed: dict) -> str:
+    """Deterministic folder name: task-method[-key=value...]-s<seed>."""
+    task = grid_values.get("task", fixed.get("task", "sst2"))
+    method = grid_values.get("method", fixed.get("method", "ept"))
+    parts = [_slug(task), _slug(method)]
+    for key, value in grid_values.items():
+        if key in ("task", "method", "seed"):
+            continue
+        parts.append(_slug(value) if key == "method_options" else f"{key}={_slug(value)}")
+    parts.append(f"s{grid_values.get('seed', fixed.get('seed', 0))}")
+    return "-".join(parts)
+
+
+def _check_data(configs: list[dict]) -> list[str]:
+    """Load each distinct (task, data_dir, split_seed, few_shot) once: a task without training
+    data here fails now, not an hour into the sweep."""
+    from ept.tasks import load_task
+
+    errors, seen = [], set()
+    for c in configs:
+        key = (c["task"], c.get("data_dir"), c.get("split_seed", 42), c.get("few_shot"))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            data = load_task(c["task"], data_dir=c.get("data_dir"), seed=key[2], few_shot_k=key[3])
+        except Exception as err:  # noqa: BLE001 - any loader error is reported with the task name
+            errors.append(f"task {c['task']!r}: data cannot be loaded: {err}")
+            continue
+        if not data.train:
+            errors.append(f"task {c['task']!r} has no training examples in {data.source}")
+        if not data.validation or not data.test:
+            errors.append(f"task {c['task']!r} has no validation/test examples in {data.source}")
+    return errors
+
+
+def expand(spec: dict, out: str | Path | None = None, source: str | None = None, check_data: bool = True) -> Sweep:
+    """A validated Sweep from a spec mapping; raises SweepError listing every problem."""
+    from ept.prompts import METHODS
+    from ept.tasks import get_task
+    from ept.train import TrainConfig
+
+    errors: list[str] = []
+    where = f"{source}: " if source else ""
+    if not isinstance(spec, dict):
+        raise SweepError(f"{where}a sweep spec is a mapping, got {type(spec).__name__}")
+    train_keys = {f.name for f in fields(TrainConfig)} - {"out"}
+    option_keys = _method_option_names()
+    fixed = {k: v for k, v in spec.items() if k not in SPEC_KEYS}
+    for key in sorted(set(fixed) - train_keys):
+        hint = " (method switches go in method_options or in grid)" if key in option_keys else ""
+        errors.append(f"unknown key {key!r}{hint}; allowed: {', '.join(sorted(train_keys | set(SPEC_KEYS)))}")
+    fixed = {k: v for k, v in fixed.items() if k in train_keys}
+    if "method_options" in fixed and not isinstance(fixed["method_options"], dict):
+        errors.append(f"method_options must be a mapping, got {fixed['method_options']!r}")
+        fixed.pop("method_options")
+    root = out or spec.get("out")
+    if not root:
+        errors.append("no `out`: give the sweep root in the spec or with --out")
+
+    grid: dict[str, list] = {}
+    raw_grid = spec.get("grid") or {}
+    if not isinstance(raw_grid, dict):
+        errors.append(f"grid must be a mapping of key -> list, got {type(raw_grid).__name__}")
+        raw_grid = {}
+    allowed_grid = sorted(train_keys | option_keys | set(PLURALS))
+    for key, values in raw_grid.items():
+        canon = PLURALS.get(key, key)
+        if canon not in train_keys and canon not in option_keys:
+            errors.append(f"unknown grid key {key!r}; allowed: {', '.join(allowed_grid)}")
+            continue
+        if canon in grid or canon in fixed:
+            errors.append(f"grid key {key!r} is given twice (as {canon!r} in grid or as a fixed key)")
+            continue
+        if not isinstance(values, list) or not values:
+            errors.append(f"grid key {key!r} needs a non-empty list, got {values!r}")
+            continue
+        if canon == "method_options" and not all(isinstance(v, dict) for v in values):
+            errors.append(f"grid method_options must be a list of mappings, got {values!r}")
+            continue
+        grid[canon] = values
+    # Unknown names: one message per bad value, with the allowed ones.
+    for value in grid.get("task", [fixed.get("task", "sst2")]):
+        try:
+            get_task(value)
+        except KeyError as err:
+            errors.append(f"task: {err}")
+    for value in grid.get("method", [fixed.get("method", "ept")]):
+        try:
+            METHODS.canonical(value)
+        except KeyError as err:
+            errors.append(f"method: {err}")
+    overrides = spec.get("task_overrides") or {}
+    if not isinstance(overrides, dict):
+        errors.append(f"task_overrides must be a mapping task -> {{key: value}}, got {overrides!r}")
+        overrides = {}
+    tasks_in_spec = grid.get("task", [fixed.get("task", "sst2")])
+    for task, keys in overrides.items():
+        if task not in tasks_in_spec:
+            errors.append(f"task_overrides: task {task!r} is not in this sweep; tasks: {', '.join(map(str, tasks_in_spec))}")
+        if not isinstance(keys, dict):
+            errors.append(f"task_overrides[{task!r}] must be a mapping of TrainConfig keys, got {keys!r}")
+            continue
+        for key in keys:
+            if key not in train_keys or key in ("task", "method_options") or key in grid:
+                errors.append(f"task_overrides[{task!r}]: key {key!r} cannot be overridden; allowed: "
+                              f"{', '.join(sorted(train_keys - set(grid) - {'task', 'method_options'}))}")
+    if errors:
+        raise SweepError(where + "bad sweep spec:\n  - " + "\n  - ".join(dict.fromkeys(errors)))
+
+    order = [k for k in LEAD_KEYS if k in grid] + [k for k in grid if k not in LEAD_KEYS]
+    runs, names, config_errors = [], {}, []
+    for combo in itertools.product(*(grid[k] for k in order)):
+        values = dict(zip(order, combo))
+        config = {k: v for k, v in fixed.items()}
+        config.update(overrides.get(values.get("task", fixed.get("task", "sst2")), {}) or {})
+        options = dict(fixed.get("method_options") or {})
+        for key, value in values.items():
+            if key == "method_options":
+                options.update(value)
+            elif key in option_keys and key not in train_keys:
+                options[key] = value
+            else:
+                config[key] = value
+        config["method_options"] = options
+        if config.get("data_dir"):  # absolute: analyses may read the run from another folder
+            config["data_dir"] = str(Path(config["data_dir"]).expanduser().resolve())
+        name = run_name(values, fixed)
+        config["out"] = str(Path(root).expanduser().resolve() / name)
+        try:
+            resolved = asdict(TrainConfig.from_dict(config))
+        except (ValueError, KeyError, TypeError) as err:
+            config_errors.append(f"{name}: {err}")
+            continue
+        if name in names:
+            config_errors.append(f"{name}: two grid points map to the same folder ({names[name]} and {values})")
+        names[name] = values
+        runs.append(Run(name, resolved, values))
+    if not config_errors and check_data:
+        config_errors += _check_data([r.config for r in runs])
+    if config_errors:
+        shown = list(dict.fromkeys(config_errors))
+        more = f"\n  ... and {len(shown) - 20} more" if len(shown) > 20 else ""
+        raise SweepError(where + f"bad sweep spec ({len(shown)} problem(s)):\n  - " + "\n  - ".join(shown[:20]) + more)
+    return Sweep(Path(root).expanduser().resolve(), runs, grid, fixed, spec.get("name", ""), source)
+
+
+def load_spec(path: str | Path, out: str | Path | None = None, check_data: bool = True) -> Sweep:
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such sweep spec")
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SweepError(f"{path}: not valid YAML: {err}") from None
+    return expand(spec, out=out, source=str(path), check_data=check_data)
+
+
+# ------------------------------------------------------------------------------ state
+def run_state(run: Run) -> str:
+    """finished | failed | partial (has a checkpoint, will resume) | pending."""
+    out = Path(run.config["out"])
+    results = out / "results.json"
+    if results.exists():
+        try:
+            status = json.loads(results.read_text()).get("status")
+        except json.JSONDecodeError:
+            status = "failed"
+        return "finished" if status == "finished" else "failed"
+    return "partial" if (out / "last" / "state.json").exists() else "pending"
+
+
+def _write_manifest(sweep: Sweep, states: dict[str, str]) -> None:
+    from ept.checkpoint import atomic_write_json
+
+    atomic_write_json(sweep.out / "sweep.json", {
+        "name": sweep.name, "spec": sweep.source, "fixed": sweep.fixed, "grid": sweep.grid,
+        "runs": [{"name": r.name, "grid": r.grid, "state": states.get(r.name, run_state(r))} for r in sweep.runs],
+    })
+
+
+# ------------------------------------------------------------------------------ one run (in a worker)
+def _summary(results: dict | None) -> str:
+    if not results or not results.get("test"):
+        return ""
+    metric = results.get("main_metric")
+    return f"test {metric} {results['test'].get(metric, float('nan')):.2f}"
+
+
+def run_one(config: dict, threads: int | None = None) -> dict:
+    """Train one run in this process; never raises. An exception becomes a failed results.json
+    (with the traceback in error.txt) so the sweep reports it and does not retry it."""
+    import torch
+
+    from ept.checkpoint import atomic_write_json, atomic_write_text
+    from ept.train import TrainConfig, run
+
+    if threads:
+        torch.set_num_threads(threads)
+    start = time.time()
+    out = Path(config["out"])
+    try:
+        results = run(TrainConfig.from_dict(config), progress=False)
+        status = (results or {}).get("status", "failed")
+        return {"out": str(out), "status": status, "error": (results or {}).get("error"),
+                "summary": _summary(results), "seconds": round(time.time() - start, 1)}
+    except BaseException as err:  # noqa: BLE001 - reported, never swallowed silently
+        if isinstance(err, KeyboardInterrupt):
+            raise
+        tb = traceback.format_exc()
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "error.txt", tb)
+        message = f"{type(err).__name__}: {err}"
+        atomic_write_json(out / "results.json", {
+            "status": "failed", "error": message, "task": config.get("task"), "method": config.get("method"),
+            "backbone": config.get("backbone"), "seed": config.get("seed"), "steps": config.get("steps"),
+        })
+        return {"out": str(out), "status": "failed", "error": message, "summary": "", "seconds": round(time.time() - start, 1)}
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# ------------------------------------------------------------------------------ executors
+def _execute_local(todo: list[Run], workers: int, on_done) -> None:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    cores = os.cpu_count() or 1
+    threads = max(1, cores // workers)
+    # spawn, not fork: a forked child of a process that already ran torch ops can deadlock.
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(threads,)) as pool:
+        futures = {pool.submit(run_one, r.config, threads): r for r in todo}
+        for fut in as_completed(futures):
+            run = futures[fut]
+            try:
+                outcome = fut.result()
+            except Exception as err:  # noqa: BLE001 - the worker process itself died (OOM, segfault)
+                outcome = {"status": "failed", "error": f"worker died: {type(err).__name__}: {err}",
+                           "summary": "", "seconds": None}
+            on_done(run, outcome)
+
+
+def _execute_ray(todo: list[Run], address: str | None, cpus_per_run: float, gpus_per_run: float, on_done) -> None:
+    try:
+        import ray
+    except ImportError as err:
+        raise SweepError("--executor ray needs `pip install 'ray[default]'` (or `pip install ept[ray]`)") from err
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    remote = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)(run_one)
+    threads = max(1, int(cpus_per_run))
+    pending = {remote.remote(r.config, threads): r for r in todo}
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            run = pending.pop(ref)
+            try:
+                outcome = ray.get(ref)
+            except Exception as err:  # noqa: BLE001 - node lost, worker crashed
+                outcome = {"status": "failed", "error": f"ray task failed: {type(err).__name__}: {err}",
+                           "summary": "", "seconds": None}
+            on_done(run, outcome)
+
+
+def execute(sweep: Sweep, workers: int = 1, executor: str = "local", address: str | None = None,
+            retry_failed: bool = False, cpus_per_run: float = 1, gpus_per_run: float = 0,
+            log=print) -> dict[str, str]:
+    """Run what is not finished; returns {run name: final state}. Progress: done / failed / left."""
+    if executor not in ("local", "ray"):
+        raise SweepError(f"executor={executor!r}; allowed: local, ray")
+    if workers < 1:
+        raise SweepError(f"workers must be >= 1, got {workers}")
+    states = {r.name: run_state(r) for r in sweep.runs}
+    todo = [r for r in sweep.runs if states[r.name] in ("pending", "partial")
+            or (retry_failed and states[r.name] == "failed")]
+    for r in todo:
+        if states[r.name] == "failed":  # explicit --retry-failed: clear the old failure
+            for name in ("results.json", "error.txt"):
+                (Path(r.config["out"]) / name).unlink(missing_ok=True)
+    sweep.out.mkdir(parents=True, exist_ok=True)
+    _write_manifest(sweep, states)
+    total = len(sweep.runs)
+    counts = {"finished": sum(s == "finished" for s in states.values()),
+              "failed": sum(s == "failed" for s in states.values()) if not retry_failed else 0}
+    log(f"ept sweep: {total} runs | {counts['finished']} already finished | "
+        f"{sum(s == 'failed' for s in states.values())} failed before"
+        f"{' (retrying)' if retry_failed else ' (not retried; --retry-failed to rerun)'} | "
+        f"{len(todo)} to run with {executor} executor")
+    if not todo:
+        return states
+
+    def on_done(run: Run, outcome: dict) -> None:
+        status = "finished" if outcome["status"] == "finished" else "failed"
+        states[run.name] = status
+        counts[status] += 1
+        left = total - counts["finished"] - counts["failed"]
+        detail = outcome.get("summary") if status == "finished" else f"FAILED: {outcome.get('error')}"
+        secs = f" ({outcome['seconds']}s)" if outcome.get("seconds") is not None else ""
+        log(f"[{counts['finished']} done / {counts['failed']} failed / {left} left] {run.name}: {detail}{secs}")
+        _write_manifest(sweep, states)
+
+    if executor == "local":
+        _execute_local(todo, workers, on_done)
+    else:
+        _execute_ray(todo, address, cpus_per_run, gpus_per_run, on_done)
+    return states
+
+
+def sweep_runs(root: str | Path) -> list[Path]:
+    """Run folders of a sweep root (from sweep.json when present, else every child with config.json)."""
+    root = Path(root)
+    manifest = root / "sweep.json"
+    if manifest.exists():
+        names = [r["name"] for r in json.loads(manifest.read_text())["runs"]]
+        return [root / n for n in names if (root / n / "config.json").exists() or (root / n / "results.json").exists()]
+    return sorted(p.parent for p in root.glob("*/config.json"))

@@ -1,0 +1,130 @@
+"""`ept data check`: walk every task's local files, validate every row, report what is there.
+
+Status: complete (the full official train and evaluation sets), partial (some files, or samples),
+missing (no files). Every file the task's spec knows about is read, including fallbacks that
+are not used, so a malformed row anywhere is reported with its file and line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ept.tasks.catalog import get_task, task_names
+from ept.tasks.loaders import COMPLETE_FRACTION, MissingDataError, find_local, read_file, read_local
+from ept.tasks.spec import DataError, TaskSpec
+from ept.tasks.splits import apply_protocol
+
+
+@dataclass
+class TaskCheck:
+    name: str
+    benchmark: str
+    status: str                                   # complete | partial | missing | error
+    files: dict[str, str] = field(default_factory=dict)  # role -> "train.tsv+val.tsv (8,551)"
+    sizes: dict[str, int] = field(default_factory=dict)  # after the split protocol
+    rule: str = ""
+    notes: list[str] = field(default_factory=list)
+    bad_rows: int = 0
+    errors: list[str] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)      # files in the folder the spec does not name
+    fallbacks: list[str] = field(default_factory=list)   # named by the spec, present, not used: validated
+
+
+def check_task(name: str, data_dir: Path, seed: int = 42) -> TaskCheck:
+    spec = get_task(name)
+    check = TaskCheck(spec.name, spec.benchmark, "missing")
+    root = data_dir / spec.name
+    try:
+        read = read_local(spec, data_dir, skip_bad_rows=True)
+    except MissingDataError:
+        check.notes.append(f"no files in {root}")
+        return check
+    except DataError as err:  # empty / unreadable file
+        check.status, check.errors = "error", [str(err)]
+        return check
+    raw = read.raw
+    split = apply_protocol(spec, raw, seed)
+    uses_dev = split.rule in ("dev as val", "dev halved")
+    for role in ("train", "eval", "dev") if uses_dev else ("train", "eval"):
+        if getattr(raw, role) is not None:
+            check.files[role] = f"{'+'.join(read.files[role])} ({len(getattr(raw, role)):,})"
+    used = {role: names for role, names in read.files.items() if role in check.files}
+    check.bad_rows = read.bad_rows
+    check.errors = [e for r in read.reports for e in r.errors]
+    check.fallbacks = _validate_fallbacks(spec, root, used, check)
+    check.sizes = {"train": len(split.train), "validation": len(split.validation), "test": len(split.test)}
+    check.rule = split.rule
+    eval_full = raw.eval is not None and len(raw.eval) >= COMPLETE_FRACTION * spec.eval_size
+    check.status = "complete" if raw.train_complete and eval_full else "partial"
+    check.notes = _short_notes(spec, raw.train_complete, eval_full, raw, used, read)
+    check.unused = [p for p in _unused_files(spec, root, used) if p not in check.fallbacks]
+    return check
+
+
+def _validate_fallbacks(spec: TaskSpec, root: Path, used: dict[str, tuple[str, ...]], check: TaskCheck) -> list[str]:
+    """Read every other file the spec names that exists, so its bad rows are reported too."""
+    used_paths = {p for names in used.values() for p in names}
+    fallbacks = []
+    for alternatives in (spec.local_train, spec.local_eval, spec.local_dev):
+        for alternative in alternatives:
+            for f in alternative:
+                if f.path in used_paths or not (root / f.path).is_file():
+                    continue
+                used_paths.add(f.path)
+                fallbacks.append(f.path)
+                try:
+                    _, report = read_file(spec, root, f, skip_bad_rows=True)
+                except DataError as err:
+                    check.errors.append(str(err))
+                    check.bad_rows += 1
+                    continue
+                check.bad_rows += report.bad_rows
+                check.errors.extend(report.errors)
+    return fallbacks
+
+
+def _short_notes(spec: TaskSpec, train_full: bool, eval_full: bool, raw, used, read) -> list[str]:
+    notes = []
+    if raw.train is None:
+        notes.append("no train")
+    elif not train_full:
+        notes.append(f"train sample {len(raw.train):,} of {spec.train_size:,}")
+    if raw.eval is None:
+        notes.append("no official validation")
+    elif not eval_full:
+        notes.append(f"eval sample {len(raw.eval):,} of {spec.eval_size:,}")
+    file_notes = {f.note for alts in (spec.local_train, spec.local_eval, spec.local_dev) for a in alts
+                  for f in a if f.note and f.path in {p for names in used.values() for p in names}}
+    notes.extend(sorted(file_notes))
+    notes.extend(n for r in read.reports for n in r.notes)
+    return notes
+
+
+def _unused_files(spec: TaskSpec, root: Path, used: dict[str, tuple[str, ...]]) -> list[str]:
+    used_paths = {p for names in used.values() for p in names}
+    present = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    return [p for p in present if p not in used_paths]
+
+
+def check_all(data_dir: Path, seed: int = 42) -> list[TaskCheck]:
+    return [check_task(name, data_dir, seed) for name in task_names("paper21")]
+
+
+def format_table(checks: list[TaskCheck]) -> str:
+    """A Markdown table, one row per task."""
+    head = ("task", "benchmark", "status", "train / val / test", "split rule", "local files (examples)", "notes")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c in checks:
+        sizes = " / ".join(f"{c.sizes[k]:,}" for k in ("train", "validation", "test")) if c.sizes else "-"
+        files = "; ".join(f"{role}: {v}" for role, v in c.files.items()) or "-"
+        notes = list(c.notes)
+        if c.bad_rows:
+            notes.append(f"{c.bad_rows} malformed row(s)")
+        if c.fallbacks:
+            notes.append(f"{len(c.fallbacks)} unused fallback file(s) validated")
+        if c.unused:
+            notes.append("ignored: " + ", ".join(c.unused))
+        row = (c.name, c.benchmark, c.status, sizes, c.rule or "-", files, "; ".join(notes) or "-")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)

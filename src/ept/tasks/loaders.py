@@ -1,0 +1,307 @@
+"""Load a task from local files (original formats) or the Hugging Face hub, then split it.
+
+    from ept.tasks import load_task
+    data = load_task("rte", data_dir="../shared/data")      # local files, paper split protocol
+    data = load_task("rte", source="hub")                     # nyu-mll/glue (needs internet)
+
+The data directory is `data_dir`, else $EPT_DATA_DIR, else `../shared/data` relative to the
+current directory, else relative to the repository root. Each task lives in `<data_dir>/<task>/`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from ept.tasks.catalog import get_task
+from ept.tasks.readers import READ
+from ept.tasks.spec import DataError, Example, LocalFile, RowError, TaskData, TaskSpec
+from ept.tasks.splits import RawSplits, apply_protocol, few_shot
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_DATA_DIR = "../shared/data"
+COMPLETE_FRACTION = 0.98  # a local train within 2% of the official size counts as the full set
+ROLES = ("train", "eval", "dev")
+
+
+class MissingDataError(DataError, FileNotFoundError):
+    """No local files for a task, or no default data directory: "auto" may try the hub."""
+
+
+class DataDirError(MissingDataError):
+    """An explicitly given data directory (--data-dir, $EPT_DATA_DIR) does not exist: never falls back."""
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """`data_dir`, else $EPT_DATA_DIR, else ../shared/data from the cwd, then from the repo root."""
+    if data_dir is None:
+        data_dir = os.environ.get("EPT_DATA_DIR") or None
+    if data_dir is not None:
+        path = Path(data_dir).expanduser()
+        if not path.is_dir():
+            raise DataDirError(f"data directory {str(path)!r} does not exist (from --data-dir / EPT_DATA_DIR)")
+        return path.resolve()
+    for path in (Path.cwd() / DEFAULT_DATA_DIR, REPO_ROOT / DEFAULT_DATA_DIR):
+        if path.is_dir():
+            return path.resolve()
+    raise MissingDataError(f"no data directory: pass --data-dir, set EPT_DATA_DIR, or create {DEFAULT_DATA_DIR} "
+                           f"(looked in {Path.cwd() / DEFAULT_DATA_DIR} and {REPO_ROOT / DEFAULT_DATA_DIR})")
+
+
+# ------------------------------------------------------------------ labels
+
+
+def canonical_label(spec: TaskSpec, raw: Any, label_map: dict[str, int]) -> int | float | tuple[str, ...]:
+    """Raw label -> class index / float score / answers tuple; ValueError says what was expected."""
+    if spec.kind == "generation":
+        if isinstance(raw, str):
+            raw = [raw]
+        if not isinstance(raw, (list, tuple)) or not raw or not all(isinstance(a, str) and a.strip() for a in raw):
+            raise ValueError(f"expected a non-empty list of answer strings, got {raw!r}")
+        return tuple(raw)
+    if spec.kind == "regression":
+        try:
+            score = float(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a numeric score in [{spec.value_range[0]}, {spec.value_range[1]}], got {raw!r}") from None
+        lo, hi = spec.value_range
+        if not math.isfinite(score) or not lo <= score <= hi:
+            raise ValueError(f"expected a score in [{lo}, {hi}], got {raw!r}")
+        return score
+    key = ("true" if raw else "false") if isinstance(raw, bool) else str(raw).strip().lower()
+    if label_map:
+        if key in label_map:
+            return label_map[key]
+        raise ValueError(f"label {raw!r} not in the label set; expected one of {sorted(label_map)}")
+    words = [w.lower() for w in spec.label_words]
+    if key in words:
+        return words.index(key)
+    if key.lstrip("-").isdigit() and 0 <= int(key) < len(words):
+        return int(key)
+    raise ValueError(f"label {raw!r} not in the label set; expected one of {list(spec.label_words)} "
+                     f"or an index 0..{len(words) - 1}")
+
+
+# ------------------------------------------------------------------ local files
+
+
+@dataclass
+class FileReport:
+    path: str           # relative to the data dir, e.g. "sst2/train.tsv"
+    rows: int = 0
+    bad_rows: int = 0
+    errors: list[str] = field(default_factory=list)   # first few bad-row messages
+    notes: list[str] = field(default_factory=list)
+
+
+def read_file(spec: TaskSpec, root: Path, f: LocalFile, skip_bad_rows: bool) -> tuple[list[Example], FileReport]:
+    """All examples of one file. A bad row raises RowError unless `skip_bad_rows`."""
+    display = f"{spec.name}/{f.path}"
+    report = FileReport(display)
+    label_map = {k.lower(): v for k, v in f.label_map}
+    examples = []
+    for row in READ[f.reader](root / f.path, f, spec.record_keys, display):
+        error = row.error
+        if error is None:
+            try:
+                record = dict(row.record, label=canonical_label(spec, row.record["label"], label_map))
+                examples.append(spec.to_example(record))
+            except (ValueError, TypeError, KeyError, IndexError) as err:
+                error = str(err)
+        if error is not None:
+            if not skip_bad_rows:
+                raise RowError(display, row.line, error)
+            report.bad_rows += 1
+            if len(report.errors) < 3:
+                report.errors.append(str(RowError(display, row.line, error)))
+        if row.note:
+            report.notes.append(row.note)
+    report.rows = len(examples)
+    if not examples and not report.bad_rows:
+        raise DataError(f"{display}: no examples in the file")
+    return examples, report
+
+
+def _present(root: Path, alternative: tuple[LocalFile, ...]) -> bool:
+    return all((root / f.path).is_file() for f in alternative)
+
+
+def find_local(spec: TaskSpec, root: Path) -> dict[str, tuple[LocalFile, ...] | None]:
+    """For each role, the first alternative whose files all exist (or None)."""
+    alternatives = {"train": spec.local_train, "eval": spec.local_eval, "dev": spec.local_dev}
+    return {role: next((alt for alt in alternatives[role] if _present(root, alt)), None) for role in ROLES}
+
+
+@dataclass
+class LocalRead:
+    raw: RawSplits
+    files: dict[str, tuple[str, ...]]      # role -> file names used
+    reports: list[FileReport]
+    bad_rows: int = 0
+
+
+def read_local(spec: TaskSpec, data_dir: Path, skip_bad_rows: bool = False) -> LocalRead:
+    root = data_dir / spec.name
+    chosen = find_local(spec, root)
+    if not any(chosen.values()):
+        looked = sorted({f.path for alts in (spec.local_train, spec.local_eval, spec.local_dev) for a in alts for f in a})
+        raise MissingDataError(f"no local files for task {spec.name!r} in {root} (looked for: {', '.join(looked)})")
+    raw = RawSplits()
+    read = LocalRead(raw, {}, [])
+    for role, alternative in chosen.items():
+        if alternative is None:
+            continue
+        examples: list[Example] = []
+        role_bad = 0
+        for f in alternative:
+            part, report = read_file(spec, root, f, skip_bad_rows)
+            examples.extend(part)
+            read.reports.append(report)
+            role_bad += report.bad_rows
+            raw.notes.extend(report.notes)
+        setattr(raw, role, examples)
+        read.files[role] = tuple(f.path for f in alternative)
+        if role == "dev":
+            raw.dev_name = "+".join(read.files[role]) + "".join(f" ({f.note})" for f in alternative if f.note)
+        read.bad_rows += role_bad
+        if role == "train":  # skipped bad rows still count: one bad row must not change the protocol
+            raw.train_complete = len(examples) + role_bad >= COMPLETE_FRACTION * spec.train_size
+    _describe_local(spec, read)
+    return read
+
+
+def _describe_local(spec: TaskSpec, read: LocalRead) -> None:
+    """One note per split role: which files, how many examples, full set or sample."""
+    raw, notes = read.raw, []
+    eval_name = f"official {spec.hub.eval if spec.hub else 'validation'}"
+    # The extra dev set is described by the split protocol, and only when it is used.
+    for role, name, official in (("train", "train", spec.train_size), ("eval", eval_name, spec.eval_size)):
+        split = getattr(raw, role)
+        if split is None:
+            notes.append(f"no {name} file locally")
+            continue
+        files = "+".join(read.files[role])
+        if len(split) >= COMPLETE_FRACTION * official:
+            size = f"{len(split):,} examples, the full official set"
+        else:
+            size = f"{len(split):,} examples, a sample of the official {official:,}"
+        extra = [f.note for alt in (spec.local_train, spec.local_eval, spec.local_dev) for a in alt if
+                 tuple(x.path for x in a) == read.files[role] for f in a if f.note]
+        notes.append(f"{name} = {files}: {size}" + "".join(f" ({n})" for n in dict.fromkeys(extra)))
+    raw.notes[:0] = notes
+
+
+def _source_string(root: Path, files: dict[str, tuple[str, ...]]) -> str:
+    parts = "; ".join(f"{role}: {'+'.join(names)}" for role, names in files.items())
+    return f"local:{root} ({parts})"
+
+
+# ------------------------------------------------------------------ hub
+
+
+def read_hub(spec: TaskSpec) -> RawSplits:
+    """The task from the Hugging Face hub (needs internet and `datasets`)."""
+    if spec.hub is None:
+        raise DataError(f"task {spec.name!r} has no hub source")
+    try:
+        import datasets
+    except ImportError as err:
+        raise DataError(f"loading {spec.name!r} from the hub needs the `datasets` package ({err})") from None
+    hub = spec.hub
+    mapping = dict(hub.fields)
+    label_map = {k.lower(): v for k, v in hub.label_map}
+    raw = RawSplits(train_complete=True, notes=[f"hub: {hub.describe()}"])
+    for role, split in (("train", hub.train), ("eval", hub.eval)):
+        try:
+            rows = datasets.load_dataset(hub.path, hub.name, split=split)
+        except Exception as err:  # noqa: BLE001 - network, auth, missing split: all user-facing
+            raise DataError(f"could not load {hub.describe()} split {split!r} from the hub: {err}") from None
+        if hub.filter:
+            column, value = hub.filter
+            rows = rows.filter(lambda r: r[column] == value) if hasattr(rows, "filter") else [r for r in rows if r[column] == value]
+        examples = []
+        for i, row in enumerate(rows):
+            try:
+                record = {k: _dotted(row, mapping.get(k, k)) for k in spec.record_keys}
+                record["label"] = canonical_label(spec, record["label"], label_map)
+                examples.append(spec.to_example(record))
+            except (ValueError, KeyError, TypeError) as err:
+                raise DataError(f"hub {hub.describe()} split {split!r} row {i}: {err}") from None
+        setattr(raw, role, examples)
+    return raw
+
+
+def _dotted(row: Any, key: str) -> Any:
+    for part in key.split("."):
+        row = row[part]
+    return row
+
+
+# ------------------------------------------------------------------ public
+
+
+def load_task(name: str, data_dir: str | os.PathLike | None = None, seed: int = 42, few_shot_k: int | None = None,
+              skip_bad_rows: bool = False, source: str = "auto") -> TaskData:
+    """Train / validation / test examples of a task in the paper's split protocol.
+
+    source: "auto" (local files under <data_dir>/<task> if any, else the hub), "local", "hub".
+    few_shot_k: keep k training examples per class (paper §5.2), sampled with `seed`.
+    skip_bad_rows: skip malformed rows (counted in `bad_rows`) instead of raising RowError.
+    """
+    spec = get_task(name)
+    if source not in ("auto", "local", "hub"):
+        raise ValueError(f"unknown source {source!r}; allowed: auto, local, hub")
+    read: LocalRead | None = None
+    if source in ("auto", "local"):
+        try:
+            root = resolve_data_dir(data_dir)
+            read = read_local(spec, root, skip_bad_rows)
+        except DataDirError:
+            raise
+        except MissingDataError as err:
+            if source == "local":
+                raise
+            local_error = err
+    if read is not None:
+        raw, bad_rows = read.raw, read.bad_rows
+        if bad_rows:
+            raw.notes.append(f"skipped {bad_rows} malformed row(s), e.g. " + "; ".join(
+                e for r in read.reports for e in r.errors[:1]))
+    else:
+        try:
+            raw, bad_rows = read_hub(spec), 0
+        except DataError as err:
+            if source == "auto":
+                raise DataError(f"{local_error}; the hub fallback failed too: {err}") from None
+            raise
+    split = apply_protocol(spec, raw, seed)
+    train, notes = split.train, raw.notes + split.notes
+    if read is None:
+        where = f"hub:{spec.hub.describe()}"
+    else:  # name the extra dev set only when the protocol used it
+        where = _source_string(root / spec.name, {r: f for r, f in read.files.items()
+                                                  if r != "dev" or split.rule.startswith("dev")})
+    if few_shot_k is not None:
+        full = len(train)
+        train = few_shot(train, few_shot_k, seed)
+        notes.append(f"few-shot: {len(train)} training examples ({few_shot_k} per class, seed {seed}) out of {full:,}")
+    return TaskData(spec, train, split.validation, split.test, where, notes, bad_rows)
+
+
+def label_distribution(spec: TaskSpec, examples: Iterable[Example]) -> dict[str, int]:
+    """Counts by label word (classification), by target bucket (regression), or answers (generation)."""
+    counts: dict[str, int] = {}
+    for ex in examples:
+        if spec.kind == "classification":
+            key = spec.label_words[ex.label]
+        elif spec.kind == "regression":  # unit buckets [0, 1) ... [4, 5]
+            lo, hi = spec.value_range
+            start = int(min(ex.label, hi - 1))
+            key = f"[{start}, {start + 1}{']' if start + 1 >= hi else ')'}"
+        else:
+            key = f"{len(ex.answers)} answer(s)"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))

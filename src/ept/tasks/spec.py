@@ -1,0 +1,206 @@
+"""The task schema: what one of the 21 tasks *is*, as frozen data (STYLE rule 7).
+
+A `TaskSpec` declares where a task loads from (local files in the benchmark's original format,
+or a Hugging Face hub id), its text-to-text template, label words, metrics, official split sizes
+(which decide the split protocol of paper Appendix B.1) and max input length. Loaders read files
+into *records* (plain dicts with canonical keys: the template's text fields, the extra keys a
+named preprocessor needs, and `label`), and `TaskSpec.to_example` turns a record into an
+`Example`. No `if task == ...` anywhere: task-specific formatting is a named pure function in
+`templates.py`, referenced by `TaskSpec.preprocess`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+KINDS = ("classification", "regression", "generation")
+BENCHMARKS = ("glue", "superglue", "mrqa", "others")
+READERS = ("tsv", "csv", "jsonl", "label_prefixed", "multirc", "mrqa", "wic_mapo")
+
+
+class DataError(ValueError):
+    """A user-facing data problem: missing/empty file, unknown split, unreadable source."""
+
+
+class RowError(DataError):
+    """A malformed row: names the file, the 1-based line and what was expected."""
+
+    def __init__(self, file: str, line: int, problem: str):
+        super().__init__(f"{file}, line {line}: {problem}")
+        self.file, self.line, self.problem = file, line, problem
+
+
+@dataclass(frozen=True)
+class Example:
+    source: str                    # T5 text-to-text input, e.g. "rte sentence1: ... sentence2: ..."
+    target: str                    # label word, 0.2-rounded STS-B number ("3.4"), or answer text
+    label: int | float | None      # class index, raw float score (regression), None (generation)
+    fields: tuple[str, ...]        # raw text segments (encoders join pairs with [SEP])
+    group: str | None = None       # MultiRC question id (one example per answer option)
+    answers: tuple[str, ...] = ()  # all gold answers (MRQA: F1/EM take the max over them)
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """One file in its original format, relative to `<data_dir>/<task>/` (".gz" read as gzip)."""
+
+    path: str
+    reader: str                                   # one of READERS
+    columns: tuple[str, ...] = ()                 # tsv/csv: positional canonical names ("_" = unused)
+    header: bool = False                          # tsv/csv: line 1 is a header (names it when no columns)
+    skip_first_if: tuple[str, ...] = ()           # drop line 1 only if it equals one of these (yelp "0,1")
+    fields: tuple[tuple[str, str], ...] = ()      # (canonical key, key in the file; dotted for nested json)
+    label_map: tuple[tuple[str, int], ...] = ()   # raw label -> index when the file codes labels its own way
+    repair_missing_tab: bool = False              # tsv: split "<text> <label>" in a row one column short
+    note: str = ""                                # what this file is (printed by `ept data check`)
+
+    def __post_init__(self) -> None:
+        if self.reader not in READERS:
+            raise ValueError(f"LocalFile {self.path!r}: unknown reader {self.reader!r}; allowed: {', '.join(READERS)}")
+        if self.reader in ("tsv", "csv") and not self.columns and not self.header:
+            raise ValueError(f"LocalFile {self.path!r}: a {self.reader} file needs columns= or header=True")
+
+
+# A split role is a tuple of alternatives; an alternative is a tuple of files that together make
+# the split (e.g. sst2 train = train.tsv + train_heldout.tsv). The first alternative whose files
+# all exist is used, so a full official download placed in the same folder wins over a sample.
+Alternatives = tuple[tuple[LocalFile, ...], ...]
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """Where users with internet load the task: a `datasets>=4` compatible (parquet) hub id."""
+
+    path: str
+    name: str | None = None
+    train: str = "train"
+    eval: str = "validation"                      # the official evaluation split (yelp: "test")
+    filter: tuple[str, str] = ()                  # (column, value): keep matching rows (MRQA subset)
+    fields: tuple[tuple[str, str], ...] = ()      # (canonical key, hub column; dotted for nested)
+    label_map: tuple[tuple[str, int], ...] = ()
+
+    def describe(self) -> str:
+        where = f"{self.path}/{self.name}" if self.name else self.path
+        return where + (f" [{self.filter[0]}={self.filter[1]}]" if self.filter else "")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task as data. `template(record)` renders the model input; see docs/tasks.md."""
+
+    name: str
+    benchmark: str                                # glue | superglue | mrqa | others
+    kind: str                                     # classification | regression | generation
+    source_format: str                            # str.format template over the record's keys
+    fields: tuple[str, ...]                       # text keys, in input order -> Example.fields
+    label_words: tuple[str, ...] = ()             # classification: index = label; regression: "0.0".."5.0"
+    anchor_words: tuple[str, str] = ()            # regression: texts for (score min, score max)
+    value_range: tuple[float, float] = ()         # regression: (0.0, 5.0)
+    metrics: tuple[str, ...] = ("accuracy",)
+    main_metric: str = "accuracy"
+    max_length: int = 256                         # paper B.2: 256, MultiRC 348, MRQA 512
+    extra: tuple[str, ...] = ()                   # non-text record keys the preprocessor needs
+    preprocess: str = ""                          # named pure function in templates.PREPROCESSORS
+    group_key: str = ""                           # record key holding Example.group (MultiRC)
+    train_size: int = 0                           # official train size: decides the split rule
+    eval_size: int = 0                            # official evaluation split size
+    max_train: int | None = None                  # cap after the split (yelp: 100K, as DePT)
+    hub: HubSource | None = None
+    local_train: Alternatives = ()
+    local_eval: Alternatives = ()                 # the official validation (yelp: test) split
+    local_dev: Alternatives = ()                  # extra labeled set usable as validation
+    aliases: tuple[str, ...] = ()
+    version: int = 1
+    reference: str = ""
+    doc: str = field(default="", compare=False)  # one line for `ept ls` / docs
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.benchmark not in BENCHMARKS:
+            problems.append(f"benchmark {self.benchmark!r} not in {BENCHMARKS}")
+        if self.kind not in KINDS:
+            problems.append(f"kind {self.kind!r} not in {KINDS}")
+        if self.kind == "classification" and len(self.label_words) < 2:
+            problems.append("a classification task needs at least 2 label_words")
+        if self.kind == "regression" and (len(self.anchor_words) != 2 or len(self.value_range) != 2):
+            problems.append("a regression task needs anchor_words (2) and value_range (lo, hi)")
+        if self.main_metric not in self.metrics:
+            problems.append(f"main_metric {self.main_metric!r} not in metrics {self.metrics}")
+        if self.train_size <= 0:
+            problems.append("train_size (official) must be > 0: it decides the split protocol")
+        for alternative in self.local_train + self.local_eval + self.local_dev:
+            for f in alternative:
+                missing = [k for k in self.record_keys if f.columns and k not in f.columns]
+                if missing:
+                    problems.append(f"{f.path}: columns lack {missing}")
+        if problems:
+            raise ValueError(f"task {self.name!r}: " + "; ".join(problems))
+
+    @property
+    def record_keys(self) -> tuple[str, ...]:
+        """Keys a loader must put in each record (text fields, extras, label)."""
+        return self.fields + self.extra + ("label",)
+
+    @property
+    def split_rule(self) -> tuple[str, int]:
+        """Paper Appendix B.1, decided by the official train size: ("halve", 0) or ("sample", k)."""
+        if self.train_size < 10_000:
+            return "halve", 0
+        return "sample", 1_000 if self.train_size < 100_000 else 10_000
+
+    def template(self, record: Mapping[str, Any]) -> str:
+        """The text-to-text source for one record (after the task's named preprocessor)."""
+        return _squash(self.source_format.format(**self._prepared(record)))
+
+    def target(self, label: Any) -> str:
+        if self.kind == "classification":
+            return self.label_words[label]
+        if self.kind == "regression":
+            return stsb_string(label)
+        return label[0]
+
+    def to_example(self, record: Mapping[str, Any]) -> Example:
+        """A record whose `label` is already canonical (index / float / answers tuple)."""
+        rec = self._prepared(record)
+        label = rec["label"]
+        return Example(
+            source=_squash(self.source_format.format(**rec)),
+            target=self.target(label),
+            label=None if self.kind == "generation" else label,
+            fields=tuple(_squash(str(rec[k])) for k in self.fields),
+            group=str(rec[self.group_key]) if self.group_key else None,
+            answers=tuple(label) if self.kind == "generation" else (),
+        )
+
+    def _prepared(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        from ept.tasks.templates import PREPROCESSORS  # local: templates imports nothing from here
+
+        rec = dict(record)
+        return PREPROCESSORS.get(self.preprocess)(rec) if self.preprocess else rec
+
+
+def stsb_string(score: float) -> str:
+    """T5's STS-B target: round to the nearest 0.2 (half to even, as tf.round) with one decimal."""
+    if not math.isfinite(score):
+        raise ValueError(f"STS-B score must be finite, got {score!r}")
+    return f"{round(score * 5) / 5:.1f}"
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+@dataclass
+class TaskData:
+    spec: TaskSpec
+    train: list[Example]
+    validation: list[Example]
+    test: list[Example]
+    source: str                                   # "local:<dir> (...)" or "hub:<id>"
+    notes: list[str] = field(default_factory=list)
+    bad_rows: int = 0
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)}

@@ -1,0 +1,151 @@
+"""The split protocol of paper Appendix B.1 (reference-spec §3.3) and few-shot sampling (§5.2).
+
+Decided by the *official* train size (`TaskSpec.split_rule`), whatever the local files hold:
+  train < 10K   -> the official validation set is shuffled and halved: validation / test.
+  train < 100K  -> 1K examples sampled from train as validation (removed from train);
+                   the official validation set is the test set.
+  train >= 100K -> the same with 10K.
+Shuffles use `torch.randperm` with a generator seeded by `seed` (DePT `shuffled_indices`), so a
+full hub download gives exactly DePT's splits for the same row order.
+
+Local data is often partial (../shared/data/MANIFEST.md). Where the protocol cannot be applied
+as written, a documented fallback is used and said in the notes (docs/tasks.md, "Split rule"):
+  - train present but only a sample of the official train: validation = the task's extra dev
+    set if it has one (FewGLUE dev32, MNLI mismatched), else k = min(protocol k, n // 10)
+    examples carved from the sample;
+  - no official validation/test file: a test set of the same size is carved from train too;
+  - no train at all: validation = the extra dev set, else the official validation is halved
+    (the small-task rule) so that the task can still be evaluated.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Sequence, TypeVar
+
+import numpy as np
+
+from ept.tasks.spec import Example, TaskSpec
+
+T = TypeVar("T")
+
+
+def shuffled_indices(n: int, seed: int) -> list[int]:
+    """DePT's `AbstractTask.shuffled_indices`: torch.randperm with a seeded generator."""
+    import torch  # local: keep `import ept.tasks` light
+
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return torch.randperm(n, generator=generator).tolist()
+
+
+@dataclass
+class RawSplits:
+    """What a source provides before the protocol (official roles, not final splits)."""
+
+    train: list[Example] | None = None    # None: no train file at all
+    eval: list[Example] | None = None     # official validation (yelp: test)
+    dev: list[Example] | None = None      # extra labeled set (FewGLUE dev32, MNLI mismatched)
+    train_complete: bool = False          # the full official train (hub, or a full local copy)
+    dev_name: str = ""                    # where the extra dev set comes from (for notes)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Split:
+    train: list[Example]
+    validation: list[Example]
+    test: list[Example]
+    rule: str                 # short name of what was done, e.g. "1K from train", "val halved"
+    notes: list[str]
+
+
+def apply_protocol(spec: TaskSpec, raw: RawSplits, seed: int) -> Split:
+    """Train / validation / test following Appendix B.1 and the fallbacks above."""
+    rule, k = spec.split_rule
+    train = list(raw.train or [])
+    notes: list[str] = []
+    if rule == "halve":
+        if raw.eval is None and raw.dev is None:
+            return Split(train, [], [], "no val", [f"no labeled validation file: validation and test are empty ({spec.name} cannot be evaluated)"])
+        source, what = (raw.eval, "official validation") if raw.eval is not None else (raw.dev, "extra dev set")
+        validation, test = _halve(source, seed)
+        notes.append(f"split rule (train {spec.train_size:,} < 10K): {what} ({len(source):,}) halved into "
+                     f"validation {len(validation):,} / test {len(test):,} (seed {seed})")
+        if raw.eval is None:
+            notes.append("official validation missing: halved the extra dev set instead")
+        return Split(_cap(spec, train, notes), validation, test, "val halved" if raw.eval is not None else "dev halved", notes)
+
+    scale = "< 100K" if k == 1_000 else ">= 100K"
+    test = list(raw.eval) if raw.eval is not None else None
+    if raw.train and raw.train_complete:
+        order = shuffled_indices(len(train), seed)
+        validation = [train[i] for i in order[:k]]
+        rest = [train[i] for i in order[k:]]
+        notes.append(f"split rule (train {spec.train_size:,} {scale}): {len(validation):,} sampled from train as "
+                     f"validation (seed {seed}), official validation ({len(test or []):,}) as test")
+        if test is None:  # a full train without its validation set: carve the test set too
+            test, rest = rest[:k], rest[k:]
+            notes.append(f"official validation missing: test = {len(test):,} more examples sampled from train")
+        return Split(_cap(spec, rest, notes), validation, test, f"{k // 1000}K from train", notes)
+
+    if raw.dev is not None:
+        validation, rule = list(raw.dev), "dev as val"
+        notes.append(f"split rule (train {spec.train_size:,} {scale}) samples validation from the full train "
+                     f"set, absent here; validation = the extra dev set ({len(validation):,}: {raw.dev_name})")
+    elif train:
+        carve = min(k, max(1, len(train) // 10)) if len(train) >= 3 else 0
+        order = shuffled_indices(len(train), seed)
+        validation, rule = [train[i] for i in order[:carve]], "val carved from train sample"
+        train = [train[i] for i in order[carve:]]
+        notes.append(f"split rule (train {spec.train_size:,} {scale}) wants {k:,} validation examples from the "
+                     f"full train; the local train sample has {len(train) + carve:,}, so validation = "
+                     f"{carve:,} sampled from it (min({k:,}, n // 10), seed {seed})")
+        if test is None:
+            test, train, rule = train[:carve], train[carve:], "val+test carved from train sample"
+            notes.append(f"no official validation file: test = {len(test):,} more examples from the train sample")
+    elif test is not None:
+        (validation, test), rule = _halve(test, seed), "no train: val halved"
+        notes.append(f"no train split: official validation halved into validation {len(validation):,} / "
+                     f"test {len(test):,} (seed {seed}) so the task can still be evaluated")
+    else:
+        validation, rule = [], "nothing to split"
+    if test is None:
+        notes.append("no official validation file and nothing to carve a test set from: test is empty")
+    return Split(_cap(spec, train, notes), validation, test or [], rule, notes)
+
+
+def _halve(examples: Sequence[T], seed: int) -> tuple[list[T], list[T]]:
+    order = shuffled_indices(len(examples), seed)
+    half = len(examples) // 2
+    return [examples[i] for i in order[:half]], [examples[i] for i in order[half:]]
+
+
+def _cap(spec: TaskSpec, train: list[Example], notes: list[str]) -> list[Example]:
+    if spec.max_train is not None and len(train) > spec.max_train:
+        notes.append(f"train truncated to the first {spec.max_train:,} (of {len(train):,}) after the split, as DePT")
+        return train[:spec.max_train]
+    return train
+
+
+def few_shot(examples: Sequence[Example], k: int, seed: int) -> list[Example]:
+    """k examples per class (paper §5.2), balanced and seeded; returned in a seeded shuffled order.
+
+    Classes come from `Example.label`. A class with fewer than k examples gives all it has.
+    Regression and generation examples have no classes: k examples are drawn in total.
+    """
+    if k <= 0:
+        raise ValueError(f"few-shot k must be a positive number of examples per class, got {k}")
+    rng = np.random.default_rng(seed)
+    by_class: dict[object, list[int]] = defaultdict(list)
+    for i, ex in enumerate(examples):
+        key = ex.label if isinstance(ex.label, int) and not isinstance(ex.label, bool) else None
+        by_class[key].append(i)
+    chosen: list[int] = []
+    for key in sorted(by_class, key=lambda c: (c is None, c if c is not None else 0)):
+        members = by_class[key]
+        take = rng.permutation(len(members))[:k]
+        chosen.extend(members[j] for j in take)
+    order = rng.permutation(len(chosen))
+    return [examples[chosen[j]] for j in order]

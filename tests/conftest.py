@@ -1,0 +1,77 @@
+"""Shared fixtures: offline, CPU, loaded once per test session.
+
+- `minilm`:  (BertModel, tokenizer) — the embedded all-MiniLM-L6-v2, real weights, eval mode.
+- `tiny_t5`: (T5ForConditionalGeneration, tokenizer) — a 2-layer d_model=32 T5 built from a
+  config with a fixed seed, paired with the MiniLM (BERT WordPiece) tokenizer because no T5
+  tokenizer exists offline: pad = [PAD] (also the decoder start), eos = [SEP].
+- `minilm_tokenizer`: that tokenizer alone (no weights loaded).
+- `data_dir`: the real task data ($EPT_DATA_DIR, else ../shared/data beside the repo); tests that
+  need it are skipped with a reason when it is absent.
+
+The models are shared by every test of the session. A test that changes one in place (`.train()`,
+`requires_grad_`, dtype, wrapping it in PEFT) should work on `copy.deepcopy(model)`; as a safety
+net, `_reset_shared_models` puts both back in eval mode and frozen after each test that used them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def minilm_tokenizer():
+    """The MiniLM (BERT WordPiece, uncased) tokenizer alone: cheap, no weights."""
+    from transformers import AutoTokenizer
+
+    from ept.backbones import embedded_minilm_path
+
+    return AutoTokenizer.from_pretrained(embedded_minilm_path())
+
+
+@pytest.fixture(scope="session")
+def minilm(minilm_tokenizer):
+    from transformers import AutoModel
+
+    from ept.backbones import embedded_minilm_path
+
+    model = AutoModel.from_pretrained(embedded_minilm_path(), use_safetensors=True)
+    model.eval().requires_grad_(False)
+    return model, minilm_tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_t5(minilm_tokenizer):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    tok = minilm_tokenizer
+    config = T5Config(vocab_size=tok.vocab_size, d_model=32, d_ff=64, num_layers=2, num_heads=2, d_kv=16,
+                      decoder_start_token_id=tok.pad_token_id, pad_token_id=tok.pad_token_id,
+                      eos_token_id=tok.sep_token_id)
+    with torch.random.fork_rng(devices=[]):  # seeded weights without touching the session's RNG
+        torch.manual_seed(0)
+        model = T5ForConditionalGeneration(config)
+    model.eval().requires_grad_(False)
+    return model, tok
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    root = Path(os.environ.get("EPT_DATA_DIR") or REPO_ROOT.parent / "shared" / "data")
+    if not root.is_dir():
+        pytest.skip(f"task data not found at {root} (set EPT_DATA_DIR to the folder of <task>/ data)")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _reset_shared_models(request):
+    yield
+    for name in ("minilm", "tiny_t5"):
+        if name in request.fixturenames:
+            model = request.getfixturevalue(name)[0]
+            model.eval().requires_grad_(False)

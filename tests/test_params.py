@@ -1,0 +1,185 @@
+"""Parameter counts (paper Table 1 "Param/task", Table 4 inference) and `ept params`.
+
+The three T5 sizes are facts the toolkit carries (e = 512 / 768 / 1024): no weights are loaded.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ept.backbones import backbone_num_params, param_counts
+from ept.cli import main
+from ept.prompts import METHODS, method_config
+
+ALL_METHODS = METHODS.names()
+T5 = ("t5-small", "t5-base", "t5-large")
+E = {"t5-small": 512, "t5-base": 768, "t5-large": 1024, "minilm": 384}
+
+# Paper Table 1 (and DESIGN.md), trainable parameters per task, T5-small / base / large.
+# ft: the whole backbone as HF counts it (tied embedding counted once).
+TABLE1 = {
+    "pt": (5_120, 7_680, 10_240),
+    "ptuning": (793_088, 1_779_456, 3_159_040),
+    "resprompt": (416_656, 624_784, 832_912),
+    "ept": (1_536, 2_304, 3_072),
+    "ept_star": (1_536, 2_304, 3_072),
+    "ft": (60_506_624, 222_903_552, 737_668_096),
+}
+# Floats stored per task at inference (Table 4): n*e, or e for EPT/EPT* (one vector broadcast).
+INFERENCE = {
+    "pt": lambda e: 10 * e,
+    "ptuning": lambda e: 10 * e,
+    "resprompt": lambda e: 10 * e,
+    "ept": lambda e: e,
+    "ept_star": lambda e: e,
+    "ft": None,  # = trainable: the whole backbone
+}
+
+
+def test_every_method_has_a_table_row():
+    assert set(TABLE1) == set(ALL_METHODS) == set(INFERENCE), "add the new method to TABLE1 and INFERENCE"
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+@pytest.mark.parametrize("size", range(3), ids=T5)
+def test_table1_counts_exact(name, size):
+    backbone = T5[size]
+    counts = param_counts(backbone, method_config(name))
+    assert counts["trainable"] == TABLE1[name][size]
+    expected_inference = INFERENCE[name](E[backbone]) if INFERENCE[name] else TABLE1[name][size]
+    assert counts["inference"] == expected_inference
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_minilm_counts(name):
+    counts = param_counts("minilm", method_config(name))
+    if name == "ft":
+        assert counts["trainable"] == counts["inference"] == backbone_num_params("minilm") == 22_713_216
+    else:
+        assert counts["inference"] == INFERENCE[name](384)
+        assert counts["trainable"] == {"pt": 3_840, "ptuning": 447_360, "resprompt": 312_592,
+                                       "ept": 1_152, "ept_star": 1_152}[name]
+
+
+# ----------------------------------------------------------------------------- CLI, in-process
+@pytest.mark.parametrize("name", ALL_METHODS)
+@pytest.mark.parametrize("size", range(3), ids=T5)
+def test_cli_params_json(name, size, capsys):
+    assert main(["params", "--backbone", T5[size], "--method", name, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"trainable", "inference"}
+    assert out["trainable"] == TABLE1[name][size]
+
+
+def test_cli_params_alias_and_text(capsys):
+    assert main(["params", "--backbone", "t5-base", "--method", "ept*"]) == 0
+    text = capsys.readouterr().out
+    assert "ept_star on t5-base" in text and "2,304" in text and "768" in text
+
+
+def test_cli_params_table(capsys):
+    assert main(["params", "--table", "--json"]) == 0
+    rows = {r["method"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == set(ALL_METHODS)
+    for name in ALL_METHODS:
+        assert tuple(rows[name][b]["trainable"] for b in T5) == TABLE1[name]
+
+
+@pytest.mark.parametrize("flags,expected", [
+    (["--method", "ept", "--hidden-size", "5"], 512 + 2 * 512 * 5),
+    (["--method", "ept", "--bias", "true"], 3 * 512 + 1 + 512),
+    (["--method", "ept", "--layer-norm", "true"], 3 * 512 + 2 * 512),
+    (["--method", "ept", "--num-tokens", "7"], 3 * 512),
+    (["--method", "pt", "--num-tokens", "100"], 51_200),
+    (["--method", "ptuning", "--encoder", "lstm"], 12_081_664),  # reference-spec 1.3, LSTM column
+    (["--method", "ept", "--linear-head", "2"], 3 * 512 + 2 * 513),
+])
+def test_cli_params_switches(flags, expected, capsys):
+    assert main(["params", "--backbone", "t5-small", "--json", *flags]) == 0
+    assert json.loads(capsys.readouterr().out)["trainable"] == expected
+
+
+@pytest.mark.parametrize("argv,needles", [
+    (["--method", "eptt"], ["eptt", "ept_star", "resprompt", "ft"]),
+    (["--backbone", "t5-smal", "--method", "ept"], ["t5-smal", "t5-small", "t5-base", "t5-large", "minilm"]),
+    (["--method", "ept", "--activation", "swish"], ["swish", "none, relu, gelu, tanh, sigmoid"]),
+    (["--method", "ept", "--hidden-size", "0"], ["hidden_size", ">= 1"]),
+    (["--method", "ptuning", "--hidden-size", "0"], ["hidden_size", ">= 1"]),
+    (["--method", "ept", "--num-tokens", "0"], ["num_tokens", ">= 1"]),
+    (["--method", "pt", "--hidden-size", "4"], ["hidden_size", "allowed", "num_tokens"]),
+])
+def test_cli_params_bad_input(argv, needles, capsys):
+    if "--backbone" not in argv:
+        argv = ["--backbone", "t5-small", *argv]
+    assert main(["params", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ept params: error:") and "Traceback" not in err
+    for needle in needles:
+        assert needle in err
+
+
+# ----------------------------------------------------------------------------- ablation arithmetic
+@pytest.mark.parametrize("h", [1, 5, 10, 50, 100, 500, 1000])  # paper Fig. 5 sweep
+def test_ept_hidden_size_sweep(h):
+    e = 512
+    assert param_counts("t5-small", method_config("ept", hidden_size=h))["trainable"] == e + 2 * e * h
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("layer_norm", [False, True])
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("activation", ["none", "relu", "gelu", "tanh", "sigmoid"])
+def test_ept_ablation_switch_counts(bias, layer_norm, residual, activation):
+    """Paper Fig. 9: biases add h + e, LayerNorm adds 2e, residual and activations add nothing."""
+    e, h = 768, 3
+    config = method_config("ept", hidden_size=h, bias=bias, layer_norm=layer_norm, residual=residual,
+                           activation=activation)
+    expected = e + 2 * e * h + (h + e if bias else 0) + (2 * e if layer_norm else 0)
+    counts = param_counts("t5-base", config)
+    assert counts["trainable"] == expected
+    assert counts["inference"] == e  # the network is discarded whatever it contained
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 10])  # paper Fig. 7: broadcast length costs nothing
+def test_ept_num_tokens_counts(n):
+    counts = param_counts("t5-large", method_config("ept", num_tokens=n))
+    assert counts == {"trainable": 3 * 1024, "inference": 1024}
+
+
+@pytest.mark.parametrize("n", [1, 10, 100])
+def test_reparameterized_num_tokens_counts(n):
+    e = 512
+    assert param_counts("t5-small", method_config("pt", num_tokens=n))["trainable"] == n * e
+    assert param_counts("t5-small", method_config("ptuning", num_tokens=n))["trainable"] == n * e + 3 * e * e + 3 * e
+    resprompt = n * e + 2 * 400 * e + 400 + e + 2 * e
+    assert param_counts("t5-small", method_config("resprompt", num_tokens=n))["trainable"] == resprompt
+    for name in ("pt", "ptuning", "resprompt"):
+        assert param_counts("t5-small", method_config(name, num_tokens=n))["inference"] == n * e
+
+
+@pytest.mark.parametrize("h", [1, 64, 512])
+def test_ptuning_hidden_size_counts(h):
+    e = 512
+    expected = 10 * e + (e * h + h) + (h * h + h) + (h * e + e)
+    assert param_counts("t5-small", method_config("ptuning", hidden_size=h))["trainable"] == expected
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_ptuning_lstm_counts(layers):
+    e, h = 512, 512
+    lstm = 2 * (4 * (e * h + h * h + 2 * h))  # bidirectional first layer: input e
+    lstm += (layers - 1) * 2 * (4 * (2 * h * h + h * h + 2 * h))  # later layers read 2h
+    expected = 10 * e + lstm + (2 * h * 2 * h + 2 * h) + (2 * h * e + e)
+    counts = param_counts("t5-small", method_config("ptuning", encoder="lstm", lstm_layers=layers))
+    assert counts["trainable"] == expected
+
+
+@pytest.mark.parametrize("layer_norm", [False, True])
+@pytest.mark.parametrize("b", [1, 400])
+def test_resprompt_switch_counts(layer_norm, b):
+    e = 1024
+    config = method_config("resprompt", bottleneck=b, layer_norm=layer_norm, residual=False)
+    expected = 10 * e + e * b + b + b * e + e + (2 * e if layer_norm else 0)
+    assert param_counts("t5-large", config)["trainable"] == expected

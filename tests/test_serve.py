@@ -1,0 +1,211 @@
+"""Mixed-task serving (ept.serve, `ept serve`): one batch mixing tasks, prompt lengths and label
+sets must score every row exactly as that task's own scorer does on a single-task batch."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from ept.backbones import PromptedModel
+from ept.batching import collate, encode
+from ept.heads import make_scorer
+from ept.prompts import PTConfig
+from ept.serve import LabelSpec, MultiTaskServer
+
+SENTENCES = [
+    "a gripping , funny and moving film .",
+    "dull",
+    "the plot goes nowhere and the actors seem to know it , which makes the two hours feel like four .",
+    "an utterly charming surprise",
+    "not worth the ticket",
+    "it 's a mess , but an ambitious one , and i kept watching .",
+]
+PAIRS = [
+    ("A man is sleeping on the couch.", "The man is awake."),
+    ("The company reported record profits this year, beating every analyst's forecast.", "Profits rose."),
+    ("Cats purr.", "Some animals make sounds when they are content, for example cats purr loudly."),
+    ("Paris is the capital of France.", "France has a capital."),
+]
+
+
+def _backbone(request, name):
+    try:
+        return request.getfixturevalue(name)
+    except pytest.FixtureLookupError:  # running without the shared conftest
+        from ept.backbones import load_backbone
+
+        if name == "minilm":
+            model, tok = load_backbone("minilm")
+        else:
+            from transformers import T5Config, T5ForConditionalGeneration
+
+            _, tok = load_backbone("minilm")
+            torch.manual_seed(0)
+            model = T5ForConditionalGeneration(T5Config(
+                vocab_size=tok.vocab_size, d_model=32, d_ff=64, num_layers=2, num_heads=2, d_kv=16,
+                decoder_start_token_id=tok.pad_token_id, pad_token_id=tok.pad_token_id, eos_token_id=tok.sep_token_id))
+        return model.eval().requires_grad_(False), tok
+
+
+@pytest.fixture(scope="module")
+def mini_bb(request):
+    return _backbone(request, "minilm")
+
+
+@pytest.fixture(scope="module")
+def t5_bb(request):
+    return _backbone(request, "tiny_t5")
+
+
+def _prompt(n, e, seed, broadcast=False):
+    g = torch.Generator().manual_seed(seed)
+    p = torch.empty(1 if broadcast else n, e).uniform_(-0.5, 0.5, generator=g)
+    return p.expand(n, -1) if broadcast else p
+
+
+def _example(fields, label=0, target=""):
+    source = " ".join(fields)
+    return SimpleNamespace(source=source, target=target, label=label, fields=tuple(fields))
+
+
+def _solo(model, tok, spec, prompt, examples, kind, eval_mode=None):
+    """Reference: the task's own scorer on a batch of its rows only, through ept.batching."""
+    wrapped = PromptedModel(model, tok, PTConfig(num_tokens=prompt.shape[0])).eval()
+    scorer = make_scorer(wrapped, spec, eval_mode)
+    batch = collate(tok, encode(tok, examples, kind, 256).features)
+    with torch.no_grad():
+        if kind == "encoder":
+            scores = scorer.logits(batch, prompt)
+        elif scorer.eval_mode == "rank":
+            scores = wrapped.label_loglik(batch, scorer.label_ids(), prompt)
+        else:
+            return None, scorer.predict(batch, prompt)
+    return scores, scorer.predict(batch, prompt)
+
+
+def _mixed_rows(tasks):
+    """Interleave the tasks' rows so that neighbours differ in task, prompt length and label set."""
+    rows, origin = [], []
+    longest = max(len(t["examples"]) for t in tasks.values())
+    for j in range(longest):
+        for name, t in tasks.items():
+            if j < len(t["examples"]):
+                ex = t["examples"][j]
+                rows.append({"task": name, "fields": list(ex.fields)} if len(ex.fields) > 1 else {"task": name, "text": ex.fields[0]})
+                origin.append((name, j))
+    return rows, origin
+
+
+def _check_equal(server, model, tok, tasks, kind):
+    rows, origin = _mixed_rows(tasks)
+    results = server.score(rows, batch_size=len(rows))  # ONE batch of every task
+    assert len({server.tasks[r["task"]].prompt.shape[0] for r in rows}) > 1  # prompt lengths really differ
+    for name, t in tasks.items():
+        scores, preds = _solo(model, tok, t["spec"], t["prompt"], t["examples"], kind, t.get("eval_mode"))
+        got = [results[i] for i, (task, _) in enumerate(origin) if task == name]
+        assert [r["task"] for r in got] == [name] * len(t["examples"])
+        predictions = [r["prediction"] for r in got]
+        if predictions and isinstance(predictions[0], float):  # regression: a number, equal up to rounding
+            assert predictions == pytest.approx(preds, rel=1e-5), name
+        else:
+            assert predictions == preds, name
+        if scores is not None:
+            mixed = torch.tensor([r["scores"] for r in got])
+            torch.testing.assert_close(mixed, scores.float(), rtol=1e-4, atol=1e-4, msg=name)
+    # a batch of one task through the server gives the same as the mixed batch
+    name = next(iter(tasks))
+    alone = server.score([r for r in rows if r["task"] == name])
+    assert [r["prediction"] for r in alone] == [r["prediction"] for r in results if r["task"] == name]
+
+
+def test_mixed_batch_equals_each_task_alone_minilm(mini_bb):
+    model, tok = mini_bb
+    e = model.config.hidden_size
+    tasks = {
+        "sst2_ept": dict(spec=LabelSpec("sst2_ept", label_words=("negative", "positive")), prompt=_prompt(1, e, 1),
+                         examples=[_example([s]) for s in SENTENCES]),
+        "rte_pt": dict(spec=LabelSpec("rte_pt", label_words=("entailment", "not_entailment")), prompt=_prompt(10, e, 2),
+                       examples=[_example(list(p)) for p in PAIRS]),
+        "cb_eptstar": dict(spec=LabelSpec("cb_eptstar", label_words=("entailment", "contradiction", "neutral")),
+                           prompt=_prompt(10, e, 3, broadcast=True), examples=[_example(list(p)) for p in PAIRS[::-1]]),
+        "mood_n4": dict(spec=SimpleNamespace(name="mood_n4", kind="classification", label_words=("sad", "happy", "angry", "calm")),
+                        prompt=_prompt(4, e, 4), examples=[_example([s]) for s in SENTENCES[2:]]),
+        "stsb_ept": dict(spec=LabelSpec("stsb_ept", "regression", anchor_words=("unrelated", "identical"), value_range=(0.0, 5.0)),
+                         prompt=_prompt(1, e, 5), examples=[_example(list(p)) for p in PAIRS]),
+    }
+    server = MultiTaskServer(model, tok)
+    for name, t in tasks.items():
+        server.add_task(name, t["prompt"], t["spec"])
+    _check_equal(server, model, tok, tasks, "encoder")
+
+
+def test_mixed_batch_equals_each_task_alone_tiny_t5(t5_bb):
+    model, tok = t5_bb
+    e = model.config.d_model
+    tasks = {
+        "sst2_ept": dict(spec=LabelSpec("sst2_ept", label_words=("negative", "positive")), prompt=_prompt(1, e, 1),
+                         examples=[_example([s]) for s in SENTENCES]),
+        "rte_pt": dict(spec=LabelSpec("rte_pt", label_words=("entailment", "not_entailment")), prompt=_prompt(10, e, 2),
+                       examples=[_example(list(p)) for p in PAIRS]),  # not_entailment: several word pieces
+        "cb_eptstar": dict(spec=LabelSpec("cb_eptstar", label_words=("entailment", "contradiction", "neutral")),
+                           prompt=_prompt(10, e, 3, broadcast=True), examples=[_example([s]) for s in SENTENCES[::-1]]),
+        "gen_n3": dict(spec=LabelSpec("gen_n3", label_words=("no", "yes")), prompt=_prompt(3, e, 4),
+                       examples=[_example([s]) for s in SENTENCES[:4]], eval_mode="generate"),
+    }
+    server = MultiTaskServer(model, tok)
+    for name, t in tasks.items():
+        server.add_task(name, t["prompt"], t["spec"], eval_mode=t.get("eval_mode"))
+    _check_equal(server, model, tok, tasks, "seq2seq")
+
+
+def _export(model, tok, method, folder, seed):
+    from ept.checkpoint import export_prompt
+    from ept.prompts import method_config
+
+    torch.manual_seed(seed)
+    wrapped = PromptedModel(model, tok, method_config(method))
+    return export_prompt(wrapped, folder, "minilm"), wrapped.prompt().detach()
+
+
+def test_exports_and_cli(mini_bb, tmp_path, capsys):
+    from ept.cli import main
+
+    model, tok = mini_bb
+    a, pa = _export(model, tok, "ept", tmp_path / "a", 0)  # n=1, stored as one vector
+    b, pb = _export(model, tok, "pt", tmp_path / "b", 1)  # n=10
+    server = MultiTaskServer(model, tok)
+    server.add_task("a", a, label_words=("negative", "positive"))
+    server.add_task("b", b, label_words=("entailment", "not_entailment"))
+    torch.testing.assert_close(server.tasks["b"].prompt, pb)
+    rows = [{"task": "a", "text": SENTENCES[0]}, {"task": "b", "fields": list(PAIRS[0])},
+            {"task": "a", "text": SENTENCES[1]}, {"task": "b", "fields": list(PAIRS[1])}]
+    expected = server.score(rows)
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    code = main(["serve", "--prompt", f"a={a}", "--prompt", f"b={b}", "--labels", "a=negative,positive",
+                 "--labels", "b=entailment,not_entailment", "--input", str(tmp_path / "rows.jsonl")])
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 0
+    assert [(r["task"], r["prediction"], r["label"]) for r in out] == [(r["task"], r["prediction"], r["label"]) for r in expected]
+    torch.testing.assert_close(torch.tensor([r["scores"] for r in out]), torch.tensor([r["scores"] for r in expected]))
+
+    # a prompt with no label words fails before any weights load, naming the fix
+    code = main(["serve", "--prompt", f"nosuchtask={a}", "--input", str(tmp_path / "rows.jsonl")])
+    assert code == 2 and "--labels nosuchtask=" in capsys.readouterr().err
+
+
+def test_errors_name_the_bad_value(mini_bb):
+    model, tok = mini_bb
+    server = MultiTaskServer(model, tok)
+    server.add_task("a", _prompt(1, model.config.hidden_size, 0), label_words=("no", "yes"))
+    with pytest.raises(ValueError, match="task 'b' is not served; served: a"):
+        server.score([{"task": "b", "text": "x"}])
+    with pytest.raises(ValueError, match="row 0: needs \"text\""):
+        server.score([{"task": "a"}])
+    with pytest.raises(ValueError, match=r"needs \(n, 384\)"):
+        server.add_task("c", torch.zeros(1, 32), label_words=("no", "yes"))
+    with pytest.raises(ValueError, match="already served"):
+        server.add_task("a", _prompt(1, model.config.hidden_size, 0), label_words=("no", "yes"))

@@ -1,0 +1,157 @@
+"""`ept train` / `ept eval`: run folder, resume after SIGKILL, determinism, overflow, two processes,
+and one end-to-end run on real SST-2 with the real MiniLM that must learn."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ept.cli import main
+from ept.train import TrainConfig, batch_indices, run
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    """A 2-layer BERT with MiniLM's tokenizer saved as a local folder: a backbone by path."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from ept.backbones import embedded_minilm_path
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tok = AutoTokenizer.from_pretrained(embedded_minilm_path())
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128)
+    BertModel(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def _cfg(tiny_bert, data_dir, out, **kw):
+    base = dict(task="sst2", method="ept", backbone=tiny_bert, steps=12, eval_every=4, batch_size=8,
+                max_eval_examples=48, max_length=32, data_dir=str(data_dir), out=str(out), tensorboard=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _metrics(results):
+    return {k: results[k] for k in ("best_step", "validation", "test", "final_mu_t")}
+
+
+def test_batch_order_is_a_pure_function_of_seed_and_step():
+    a = [batch_indices(50, 16, 3, s) for s in range(10)]
+    assert a == [batch_indices(50, 16, 3, s) for s in range(10)]
+    assert sorted(sum(a[:3], []) + a[3][:2]) == list(range(50))  # epoch 0 covers every row once
+    assert a != [batch_indices(50, 16, 4, s) for s in range(10)]
+
+
+def test_run_folder_and_determinism(tiny_bert, data_dir, tmp_path):
+    r1 = run(_cfg(tiny_bert, data_dir, tmp_path / "a"), progress=False)
+    r2 = run(_cfg(tiny_bert, data_dir, tmp_path / "b"), progress=False)
+    assert r1["status"] == "finished" and _metrics(r1) == _metrics(r2)
+    out = tmp_path / "a"
+    for name in ("config.json", "env.json", "steps.jsonl", "eval.jsonl", "results.json",
+                 "best/method.safetensors", "export/prompt.safetensors", "export/peft/adapter_config.json"):
+        assert (out / name).exists(), name
+    steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps] == list(range(1, 13)) and all(s["mu_t"] > 0 for s in steps)
+    assert [json.loads(line)["step"] for line in (out / "eval.jsonl").read_text().splitlines()] == [4, 8, 12]
+    assert r1["trainable_params"] == 3 * 32 and r1["inference_params"] == 32
+    assert set(r1["test"]) >= {"accuracy"} and r1["split_sizes"]["test"] == 48
+    # a finished run is not redone
+    assert run(_cfg(tiny_bert, data_dir, out), progress=False) == r1
+    # ept eval reproduces the test score of the best state
+    assert main(["eval", str(out), "--json"]) == 0
+    assert json.loads((out / "eval" / "sst2-test.json").read_text())["accuracy"] == r1["test"]["accuracy"]
+
+
+def test_resume_after_sigkill_gives_the_same_results(tiny_bert, data_dir, tmp_path):
+    reference = run(_cfg(tiny_bert, data_dir, tmp_path / "ref", steps=40, eval_every=10), progress=False)
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "ept.cli", "train", "--task", "sst2", "--method", "ept", "--backbone", tiny_bert,
+           "--steps", "40", "--eval-every", "10", "--batch-size", "8", "--max-eval-examples", "48",
+           "--max-length", "32", "--data-dir", str(data_dir), "--out", str(out), "--tensorboard", "false", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = out / "last" / "state.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and json.loads(state.read_text())["step"] >= 10:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "results.json").exists(), "the run finished before it could be killed; make it longer"
+    resumed = run(_cfg(tiny_bert, data_dir, out, steps=40, eval_every=10), progress=False)
+    assert _metrics(resumed) == _metrics(reference)
+    steps = [json.loads(line)["step"] for line in (out / "steps.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 41))
+
+
+def test_overflow_stops_with_a_clear_message(tiny_bert, data_dir, tmp_path):
+    results = run(_cfg(tiny_bert, data_dir, tmp_path / "nan", lr=1e30), progress=False)
+    assert results["status"] == "failed"
+    assert "step 1" in results["error"] and "overflowed" in results["error"]
+    saved = json.loads((tmp_path / "nan" / "results.json").read_text())
+    assert saved["status"] == "failed"
+
+
+def test_config_precedence_and_bad_input(tiny_bert, data_dir, tmp_path, capsys):
+    from ept.commands.train import config_from_args
+    from ept.cli import build_parser
+
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("task: rte\nsteps: 7\nlr: 0.1\nmethod_options: {hidden_size: 5}\n")
+    args = build_parser().parse_args(["train", "--config", str(cfg_file), "--steps", "9", "--method", "ept"])
+    cfg = config_from_args(args)
+    assert (cfg.task, cfg.steps, cfg.lr, cfg.method_options) == ("rte", 9, 0.1, {"hidden_size": 5})
+    cfg_file.write_text("task: rte\nstepz: 7\n")
+    assert main(["train", "--config", str(cfg_file)]) == 2
+    assert "stepz" in capsys.readouterr().err
+    assert main(["train", "--method", "pt", "--hidden-size", "3"]) == 2
+    assert "hidden_size" in capsys.readouterr().err
+
+
+def test_two_processes(tiny_bert, data_dir, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ept.cli",
+           "train", "--task", "sst2", "--method", "pt", "--backbone", tiny_bert, "--steps", "6", "--eval-every", "3",
+           "--batch-size", "8", "--max-eval-examples", "32", "--max-length", "32", "--data-dir", str(data_dir),
+           "--out", str(out), "--tensorboard", "false", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["status"] == "finished" and results["world_size"] == 2 and results["test"]["accuracy"] >= 0
+    assert len((out / "steps.jsonl").read_text().splitlines()) == 6
+
+
+@pytest.mark.slow
+def test_ept_learns_sst2_on_minilm(data_dir, tmp_path):
+    """Real data, real model: EPT must beat the prompt-free label-scoring head clearly."""
+    from ept.backbones import PromptedModel, load_backbone
+    from ept.batching import encode
+    from ept.heads import make_scorer
+    from ept.prompts import method_config
+    from ept.tasks import load_task
+    from ept.train import evaluate
+
+    cfg = TrainConfig(task="sst2", method="ept", steps=300, eval_every=100, max_length=64,
+                      max_eval_examples=400, data_dir=str(data_dir), out=str(tmp_path / "e2e"), tensorboard=False)
+    results = run(cfg, progress=False)
+    data = load_task("sst2", data_dir=str(data_dir), seed=cfg.split_seed)
+    backbone, tok = load_backbone("minilm")
+    bare = PromptedModel(backbone, tok, method_config("ft"))  # no prompt at all, nothing trained
+    bare.requires_grad_(False)
+    valid = data.validation[:400]
+    baseline = evaluate(make_scorer(bare, data.spec), data.spec, tok, encode(tok, valid, "encoder", 64), valid, 64, "cpu")
+    print(f"no prompt {baseline['accuracy']:.1f} vs EPT {results['validation']['accuracy']:.1f}")
+    assert results["validation"]["accuracy"] >= baseline["accuracy"] + 5
+    assert results["test"]["accuracy"] >= 65
