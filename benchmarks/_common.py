@@ -27,6 +27,18 @@ LABELS = {"sst2": ("negative", "positive"), "rte": ("entailment", "not_entailmen
 
 
 # ----------------------------------------------------------------------------- machine
+def set_threads(n: int | None) -> None:
+    """Pin torch's intra-op threads. Default 1: on 2 cores shared with other jobs, 2 OpenMP
+    threads spin-wait on each other and a step runs ~4x slower (and far noisier) than with 1."""
+    if n:
+        torch.set_num_threads(n)
+
+
+def add_common_args(p) -> None:
+    p.add_argument("--threads", type=int, default=int(os.environ.get("EPT_BENCH_THREADS", "1")),
+                   help="torch intra-op threads (default 1, or $EPT_BENCH_THREADS; 0 = torch's default)")
+
+
 def machine() -> str:
     cpu = platform.processor() or ""
     try:
@@ -39,7 +51,8 @@ def machine() -> str:
     import peft
     import transformers
 
-    return (f"{cpu} | nproc {os.cpu_count()} | torch {torch.__version__} ({torch.get_num_threads()} threads) | "
+    load = " | load avg %.1f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
+    return (f"{cpu} | nproc {os.cpu_count()}{load} | torch {torch.__version__} ({torch.get_num_threads()} threads) | "
             f"transformers {transformers.__version__} | peft {peft.__version__} | python {platform.python_version()}")
 
 

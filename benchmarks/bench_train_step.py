@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (bare_step, encoded_batches, ept_train_step_fn, interleaved, label_embeddings, machine,  # noqa: E402
+from _common import (add_common_args, bare_step, set_threads, encoded_batches, ept_train_step_fn, interleaved, label_embeddings, machine,  # noqa: E402
                      make_ept, median, paired_ratio, table, verdict)
 
 METHODS = {"pt": 10, "ptuning": 10, "resprompt": 10, "ept": 1}
@@ -68,7 +68,9 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=4)
     p.add_argument("--batches", type=int, default=6)
     p.add_argument("--tasks", nargs="+", default=["sst2", "rte"])
+    add_common_args(p)
     args = p.parse_args(argv)
+    set_threads(args.threads)
     run(args.reps, args.batches, args.tasks)
     return 0
 

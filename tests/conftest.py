@@ -23,6 +23,10 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# Tests never touch the network: a missing local file must fail fast, not retry the hub for 30 s.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
 
 @pytest.fixture(scope="session")
 def minilm_tokenizer():

@@ -244,6 +244,19 @@ def test_broken_json_and_missing_field(tmp_path):
     assert data.bad_rows == 1
 
 
+def test_bad_csv_rows(tmp_path):
+    _write(tmp_path, "yelp", "train.csv", '0,1\n"1","fine"\n"1","a","b"\n"3","odd class"\n"2","multi\nline"\n')
+    _write(tmp_path, "yelp", "test.csv", '"2","good"\n')
+    with pytest.raises(RowError, match=r"yelp/train.csv, line 3: expected 2 comma-separated columns \(label, sentence\), got 3"):
+        load_task("yelp", data_dir=tmp_path)
+    data = load_task("yelp", data_dir=tmp_path, skip_bad_rows=True)
+    assert data.bad_rows == 2  # line 3 (3 columns) and line 4 (class "3" is not 1/2)
+    assert sorted(ex.fields[0] for ex in data.train + data.validation) == ["fine", "multi line"]
+    (tmp_path / "yelp" / "train.csv").write_text('"3","odd class"\n"2","ok"\n')  # no "0,1" line: nothing skipped
+    with pytest.raises(RowError, match=r"yelp/train.csv, line 1: label '3' not in the label set; expected one of \['1', '2'\]"):
+        load_task("yelp", data_dir=tmp_path)
+
+
 def test_empty_and_missing_files_and_unknown_task(tmp_path):
     _write(tmp_path, "rte", "train.tsv", "")
     _write(tmp_path, "rte", "dev.tsv", RTE_DEV)
@@ -290,6 +303,17 @@ def test_protocol_samples_1k_from_a_full_train():
     assert not {e.source for e in split.train} & {e.source for e in split.validation}
     order = shuffled_indices(15_000, 7)
     assert [e.source for e in split.validation[:3]] == [f"x{i}" for i in order[:3]]
+
+
+def test_mnli_prefers_its_own_mismatched_validation():
+    # DePT's split map: validation_mismatched / validation_matched, the full train kept
+    spec = dataclasses.replace(get_task("mnli"), train_size=20_000)  # the sampling rule
+    raw = RawSplits(train=_examples(20), eval=_examples(4, tag="m"), dev=_examples(3, tag="mm"), train_complete=True)
+    split = apply_protocol(spec, raw, seed=42)
+    assert (len(split.train), len(split.validation), len(split.test)) == (20, 3, 4)
+    assert split.rule == "dev as val" and split.validation[0].source.startswith("mm")
+    plain = apply_protocol(dataclasses.replace(get_task("sst2"), train_size=20_000), raw, seed=42)
+    assert plain.rule == "1K from train"  # a task without prefer_dev samples from its full train
 
 
 def test_protocol_caps_yelp_train():
@@ -342,6 +366,9 @@ def test_hub_source_is_mapped_without_network(monkeypatch):
         if path == "mrqa-workshop/mrqa":
             return [{"subset": s, "question": "q?", "context": "c.", "answers": ["a.", "b"]}
                     for s in ("NewsQA", "SearchQA") for _ in range(3)]
+        if (path, name) == ("nyu-mll/glue", "mnli"):
+            n = {"train": 12, "validation_matched": 5, "validation_mismatched": 3}[split]
+            return [{"premise": f"{split} {i}", "hypothesis": "h", "label": i % 3} for i in range(n)]
         raise ConnectionError("offline")
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
@@ -351,6 +378,9 @@ def test_hub_source_is_mapped_without_network(monkeypatch):
     assert {ex.target for ex in wino.validation + wino.test} == {"option1", "option2"}
     news = load_task("newsqa", source="hub")
     assert len(news.train) + len(news.validation) == 3 and news.test[0].answers == ("a .", "b")
+    mnli = load_task("mnli", source="hub")
+    assert mnli.sizes() == {"train": 12, "validation": 3, "test": 5}
+    assert mnli.validation[0].fields[0].startswith("validation_mismatched")
     with pytest.raises(DataError, match="could not load nyu-mll/glue/rte split 'train' from the hub: offline"):
         load_task("rte", source="hub")
     # the fixtures have no rte folder: "auto" falls back to the hub and reports both problems

@@ -155,3 +155,30 @@ def test_ept_learns_sst2_on_minilm(data_dir, tmp_path):
     print(f"no prompt {baseline['accuracy']:.1f} vs EPT {results['validation']['accuracy']:.1f}")
     assert results["validation"]["accuracy"] >= baseline["accuracy"] + 5
     assert results["test"]["accuracy"] >= 65
+
+
+@pytest.fixture(scope="module")
+def tiny_t5_dir(tmp_path_factory):
+    """A tiny T5 (built from a config) with MiniLM's WordPiece tokenizer, saved as a folder."""
+    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+
+    from ept.backbones import embedded_minilm_path
+
+    path = tmp_path_factory.mktemp("tiny-t5")
+    tok = AutoTokenizer.from_pretrained(embedded_minilm_path())
+    torch.manual_seed(0)
+    cfg = T5Config(vocab_size=tok.vocab_size, d_model=32, d_ff=64, num_layers=2, num_heads=2, d_kv=16,
+                   decoder_start_token_id=tok.pad_token_id, pad_token_id=tok.pad_token_id, eos_token_id=tok.sep_token_id)
+    T5ForConditionalGeneration(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("eval_mode", ["rank", "generate"])
+def test_seq2seq_training_on_tiny_t5(tiny_t5_dir, data_dir, tmp_path, eval_mode):
+    cfg = _cfg(tiny_t5_dir, data_dir, tmp_path / eval_mode, task="rte", method="ept_star", steps=4, eval_every=2,
+               max_eval_examples=16, eval_mode=eval_mode)
+    results = run(cfg, progress=False)
+    assert results["status"] == "finished" and 0 <= results["test"]["accuracy"] <= 100
+    losses = [json.loads(line)["loss"] for line in (tmp_path / eval_mode / "steps.jsonl").read_text().splitlines()]
+    assert len(losses) == 4 and all(loss > 0 for loss in losses)

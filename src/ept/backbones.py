@@ -177,8 +177,8 @@ class PromptedModel(nn.Module):
             return  # uniform is done at construction
         table = self.backbone.get_input_embeddings().weight.detach().float()
         if init is Init.VOCAB:
-            g = torch.Generator().manual_seed(0)
-            token_ids = torch.randint(0, table.shape[0], (self.encoder.prompt.shape[0],), generator=g).tolist()
+            # The global RNG: `ept train` seeds it with the run's seed before building the model.
+            token_ids = torch.randint(0, table.shape[0], (self.encoder.prompt.shape[0],)).tolist()
         elif init is Init.TEXT:
             token_ids = self.tokenizer(self.prompt_config.init_text, add_special_tokens=False)["input_ids"]
         elif not token_ids:  # LABEL: the caller passes the task's label-word ids

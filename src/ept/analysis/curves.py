@@ -32,6 +32,24 @@ def _axes_grid(n: int, rows: int = 1, width: float = 4.2, height: float = 3.2):
     return fig, axes
 
 
+# Settings that must match for runs to share a curve (the varied one is left out of the key).
+CONTEXT_KEYS = ("backbone", "lr", "steps", "batch_size", "weight_decay", "max_length", "few_shot", "linear_head", "dtype")
+
+
+def same_context(records: list[RunRecord], vary: str | None = None) -> tuple[list[RunRecord], list[str]]:
+    """Per task, keep the runs of the most common training context (lr, steps, backbone, ...),
+    ignoring `vary`: a curve over h must not mix lr 0.01 runs into its h = 1 point."""
+    keys = tuple(k for k in CONTEXT_KEYS if k != vary)
+    kept, dropped = [], []
+    for task, runs in group_by(records, lambda r: r.task).items():
+        by_ctx = group_by(runs, lambda r: tuple(str(r.config.get(k)) for k in keys))
+        best = max(by_ctx.values(), key=len)
+        kept += best
+        dropped += [f"{r.name}: other training context than the {len(best)} runs kept for {task}"
+                    for r in runs if r not in best]
+    return kept, dropped
+
+
 def _need(records, what: str) -> None:
     if not records:
         raise ValueError(f"no finished runs to analyse for {what}; check the folders (ept sweep SPEC --dry-run)")
@@ -88,6 +106,7 @@ def norms(records: list[RunRecord], out: Path, **_) -> dict:
 def _sweep_plot(records, out: Path, name: str, xkey, xlabel: str, split: str, logx: bool = False,
                 series=lambda r: r.method, title: str = "") -> dict:
     """One panel per task, one line per series, x from `xkey(record)`; mean ± std over seeds."""
+    records, dropped = same_context(records, vary=name if name == "lr" else None)
     _need(records, name)
     rows, groups = [], []
     for r in records:
@@ -118,7 +137,7 @@ def _sweep_plot(records, out: Path, name: str, xkey, xlabel: str, split: str, lo
     png = save_figure(fig, out / f"{name}.png")
     write_csv(out / f"{name}.csv", rows)
     write_csv(out / f"{name}_summary.csv", groups, ["task", "series", "x", "n_seeds", "mean", "std"])
-    write_json(out / f"{name}.json", {"split": split, "groups": groups})
+    write_json(out / f"{name}.json", {"split": split, "groups": groups, "left_out": dropped})
     return {"png": str(png), "csv": [str(out / f"{name}.csv"), str(out / f"{name}_summary.csv")]}
 
 
@@ -176,6 +195,7 @@ def ablation(records, out: Path, split: str = "test", **_) -> dict:
     """Fig. 9: (left) score per added structure, per task; (right) final mu_t vs score."""
     runs = [r for r in records if r.method == "ept" and r.options.get("hidden_size") == 1
             and r.options.get("num_tokens") == 1 and r.options.get("init") == "uniform"]
+    runs, dropped = same_context(runs)
     _need(runs, "ablation (ept runs, n=1, h=1)")
     rows = [{"run": r.name, "task": r.task, "seed": r.seed, "variant": variant_name(r.options), "metric": r.main_metric,
              "score": r.score(split), "final_mu_t": r.results.get("final_mu_t")} for r in runs]
@@ -214,7 +234,7 @@ def ablation(records, out: Path, split: str = "test", **_) -> dict:
     png = save_figure(fig, out / "ablation.png")
     write_csv(out / "ablation.csv", rows)
     write_csv(out / "ablation_summary.csv", groups)
-    write_json(out / "ablation.json", {"split": split, "groups": groups})
+    write_json(out / "ablation.json", {"split": split, "groups": groups, "left_out": dropped})
     return {"png": str(png), "csv": [str(out / "ablation.csv"), str(out / "ablation_summary.csv")]}
 
 
@@ -224,7 +244,7 @@ INIT_ORDER = ["uniform", "vocab", "label", "text"]
 
 def init(records, out: Path, split: str = "test", **_) -> dict:
     """Table 6: EPT score by prompt initialisation, one row per task (also a bar chart)."""
-    runs = _ept_only(records, "init")
+    runs, dropped = same_context(_ept_only(records, "init"))
     _need(runs, "init (ept runs)")
     rows = [{"run": r.name, "task": r.task, "method": r.method, "seed": r.seed, "init": r.options["init"],
              "metric": r.main_metric, "score": r.score(split)} for r in runs]

@@ -15,7 +15,8 @@ from ept.tasks.spec import DataError, Example, HubSource, LocalFile, RowError, T
 from ept.tasks.splits import few_shot
 
 __all__ = [
-    "Example", "TaskSpec", "TaskData", "HubSource", "LocalFile", "DataError", "RowError", "MissingDataError", "DataDirError",
+    "Example", "TaskSpec", "TaskData", "HubSource", "LocalFile",
+    "DataError", "RowError", "MissingDataError", "DataDirError",
     "TASKS", "TAGS", "METRICS", "get_task", "task_names", "load_task", "few_shot", "score",
     "label_distribution", "normalize_squad", "resolve_data_dir",
 ]

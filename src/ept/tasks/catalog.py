@@ -28,36 +28,53 @@ def _jsonl(path: str, reader: str = "jsonl", note: str = "", **fields: str) -> L
     return LocalFile(path, reader, fields=tuple(fields.items()), note=note)
 
 
-def _superglue_files(reader: str = "jsonl", train_extra=(), **fields: str) -> dict:
-    f = lambda p, note="": _jsonl(p, reader, note, **fields)  # noqa: E731
+def _superglue(reader: str = "jsonl", train_extra=(), **fields: str) -> dict:
+    """SuperGLUE jsonl: train.jsonl (else the FewGLUE 32-shot train), val.jsonl, FewGLUE dev32."""
+    def f(path, note=""):
+        return _jsonl(path, reader, note, **fields)
     return dict(local_train=_alt(f("train.jsonl"), *train_extra, f("fewglue/train.jsonl", "FewGLUE 32-shot subset")),
                 local_eval=_alt(f("val.jsonl")), local_dev=_alt(f("fewglue/dev32.jsonl", "FewGLUE dev32")))
 
 
-def _mrqa_files(stem: str, eval_extra=()) -> dict:
-    f = lambda p: LocalFile(p, "mrqa")  # noqa: E731
-    return dict(local_train=_alt(f(f"train/{stem}.jsonl.gz"), f(f"train/{stem}.jsonl")),
-                local_eval=_alt(f(f"dev/{stem}.jsonl.gz"), f(f"dev/{stem}.jsonl"), *eval_extra))
+def _mrqa(name: str, stem: str, train_size: int, eval_size: int, eval_extra=(), aliases=()) -> TaskSpec:
+    """An MRQA 2019 in-domain task: official files train/<stem>.jsonl.gz, dev/<stem>.jsonl.gz."""
+    def f(path):
+        return LocalFile(path, "mrqa")
+    return TaskSpec(
+        name, "mrqa", "generation", f"{name} question: {{question}} context: {{context}}", ("question", "context"),
+        preprocess="mrqa", metrics=("squad_f1", "squad_em"), main_metric="squad_f1", max_length=512,
+        train_size=train_size, eval_size=eval_size,
+        hub=HubSource("mrqa-workshop/mrqa", filter=("subset", stem), fields=(("label", "answers"),)),
+        local_train=_alt(f(f"train/{stem}.jsonl.gz"), f(f"train/{stem}.jsonl")),
+        local_eval=_alt(f(f"dev/{stem}.jsonl.gz"), f(f"dev/{stem}.jsonl"), *eval_extra),
+        aliases=aliases, reference=f"{_DEPT} {stem}; MRQA 2019 shared task (in-domain)",
+        doc=f"MRQA {stem}: extractive QA, F1/EM over all gold answers")
 
 
 _BIN = ("false", "true")
 _ENT2 = ("entailment", "not_entailment")
-_MRQA = dict(benchmark="mrqa", kind="generation", fields=("question", "context"), preprocess="mrqa",
-             metrics=("squad_f1", "squad_em"), main_metric="squad_f1", max_length=512)
 _DEPT = "ATTEMPT attempt/data/tasks.py, DePT src/tasks.py"
+_COLA = ("_", "label", "_", "sentence")
+_PAIR = ("_", "sentence1", "sentence2", "label")  # index, sentence1, sentence2, label (RTE, PAWS)
+_QQP = ("_", "_", "_", "question1", "question2", "label")
+_MNLI = (("premise", "sentence1"), ("hypothesis", "sentence2"), ("label", "gold_label"))  # GLUE header names
+_WSC = {f"span{i}_{k}": f"target.span{i}_{k}" for i in (1, 2) for k in ("text", "index")}
+_WINO = dict(fields=(("label", "answer"),), label_map=(("1", 0), ("2", 1)))
+_YELP_CSV = dict(columns=("label", "sentence"), skip_first_if=("0,1",), label_map=(("1", 0), ("2", 1)))
+_SCITAIL = dict(premise="sentence1", hypothesis="sentence2", label="gold_label")
 
 SPECS = [
     # ---------------------------------------------------------------- SuperGLUE
     TaskSpec(
         "boolq", "superglue", "classification", "boolq question: {question} passage: {passage}",
         ("question", "passage"), label_words=_BIN, train_size=9_427, eval_size=3_270,
-        hub=HubSource("aps/super_glue", "boolq"), **_superglue_files(), aliases=("superglue-boolq",),
+        hub=HubSource("aps/super_glue", "boolq"), **_superglue(), aliases=("superglue-boolq",),
         reference=f"{_DEPT} SuperGLUEBoolQ", doc="yes/no questions on a Wikipedia passage"),
     TaskSpec(
         "cb", "superglue", "classification", "cb premise: {premise} hypothesis: {hypothesis}",
         ("premise", "hypothesis"), label_words=("entailment", "contradiction", "neutral"),
         metrics=("macro_f1", "accuracy", "avg"), main_metric="avg", train_size=250, eval_size=56,
-        hub=HubSource("aps/super_glue", "cb"), **_superglue_files(), aliases=("superglue-cb",),
+        hub=HubSource("aps/super_glue", "cb"), **_superglue(), aliases=("superglue-cb",),
         reference=f"{_DEPT} SuperGLUECB", doc="CommitmentBank 3-way NLI; main = mean(macro-F1, acc)"),
     TaskSpec(
         "multirc", "superglue", "classification",
@@ -66,20 +83,21 @@ SPECS = [
         preprocess="multirc", metrics=("f1a", "em"), main_metric="f1a", max_length=348,
         train_size=27_243, eval_size=4_848,
         hub=HubSource("aps/super_glue", "multirc", fields=(("group", "idx.question"),)),
-        **_superglue_files("multirc"), aliases=("superglue-multirc",),
+        **_superglue("multirc"), aliases=("superglue-multirc",),
         reference=f"{_DEPT} SuperGLUEMultiRC", doc="one example per answer option, grouped by question"),
     TaskSpec(
         "wic", "superglue", "classification", "wic sentence1: {sentence1} sentence2: {sentence2} word: {word}",
         ("sentence1", "sentence2", "word"), label_words=_BIN, train_size=5_428, eval_size=638,
         hub=HubSource("aps/super_glue", "wic"),
-        **_superglue_files(train_extra=((LocalFile("mapo/train.jsonl", "wic_mapo", note="re-formatted WiC train, tokenized; parsed back into fields"),
-                                   LocalFile("mapo/test.jsonl", "wic_mapo")),)),
+        **_superglue(train_extra=((
+            LocalFile("mapo/train.jsonl", "wic_mapo",
+                      note="re-formatted WiC train, tokenized; parsed back into fields"),
+            LocalFile("mapo/test.jsonl", "wic_mapo")),)),
         aliases=("superglue-wic",), reference=f"{_DEPT} SuperGLUEWIC", doc="word in context"),
     TaskSpec(
         "wsc", "superglue", "classification", "wsc text: {text}", ("text",), label_words=_BIN,
         extra=("span1_text", "span1_index", "span2_text", "span2_index"), preprocess="wsc",
-        train_size=554, eval_size=104, hub=HubSource("aps/super_glue", "wsc.fixed"),
-        **_superglue_files(**{f"span{i}_{k}": f"target.span{i}_{k}" for i in (1, 2) for k in ("text", "index")}),
+        train_size=554, eval_size=104, hub=HubSource("aps/super_glue", "wsc.fixed"), **_superglue(**_WSC),
         aliases=("superglue-wsc", "superglue-wsc.fixed", "wsc.fixed"),
         reference=f"{_DEPT} SuperGLUEWSCFixed; T5 wsc_simple marks", doc="coreference; * span1 *, # pronoun #"),
     # ---------------------------------------------------------------- GLUE
@@ -87,10 +105,9 @@ SPECS = [
         "cola", "glue", "classification", "cola sentence: {sentence}", ("sentence",),
         label_words=("unacceptable", "acceptable"), metrics=("mcc",), main_metric="mcc",
         train_size=8_551, eval_size=1_043, hub=HubSource("nyu-mll/glue", "cola"),
-        local_train=_alt((_tsv("train.tsv", ("_", "label", "_", "sentence"), header=False),
-                          _tsv("val.tsv", ("_", "label", "_", "sentence"), header=False)),
-                         _tsv("train.tsv", ("_", "label", "_", "sentence"), header=False)),
-        local_eval=_alt(_tsv("dev.tsv", ("_", "label", "_", "sentence"), header=False)),
+        local_train=_alt((_tsv("train.tsv", _COLA, header=False), _tsv("val.tsv", _COLA, header=False)),
+                         _tsv("train.tsv", _COLA, header=False)),
+        local_eval=_alt(_tsv("dev.tsv", _COLA, header=False)),
         reference=f"{_DEPT} COLA; T5 glue labels", doc="grammatical acceptability (MCC)"),
     TaskSpec(
         "sst2", "glue", "classification", "sst2 sentence: {sentence}", ("sentence",),
@@ -121,25 +138,23 @@ SPECS = [
         "qqp", "glue", "classification", "qqp question1: {question1} question2: {question2}",
         ("question1", "question2"), label_words=("not_duplicate", "duplicate"),
         metrics=("accuracy", "f1"), train_size=363_846, eval_size=40_430, hub=HubSource("nyu-mll/glue", "qqp"),
-        local_train=_alt(_tsv("train.tsv", ("_", "_", "_", "question1", "question2", "label")),
-                         _tsv("new_dev.tsv", ("_", "_", "_", "question1", "question2", "label"), header=False,
-                              repair_missing_tab=True, note="23,497 pairs held out of the official train")),
-        local_eval=_alt(_tsv("dev.tsv", ("_", "_", "_", "question1", "question2", "label"))),
+        local_train=_alt(_tsv("train.tsv", _QQP),
+                         _tsv("new_dev.tsv", _QQP, header=False, repair_missing_tab=True,
+                              note="23,497 pairs held out of the official train")),
+        local_eval=_alt(_tsv("dev.tsv", _QQP)),
         reference=f"{_DEPT} QQP", doc="Quora duplicate questions"),
     TaskSpec(
         "mnli", "glue", "classification", "mnli premise: {premise} hypothesis: {hypothesis}",
         ("premise", "hypothesis"), label_words=("entailment", "neutral", "contradiction"),
-        train_size=392_702, eval_size=9_815, hub=HubSource("nyu-mll/glue", "mnli", eval="validation_matched"),
-        local_train=_alt(LocalFile("train.tsv", "tsv", header=True, fields=(
-            ("premise", "sentence1"), ("hypothesis", "sentence2"), ("label", "gold_label")))),
-        local_eval=_alt(LocalFile("dev_matched.tsv", "tsv", header=True, fields=(
-            ("premise", "sentence1"), ("hypothesis", "sentence2"), ("label", "gold_label"))),
-            _tsv("textfooler_mnli_matched.tsv", ("label", "premise", "hypothesis"), header=False,
-                 note="TextFooler sample of validation_matched, PTB-tokenized")),
-        local_dev=_alt(LocalFile("dev_mismatched.tsv", "tsv", header=True, fields=(
-            ("premise", "sentence1"), ("hypothesis", "sentence2"), ("label", "gold_label"))),
-            _tsv("textfooler_mnli_mismatched.tsv", ("label", "premise", "hypothesis"), header=False,
-                 note="TextFooler sample of validation_mismatched")),
+        train_size=392_702, eval_size=9_815, prefer_dev=True,
+        hub=HubSource("nyu-mll/glue", "mnli", eval="validation_matched", dev="validation_mismatched"),
+        local_train=_alt(LocalFile("train.tsv", "tsv", header=True, fields=_MNLI)),
+        local_eval=_alt(LocalFile("dev_matched.tsv", "tsv", header=True, fields=_MNLI),
+                        _tsv("textfooler_mnli_matched.tsv", ("label", "premise", "hypothesis"), header=False,
+                             note="TextFooler sample of validation_matched, PTB-tokenized")),
+        local_dev=_alt(LocalFile("dev_mismatched.tsv", "tsv", header=True, fields=_MNLI),
+                       _tsv("textfooler_mnli_mismatched.tsv", ("label", "premise", "hypothesis"), header=False,
+                            note="TextFooler sample of validation_mismatched")),
         reference=f"{_DEPT} MNLI", doc="multi-genre NLI; test = matched"),
     TaskSpec(
         "qnli", "glue", "classification", "qnli question: {question} sentence: {sentence}",
@@ -152,65 +167,55 @@ SPECS = [
         "rte", "glue", "classification", "rte sentence1: {sentence1} sentence2: {sentence2}",
         ("sentence1", "sentence2"), label_words=_ENT2, train_size=2_490, eval_size=277,
         hub=HubSource("nyu-mll/glue", "rte"),
-        local_train=_alt((_tsv("train.tsv", ("_", "sentence1", "sentence2", "label")),
-                          _tsv("val.tsv", ("_", "sentence1", "sentence2", "label"), header=False)),
-                         _tsv("train.tsv", ("_", "sentence1", "sentence2", "label")),
+        local_train=_alt((_tsv("train.tsv", _PAIR), _tsv("val.tsv", _PAIR, header=False)),
+                         _tsv("train.tsv", _PAIR),
                          _jsonl("train.jsonl", sentence1="premise", sentence2="hypothesis"),
-                         _jsonl("fewglue/train.jsonl", note="FewGLUE 32-shot subset", sentence1="premise", sentence2="hypothesis")),
-        local_eval=_alt(_tsv("dev.tsv", ("_", "sentence1", "sentence2", "label")),
-                        _jsonl("val.jsonl", sentence1="premise", sentence2="hypothesis")),
-        local_dev=_alt(_jsonl("fewglue/dev32.jsonl", note="FewGLUE dev32", sentence1="premise", sentence2="hypothesis")),
+                         _jsonl("fewglue/train.jsonl", note="FewGLUE 32-shot subset",
+                                sentence1="premise", sentence2="hypothesis")),
+        local_eval=_alt(_tsv("dev.tsv", _PAIR), _jsonl("val.jsonl", sentence1="premise", sentence2="hypothesis")),
+        local_dev=_alt(_jsonl("fewglue/dev32.jsonl", note="FewGLUE dev32",
+                              sentence1="premise", sentence2="hypothesis")),
         aliases=("superglue-rte",), reference=f"{_DEPT} RTE", doc="recognizing textual entailment"),
     # ---------------------------------------------------------------- MRQA 2019 (in-domain)
-    *(TaskSpec(name, source_format=f"{name} question: {{question}} context: {{context}}", train_size=n_train,
-               eval_size=n_eval, hub=HubSource("mrqa-workshop/mrqa", filter=("subset", stem), fields=(("label", "answers"),)),
-               **_mrqa_files(stem, extra), aliases=aliases, reference=f"{_DEPT} {cls}; MRQA 2019 in-domain",
-               doc=f"{stem} (MRQA 2019 format); answers = all gold spans", **_MRQA)
-      for name, stem, n_train, n_eval, aliases, cls, extra in (
-          ("nq", "NaturalQuestionsShort", 104_071, 12_836, ("naturalquestions",), "NaturalQuestions", ()),
-          ("hotpotqa", "HotpotQA", 72_928, 5_901, (), "HotpotQA", ()),
-          ("searchqa", "SearchQA", 117_384, 16_980, (), "SearchQA", ()),
-          ("newsqa", "NewsQA", 74_160, 4_212, (), "NewsQA",
-           (LocalFile("NewsQA_sample.jsonl", "mrqa", note="official 3-context format sample (origin split unknown)"),)),
-      )),
+    _mrqa("nq", "NaturalQuestionsShort", 104_071, 12_836, aliases=("naturalquestions",)),
+    _mrqa("hotpotqa", "HotpotQA", 72_928, 5_901),
+    _mrqa("searchqa", "SearchQA", 117_384, 16_980),
+    _mrqa("newsqa", "NewsQA", 74_160, 4_212, eval_extra=(
+        LocalFile("NewsQA_sample.jsonl", "mrqa", note="official 3-context format sample (origin split unknown)"),)),
     # ---------------------------------------------------------------- Others
     TaskSpec(
         "winogrande", "others", "classification",
         "winogrande sentence: {sentence} option1: {option1} option2: {option2}",
         ("sentence", "option1", "option2"), label_words=("option1", "option2"),
-        train_size=40_398, eval_size=1_267,
-        hub=HubSource("allenai/winogrande", "winogrande_xl", fields=(("label", "answer"),),
-                      label_map=(("1", 0), ("2", 1))),
-        local_train=_alt(LocalFile("train_xl.jsonl", "jsonl", fields=(("label", "answer"),), label_map=(("1", 0), ("2", 1)))),
-        local_eval=_alt(LocalFile("dev.jsonl", "jsonl", fields=(("label", "answer"),), label_map=(("1", 0), ("2", 1)))),
+        train_size=40_398, eval_size=1_267, hub=HubSource("allenai/winogrande", "winogrande_xl", **_WINO),
+        local_train=_alt(LocalFile("train_xl.jsonl", "jsonl", **_WINO)),
+        local_eval=_alt(LocalFile("dev.jsonl", "jsonl", **_WINO)),
         reference=f"{_DEPT} WinoGrande (option2 bug fixed)", doc="fill-in-the-blank coreference, 2 options"),
     TaskSpec(
         "yelp", "others", "classification", "yelp sentence: {sentence}", ("sentence",),
         label_words=("negative", "positive"), train_size=560_000, eval_size=38_000, max_train=100_000,
         hub=HubSource("fancyzhx/yelp_polarity", eval="test", fields=(("sentence", "text"),)),
-        local_train=_alt(LocalFile("train.csv", "csv", columns=("label", "sentence"), skip_first_if=("0,1",),
-                                   label_map=(("1", 0), ("2", 1)))),
-        local_eval=_alt(
-            (LocalFile("test.csv", "csv", columns=("label", "sentence"), skip_first_if=("0,1",), label_map=(("1", 0), ("2", 1))),
-             LocalFile("textfooler_yelp.txt", "label_prefixed", note="TextFooler sample of the test set, lower-cased")),
-            LocalFile("test.csv", "csv", columns=("label", "sentence"), skip_first_if=("0,1",), label_map=(("1", 0), ("2", 1))),
-            LocalFile("textfooler_yelp.txt", "label_prefixed")),
+        local_train=_alt(LocalFile("train.csv", "csv", **_YELP_CSV)),
+        local_eval=_alt((LocalFile("test.csv", "csv", **_YELP_CSV),
+                         LocalFile("textfooler_yelp.txt", "label_prefixed",
+                                   note="TextFooler sample of the test set, lower-cased")),
+                        LocalFile("test.csv", "csv", **_YELP_CSV),
+                        LocalFile("textfooler_yelp.txt", "label_prefixed")),
         aliases=("yelp_polarity", "yelp-2", "yelp2"), reference=f"{_DEPT} YelpPolarity",
         doc="Yelp review polarity; official test = evaluation set"),
     TaskSpec(
         "scitail", "others", "classification", "scitail premise: {premise} hypothesis: {hypothesis}",
         ("premise", "hypothesis"), label_words=("entailment", "neutral"), train_size=23_596, eval_size=1_304,
-        hub=HubSource("allenai/scitail", "snli_format",
-                      fields=(("premise", "sentence1"), ("hypothesis", "sentence2"), ("label", "gold_label"))),
-        local_train=_alt(_jsonl("snli_format/scitail_1.0_train.txt", premise="sentence1", hypothesis="sentence2", label="gold_label")),
-        local_eval=_alt(_jsonl("snli_format/scitail_1.0_dev.txt", premise="sentence1", hypothesis="sentence2", label="gold_label")),
+        hub=HubSource("allenai/scitail", "snli_format", fields=tuple(_SCITAIL.items())),
+        local_train=_alt(_jsonl("snli_format/scitail_1.0_train.txt", **_SCITAIL)),
+        local_eval=_alt(_jsonl("snli_format/scitail_1.0_dev.txt", **_SCITAIL)),
         reference=f"{_DEPT} SciTail (snli_format)", doc="science-exam entailment"),
     TaskSpec(
         "paws", "others", "classification", "paws sentence1: {sentence1} sentence2: {sentence2}",
         ("sentence1", "sentence2"), label_words=("not_paraphrase", "paraphrase"),
         train_size=49_401, eval_size=8_000, hub=HubSource("google-research-datasets/paws", "labeled_final"),
-        local_train=_alt(_tsv("train.tsv", ("_", "sentence1", "sentence2", "label"))),
-        local_eval=_alt(_tsv("dev.tsv", ("_", "sentence1", "sentence2", "label"))),
+        local_train=_alt(_tsv("train.tsv", _PAIR)),
+        local_eval=_alt(_tsv("dev.tsv", _PAIR)),
         aliases=("paws-wiki", "paws_wiki"), reference=f"{_DEPT} PAWS (labeled_final)",
         doc="PAWS-Wiki adversarial paraphrase"),
 ]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ept.tasks.catalog import get_task, task_names
-from ept.tasks.loaders import COMPLETE_FRACTION, MissingDataError, find_local, read_file, read_local
+from ept.tasks.loaders import COMPLETE_FRACTION, MissingDataError, read_file, read_local
 from ept.tasks.spec import DataError, TaskSpec
 from ept.tasks.splits import apply_protocol
 
@@ -45,66 +45,63 @@ def check_task(name: str, data_dir: Path, seed: int = 42) -> TaskCheck:
         return check
     raw = read.raw
     split = apply_protocol(spec, raw, seed)
-    uses_dev = split.rule in ("dev as val", "dev halved")
-    for role in ("train", "eval", "dev") if uses_dev else ("train", "eval"):
-        if getattr(raw, role) is not None:
-            check.files[role] = f"{'+'.join(read.files[role])} ({len(getattr(raw, role)):,})"
-    used = {role: names for role, names in read.files.items() if role in check.files}
+    shown = ("train", "eval", "dev") if split.rule.startswith("dev") else ("train", "eval")
+    used = {role: files for role, files in read.chosen.items() if role in shown}
+    for role, files in used.items():
+        check.files[role] = f"{'+'.join(f.path for f in files)} ({len(getattr(raw, role)):,})"
+    used_paths = {f.path for files in used.values() for f in files}
     check.bad_rows = read.bad_rows
     check.errors = [e for r in read.reports for e in r.errors]
-    check.fallbacks = _validate_fallbacks(spec, root, used, check)
+    already_read = {p for names in read.files.values() for p in names}
+    check.fallbacks = _validate_fallbacks(spec, root, used_paths, already_read, check)
     check.sizes = {"train": len(split.train), "validation": len(split.validation), "test": len(split.test)}
     check.rule = split.rule
     eval_full = raw.eval is not None and len(raw.eval) >= COMPLETE_FRACTION * spec.eval_size
     check.status = "complete" if raw.train_complete and eval_full else "partial"
-    check.notes = _short_notes(spec, raw.train_complete, eval_full, raw, used, read)
-    check.unused = [p for p in _unused_files(spec, root, used) if p not in check.fallbacks]
+    check.notes = _short_notes(spec, eval_full, raw, used, read)
+    check.unused = [p for p in _present_files(root) if p not in used_paths and p not in check.fallbacks]
     return check
 
 
-def _validate_fallbacks(spec: TaskSpec, root: Path, used: dict[str, tuple[str, ...]], check: TaskCheck) -> list[str]:
-    """Read every other file the spec names that exists, so its bad rows are reported too."""
-    used_paths = {p for names in used.values() for p in names}
-    fallbacks = []
+def _validate_fallbacks(spec: TaskSpec, root: Path, used: set[str], already_read: set[str],
+                        check: TaskCheck) -> list[str]:
+    """Files the spec names that exist but are not used: read them too, so their bad rows show."""
+    fallbacks: list[str] = []
     for alternatives in (spec.local_train, spec.local_eval, spec.local_dev):
-        for alternative in alternatives:
-            for f in alternative:
-                if f.path in used_paths or not (root / f.path).is_file():
-                    continue
-                used_paths.add(f.path)
-                fallbacks.append(f.path)
-                try:
-                    _, report = read_file(spec, root, f, skip_bad_rows=True)
-                except DataError as err:
-                    check.errors.append(str(err))
-                    check.bad_rows += 1
-                    continue
-                check.bad_rows += report.bad_rows
-                check.errors.extend(report.errors)
+        for f in (f for alternative in alternatives for f in alternative):
+            if f.path in used or f.path in fallbacks or not (root / f.path).is_file():
+                continue
+            fallbacks.append(f.path)
+            if f.path in already_read:  # e.g. an extra dev set the protocol did not need
+                continue
+            try:
+                _, report = read_file(spec, root, f, skip_bad_rows=True)
+            except DataError as err:
+                check.errors.append(str(err))
+                check.bad_rows += 1
+                continue
+            check.bad_rows += report.bad_rows
+            check.errors.extend(report.errors)
     return fallbacks
 
 
-def _short_notes(spec: TaskSpec, train_full: bool, eval_full: bool, raw, used, read) -> list[str]:
+def _short_notes(spec: TaskSpec, eval_full: bool, raw, used, read) -> list[str]:
     notes = []
     if raw.train is None:
         notes.append("no train")
-    elif not train_full:
+    elif not raw.train_complete:
         notes.append(f"train sample {len(raw.train):,} of {spec.train_size:,}")
     if raw.eval is None:
         notes.append("no official validation")
     elif not eval_full:
         notes.append(f"eval sample {len(raw.eval):,} of {spec.eval_size:,}")
-    file_notes = {f.note for alts in (spec.local_train, spec.local_eval, spec.local_dev) for a in alts
-                  for f in a if f.note and f.path in {p for names in used.values() for p in names}}
-    notes.extend(sorted(file_notes))
+    notes.extend(f.note for files in used.values() for f in files if f.note)
     notes.extend(n for r in read.reports for n in r.notes)
     return notes
 
 
-def _unused_files(spec: TaskSpec, root: Path, used: dict[str, tuple[str, ...]]) -> list[str]:
-    used_paths = {p for names in used.values() for p in names}
-    present = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-    return [p for p in present if p not in used_paths]
+def _present_files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
 def check_all(data_dir: Path, seed: int = 42) -> list[TaskCheck]:

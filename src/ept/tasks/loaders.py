@@ -66,7 +66,8 @@ def canonical_label(spec: TaskSpec, raw: Any, label_map: dict[str, int]) -> int 
         try:
             score = float(raw)
         except (TypeError, ValueError):
-            raise ValueError(f"expected a numeric score in [{spec.value_range[0]}, {spec.value_range[1]}], got {raw!r}") from None
+            lo, hi = spec.value_range
+            raise ValueError(f"expected a numeric score in [{lo}, {hi}], got {raw!r}") from None
         lo, hi = spec.value_range
         if not math.isfinite(score) or not lo <= score <= hi:
             raise ValueError(f"expected a score in [{lo}, {hi}], got {raw!r}")
@@ -138,16 +139,21 @@ def find_local(spec: TaskSpec, root: Path) -> dict[str, tuple[LocalFile, ...] | 
 @dataclass
 class LocalRead:
     raw: RawSplits
-    files: dict[str, tuple[str, ...]]      # role -> file names used
+    chosen: dict[str, tuple[LocalFile, ...]]   # role -> the files read for it
     reports: list[FileReport]
     bad_rows: int = 0
+
+    @property
+    def files(self) -> dict[str, tuple[str, ...]]:
+        return {role: tuple(f.path for f in files) for role, files in self.chosen.items()}
 
 
 def read_local(spec: TaskSpec, data_dir: Path, skip_bad_rows: bool = False) -> LocalRead:
     root = data_dir / spec.name
     chosen = find_local(spec, root)
     if not any(chosen.values()):
-        looked = sorted({f.path for alts in (spec.local_train, spec.local_eval, spec.local_dev) for a in alts for f in a})
+        roles = (spec.local_train, spec.local_eval, spec.local_dev)
+        looked = sorted({f.path for alternatives in roles for alternative in alternatives for f in alternative})
         raise MissingDataError(f"no local files for task {spec.name!r} in {root} (looked for: {', '.join(looked)})")
     raw = RawSplits()
     read = LocalRead(raw, {}, [])
@@ -163,9 +169,9 @@ def read_local(spec: TaskSpec, data_dir: Path, skip_bad_rows: bool = False) -> L
             role_bad += report.bad_rows
             raw.notes.extend(report.notes)
         setattr(raw, role, examples)
-        read.files[role] = tuple(f.path for f in alternative)
+        read.chosen[role] = alternative
         if role == "dev":
-            raw.dev_name = "+".join(read.files[role]) + "".join(f" ({f.note})" for f in alternative if f.note)
+            raw.dev_name = _describe_files(alternative)
         read.bad_rows += role_bad
         if role == "train":  # skipped bad rows still count: one bad row must not change the protocol
             raw.train_complete = len(examples) + role_bad >= COMPLETE_FRACTION * spec.train_size
@@ -183,15 +189,17 @@ def _describe_local(spec: TaskSpec, read: LocalRead) -> None:
         if split is None:
             notes.append(f"no {name} file locally")
             continue
-        files = "+".join(read.files[role])
         if len(split) >= COMPLETE_FRACTION * official:
             size = f"{len(split):,} examples, the full official set"
         else:
             size = f"{len(split):,} examples, a sample of the official {official:,}"
-        extra = [f.note for alt in (spec.local_train, spec.local_eval, spec.local_dev) for a in alt if
-                 tuple(x.path for x in a) == read.files[role] for f in a if f.note]
-        notes.append(f"{name} = {files}: {size}" + "".join(f" ({n})" for n in dict.fromkeys(extra)))
+        notes.append(f"{name} = {'+'.join(read.files[role])}: {size}" +
+                     "".join(f" ({f.note})" for f in read.chosen[role] if f.note))
     raw.notes[:0] = notes
+
+
+def _describe_files(files: tuple[LocalFile, ...]) -> str:
+    return "+".join(f.path for f in files) + "".join(f" ({f.note})" for f in files if f.note)
 
 
 def _source_string(root: Path, files: dict[str, tuple[str, ...]]) -> str:
@@ -214,14 +222,17 @@ def read_hub(spec: TaskSpec) -> RawSplits:
     mapping = dict(hub.fields)
     label_map = {k.lower(): v for k, v in hub.label_map}
     raw = RawSplits(train_complete=True, notes=[f"hub: {hub.describe()}"])
-    for role, split in (("train", hub.train), ("eval", hub.eval)):
+    for role, split in (("train", hub.train), ("eval", hub.eval), ("dev", hub.dev)):
+        if split is None:
+            continue
         try:
             rows = datasets.load_dataset(hub.path, hub.name, split=split)
         except Exception as err:  # noqa: BLE001 - network, auth, missing split: all user-facing
             raise DataError(f"could not load {hub.describe()} split {split!r} from the hub: {err}") from None
         if hub.filter:
             column, value = hub.filter
-            rows = rows.filter(lambda r: r[column] == value) if hasattr(rows, "filter") else [r for r in rows if r[column] == value]
+            keep = lambda r: r[column] == value  # noqa: E731
+            rows = rows.filter(keep) if hasattr(rows, "filter") else [r for r in rows if keep(r)]
         examples = []
         for i, row in enumerate(rows):
             try:
@@ -231,6 +242,7 @@ def read_hub(spec: TaskSpec) -> RawSplits:
             except (ValueError, KeyError, TypeError) as err:
                 raise DataError(f"hub {hub.describe()} split {split!r} row {i}: {err}") from None
         setattr(raw, role, examples)
+    raw.dev_name = f"{hub.describe()} {hub.dev}" if hub.dev else ""
     return raw
 
 

@@ -128,7 +128,8 @@ def _answers(ex: Example) -> tuple[str, ...]:
 
 
 def squad_f1(preds, golds, examples, spec) -> float:
-    return 100.0 * sum(max(squad_token_f1(p, a) for a in _answers(ex)) for p, ex in zip(preds, examples)) / len(examples)
+    best = [max(squad_token_f1(p, a) for a in _answers(ex)) for p, ex in zip(preds, examples)]
+    return 100.0 * sum(best) / len(examples)
 
 
 def squad_em(preds, golds, examples, spec) -> float:

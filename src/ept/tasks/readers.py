@@ -118,7 +118,8 @@ def read_csv(path: Path, f: LocalFile, keys: tuple[str, ...], display: str) -> I
                 if (f.skip_first_if and ",".join(cols).strip() in f.skip_first_if) or f.header:
                     continue
             if len(cols) != len(names):
-                yield Row(number, error=f"expected {len(names)} comma-separated columns ({', '.join(names)}), got {len(cols)}")
+                expected = f"{len(names)} comma-separated columns ({', '.join(names)})"
+                yield Row(number, error=f"expected {expected}, got {len(cols)}")
                 continue
             row = dict(zip(names, cols))
             # Zhang et al. csv escape newlines and quotes inside reviews as \n and \"

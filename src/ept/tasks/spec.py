@@ -77,6 +77,7 @@ class HubSource:
     name: str | None = None
     train: str = "train"
     eval: str = "validation"                      # the official evaluation split (yelp: "test")
+    dev: str | None = None                        # an extra labeled split (MNLI: validation_mismatched)
     filter: tuple[str, str] = ()                  # (column, value): keep matching rows (MRQA subset)
     fields: tuple[tuple[str, str], ...] = ()      # (canonical key, hub column; dotted for nested)
     label_map: tuple[tuple[str, int], ...] = ()
@@ -107,6 +108,7 @@ class TaskSpec:
     train_size: int = 0                           # official train size: decides the split rule
     eval_size: int = 0                            # official evaluation split size
     max_train: int | None = None                  # cap after the split (yelp: 100K, as DePT)
+    prefer_dev: bool = False                      # validation = the extra dev set even with a full train
     hub: HubSource | None = None
     local_train: Alternatives = ()
     local_eval: Alternatives = ()                 # the official validation (yelp: test) split

@@ -13,6 +13,8 @@ as written, a documented fallback is used and said in the notes (docs/tasks.md, 
   - train present but only a sample of the official train: validation = the task's extra dev
     set if it has one (FewGLUE dev32, MNLI mismatched), else k = min(protocol k, n // 10)
     examples carved from the sample;
+  - `TaskSpec.prefer_dev` (MNLI): the extra dev set is the validation set even with a full
+    train (DePT's split map: validation_mismatched / validation_matched);
   - no official validation/test file: a test set of the same size is carved from train too;
   - no train at all: validation = the extra dev set, else the official validation is halved
     (the small-task rule) so that the task can still be evaluated.
@@ -68,18 +70,20 @@ def apply_protocol(spec: TaskSpec, raw: RawSplits, seed: int) -> Split:
     notes: list[str] = []
     if rule == "halve":
         if raw.eval is None and raw.dev is None:
-            return Split(train, [], [], "no val", [f"no labeled validation file: validation and test are empty ({spec.name} cannot be evaluated)"])
+            note = f"no labeled validation file: validation and test are empty ({spec.name} cannot be evaluated)"
+            return Split(train, [], [], "no val", [note])
         source, what = (raw.eval, "official validation") if raw.eval is not None else (raw.dev, "extra dev set")
         validation, test = _halve(source, seed)
         notes.append(f"split rule (train {spec.train_size:,} < 10K): {what} ({len(source):,}) halved into "
                      f"validation {len(validation):,} / test {len(test):,} (seed {seed})")
         if raw.eval is None:
             notes.append("official validation missing: halved the extra dev set instead")
-        return Split(_cap(spec, train, notes), validation, test, "val halved" if raw.eval is not None else "dev halved", notes)
+        rule = "val halved" if raw.eval is not None else "dev halved"
+        return Split(_cap(spec, train, notes), validation, test, rule, notes)
 
     scale = "< 100K" if k == 1_000 else ">= 100K"
     test = list(raw.eval) if raw.eval is not None else None
-    if raw.train and raw.train_complete:
+    if raw.train and raw.train_complete and not (spec.prefer_dev and raw.dev is not None):
         order = shuffled_indices(len(train), seed)
         validation = [train[i] for i in order[:k]]
         rest = [train[i] for i in order[k:]]
@@ -92,8 +96,10 @@ def apply_protocol(spec: TaskSpec, raw: RawSplits, seed: int) -> Split:
 
     if raw.dev is not None:
         validation, rule = list(raw.dev), "dev as val"
-        notes.append(f"split rule (train {spec.train_size:,} {scale}) samples validation from the full train "
-                     f"set, absent here; validation = the extra dev set ({len(validation):,}: {raw.dev_name})")
+        why = ("the task prefers its own extra dev set" if spec.prefer_dev and raw.train_complete else
+               f"split rule (train {spec.train_size:,} {scale}) samples validation from the full train set, absent here")
+        notes.append(f"{why}; validation = the extra dev set ({len(validation):,}: {raw.dev_name}), "
+                     f"test = the official validation ({len(test or []):,})")
     elif train:
         carve = min(k, max(1, len(train) // 10)) if len(train) >= 3 else 0
         order = shuffled_indices(len(train), seed)

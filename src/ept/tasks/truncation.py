@@ -20,7 +20,8 @@ def load_tokenizer(name_or_path: str | None = None) -> tuple[Any, str]:
     return AutoTokenizer.from_pretrained(name_or_path), name_or_path
 
 
-def truncation_rate(tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int = 512) -> tuple[int, int, int]:
+def truncation_rate(tokenizer: Any, texts: Sequence[str], max_length: int,
+                    batch_size: int = 512) -> tuple[int, int, int]:
     """(number of texts longer than max_length tokens, number of texts, longest length in tokens)."""
     truncated = longest = 0
     for start in range(0, len(texts), batch_size):

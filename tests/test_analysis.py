@@ -1,0 +1,209 @@
+"""`ept analyze`: every analysis on short real runs (tiny BERT backbone, real SST-2/CoLA rows).
+
+Figures must be real PNGs that open; numbers in the CSVs must match the run folders.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from ept.cli import main
+from ept.train import TrainConfig, run
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    """A 2-layer BERT with MiniLM's tokenizer saved as a local folder (as in test_train.py)."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from ept.backbones import embedded_minilm_path
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tok = AutoTokenizer.from_pretrained(embedded_minilm_path())
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128)
+    BertModel(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def make_mini_data(data_dir: Path, root: Path, rows: int = 300, eval_rows: int = 60) -> Path:
+    """The first rows of the real SST-2 and CoLA files: real data, seconds to load."""
+    for task, files in {"sst2": {"train.tsv": rows, "dev.tsv": eval_rows},
+                        "cola": {"train.tsv": rows, "dev.tsv": eval_rows}}.items():
+        (root / task).mkdir(parents=True, exist_ok=True)
+        for name, n in files.items():
+            lines = (data_dir / task / name).read_text().splitlines(keepends=True)
+            (root / task / name).write_text("".join(lines[: n + 1]))
+    return root
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_bert, data_dir, tmp_path_factory):
+    """13 short runs covering every analysis: 5 methods, 2 seeds of EPT, ablation, n, h, lr, init, 2 tasks."""
+    root = tmp_path_factory.mktemp("runs")
+    mini = make_mini_data(data_dir, root / "data")
+    base = dict(backbone=tiny_bert, steps=4, eval_every=2, batch_size=8, max_eval_examples=24, max_length=32,
+                data_dir=str(mini), tensorboard=False)
+    grid = [("sst2", m, {}, 0.3, 0) for m in ("pt", "ptuning", "resprompt", "ept", "ept_star")]
+    grid += [("sst2", "ept", {}, 0.3, 1), ("sst2", "ept", {"layer_norm": True}, 0.3, 0),
+             ("sst2", "ept", {"activation": "relu"}, 0.3, 0), ("sst2", "ept", {"num_tokens": 3}, 0.3, 0),
+             ("sst2", "ept", {"hidden_size": 5}, 0.3, 0), ("sst2", "ept", {"init": "label"}, 0.3, 0),
+             ("sst2", "pt", {}, 0.01, 0), ("sst2", "ept", {}, 0.01, 0), ("cola", "ept_star", {}, 0.3, 0)]
+    for task, method, options, lr, seed in grid:
+        name = f"{task}-{method}-{'-'.join(f'{k}={v}' for k, v in options.items()) or 'default'}-lr{lr}-s{seed}"
+        results = run(TrainConfig(task=task, method=method, method_options=options, lr=lr, seed=seed,
+                                  out=str(root / "sweep" / name), **base), progress=False)
+        assert results["status"] == "finished", results
+    # a failed run must be skipped and reported, not analysed
+    failed = root / "sweep" / "sst2-pt-failed-s9"
+    shutil.copytree(root / "sweep" / "sst2-pt-default-lr0.3-s0", failed)
+    (failed / "results.json").write_text(json.dumps({"status": "failed", "error": "boom"}))
+    return root / "sweep"
+
+
+def _png_ok(path: Path) -> None:
+    import matplotlib.image
+
+    assert path.read_bytes()[:8] == PNG_SIGNATURE, path
+    img = matplotlib.image.imread(str(path))
+    assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100, img.shape
+
+
+def _csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def _results(folder: Path) -> dict:
+    return json.loads((folder / "results.json").read_text())
+
+
+def _test_score(folder: Path) -> float:
+    r = _results(folder)
+    return r["test"][r["main_metric"]]
+
+
+def test_norms_match_steps_log(runs, tmp_path):
+    assert main(["analyze", "norms", str(runs / "sst2-pt-default-lr0.3-s0"), str(runs / "sst2-ptuning-default-lr0.3-s0"),
+                 "--out", str(tmp_path)]) == 0
+    _png_ok(tmp_path / "norms.png")
+    rows = _csv(tmp_path / "norms.csv")
+    logged = [json.loads(x) for x in (runs / "sst2-pt-default-lr0.3-s0" / "steps.jsonl").read_text().splitlines()]
+    mine = [r for r in rows if r["run"] == "sst2-pt-default-lr0.3-s0"]
+    assert [int(r["step"]) for r in mine] == [x["step"] for x in logged]
+    assert [float(r["mu_t"]) for r in mine] == [x["mu_t"] for x in logged]
+    evals = _csv(tmp_path / "norms_eval.csv")
+    assert {int(r["step"]) for r in evals} == {2, 4}
+
+
+def test_similarity_heatmap_and_mean_offdiag(runs, tmp_path):
+    from ept.checkpoint import load_exported
+
+    folders = [runs / "sst2-pt-default-lr0.3-s0", runs / "sst2-ept_star-default-lr0.3-s0"]
+    assert main(["analyze", "similarity", *map(str, folders), "--out", str(tmp_path)]) == 0
+    _png_ok(tmp_path / "similarity.png")
+    summary = {r["run"]: r for r in _csv(tmp_path / "similarity.csv")}
+    # EPT* broadcasts one vector: every pair of tokens has cosine 1
+    assert math.isclose(float(summary["sst2-ept_star-default-lr0.3-s0"]["mean_offdiag_cosine"]), 1.0, abs_tol=1e-5)
+    prompt, _ = load_exported(folders[0] / "export")
+    unit = torch.nn.functional.normalize(prompt, dim=-1)
+    sim = unit @ unit.T
+    expected = float((sim.sum() - sim.diagonal().sum()) / (10 * 9))
+    assert math.isclose(float(summary["sst2-pt-default-lr0.3-s0"]["mean_offdiag_cosine"]), expected, rel_tol=1e-5)
+
+
+def test_concat_full_length_reproduces_the_original(runs, tmp_path):
+    folder = runs / "sst2-pt-default-lr0.3-s0"
+    assert main(["analyze", "concat", str(folder), str(runs / "sst2-ept-default-lr0.3-s0"), "--out", str(tmp_path),
+                 "--lengths", "1,2,10", "--split", "test"]) == 0
+    _png_ok(tmp_path / "concat.png")
+    rows = _csv(tmp_path / "concat.csv")
+    assert sorted({int(r["length"]) for r in rows}) == [1, 2, 10]
+    # the "original" line is the run's own best-state test score
+    assert {float(r["original"]) for r in rows if r["run"] == folder.name} == {_test_score(folder)}
+    # EPT (n=1): P_0 repeated once IS the trained prompt
+    ept = [r for r in rows if r["method"] == "ept" and r["length"] == "1"]
+    assert float(ept[0]["score"]) == float(ept[0]["original"])
+
+
+@pytest.mark.parametrize("name,x_of", [
+    ("hidden", lambda c: (c["method_options"].get("hidden_size", 1))),
+    ("broadcast", lambda c: c["method_options"].get("num_tokens", 10 if c["method"] == "ept_star" else 1)),
+    ("lr", lambda c: c["lr"]),
+])
+def test_sweep_curves_match_results(runs, tmp_path, name, x_of):
+    assert main(["analyze", name, str(runs), "--out", str(tmp_path)]) == 0
+    _png_ok(tmp_path / f"{name}.png")
+    rows = _csv(tmp_path / f"{name}.csv")
+    assert rows and "sst2-pt-failed-s9" not in {r["run"] for r in rows}
+    for r in rows:
+        folder = runs / r["run"]
+        assert float(r["score"]) == _test_score(folder)
+        assert float(r["x"]) == float(x_of(json.loads((folder / "config.json").read_text())))
+    summary = _csv(tmp_path / f"{name}_summary.csv")
+    if name == "hidden":  # h = 1 has two seeds of plain EPT: mean ± std over them
+        h1 = next(s for s in summary if s["series"] == "ept (n=1)" and float(s["x"]) == 1)
+        seeds = [_test_score(runs / f"sst2-ept-default-lr0.3-s{s}") for s in (0, 1)]
+        assert int(h1["n_seeds"]) == 2 and math.isclose(float(h1["mean"]), sum(seeds) / 2)
+    provenance = json.loads((tmp_path / f"{name}.provenance.json").read_text())
+    assert any("sst2-pt-failed-s9" in s and "boom" in s for s in provenance["skipped"])
+
+
+def test_ablation_bars_and_norms(runs, tmp_path):
+    assert main(["analyze", "ablation", str(runs), "--out", str(tmp_path)]) == 0
+    _png_ok(tmp_path / "ablation.png")
+    rows = {r["run"]: r for r in _csv(tmp_path / "ablation.csv")}
+    assert {r["variant"] for r in rows.values()} == {"None", "+LayerNorm", "+RELU"}
+    ln = runs / "sst2-ept-layer_norm=True-lr0.3-s0"
+    assert float(rows[ln.name]["final_mu_t"]) == _results(ln)["final_mu_t"]
+    assert float(rows[ln.name]["score"]) == _test_score(ln)
+
+
+def test_init_table(runs, tmp_path):
+    assert main(["analyze", "init", str(runs), "--out", str(tmp_path)]) == 0
+    _png_ok(tmp_path / "init.png")
+    summary = {(r["task"], r["init"]): r for r in _csv(tmp_path / "init_summary.csv")}
+    label = runs / "sst2-ept-init=label-lr0.3-s0"
+    assert float(summary[("sst2", "label")]["mean"]) == _test_score(label)
+    assert "| sst2 |" in (tmp_path / "init.md").read_text()
+
+
+def test_neighbors(runs, tmp_path):
+    folder = runs / "sst2-ept-init=label-lr0.3-s0"
+    assert main(["analyze", "neighbors", str(folder), "--out", str(tmp_path), "--top-k", "3"]) == 0
+    _png_ok(tmp_path / "neighbors.png")
+    rows = _csv(tmp_path / "neighbors.csv")
+    assert [int(r["rank"]) for r in rows] == [1, 2, 3]  # EPT: one distinct vector
+    cos = [float(r["cosine"]) for r in rows]
+    assert cos == sorted(cos, reverse=True) and all(-1 <= c <= 1 for c in cos)
+
+
+def test_transfer_matrix(runs, tmp_path):
+    folders = [runs / "sst2-ept_star-default-lr0.3-s0", runs / "cola-ept_star-default-lr0.3-s0"]
+    assert main(["analyze", "transfer", *map(str, folders), "--out", str(tmp_path), "--split", "test"]) == 0
+    _png_ok(tmp_path / "transfer.png")
+    data = json.loads((tmp_path / "transfer.json").read_text())
+    assert data["tasks"] == ["sst2", "cola"]
+    for i, task in enumerate(data["tasks"]):  # a task's own prompt on itself: ratio 1, score = its test score
+        assert math.isclose(data["ratio_to_source"][i][i], 1.0) or data["own_score"][task] == 0
+        assert data["own_score"][task] == _test_score(folders[i])
+        assert math.isclose(data["cosine"][i][i], 1.0, rel_tol=1e-5)
+
+
+def test_bad_input(runs, tmp_path, capsys):
+    assert main(["analyze", "norm", str(runs), "--out", str(tmp_path)]) == 2
+    assert "Did you mean: norms" in capsys.readouterr().err
+    assert main(["analyze", "norms", str(runs), "--out", str(tmp_path), "--token", "3"]) == 2
+    assert "takes no option(s) token" in capsys.readouterr().err
+    assert main(["analyze", "norms", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
