@@ -55,10 +55,10 @@ def warm_up_t5(model, scorer, tok, examples, steps: int) -> float:
         opt.zero_grad(set_to_none=True)
     model.backbone.requires_grad_(False)
     model.eval()
-    return float(loss)
+    return float(loss.detach())
 
 
-def part_a(tok, n_eval: int, reps: int, train_steps: int) -> dict:
+def part_a(tok, n_eval: int, reps: int, train_steps: int) -> list[dict]:
     from ept.backbones import PromptedModel
     from ept.batching import collate, encode
     from ept.heads import make_scorer
@@ -66,26 +66,34 @@ def part_a(tok, n_eval: int, reps: int, train_steps: int) -> dict:
 
     spec, train = task_data("sst2", train_steps * 32)
     dev = _dev("sst2", n_eval)
-    model = PromptedModel(tiny_t5(tok), tok, method_config("ept"))
+    model = PromptedModel(tiny_t5(tok), tok, method_config("ept")).eval()
     rank = make_scorer(model, spec, "rank")
     gen = make_scorer(model, spec, "generate")
-    loss = warm_up_t5(model, rank, tok, train, train_steps)
     enc = encode(tok, dev, "seq2seq", 64)
-    batches = [collate(tok, enc.features[i:i + EVAL_BATCH]) for i in range(0, len(enc), EVAL_BATCH)]
-    with torch.no_grad():
-        prompt = model.prompt()  # computed once for eval, as a served export would be
-        preds_rank = [p for b in batches for p in rank.predict(b, prompt)]
-        preds_gen = [p for b in batches for p in gen.predict(b, prompt)]
-        times = interleaved({"rank": lambda i: rank.predict(batches[i], prompt),
-                             "generate": lambda i: gen.predict(batches[i], prompt)}, list(range(len(batches))), reps)
-    words = list(spec.label_words)
-    valid = [(r, words.index(g)) for r, g in zip(preds_rank, preds_gen) if g in words]
-    agree = sum(r == g for r, g in valid)
-    gold = [x.label for x in dev]
-    return {"loss": loss, "n": len(dev), "rank_ex_s": len(dev) / (median(times["rank"]) * len(batches)),
-            "gen_ex_s": len(dev) / (median(times["generate"]) * len(batches)),
-            "ratio": paired_ratio(times["generate"], times["rank"]), "valid": len(valid), "agree": agree,
-            "rank_acc": sum(p == y for p, y in zip(preds_rank, gold)) / len(gold)}
+    words, gold = list(spec.label_words), [x.label for x in dev]
+    out = []
+    for state in ("random init", f"after {train_steps} warm-up steps"):
+        if state != "random init":
+            loss = warm_up_t5(model, rank, tok, train, train_steps)
+            state += f" (loss {loss:.2f})"
+        for bs in (8, EVAL_BATCH):
+            batches = [collate(tok, enc.features[i:i + bs]) for i in range(0, len(enc), bs)]
+            with torch.no_grad():
+                prompt = model.prompt()  # computed once for eval, as a served export would be
+                preds_rank = [p for b in batches for p in rank.predict(b, prompt)]
+                preds_gen = [p for b in batches for p in gen.predict(b, prompt)]
+                times = interleaved({"rank": lambda i: rank.predict(batches[i], prompt),
+                                     "generate": lambda i: gen.predict(batches[i], prompt)},
+                                    list(range(len(batches))), reps)
+            valid = [(r, words.index(g)) for r, g in zip(preds_rank, preds_gen) if g in words]
+            gen_tokens = max(len(tok(g, add_special_tokens=False)["input_ids"]) for g in preds_gen)
+            out.append({"state": state, "batch": bs, "n": len(dev), "gen_tokens": gen_tokens,
+                        "rank_ex_s": len(dev) / (median(times["rank"]) * len(batches)),
+                        "gen_ex_s": len(dev) / (median(times["generate"]) * len(batches)),
+                        "ratio": paired_ratio(times["generate"], times["rank"]), "valid": len(valid),
+                        "agree": sum(r == g for r, g in valid),
+                        "rank_acc": sum(p == y for p, y in zip(preds_rank, gold)) / len(gold)})
+    return out
 
 
 def _dev(task: str, n: int):
@@ -130,12 +138,14 @@ def run(reps: int = 3, n_eval: int = 256, train_steps: int = 150) -> dict:
     backbone, tok = load_backbone("minilm")
     print(f"machine: {machine()}")
     a = part_a(tok, n_eval, reps, train_steps)
-    print(f"\nA. tiny T5 (d_model 32, 2+2 layers), SST-2 dev[:{a['n']}], batch {EVAL_BATCH}, EPT prompt; "
-          f"warm-up {train_steps} steps, final loss {a['loss']:.3f}, rank accuracy {a['rank_acc']:.3f}")
-    table(["eval mode", "examples/s", "ratio rank/generate (median of pairs)", f"target >= {TARGET}",
-           "generation valid", "same prediction where valid"],
-          [["rank", a["rank_ex_s"], a["ratio"], verdict(a["ratio"] >= TARGET), "-", "-"],
-           ["generate", a["gen_ex_s"], "", "", f"{a['valid']}/{a['n']}", f"{a['agree']}/{a['valid']}"]])
+    labels = [len(x) for x in tok(list(task_data("sst2", 1)[0].label_words))["input_ids"]]
+    print(f"\nA. tiny T5 (d_model 32, 2+2 layers, vocab {tok.vocab_size}), SST-2 dev[:{n_eval}], EPT prompt; labels "
+          f"{labels} tokens each ([CLS] word [SEP] with this tokenizer); generation: greedy, max_new_tokens 8")
+    table(["model state", "batch", "rank ex/s", "generate ex/s", "ratio rank/generate (median of pairs)",
+           f"target >= {TARGET}", "longest generated text (word pieces)", "generation valid", "same prediction where valid",
+           "rank accuracy"],
+          [[r["state"], r["batch"], r["rank_ex_s"], r["gen_ex_s"], r["ratio"], verdict(r["ratio"] >= TARGET),
+            r["gen_tokens"], f"{r['valid']}/{r['n']}", f"{r['agree']}/{r['valid']}", r["rank_acc"]] for r in a])
     b = part_b(backbone, tok, n_eval, reps)
     print(f"\nB. MiniLM label-scoring head, EPT n=1, SST-2 dev[:{n_eval}], batch {EVAL_BATCH}")
     table(["contender", "examples/s", "time ratio head/bare (median of pairs)"],

@@ -198,7 +198,7 @@ def test_minilm_pooled_ignores_prompt_positions(minilm):
         hidden = backbone(**model.build_inputs(batch)).last_hidden_state[:, 1:]  # drop the n=1 prompt slot
     mask = batch["attention_mask"].unsqueeze(-1).float()
     expected = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
-    torch.testing.assert_close(pooled, expected)
+    torch.testing.assert_close(pooled, expected, rtol=1e-4, atol=1e-4)  # kernels differ with padding (MKL, GPU)
     assert torch.allclose(pooled.norm(dim=-1), torch.ones(2))
 
 

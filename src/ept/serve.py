@@ -205,8 +205,37 @@ class MultiTaskServer:
 
     # ------------------------------------------------------------------ scoring
     @torch.inference_mode()
-    def predict(self, features: list[dict]) -> list[dict]:
-        """Score pre-tokenised rows (from `prepare`) as ONE batch; one result dict per row."""
+    def predict(self, features: list[dict], batch_size: int | None = None) -> list[dict]:
+        """Score pre-tokenised rows (from `prepare`); one result dict per row, in input order.
+
+        batch_size None: ONE backbone pass over all rows, whatever their tasks. Otherwise rows
+        are sorted by length (input + own prompt) and cut into passes of `batch_size` rows, each
+        still mixing tasks: padding, not the number of passes, is what costs on a CPU.
+        """
+        if batch_size is None or batch_size >= len(features):
+            return self._predict_one_pass(features)
+        n = self.banks["n"].tolist()
+        order = sorted(range(len(features)), key=lambda i: -(len(features[i]["input_ids"]) + n[features[i]["task"]]))
+        out: list[dict | None] = [None] * len(features)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            for i, r in zip(chunk, self._predict_one_pass([features[i] for i in chunk])):
+                out[i] = r
+        return out
+
+    def score(self, rows: Iterable[dict], batch_size: int = 64, sort_by_length: bool = True) -> list[dict]:
+        """Tokenise and score rows of any mix of tasks, `batch_size` rows per backbone pass
+        (rows of similar length together when sort_by_length; results in input order)."""
+        features = self.prepare(rows)
+        if sort_by_length:
+            return self.predict(features, batch_size)
+        out: list[dict] = []
+        for start in range(0, len(features), batch_size):
+            out.extend(self._predict_one_pass(features[start:start + batch_size]))
+        return out
+
+    @torch.inference_mode()
+    def _predict_one_pass(self, features: list[dict]) -> list[dict]:
         if not features:
             return []
         names = list(self.tasks)
@@ -225,14 +254,6 @@ class MultiTaskServer:
         if "generate" in modes:
             self._generate(features, task_idx, results)
         return results
-
-    def score(self, rows: Iterable[dict], batch_size: int = 64) -> list[dict]:
-        """Tokenise and score rows of any mix of tasks, `batch_size` rows per backbone pass."""
-        features = self.prepare(rows)
-        out: list[dict] = []
-        for start in range(0, len(features), batch_size):
-            out.extend(self.predict(features[start:start + batch_size]))
-        return out
 
     def _batch(self, features: list[dict], task_idx: torch.Tensor):
         """Padded inputs plus the rows' prompts (B, n_b, e) and prompt mask (B, n_b)."""
@@ -269,14 +290,9 @@ class MultiTaskServer:
         rep = torch.repeat_interleave(torch.arange(len(features), device=self.device), count)  # (R,) R = sum C_row
         within = torch.arange(len(rep), device=self.device) - torch.repeat_interleave(count.cumsum(0) - count, count)
         labels = banks["labels"][offset[rep] + within]  # (R, T)
-        labels = labels[:, : int((labels != -100).sum(1).max())].contiguous()  # drop columns no selected label uses
+        labels = labels[:, : int((labels != -100).sum(1).max())]  # drop columns no selected label uses
         hidden = enc.last_hidden_state[rep]  # (R, n+L, e)
-        # decoder inputs from the labels (shifted right), as `labels=` would, minus the unused loss
-        out = backbone(encoder_outputs=(hidden,), attention_mask=kwargs["attention_mask"][rep],
-                       decoder_input_ids=backbone.prepare_decoder_input_ids_from_labels(labels=labels))
-        logp = out.logits.float().log_softmax(-1)  # (R, T, V)
-        valid = labels != -100
-        flat = (logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * valid).sum(-1)  # (R,)
+        flat = self.model.sequence_loglik(hidden, kwargs["attention_mask"][rep], labels)  # (R,)
         scores = torch.full((len(features), int(count.max())), float("-inf"), device=self.device)
         scores[rep, within] = flat
         return scores

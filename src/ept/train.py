@@ -231,7 +231,10 @@ def run(cfg: TrainConfig, progress: bool = True) -> dict:
         state = json.loads((last / "state.json").read_text())
         model.load_state_dict(load_file(str(last / "method.safetensors")), strict=False)
         _load_optimizer_state(opt, params, load_file(str(last / "optimizer.safetensors")))
-        torch.set_rng_state(load_file(str(last / "rng.safetensors"))["cpu"])
+        rng = load_file(str(last / "rng.safetensors"))
+        torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], device)
         start, best = state["step"], state["best"]
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -309,7 +312,10 @@ def run(cfg: TrainConfig, progress: bool = True) -> dict:
                 # Checkpoint last: everything up to here is redone identically after a kill.
                 atomic_save_tensors(last / "method.safetensors", trainable_state(model))
                 atomic_save_tensors(last / "optimizer.safetensors", _optimizer_state(opt, params))
-                atomic_save_tensors(last / "rng.safetensors", {"cpu": torch.get_rng_state()})
+                rng = {"cpu": torch.get_rng_state()}
+                if device.type == "cuda":  # dropout on the GPU draws from the device's generator
+                    rng["cuda"] = torch.cuda.get_rng_state(device)
+                atomic_save_tensors(last / "rng.safetensors", rng)
                 atomic_write_json(last / "state.json", {"step": step + 1, "best": best})
             if world > 1:
                 torch.distributed.barrier()
