@@ -168,7 +168,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 # ------------------------------------------------------------------------------ the run
 def run(cfg: TrainConfig, progress: bool = True) -> dict:
-    from ept.backbones import PromptedModel, load_backbone
+    from ept.backbones import PromptedModel, load_backbone, param_counts
     from ept.envinfo import collect_env
     from ept.heads import make_scorer
     from ept.prompts import Init, method_config
@@ -183,7 +183,9 @@ def run(cfg: TrainConfig, progress: bool = True) -> dict:
         done = json.loads(results_path.read_text())
         if done.get("status") == "finished":
             if main:
-                print(f"{run_dir}: already finished (delete results.json to rerun)")
+                test = (done.get("test") or {}).get(done.get("main_metric"))
+                print(f"ept train: {run_dir} already finished: test {done.get('main_metric')} {test} "
+                      f"(delete its results.json to rerun)")
             return done
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {world} processes")
@@ -220,9 +222,7 @@ def run(cfg: TrainConfig, progress: bool = True) -> dict:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     trainable = model.trainable_parameters()
-    from ept.backbones import param_counts
-
-    counts = param_counts(cfg.backbone, prompt_cfg, n_labels) if not prompt_cfg.trains_backbone else {"trainable": trainable, "inference": trainable}
+    counts = {"trainable": trainable, "inference": param_counts(cfg.backbone, prompt_cfg, n_labels)["inference"]}
 
     # ---------------------------------------------------------------- resume
     start, best = 0, {"step": None, "score": -math.inf, "metrics": None}
