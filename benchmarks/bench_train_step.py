@@ -21,18 +21,19 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (add_common_args, bare_step, set_threads, encoded_batches, ept_train_step_fn, interleaved, label_embeddings, machine,  # noqa: E402
-                     make_ept, median, paired_ratio, table, verdict)
+from _common import (add_common_args, bare_step, encoded_batches, ept_train_step_fn, interleaved,  # noqa: E402
+                     label_embeddings, machine, make_ept, median, paired_ratio, set_threads, table, verdict)
 
 METHODS = {"pt": 10, "ptuning": 10, "resprompt": 10, "ept": 1}
 TARGET = 1.05
 
 
-def run(reps: int = 4, batches: int = 6, tasks=("sst2", "rte")) -> list[dict]:
+def run(reps: int = 3, batches: int = 4, tasks=("sst2", "rte")) -> list[dict]:
     from ept.backbones import load_backbone
     from ept.batching import collate
 
     backbone, tok = load_backbone("minilm")
+    backbone.requires_grad_(False)  # frozen for every contender (from_pretrained leaves grads on)
     step = ept_train_step_fn()
     print(f"machine: {machine()}")
     print(f"ept step: {getattr(step, '__module__', '?')}.{step.__name__}; batch 16; {reps} reps x {batches} batches per task\n")
@@ -65,8 +66,8 @@ def run(reps: int = 4, batches: int = 6, tasks=("sst2", "rte")) -> list[dict]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--reps", type=int, default=4)
-    p.add_argument("--batches", type=int, default=6)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--batches", type=int, default=4)
     p.add_argument("--tasks", nargs="+", default=["sst2", "rte"])
     add_common_args(p)
     args = p.parse_args(argv)

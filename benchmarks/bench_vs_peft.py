@@ -59,11 +59,13 @@ def peft_train_step(model, opt, tokenizer, features, label_emb, n: int = 10):
     return float(loss.detach())
 
 
-def run(reps: int = 4, batches: int = 6, tasks=("sst2", "rte")) -> list[dict]:
+def run(reps: int = 3, batches: int = 4, tasks=("sst2", "rte")) -> list[dict]:
     from ept.backbones import load_backbone
 
     warnings.filterwarnings("ignore", message=".*[Tt]oken type ids.*")
+    warnings.filterwarnings("ignore", category=FutureWarning)
     backbone, tok = load_backbone("minilm")
+    backbone.requires_grad_(False)  # frozen for every contender (from_pretrained leaves grads on)
     step = ept_train_step_fn()
     print(f"machine: {machine()}")
     print(f"batch {BATCH}; {reps} reps x {batches} batches per task\n")
@@ -93,8 +95,8 @@ def run(reps: int = 4, batches: int = 6, tasks=("sst2", "rte")) -> list[dict]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--reps", type=int, default=4)
-    p.add_argument("--batches", type=int, default=6)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--batches", type=int, default=4)
     p.add_argument("--tasks", nargs="+", default=["sst2", "rte"])
     add_common_args(p)
     args = p.parse_args(argv)

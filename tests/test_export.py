@@ -67,7 +67,7 @@ def test_save_load_round_trip(name, tiny_t5, t5_dir, tmp_path):
     assert meta["prompt"]["method"] == name and meta["ept_version"] and meta["embed_dim"] == 32
     loaded = load_method(tmp_path, copy.deepcopy(backbone), tok)  # a clean copy of the frozen backbone
     assert loaded.prompt_config == model.prompt_config
-    if not model.prompt_config.trains_backbone:
+    if model.prompt_config.has_prompt:
         assert torch.equal(loaded.prompt(), model.prompt())
     assert torch.equal(_t5_logits(loaded, tok), _t5_logits(model, tok))
 

@@ -26,6 +26,10 @@ TABLE1 = {
     "ept": (1_536, 2_304, 3_072),
     "ept_star": (1_536, 2_304, 3_072),
     "ft": (60_506_624, 222_903_552, 737_668_096),
+    # LoRA r=8 on q and v (PEFT's T5 default): 36/72/144 modules x 2*e*8.
+    "lora": (294_912, 884_736, 2_359_296),
+    # (IA)^3 on k, v, wo (PEFT's T5 default): encoder (2*e + d_ff) + decoder (4*e + d_ff) per layer.
+    "ia3": (43_008, 129_024, 344_064),
 }
 # Floats stored per task at inference (Table 4): n*e, or e for EPT/EPT* (one vector broadcast).
 INFERENCE = {
@@ -35,6 +39,8 @@ INFERENCE = {
     "ept": lambda e: e,
     "ept_star": lambda e: e,
     "ft": None,  # = trainable: the whole backbone
+    "lora": None,  # = trainable: the injected weights (unmerged)
+    "ia3": None,
 }
 
 
@@ -57,6 +63,8 @@ def test_minilm_counts(name):
     counts = param_counts("minilm", method_config(name))
     if name == "ft":
         assert counts["trainable"] == counts["inference"] == backbone_num_params("minilm") == 22_713_216
+    elif name in ("lora", "ia3"):  # BERT: lora on query/value (6 layers x 2 x 2*384*8); ia3 on key/value/output.dense
+        assert counts["trainable"] == counts["inference"] == {"lora": 73_728, "ia3": 16_128}[name]
     else:
         assert counts["inference"] == INFERENCE[name](384)
         assert counts["trainable"] == {"pt": 3_840, "ptuning": 447_360, "resprompt": 312_592,

@@ -18,7 +18,7 @@ from ept.prompts import (METHODS, Activation, EPTEncoder, Init, build_encoder, c
                          method_config)
 
 ALL_METHODS = METHODS.names()
-PROMPT_METHODS = [m for m in ALL_METHODS if not METHODS.get(m).config_cls.trains_backbone]
+PROMPT_METHODS = [m for m in ALL_METHODS if METHODS.get(m).config_cls.has_prompt]
 E = 16  # a small embedding dim for encoder-only tests
 
 # A non-default setting of every switch a method has: proves the round-trip carries each one.
@@ -29,6 +29,8 @@ NON_DEFAULT = {
     "ept": dict(num_tokens=3, hidden_size=5, bias=True, layer_norm=True, residual=True, activation="gelu"),
     "ept_star": dict(hidden_size=2, activation="tanh", init="vocab"),
     "ft": dict(),
+    "lora": dict(lora_r=4, lora_alpha=8, lora_dropout=0.1),
+    "ia3": dict(),
 }
 
 
@@ -67,7 +69,7 @@ def test_output_shape(name):
     config = method_config(name)
     encoder = build_encoder(config, E)
     out = encoder()
-    if config.trains_backbone:
+    if not config.has_prompt:
         assert out is None and encoder.num_tokens == 0
         return
     assert out.shape == (config.num_tokens, E) and out.dtype == torch.float32
@@ -85,7 +87,7 @@ def test_output_shape_with_non_default_switches(name):
 def test_trainable_and_frozen(name, tiny_t5):
     backbone, tok = tiny_t5
     config = method_config(name)
-    if config.trains_backbone:  # ft flips requires_grad on the backbone: keep the shared one frozen
+    if not config.has_prompt:  # ft / lora / ia3 change the backbone itself: keep the shared one intact
         backbone = copy.deepcopy(backbone)
     model = PromptedModel(backbone, tok, config)
     encoder_params = list(model.encoder.parameters())
@@ -94,6 +96,9 @@ def test_trainable_and_frozen(name, tiny_t5):
         assert not encoder_params and model.prompt() is None and model.num_prompt_tokens() == 0
         assert all(p.requires_grad for p in model.backbone.parameters())
         assert model.trainable_parameters() == backbone.num_parameters()
+    elif not config.has_prompt:  # PEFT-injected: only the injected weights train
+        trainable = [n for n, p in model.backbone.named_parameters() if p.requires_grad]
+        assert trainable and all(config.method in n for n in trainable) and model.prompt() is None
     else:
         assert not any(p.requires_grad for p in model.backbone.parameters())
         assert model.trainable_parameters() == count_trainable(model.encoder) == sum(p.numel() for p in encoder_params)
@@ -187,11 +192,17 @@ def test_init_uniform(name):
 @pytest.mark.parametrize("name", PROMPT_METHODS)
 def test_init_vocab_copies_real_embedding_rows(name, tiny_t5):
     backbone, tok = tiny_t5
+    torch.manual_seed(0)
     model = PromptedModel(backbone, tok, method_config(name, init="vocab"))
     table = backbone.get_input_embeddings().weight
     assert _rows_in_table(model.encoder.prompt.detach(), table)
+    torch.manual_seed(0)
     again = PromptedModel(backbone, tok, method_config(name, init="vocab"))
-    assert torch.equal(model.encoder.prompt, again.encoder.prompt)  # deterministic
+    assert torch.equal(model.encoder.prompt, again.encoder.prompt)  # deterministic given the seed
+    if model.encoder.prompt.shape[0] > 1:
+        torch.manual_seed(1)  # the run's seed picks the rows (PEFT samples from the global RNG too)
+        other = PromptedModel(backbone, tok, method_config(name, init="vocab"))
+        assert not torch.equal(model.encoder.prompt, other.encoder.prompt)
 
 
 @pytest.mark.parametrize("name", PROMPT_METHODS)

@@ -111,8 +111,10 @@ def test_local_pool_skips_finished_and_reports_failed(tiny_bert, mini_data, tmp_
     assert "finished 2 | failed 2 | partial 0 | pending 0" in capsys.readouterr().out
 
 
-def test_ray_executor_on_a_local_runtime(tiny_bert, mini_data, tmp_path):
+def test_ray_executor_on_a_local_runtime(tiny_bert, mini_data, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
+    # Ray starts workers at nice 15: on a busy 2-core machine their torch import alone takes ~30 s.
+    monkeypatch.setenv("RAY_worker_niceness", "0")
     from ept.sweep import execute, load_spec
 
     spec = _write(tmp_path / "r.yaml", _spec(tiny_bert, mini_data, tmp_path / "ray", method=["ept"]))

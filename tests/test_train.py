@@ -182,3 +182,14 @@ def test_seq2seq_training_on_tiny_t5(tiny_t5_dir, data_dir, tmp_path, eval_mode)
     assert results["status"] == "finished" and 0 <= results["test"]["accuracy"] <= 100
     losses = [json.loads(line)["loss"] for line in (tmp_path / eval_mode / "steps.jsonl").read_text().splitlines()]
     assert len(losses) == 4 and all(loss > 0 for loss in losses)
+
+
+@pytest.mark.parametrize("method", ["ft", "lora"])
+def test_backbone_changing_methods_train_and_reload(tiny_bert, data_dir, tmp_path, method):
+    out = tmp_path / method
+    results = run(_cfg(tiny_bert, data_dir, out, method=method, steps=4, eval_every=2,
+                       lr=1e-3), progress=False)
+    assert results["status"] == "finished" and results["trainable_params"] > 1000
+    assert not (out / "export").exists()  # no prompt to export
+    assert main(["eval", str(out), "--json"]) == 0
+    assert json.loads((out / "eval" / "sst2-test.json").read_text())["accuracy"] == results["test"]["accuracy"]

@@ -110,15 +110,22 @@ def backbone_config(name: str):
     return AutoConfig.from_pretrained(resolve_backbone(name)[0])
 
 
-def backbone_num_params(name: str) -> int:
-    """All backbone parameters, counted on the meta device (no weights, no memory)."""
+def backbone_num_params(name: str, peft_config=None) -> int:
+    """All backbone parameters, counted on the meta device (no weights, no memory); with a PEFT
+    config, only the parameters it injects."""
     from transformers import AutoModel, AutoModelForSeq2SeqLM
 
     config = backbone_config(name)
     cls = AutoModelForSeq2SeqLM if backbone_kind(config) == "seq2seq" else AutoModel
     with torch.device("meta"):
         model = cls.from_config(config)
-    return model.num_parameters()
+    if peft_config is None:
+        return model.num_parameters()
+    from peft import inject_adapter_in_model
+
+    model.requires_grad_(False)
+    model = inject_adapter_in_model(peft_config, model)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def param_counts(backbone: str, config: PromptConfig, linear_head_labels: int = 0) -> dict[str, int]:
@@ -129,6 +136,9 @@ def param_counts(backbone: str, config: PromptConfig, linear_head_labels: int = 
     if config.trains_backbone:
         total = backbone_num_params(backbone) + head
         return {"trainable": total, "inference": total}
+    if hasattr(config, "peft_config"):
+        injected = backbone_num_params(backbone, config.peft_config()) + head
+        return {"trainable": injected, "inference": injected}
     encoder = build_encoder(config, e)
     trainable = sum(p.numel() for p in encoder.parameters())
     return {"trainable": trainable + head, "inference": config.inference_params(e) + head}
@@ -169,6 +179,11 @@ class PromptedModel(nn.Module):
         self.embed_dim = backbone.get_input_embeddings().embedding_dim
         trains_backbone = prompt_config.trains_backbone
         backbone.requires_grad_(trains_backbone)
+        if hasattr(prompt_config, "peft_config"):  # lora / ia3: PEFT injects trainable layers in place
+            from peft import inject_adapter_in_model
+
+            backbone = inject_adapter_in_model(prompt_config.peft_config(), backbone)
+            self.backbone = backbone
         self.encoder = build_encoder(prompt_config, self.embed_dim)
         self._init_prompt(init_token_ids)
         # Optional trainable head for encoder-only models (counted in trainable params).
@@ -177,7 +192,7 @@ class PromptedModel(nn.Module):
     # ------------------------------------------------------------------ prompt
     def _init_prompt(self, token_ids: list[int] | None) -> None:
         init = self.prompt_config.init
-        if self.prompt_config.trains_backbone or init is Init.UNIFORM:
+        if not self.prompt_config.has_prompt or init is Init.UNIFORM:
             return  # uniform is done at construction
         table = self.backbone.get_input_embeddings().weight.detach().float()
         if init is Init.VOCAB:

@@ -62,7 +62,7 @@ class _EncoderScorer(Scorer):
         self._cache: torch.Tensor | None = None
 
     def text_embeddings(self) -> torch.Tensor:
-        if self.model.prompt_config.trains_backbone:  # ft: embeddings move with the backbone
+        if not self.model.prompt_config.has_prompt:  # ft/lora/ia3: embeddings move with the backbone
             return _encode_texts(self.model, self.texts)
         if self._cache is None:
             with torch.no_grad():

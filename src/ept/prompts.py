@@ -64,6 +64,7 @@ class PromptConfig:
     init_text: str | None = field(default=None, metadata={"help": "text for init=text"})
     method: ClassVar[str] = ""
     trains_backbone: ClassVar[bool] = False
+    has_prompt: ClassVar[bool] = True  # False for ft and the PEFT-injected baselines
 
     def __post_init__(self):
         self.init = _enum(Init, self.init, "init")
@@ -250,6 +251,7 @@ class FTConfig(PromptConfig):
     num_tokens: int = field(default=1, metadata={"help": "unused by ft"})
     method: ClassVar[str] = "ft"
     trains_backbone: ClassVar[bool] = True
+    has_prompt: ClassVar[bool] = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -261,7 +263,7 @@ class FTConfig(PromptConfig):
 
 
 class FTEncoder(nn.Module):
-    """Placeholder so every method has an encoder; ft prepends nothing."""
+    """Placeholder so every method has an encoder; ft, lora and ia3 prepend nothing."""
 
     def __init__(self, config: FTConfig, embed_dim: int):
         super().__init__()
@@ -271,6 +273,55 @@ class FTEncoder(nn.Module):
 
     def forward(self) -> None:
         return None
+
+
+# --------------------------------------------------------------------------- PEFT-library baselines
+@dataclass
+class _InjectedConfig(PromptConfig):
+    """Methods that add no prompt but inject trainable layers through the PEFT library
+    (`peft.inject_adapter_in_model`), for the paper's Table 4 comparison. num_tokens/init unused."""
+
+    num_tokens: int = field(default=1, metadata={"help": "unused by PEFT-injected methods"})
+    has_prompt: ClassVar[bool] = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.num_tokens != 1 or self.init is not Init.UNIFORM:
+            raise ValueError(f"{self.method} has no prompt: num_tokens and init cannot be set")
+
+    def peft_config(self):
+        raise NotImplementedError
+
+    def inference_params(self, embed_dim: int) -> int:
+        return 0  # counted on the backbone by backbones.param_counts
+
+
+@dataclass
+class LoRAConfig(_InjectedConfig):
+    """LoRA (Hu et al. 2021) via PEFT; target modules default to PEFT's per-architecture choice
+    (T5: q, v; BERT: query, value)."""
+
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank r"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
+    method: ClassVar[str] = "lora"
+
+    def peft_config(self):
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout)
+
+
+@dataclass
+class IA3Config(_InjectedConfig):
+    """(IA)^3 (Liu et al. 2022) via PEFT, with PEFT's default target modules."""
+
+    method: ClassVar[str] = "ia3"
+
+    def peft_config(self):
+        from peft import IA3Config as PeftIA3Config
+
+        return PeftIA3Config()
 
 
 # --------------------------------------------------------------------------- registry
@@ -295,6 +346,8 @@ register_method("resprompt", ResPromptConfig, ResPromptEncoder, "Residual Prompt
 register_method("ept", EPTConfig, EPTEncoder, "EPT: one vector, linear down-up h=1, n=1")
 register_method("ept_star", EPTStarConfig, EPTEncoder, "EPT*: EPT broadcast n=10", "ept*")
 register_method("ft", FTConfig, FTEncoder, "full fine-tuning (no prompt)")
+register_method("lora", LoRAConfig, FTEncoder, "LoRA through the PEFT library (r=8, no prompt)")
+register_method("ia3", IA3Config, FTEncoder, "(IA)^3 through the PEFT library (no prompt)")
 
 
 def method_config(name: str, **overrides) -> PromptConfig:

@@ -315,9 +315,9 @@ class MultiTaskServer:
             for i, text in zip(sel, texts):
                 task = self.tasks[names[features[i]["task"]]]
                 words = tuple(getattr(task.spec, "label_words", ()) or ())
-                r = {"task": task.name, "prediction": text}
+                r = {"task": task.name, "prediction": text}  # as Seq2SeqScorer.predict: the text
                 if task.spec.kind == "classification":  # generated text may be no label at all
-                    r["label"] = words.index(text) if text in words else None
+                    r["label"] = text if text in words else None
                 results[i] = r
 
     def _results(self, features, task_idx, scores: torch.Tensor) -> list[dict]:

@@ -333,7 +333,7 @@ def run(cfg: TrainConfig, progress: bool = True) -> dict:
             final_state = {k: v.detach().clone() for k, v in trainable_state(model).items()}
             model.load_state_dict(load_file(str(run_dir / "best" / "method.safetensors")), strict=False)
             test_metrics = evaluate(scorer, spec, tokenizer, enc_test, test, cfg.eval_batch_size, device)
-            if not prompt_cfg.trains_backbone:
+            if prompt_cfg.has_prompt:
                 export_prompt(model, run_dir / "export", cfg.backbone)
             model.load_state_dict(final_state, strict=False)
         final_mu = read_jsonl(run_dir / "steps.jsonl")[-1]["mu_t"] if (run_dir / "steps.jsonl").stat().st_size else None

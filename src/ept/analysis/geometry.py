@@ -39,7 +39,7 @@ def similarity(records: list[RunRecord], out: Path, **_) -> dict:
     plt = pyplot()
     cols = min(4, len(records))
     rows_n = -(-len(records) // cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(3.6 * cols, 3.2 * rows_n), squeeze=False)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(3.3 * cols + 0.8, 3.2 * rows_n), squeeze=False, layout="constrained")
     for k, r in enumerate(records):
         sim = cosine_matrix(load_prompt(r))
         n = sim.shape[0]
@@ -54,7 +54,8 @@ def similarity(records: list[RunRecord], out: Path, **_) -> dict:
         if n <= 12:
             for i in range(n):
                 for j in range(n):
-                    ax.text(j, i, f"{float(sim[i, j]):.1f}", ha="center", va="center", fontsize=5)
+                    ax.text(j, i, f"{float(sim[i, j]):.1f}", ha="center", va="center", fontsize=5,
+                            color="white" if abs(float(sim[i, j])) > 0.6 else "black")
         ax.set_title(f"{label(r)}\nmean off-diag {summary[-1]['mean_offdiag_cosine']:.2f}", fontsize=8)
         ax.set_xticks(range(n))
         ax.set_yticks(range(n))
@@ -62,7 +63,7 @@ def similarity(records: list[RunRecord], out: Path, **_) -> dict:
     for k in range(len(records), rows_n * cols):
         axes[k // cols][k % cols].axis("off")
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6)
-    # No tight_layout here: it does not know a colorbar that spans several axes.
+    # Constrained layout, not tight_layout: the colorbar spans several axes.
     out.mkdir(parents=True, exist_ok=True)
     fig.savefig(out / "similarity.png", dpi=120)
     plt.close(fig)

@@ -5,8 +5,10 @@
 
 Each input line is {"task": NAME, "text": "..."} or {"task": NAME, "fields": ["...", "..."]}
 (encoders read fields as a [SEP] pair; seq2seq renders them with the task's template). Each output
-line is the input's task plus "prediction" (label index, number or generated text), "label" (the
-label word) and "scores" (one per label), in input order.
+line is the input's task plus "prediction" (label index, number, or generated text with
+--eval-mode generate), "label" (the label word; null when generation produced none) and "scores"
+(one per label; not with generation), in input order. Rows are sorted by length into passes of
+--batch-size rows, each pass mixing tasks.
 
 A prompt's label set comes from `--labels NAME=w1,w2,...`, else from the registered task named
 NAME (`ept ls`). The backbone is the one the exports name (they must agree) unless --backbone.
@@ -18,10 +20,14 @@ import argparse
 import json
 import sys
 
+EXAMPLES = """examples:
+  ept serve --prompt sst2=runs/sst2-ept/export --prompt rte=runs/rte-pt/export --input rows.jsonl
+  echo '{"task": "mine", "text": "a gem"}' | ept serve --prompt mine=export/ --labels mine=bad,good --input -"""
+
 
 def register(sub) -> None:
     p = sub.add_parser("serve", help="score mixed-task rows with many exported prompts on one backbone",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--prompt", action="append", required=True, metavar="NAME=EXPORT_DIR",
                    help="a task name and its `ept export` folder; repeat for every task")
     p.add_argument("--labels", action="append", default=[], metavar="NAME=W1,W2,...",
