@@ -147,21 +147,28 @@ def benchmark_table(cells: dict, layout, title: str, few_shot=None) -> dict:
                         if not any(k[0] == bb and k[2] == task and k[3] == few_shot for k in cells):
                             entry["note"] = notes.mark("no finished run for this task (its data is missing "
                                                        "here, or it was not in the runs given)")
+                        else:
+                            entry["note"] = notes.mark("no finished run of this method on this task (failed, "
+                                                       "not finished yet, or not in the runs given)")
                     elif cell.mixed:
                         what = "; ".join(f"{k}: {', '.join(v)}" for k, v in cell.mixed.items())
                         entry["note"] = notes.mark(f"{header} / {METHOD_NAMES.get(m, m)}: runs differ in more than "
                                                    f"the seed ({what}); not averaged")
                         entry["mixed"] = True
                     else:
-                        entry.update(mean=cell.mean, std=cell.std, n=len(cell.scores),
-                                     seeds=sorted(r.seed for r in cell.runs), steps=cell.runs[0].config["steps"])
+                        entry.update(mean=cell.mean, std=cell.std if len(cell.scores) > 1 else None,
+                                     n=len(cell.scores), seeds=sorted(r.seed for r in cell.runs),
+                                     steps=cell.runs[0].config["steps"])
+                        if len(cell.scores) == 1:
+                            entry["note"] = notes.mark("one seed only (no std)")
                         rows[m]["params"] = rows[m]["params"] or cell.runs[0].results.get("trainable_params")
                     rows[m]["cols"][task] = entry
+            # Avg over the tasks every method of the block has: a method is not ranked on easier tasks.
+            common = [(t, h) for t, h, _ in cols if all(rows[m]["cols"][t]["mean"] is not None for m in methods)]
             for m in methods:
-                vals = [rows[m]["cols"][t]["mean"] for t, _, _ in cols]
-                present = [v for v in vals if v is not None]
+                present = [rows[m]["cols"][t]["mean"] for t, _ in common]
                 rows[m]["avg"][bench] = {"mean": sum(present) / len(present) if present else None,
-                                         "n_tasks": len(present), "of": len(cols)}
+                                         "n_tasks": len(present), "of": len(cols), "tasks": [h for _, h in common]}
         blocks.append({"backbone": bb, "methods": methods, "rows": rows})
     return {"title": title, "layout": layout, "blocks": blocks, "notes": notes.texts, "few_shot": few_shot}
 
@@ -188,7 +195,7 @@ def render(table: dict, fmt: str = "md") -> str:
         head1 += [bench] + [""] * len(cols)
         head2 += [f"{h} ({metric})" for _, h, metric in cols] + ["Avg"]
     lines = []
-    partial_avg = False
+    partial_avg = {}
     body = []
     for block in table["blocks"]:
         ranks = _ranks_for(block, layout)
@@ -206,13 +213,14 @@ def render(table: dict, fmt: str = "md") -> str:
                 avg = row["avg"][bench]
                 text = _fmt(avg["mean"], None, ranks.get((m, "avg:" + bench)), fmt, show_std=False)
                 if avg["mean"] is not None and avg["n_tasks"] < avg["of"]:
-                    partial_avg = True
+                    partial_avg[bench] = avg["tasks"]
                     text += "$^{*}$" if fmt == "tex" else "<sup>*</sup>"
                 cells.append(text)
             body.append(cells)
     notes = [f"{chr(ord('a') + i)}: {t}" for i, t in enumerate(table["notes"])]
     if partial_avg:
-        notes.append("*: Avg over the tasks of the benchmark that have runs here, not all of them")
+        notes.append("*: Avg over the tasks that every method has here, not the whole benchmark: " + "; ".join(
+            f"{bench}: {', '.join(tasks)}" for bench, tasks in partial_avg.items()))
     notes.append("Test-set main metric of the best validation checkpoint, mean ± std over seeds; fine-tuning "
                  "excluded from the ranking: best **bold**, second <ins>underlined</ins>.")
     if fmt == "md":

@@ -12,7 +12,7 @@ crossed), and `out` (the root that holds one folder per run)::
     max_eval_examples: 300
     grid:
       task: [sst2, rte]
-      method: [pt, ept]
+      method: [ept, ept_star]
       seed: [0, 1]
       hidden_size: [1, 10]          # a method switch: goes into method_options
       method_options: [{}, {layer_norm: true}]   # or whole variants, merged over the fixed ones

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -26,7 +27,8 @@ def concat(records: list[RunRecord], out: Path, token: int = 0, lengths: str = "
     ls = _parse_lengths(lengths)
     prober = Prober(data_dir)
     rows = []
-    for r in records:
+    for k, r in enumerate(records, 1):
+        print(f"concat: {r.name} ({k}/{len(records)}): {len(ls) + 1} evaluations", file=sys.stderr, flush=True)
         model = prober.model(r)
         with torch.no_grad():
             prompt = model.prompt().detach()  # (n, e)
@@ -96,6 +98,7 @@ def transfer(records: list[RunRecord], out: Path, method: str | None = "ept_star
     rows = []
     for a in tasks:
         for r in by_task[a]:
+            print(f"transfer: {r.name} on {len(tasks)} tasks", file=sys.stderr, flush=True)
             model = prober.model(r)
             for b in tasks:
                 metrics = prober.evaluate(model, r, None, task=b, split=split, max_examples=max_examples)
