@@ -203,8 +203,13 @@ def test_transfer_matrix(runs, tmp_path):
     assert main(["analyze", "transfer", *map(str, folders), "--out", str(tmp_path), "--split", "test"]) == 0
     _png_ok(tmp_path / "transfer.png")
     data = json.loads((tmp_path / "transfer.json").read_text())
-    assert data["tasks"] == ["sst2", "cola"]
+    assert data["tasks"] == ["sst2", "cola"] and data["normalize"] == "target"
+    rows = {(r["source"], r["target"]): r for r in _csv(tmp_path / "transfer.csv")}
+    own = {t: float(rows[(t, t)]["score"]) for t in data["tasks"]}
+    if own["cola"]:  # sst2's prompt on cola, over cola's own prompt on cola
+        assert math.isclose(data["ratio_to_target"][0][1], float(rows[("sst2", "cola")]["score"]) / own["cola"])
     for i, task in enumerate(data["tasks"]):  # a task's own prompt on itself: ratio 1, score = its test score
+        assert math.isclose(data["ratio_to_target"][i][i], 1.0) or data["own_score"][task] == 0
         assert math.isclose(data["ratio_to_source"][i][i], 1.0) or data["own_score"][task] == 0
         assert data["own_score"][task] == _test_score(folders[i])
         assert math.isclose(data["cosine"][i][i], 1.0, rel_tol=1e-5)

@@ -103,8 +103,13 @@ def test_table1_layout_and_numbers(sweep, tmp_path):
         elif len(ranked) > 1 and round(value, 1) == ranked[1]:
             assert cell.startswith("<ins>"), cell
     # missing tasks: "—" with one footnote that says why
-    assert _row(md, "PT")[cols.index("MRPC (Acc)")] == "—<sup>a</sup>"
-    assert "- a: no finished run for this task" in md
+    notes = dict(re.findall(r"^- (\w): (.*)$", md, flags=re.M))
+    mrpc = _row(md, "PT")[cols.index("MRPC (Acc)")]
+    assert mrpc.startswith("—<sup>") and notes[mrpc[6]].startswith("no finished run for this task")
+    cola = _row(md, "PT")[cols.index("CoLA (Matt)")]  # CoLA has an EPT run, not a PT one
+    assert cola.startswith("—<sup>") and notes[cola[6]].startswith("no finished run of this method on this task")
+    star = _row(md, "EPT*")[sst2]  # one seed: no ± std, and a footnote says so
+    assert "±" not in star and notes[star.split("<sup>")[1][0]] == "one seed only (no std)"
     # CoLA has only EPT: PT's CoLA cell is empty, EPT's holds the run's MCC
     assert f"{_score(runs / 'cola-ept-kNone-s0'):.1f}" in ept[cols.index("CoLA (Matt)")]
     tex = (tmp_path / "table1.tex").read_text()

@@ -196,6 +196,12 @@ def test_exports_and_cli(mini_bb, tmp_path, capsys):
     assert [(r["task"], r["prediction"], r["label"]) for r in out] == [(r["task"], r["prediction"], r["label"]) for r in expected]
     torch.testing.assert_close(torch.tensor([r["scores"] for r in out]), torch.tensor([r["scores"] for r in expected]))
 
+    # a prompt named after a registered task takes that task's label words
+    pytest.importorskip("ept.tasks")
+    (tmp_path / "sst2.jsonl").write_text(json.dumps({"task": "sst2", "text": SENTENCES[0]}) + "\n")
+    assert main(["serve", "--prompt", f"sst2={a}", "--input", str(tmp_path / "sst2.jsonl")]) == 0
+    assert json.loads(capsys.readouterr().out)["label"] in ("negative", "positive")
+
     # a prompt with no label words fails before any weights load, naming the fix
     code = main(["serve", "--prompt", f"nosuchtask={a}", "--input", str(tmp_path / "rows.jsonl")])
     assert code == 2 and "--labels nosuchtask=" in capsys.readouterr().err
@@ -213,3 +219,29 @@ def test_errors_name_the_bad_value(mini_bb):
         server.add_task("c", torch.zeros(1, 32), label_words=("no", "yes"))
     with pytest.raises(ValueError, match="already served"):
         server.add_task("a", _prompt(1, model.config.hidden_size, 0), label_words=("no", "yes"))
+
+
+def test_cli_seq2seq_rank_from_a_local_backbone_folder(t5_bb, tmp_path, capsys):
+    """Exports of two prompt lengths on a seq2seq backbone saved as a folder (--backbone DIR)."""
+    from ept.checkpoint import export_prompt
+    from ept.cli import main
+    from ept.prompts import method_config
+
+    model, tok = t5_bb
+    model.save_pretrained(tmp_path / "t5")
+    tok.save_pretrained(tmp_path / "t5")
+    server = MultiTaskServer(model, tok)
+    for name, method in (("short", "ept"), ("long", "pt")):
+        torch.manual_seed(len(name))
+        export_prompt(PromptedModel(model, tok, method_config(method)), tmp_path / name, str(tmp_path / "t5"))
+        server.add_task(name, tmp_path / name, label_words=("no", "maybe not", "yes"))
+    rows = [{"task": "short", "text": SENTENCES[1]}, {"task": "long", "text": SENTENCES[2]}, {"task": "short", "text": SENTENCES[3]}]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code = main(["serve", "--prompt", f"short={tmp_path / 'short'}", "--prompt", f"long={tmp_path / 'long'}",
+                 "--labels", "short=no,maybe not,yes", "--labels", "long=no,maybe not,yes",
+                 "--input", str(tmp_path / "rows.jsonl"), "--output", str(tmp_path / "out.jsonl")])
+    assert code == 0
+    out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    expected = server.score(rows)
+    assert [(r["task"], r["prediction"], r["label"]) for r in out] == [(r["task"], r["prediction"], r["label"]) for r in expected]
+    torch.testing.assert_close(torch.tensor([r["scores"] for r in out]), torch.tensor([r["scores"] for r in expected]))

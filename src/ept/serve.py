@@ -209,13 +209,14 @@ class MultiTaskServer:
         """Score pre-tokenised rows (from `prepare`); one result dict per row, in input order.
 
         batch_size None: ONE backbone pass over all rows, whatever their tasks. Otherwise rows
-        are sorted by length (input + own prompt) and cut into passes of `batch_size` rows, each
-        still mixing tasks: padding, not the number of passes, is what costs on a CPU.
+        are sorted by (prompt length, input length) and cut into passes of `batch_size` rows, each
+        still mixing tasks: a pass is as wide as its longest prompt plus its longest input, and
+        padding, not the number of passes, is what costs on a CPU.
         """
         if batch_size is None or batch_size >= len(features):
             return self._predict_one_pass(features)
         n = self.banks["n"].tolist()
-        order = sorted(range(len(features)), key=lambda i: -(len(features[i]["input_ids"]) + n[features[i]["task"]]))
+        order = sorted(range(len(features)), key=lambda i: (-n[features[i]["task"]], -len(features[i]["input_ids"])))
         out: list[dict | None] = [None] * len(features)
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]

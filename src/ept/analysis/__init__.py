@@ -61,7 +61,7 @@ register_analysis("init", curves.init, "uniform / vocab / label initialisation (
 register_analysis("neighbors", geometry.neighbors, "nearest vocabulary tokens of each prompt token (App. A.1)",
                   ("top_k",))
 register_analysis("transfer", probes.transfer, "zero-shot transfer matrix and task similarity (Fig. 10)",
-                  _EVAL + ("method",))
+                  _EVAL + ("method", "normalize"))
 
 
 def run_analysis(name: str, runs, out, **options) -> dict:

@@ -77,11 +77,19 @@ def _parse_lengths(text) -> list[int]:
 
 
 def transfer(records: list[RunRecord], out: Path, method: str | None = "ept_star", split: str = "test",
-             max_examples: int | None = None, data_dir: str | None = None, **_) -> dict:
+             max_examples: int | None = None, data_dir: str | None = None, normalize: str = "target", **_) -> dict:
     """Fig. 10: (left) cosine similarity of the tasks' prompts (mean P' per task, averaged over
-    seeds); (right) score of task A's prompt on task B divided by A's own score on A (rows A =
-    source prompt, columns B = target task). The CSV also holds the raw scores and the ratio to
-    B's own prompt on B."""
+    seeds); (right) score of task A's prompt on task B (rows A = source prompt, columns B =
+    target task) as a ratio of an "own" score:
+
+    - normalize="target" (default): over B's own prompt on B. Numerator and denominator are then
+      the same metric on the same examples, which is what the paper's 0-1 scale needs.
+    - normalize="source": over A's own score on A. This mixes metrics when A and B differ (MCC
+      vs accuracy vs Pearson), so read it only between tasks that share a metric.
+
+    The CSV holds the raw scores and both ratios."""
+    if normalize not in ("target", "source"):
+        raise ValueError(f"normalize={normalize!r}; allowed: target, source")
     from ept.prompts import METHODS
 
     if method:
@@ -113,15 +121,17 @@ def transfer(records: list[RunRecord], out: Path, method: str | None = "ept_star
     for row in rows:
         row["ratio_to_source"] = row["score"] / own[row["source"]] if own[row["source"]] else float("nan")
         row["ratio_to_target"] = row["score"] / own[row["target"]] if own[row["target"]] else float("nan")
+    key = f"ratio_to_{normalize}"
     for a in tasks:
-        matrix.append([mean_std([x["ratio_to_source"] for x in rows if x["source"] == a and x["target"] == b])[0]
-                       for b in tasks])
+        matrix.append([mean_std([x[key] for x in rows if x["source"] == a and x["target"] == b])[0] for b in tasks])
+    other = [[mean_std([x["ratio_to_source" if normalize == "target" else "ratio_to_target"] for x in rows
+                        if x["source"] == a and x["target"] == b])[0] for b in tasks] for a in tasks]
     mean_prompt = {t: torch.stack([load_prompt(r).mean(0) for r in by_task[t]]).mean(0) for t in tasks}
     unit = torch.nn.functional.normalize(torch.stack([mean_prompt[t] for t in tasks]), dim=-1)
     cos = (unit @ unit.T).tolist()
     plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(4 + 1.2 * len(tasks), 2 + 0.6 * len(tasks)))
-    for ax, data, title, vmin in ((left, cos, "prompt cosine similarity", -1), (right, matrix, f"transfer {split} score / source's own", 0)):
+    for ax, data, title, vmin in ((left, cos, "prompt cosine similarity", -1), (right, matrix, f"transfer {split} score / {normalize}'s own", 0)):
         im = ax.imshow(data, cmap="viridis", vmin=vmin, vmax=1)
         ax.set_xticks(range(len(tasks)))
         ax.set_xticklabels(tasks, rotation=45, ha="right")
@@ -138,6 +148,8 @@ def transfer(records: list[RunRecord], out: Path, method: str | None = "ept_star
     write_csv(out / "transfer.csv", rows)
     sim_rows = [{"task_a": a, "task_b": b, "cosine": cos[i][j]} for i, a in enumerate(tasks) for j, b in enumerate(tasks)]
     write_csv(out / "transfer_similarity.csv", sim_rows)
-    write_json(out / "transfer.json", {"method": method, "split": split, "tasks": tasks, "own_score": own,
-                                       "ratio_to_source": matrix, "cosine": cos})
+    write_json(out / "transfer.json", {
+        "method": method, "split": split, "tasks": tasks, "own_score": own, "normalize": normalize,
+        "ratio_to_target": matrix if normalize == "target" else other,
+        "ratio_to_source": matrix if normalize == "source" else other, "cosine": cos})
     return {"png": str(png), "csv": [str(out / "transfer.csv"), str(out / "transfer_similarity.csv")]}

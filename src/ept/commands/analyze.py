@@ -30,6 +30,8 @@ def register(sub) -> None:
     p.add_argument("--token", type=int, help="concat: index i of the prompt token P_i to repeat (default 0)")
     p.add_argument("--lengths", help="concat: lengths l, '1-10' or '1,2,5' (default 1-10)")
     p.add_argument("--method", help="transfer: method whose prompts are transferred (default ept_star)")
+    p.add_argument("--normalize", choices=["target", "source"],
+                   help="transfer: divide A->B by B's own score (target, default) or by A's own score (source)")
     p.add_argument("--top-k", type=int, help="neighbors: tokens per prompt vector (default 5)")
     p.set_defaults(func=run)
 
@@ -39,7 +41,7 @@ def run(args) -> int:
 
     summary = run_analysis(args.name, args.runs, args.out, split=args.split, max_examples=args.max_examples,
                            data_dir=args.data_dir, token=args.token, lengths=args.lengths, method=args.method,
-                           top_k=args.top_k)
+                           normalize=args.normalize, top_k=args.top_k)
     print(f"ept analyze {summary['analysis']}: {len(summary['runs'])} runs -> {args.out}")
     for key, value in summary["written"].items():
         print(f"  {key}: {value}")
