@@ -57,8 +57,8 @@ def _need(records, what: str) -> None:
 
 # ------------------------------------------------------------------------------ norms
 def norms(records: list[RunRecord], out: Path, **_) -> dict:
-    """Fig. 2/11: row (a) mu_t per step, row (b) validation main metric per evaluation; one column
-    per task, one line per method (mean over seeds; thin lines are single seeds)."""
+    """Fig. 2/11: row (a) mu_t per step (log scale), row (b) validation main metric per evaluation;
+    one column per task (wrapped at 3), one line per method, the mean over its seeds."""
     _need(records, "norms")
     step_rows, eval_rows = [], []
     for r in records:
@@ -69,9 +69,14 @@ def norms(records: list[RunRecord], out: Path, **_) -> dict:
             eval_rows.append({"run": r.name, "task": r.task, "method": r.method, "seed": r.seed, "step": e["step"],
                               "metric": r.main_metric, "value": e.get(r.main_metric)})
     tasks = _tasks(records)
-    fig, axes = _axes_grid(len(tasks), rows=2)
+    ncols = min(3, len(tasks))  # wrap: (a)/(b) row pairs of at most 3 tasks
+    fig, grid = _axes_grid(ncols, rows=2 * -(-len(tasks) // ncols))
+    for k in range(len(tasks), ncols * (-(-len(tasks) // ncols))):
+        grid[2 * (k // ncols)][k % ncols].axis("off")
+        grid[2 * (k // ncols) + 1][k % ncols].axis("off")
     colors = {}
-    for col, task in enumerate(tasks):
+    for k, task in enumerate(tasks):
+        axes, col = (grid[2 * (k // ncols)], grid[2 * (k // ncols) + 1]), k % ncols
         by_method = group_by([r for r in records if r.task == task], lambda r: r.method)
         for method, runs in by_method.items():
             color = colors.setdefault(method, f"C{len(colors)}")
@@ -89,10 +94,10 @@ def norms(records: list[RunRecord], out: Path, **_) -> dict:
         axes[0][col].set_title(f"{task}: (a) norm $\\mu_t$")
         axes[0][col].set_yscale("log")
         axes[0][col].set_xlabel("step")
-        axes[1][col].set_title(f"{task}: (b) validation {records[0].main_metric if len(tasks) == 1 else ''}".rstrip())
+        axes[1][col].set_title(f"{task}: (b) validation")
         axes[1][col].set_xlabel("step")
         axes[1][col].set_ylabel(next(r.main_metric for r in records if r.task == task))
-    axes[0][0].legend(fontsize=8)
+    grid[0][0].legend(fontsize=8)
     png = save_figure(fig, out / "norms.png")
     write_csv(out / "norms.csv", step_rows, ["run", "task", "method", "seed", "step", "mu_t", "loss"])
     write_csv(out / "norms_eval.csv", eval_rows, ["run", "task", "method", "seed", "step", "metric", "value"])
@@ -220,6 +225,9 @@ def ablation(records, out: Path, split: str = "test", **_) -> dict:
         left.bar(xs, means, width=width, yerr=stds, label=task, color=f"C{t}")
     left.set_xticks([i + width * (len(tasks) - 1) / 2 for i in range(len(variants))])
     left.set_xticklabels(variants, rotation=30, ha="right")
+    scores = [g["mean"] for g in groups if g["mean"] == g["mean"]]
+    if scores:  # zoom on the bars: differences of a few points are the whole story
+        left.set_ylim(min(scores) - 5, max(scores) + 3)
     left.set_ylabel(f"{split} score")
     left.set_title("EPT + added structure")
     left.legend(fontsize=8)
@@ -228,7 +236,7 @@ def ablation(records, out: Path, split: str = "test", **_) -> dict:
         right.scatter([p[0] for p in pts], [p[1] for p in pts], color=f"C{i}", label=v)
     right.set_xlabel(f"{split} score")
     right.set_ylabel("final norm $\\mu_t$")
-    right.set_yscale("log")
+    right.set_yscale("symlog", linthresh=1.0)  # symlog: a dead (ReLU) prompt has norm exactly 0
     right.set_title("norm vs score")
     right.legend(fontsize=7)
     png = save_figure(fig, out / "ablation.png")

@@ -139,7 +139,8 @@ def transfer(records: list[RunRecord], out: Path, method: str | None = "ept_star
         ax.set_yticklabels(tasks)
         for i in range(len(tasks)):
             for j in range(len(tasks)):
-                ax.text(j, i, f"{data[i][j]:.2f}", ha="center", va="center", fontsize=7, color="w")
+                ax.text(j, i, f"{data[i][j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="black" if data[i][j] > 0.6 else "white")  # readable on viridis
         ax.set_title(title, fontsize=9)
         fig.colorbar(im, ax=ax, shrink=0.7)
     right.set_xlabel("target task B")

@@ -100,6 +100,10 @@ def run(args) -> int:
         raise ValueError(f"the exports name different backbones {sorted(map(str, backbones))}; pick one with --backbone")
     specs = {name: _spec(name, meta, labels) for name, (_, meta) in exports.items()}  # fail before loading weights
     rows = _read_rows(args.input)
+    for i, row in enumerate(rows):  # before any weights load
+        if not isinstance(row, dict) or row.get("task") not in prompts:
+            task = row.get("task") if isinstance(row, dict) else None
+            raise ValueError(f"input row {i}: task {task!r} has no --prompt; prompts: {', '.join(prompts)}")
 
     server = MultiTaskServer(*load_backbone(args.backbone or backbones.pop()), max_length=args.max_length)
     for name, (prompt, _) in exports.items():
