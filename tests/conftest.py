@@ -79,3 +79,38 @@ def _reset_shared_models(request):
         if name in request.fixturenames:
             model = request.getfixturevalue(name)[0]
             model.eval().requires_grad_(False)
+
+
+def _save_tiny(path, model_cls, config_fn):
+    """A tiny model built from a config, saved with MiniLM's tokenizer as a local folder: a
+    backbone that `ept train --backbone PATH` loads by path, in seconds, offline."""
+    from transformers import AutoTokenizer
+
+    from ept.backbones import embedded_minilm_path
+
+    tok = AutoTokenizer.from_pretrained(embedded_minilm_path())
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model_cls(config_fn(tok)).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    """A 2-layer BERT (hidden 32) folder: the encoder-only backbone of the run-folder tests."""
+    from transformers import BertConfig, BertModel
+
+    return _save_tiny(tmp_path_factory.mktemp("tiny-bert"), BertModel, lambda tok: BertConfig(
+        vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128))
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_dir(tmp_path_factory):
+    """A tiny T5 (d_model 32) folder with the WordPiece tokenizer (pad = decoder start, eos = [SEP])."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    return _save_tiny(tmp_path_factory.mktemp("tiny-t5"), T5ForConditionalGeneration, lambda tok: T5Config(
+        vocab_size=tok.vocab_size, d_model=32, d_ff=64, num_layers=2, num_heads=2, d_kv=16,
+        decoder_start_token_id=tok.pad_token_id, pad_token_id=tok.pad_token_id, eos_token_id=tok.sep_token_id))

@@ -17,23 +17,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    """A 2-layer BERT with MiniLM's tokenizer saved as a local folder (as in test_train.py)."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from ept.backbones import embedded_minilm_path
-
-    path = tmp_path_factory.mktemp("tiny-bert")
-    tok = AutoTokenizer.from_pretrained(embedded_minilm_path())
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128)
-    BertModel(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def mini_data(data_dir, tmp_path_factory) -> Path:
     """The first 300 rows of the real SST-2 files: real data that loads in a blink."""
     root = tmp_path_factory.mktemp("data")

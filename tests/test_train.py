@@ -18,23 +18,6 @@ from ept.cli import main
 from ept.train import TrainConfig, batch_indices, run
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    """A 2-layer BERT with MiniLM's tokenizer saved as a local folder: a backbone by path."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from ept.backbones import embedded_minilm_path
-
-    path = tmp_path_factory.mktemp("tiny-bert")
-    tok = AutoTokenizer.from_pretrained(embedded_minilm_path())
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128)
-    BertModel(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
-
-
 def _cfg(tiny_bert, data_dir, out, **kw):
     base = dict(task="sst2", method="ept", backbone=tiny_bert, steps=12, eval_every=4, batch_size=8,
                 max_eval_examples=48, max_length=32, data_dir=str(data_dir), out=str(out), tensorboard=False)
@@ -155,23 +138,6 @@ def test_ept_learns_sst2_on_minilm(data_dir, tmp_path):
     print(f"no prompt {baseline['accuracy']:.1f} vs EPT {results['validation']['accuracy']:.1f}")
     assert results["validation"]["accuracy"] >= baseline["accuracy"] + 5
     assert results["test"]["accuracy"] >= 65
-
-
-@pytest.fixture(scope="module")
-def tiny_t5_dir(tmp_path_factory):
-    """A tiny T5 (built from a config) with MiniLM's WordPiece tokenizer, saved as a folder."""
-    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
-
-    from ept.backbones import embedded_minilm_path
-
-    path = tmp_path_factory.mktemp("tiny-t5")
-    tok = AutoTokenizer.from_pretrained(embedded_minilm_path())
-    torch.manual_seed(0)
-    cfg = T5Config(vocab_size=tok.vocab_size, d_model=32, d_ff=64, num_layers=2, num_heads=2, d_kv=16,
-                   decoder_start_token_id=tok.pad_token_id, pad_token_id=tok.pad_token_id, eos_token_id=tok.sep_token_id)
-    T5ForConditionalGeneration(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
 
 
 @pytest.mark.parametrize("eval_mode", ["rank", "generate"])

@@ -20,6 +20,8 @@ from ept import __version__
 from ept.prompts import config_from_dict
 
 STATE_FILE, CONFIG_FILE = "method.safetensors", "method.json"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 EXPORT_FILE, EXPORT_CONFIG = "prompt.safetensors", "prompt.json"
 
 
@@ -30,6 +32,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode open() would
     os.replace(tmp, path)
 
 
