@@ -65,6 +65,7 @@ class PromptConfig:
     method: ClassVar[str] = ""
     trains_backbone: ClassVar[bool] = False
     has_prompt: ClassVar[bool] = True  # False for ft and the PEFT-injected baselines
+    default_lr: ClassVar[float] = 0.3  # the paper's prompt lr (Appendix B.2)
 
     def __post_init__(self):
         self.init = _enum(Init, self.init, "init")
@@ -252,6 +253,7 @@ class FTConfig(PromptConfig):
     method: ClassVar[str] = "ft"
     trains_backbone: ClassVar[bool] = True
     has_prompt: ClassVar[bool] = False
+    default_lr: ClassVar[float] = 1e-5  # the paper's fine-tuning lr
 
     def __post_init__(self):
         super().__post_init__()
@@ -283,6 +285,7 @@ class _InjectedConfig(PromptConfig):
 
     num_tokens: int = field(default=1, metadata={"help": "unused by PEFT-injected methods"})
     has_prompt: ClassVar[bool] = False
+    default_lr: ClassVar[float] = 1e-3  # LoRA/(IA)^3's usual order; 0.3 would diverge
 
     def __post_init__(self):
         super().__post_init__()

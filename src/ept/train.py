@@ -47,7 +47,7 @@ class TrainConfig:
     backbone: str = field(default="minilm", metadata={"help": "minilm | t5-small | t5-base | t5-large | a model folder or hub id"})
     method_options: dict = field(default_factory=dict, metadata={"help": "method switches, e.g. {hidden_size: 5}"})
     steps: int = field(default=400, metadata={"help": f"optimizer steps (paper: {PAPER_STEPS})"})
-    lr: float | None = field(default=None, metadata={"help": "learning rate; default 0.3 for prompts, 1e-5 for ft"})
+    lr: float | None = field(default=None, metadata={"help": "learning rate; default 0.3 for prompts, 1e-5 for ft, 1e-3 for lora/ia3"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     batch_size: int = field(default=16, metadata={"help": "global batch size (split over processes)"})
     eval_every: int = field(default=100, metadata={"help": "steps between validation runs and checkpoints (paper: 1000)"})
@@ -68,14 +68,14 @@ class TrainConfig:
         from ept.prompts import METHODS, method_config
 
         self.method = METHODS.canonical(self.method)
-        method_config(self.method, **self.method_options)  # validates the switches now, before any work
+        prompt_cfg = method_config(self.method, **self.method_options)  # validates the switches now
         for name in ("steps", "batch_size", "eval_every", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype={self.dtype!r}; allowed: float32, bfloat16, float16")
         if self.lr is None:
-            self.lr = 1e-5 if self.method == "ft" else 0.3
+            self.lr = prompt_cfg.default_lr
 
     def run_dir(self) -> Path:
         if self.out:

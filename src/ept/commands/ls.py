@@ -1,4 +1,4 @@
-"""`ept ls`: everything the registries know — methods, backbones, tasks (by tag).
+"""`ept ls`: everything the registries know — methods, backbones, tasks (by tag), analyses, specs.
 
     ept ls
     ept ls --json
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 
 def register(sub) -> None:
@@ -25,13 +26,14 @@ def catalog() -> dict:
     methods = [{"name": name, "aliases": METHODS.aliases_of(name), "summary": m.summary} for name, m in METHODS.items()]
     backbones = [{"name": name, "aliases": BACKBONES.aliases_of(name), "kind": s.kind, "embed_dim": s.embed_dim,
                   "source": s.source} for name, s in BACKBONES.items()]
-    try:
-        from ept.tasks import TAGS, task_names
-    except ImportError:  # the tasks package is optional here: ls still lists methods and backbones
-        tasks = None
-    else:
-        tasks = {tag: task_names(tag) for tag in TAGS}
-    return {"methods": methods, "backbones": backbones, "tasks": tasks}
+    from ept.analysis import ANALYSES
+    from ept.tasks import TAGS, task_names
+
+    tasks = {tag: task_names(tag) for tag in TAGS}
+    # Shipped experiment specs, when run from a checkout (they are not part of the wheel).
+    root = Path(__file__).resolve().parents[3] / "experiments"
+    specs = sorted(str(p.relative_to(root.parent)) for p in root.glob("*/*.yaml")) if root.is_dir() else []
+    return {"methods": methods, "backbones": backbones, "tasks": tasks, "analyses": ANALYSES.names(), "specs": specs}
 
 
 def run(args) -> int:
@@ -47,10 +49,12 @@ def run(args) -> int:
     for b in cat["backbones"]:
         name = b["name"] + (f" ({', '.join(b['aliases'])})" if b["aliases"] else "")
         print(f"  {name:<26} {b['kind']:<8} e={b['embed_dim']:<5} {b['source']}")
-    if cat["tasks"] is None:
-        print("tasks: (ept.tasks not available)")
-    else:
-        print("tasks by tag:")
-        for tag, names in cat["tasks"].items():
-            print(f"  {tag:<26} {', '.join(names)}")
+    print("tasks by tag:")
+    for tag, names in cat["tasks"].items():
+        print(f"  {tag:<26} {', '.join(names)}")
+    print(f"analyses (ept analyze NAME): {', '.join(cat['analyses'])}")
+    if cat["specs"]:
+        print("experiment specs (ept sweep SPEC):")
+        for spec in cat["specs"]:
+            print(f"  {spec}")
     return 0
