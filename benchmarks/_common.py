@@ -34,6 +34,21 @@ def set_threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
+def script_main(doc: str, run, argv=None, reps: int = 4, batches: int = 4, tasks=("sst2", "rte"), task_type=str) -> int:
+    """The shared command line of the interleaved benchmarks: --reps, --batches, --tasks, --threads."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--reps", type=int, default=reps)
+    p.add_argument("--batches", type=int, default=batches)
+    p.add_argument("--tasks", type=task_type, nargs="+", default=list(tasks))
+    add_common_args(p)
+    args = p.parse_args(argv)
+    set_threads(args.threads)
+    run(args.reps, args.batches, args.tasks)
+    return 0
+
+
 def add_common_args(p) -> None:
     p.add_argument("--threads", type=int, default=int(os.environ.get("EPT_BENCH_THREADS", "1")),
                    help="torch intra-op threads (default 1, or $EPT_BENCH_THREADS; 0 = torch's default)")

@@ -17,14 +17,13 @@ The mixed batch pads every prompt to n=10, so "single" uses n=10 as well (same t
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (add_common_args, interleaved, machine, median, paired_ratio, set_threads, table,  # noqa: E402
+from _common import (script_main, interleaved, machine, median, paired_ratio, table,  # noqa: E402
                      task_data, verdict)
 
 LABEL_SETS = [("negative", "positive"), ("entailment", "not_entailment"), ("entailment", "contradiction", "neutral"),
@@ -118,15 +117,7 @@ def run(reps: int = 3, batches: int = 3, task_counts=(8, 64)) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--batches", type=int, default=3)
-    p.add_argument("--tasks", type=int, nargs="+", default=[8, 64])
-    add_common_args(p)
-    args = p.parse_args(argv)
-    set_threads(args.threads)
-    run(args.reps, args.batches, args.tasks)
-    return 0
+    return script_main(__doc__, run, argv, reps=3, batches=3, tasks=[8, 64], task_type=int)
 
 
 if __name__ == "__main__":

@@ -16,15 +16,14 @@ _common.Timings), wall-clock is shown beside it.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (add_common_args, bare_step, encoded_batches, ept_train_step_fn, interleaved,  # noqa: E402
-                     label_embeddings, machine, make_ept, median, paired_ratio, set_threads, table, verdict)
+from _common import (script_main, bare_step, encoded_batches, ept_train_step_fn, interleaved,  # noqa: E402
+                     label_embeddings, machine, make_ept, median, paired_ratio, table, verdict)
 
 METHODS = {"pt": 10, "ptuning": 10, "resprompt": 10, "ept": 1}
 TARGET = 1.05
@@ -69,15 +68,7 @@ def run(reps: int = 4, batches: int = 4, tasks=("sst2", "rte")) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--reps", type=int, default=4)
-    p.add_argument("--batches", type=int, default=4)
-    p.add_argument("--tasks", nargs="+", default=["sst2", "rte"])
-    add_common_args(p)
-    args = p.parse_args(argv)
-    set_threads(args.threads)
-    run(args.reps, args.batches, args.tasks)
-    return 0
+    return script_main(__doc__, run, argv, reps=4, batches=4, tasks=["sst2", "rte"])
 
 
 if __name__ == "__main__":

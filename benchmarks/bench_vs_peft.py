@@ -15,7 +15,6 @@ mu_t, which PEFT's does not.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 import warnings
@@ -24,8 +23,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (BATCH, add_common_args, encoded_batches, ept_train_step_fn, interleaved,  # noqa: E402
-                     label_embeddings, machine, make_ept, median, paired_ratio, pooled_ce, set_threads, table, verdict)
+from _common import (script_main, BATCH, encoded_batches, ept_train_step_fn, interleaved,  # noqa: E402
+                     label_embeddings, machine, make_ept, median, paired_ratio, pooled_ce, table, verdict)
 
 TARGET = 1.0
 
@@ -96,15 +95,7 @@ def run(reps: int = 4, batches: int = 4, tasks=("sst2", "rte")) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--reps", type=int, default=4)
-    p.add_argument("--batches", type=int, default=4)
-    p.add_argument("--tasks", nargs="+", default=["sst2", "rte"])
-    add_common_args(p)
-    args = p.parse_args(argv)
-    set_threads(args.threads)
-    run(args.reps, args.batches, args.tasks)
-    return 0
+    return script_main(__doc__, run, argv, reps=4, batches=4, tasks=["sst2", "rte"])
 
 
 if __name__ == "__main__":

@@ -9,10 +9,8 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-import torch
 
 from ept.cli import main
 from ept.train import TrainConfig, batch_indices, run
