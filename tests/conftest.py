@@ -114,3 +114,13 @@ def tiny_t5_dir(tmp_path_factory):
     return _save_tiny(tmp_path_factory.mktemp("tiny-t5"), T5ForConditionalGeneration, lambda tok: T5Config(
         vocab_size=tok.vocab_size, d_model=32, d_ff=64, num_layers=2, num_heads=2, d_kv=16,
         decoder_start_token_id=tok.pad_token_id, pad_token_id=tok.pad_token_id, eos_token_id=tok.sep_token_id))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on a shared 2-core machine run ~3x faster on one thread (no oversubscription).
+    Modules opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

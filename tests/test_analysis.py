@@ -20,13 +20,7 @@ from ept.train import TrainConfig, run
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core machine run ~3x faster on one thread (no oversubscription)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_mini_data(data_dir: Path, root: Path, rows: int = 300, eval_rows: int = 60) -> Path:

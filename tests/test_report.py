@@ -8,18 +8,12 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 
 from ept.cli import main
 from ept.train import TrainConfig, run
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
