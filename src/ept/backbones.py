@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ept.pooling import pool, read_pooling
 from ept.prompts import Init, PromptConfig, build_encoder
 from ept.registry import Registry
 
@@ -128,11 +129,12 @@ def backbone_num_params(name: str, peft_config=None) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def param_counts(backbone: str, config: PromptConfig, linear_head_labels: int = 0) -> dict[str, int]:
+def param_counts(backbone: str, config: PromptConfig, linear_head_labels: int = 0, pair_head: int = 0) -> dict[str, int]:
     """{"trainable": params trained per task, "inference": floats stored per task at inference}
-    (paper Table 1 "Param/task" and Table 4). Prompt counts need only e; ft needs the backbone."""
+    (paper Table 1 "Param/task" and Table 4). Prompt counts need only e; ft needs the backbone.
+    `pair_head`: the siamese pair head's scalars (`ept.heads.pair_head_params`), trained and shipped."""
     e = embed_dim_of(backbone)
-    head = (e + 1) * linear_head_labels
+    head = (e + 1) * linear_head_labels + pair_head
     if config.trains_backbone:
         total = backbone_num_params(backbone) + head
         return {"trainable": total, "inference": total}
@@ -188,6 +190,9 @@ class PromptedModel(nn.Module):
         self._init_prompt(init_token_ids)
         # Optional trainable head for encoder-only models (counted in trainable params).
         self.head = nn.Linear(self.embed_dim, linear_head_labels) if linear_head_labels else None
+        # The backbone's own sentence-embedding recipe (sentence-transformers files, else a stated default).
+        self.pooling = read_pooling(getattr(backbone.config, "_name_or_path", None))
+        self.pair_head = None  # set by ept.heads for siamese sentence-pair scoring
 
     # ------------------------------------------------------------------ prompt
     def _init_prompt(self, token_ids: list[int] | None) -> None:
@@ -247,15 +252,13 @@ class PromptedModel(nn.Module):
 
     # ------------------------------------------------------------------ encoder-only
     def pooled(self, batch: dict, prompt=None, prompt_mask=None) -> torch.Tensor:
-        """Mean-pooled, L2-normalised embedding of the input tokens (B, e) — the
-        sentence-transformers pooling of MiniLM, taken over the real input only: the prompt acts
-        through attention, not by being averaged in."""
+        """Sentence embedding of the input tokens (B, e) by the backbone's recipe (`self.pooling`;
+        MiniLM: mean + L2 norm), taken over the real input only: the prompt acts through
+        attention, not by being averaged in. A siamese pair batch holds both sides as rows."""
         kwargs = self.build_inputs(batch, prompt, prompt_mask)
         hidden = self.backbone(**kwargs).last_hidden_state  # (B, n+L, e)
         n = hidden.shape[1] - batch["input_ids"].shape[1]
-        hidden, mask = hidden[:, n:], batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-        return nn.functional.normalize(mean.float(), dim=-1)
+        return pool(hidden[:, n:], batch["attention_mask"], self.pooling)
 
     # ------------------------------------------------------------------ seq2seq
     def seq2seq_loss(self, batch: dict) -> torch.Tensor:

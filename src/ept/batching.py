@@ -2,10 +2,16 @@
 
 Tokenisation happens here, at setup, never in the training loop. Truncations are counted so a
 run can report how much text the max length cut.
+
+Sentence pairs on an encoder are encoded either jointly (`cross`: `[CLS] a [SEP] b [SEP]`, token
+types 0/1) or separately (`siamese`: each side its own `[CLS] x [SEP]`, as sentence-transformers
+models were trained). A siamese batch stacks the B side-A rows and then the B side-B rows into one
+(2B, L) batch, so both sides take ONE backbone pass; `batch["pair_rows"] = B` marks it.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -29,7 +35,73 @@ def _segments(example, kind: str):
     return example.source, None
 
 
-def encode(tokenizer, examples, kind: str, max_length: int) -> Encoded:
+def mark_word(sentence: str, word: str) -> str:
+    """WiC: wrap the first word of `sentence` that starts with the target lemma's stem in quotes
+    ("bank" -> `the "banks" of`); when no word matches (irregular forms), append ` (word)`."""
+    words, stem = sentence.split(), word.lower()[: max(3, len(word) - 2)]
+    for i, w in enumerate(words):
+        lead, core, tail = re.match(r"^(\W*)(.*?)(\W*)$", w).groups()  # punctuation stays outside the marks
+        if core.lower().startswith(stem):
+            return " ".join(words[:i] + [f'{lead}"{core}"{tail}'] + words[i + 1:])
+    return f"{sentence} ({word})"
+
+
+def _wic_sides(fields):
+    s1, s2, word = fields
+    return mark_word(s1, word), mark_word(s2, word)
+
+
+# Tasks whose two sides are not simply their two text fields (task name -> fields -> (a, b)).
+PAIR_SIDES = {"wic": _wic_sides}
+
+
+def is_pair_task(spec) -> bool:
+    """Two texts to compare: every two-field task (STS-B, MRPC, QQP, RTE, MNLI, QNLI, CB, BoolQ,
+    SciTail, PAWS), and WiC with its word marked in both sentences."""
+    return spec.name in PAIR_SIDES or len(spec.fields) == 2
+
+
+def pair_sides(example, spec, position: int = 0) -> tuple[str, str]:
+    """(side A, side B) of one example; a missing or empty side is an error naming the row."""
+    if not is_pair_task(spec):
+        raise ValueError(f"task {spec.name!r} has fields {spec.fields}: not a sentence-pair task; "
+                         f"use pair_encoding=cross")
+    expected = len(spec.fields)
+    if len(example.fields) != expected:
+        raise ValueError(f"task {spec.name!r}, example {position}: a pair needs {expected} fields "
+                         f"{spec.fields}, got {len(example.fields)}: {example.fields!r}")
+    sides = PAIR_SIDES[spec.name](example.fields) if spec.name in PAIR_SIDES else tuple(example.fields)
+    for name, text in zip(("A", "B"), sides):
+        if not text.strip():
+            raise ValueError(f"task {spec.name!r}, example {position}: side {name} is empty: {example.fields!r}")
+    return sides
+
+
+def encode_pairs(tokenizer, examples, spec, max_length: int) -> Encoded:
+    """Siamese: each side tokenised on its own, `[CLS] side [SEP]`, cut at max_length."""
+    sides = [pair_sides(x, spec, i) for i, x in enumerate(examples)]
+    features, truncated = [], 0
+    if examples:
+        a_texts, b_texts = (list(t) for t in zip(*sides))
+        full = tokenizer(a_texts + b_texts, truncation=False)["input_ids"]
+        n = len(examples)
+        truncated = sum(len(full[i]) > max_length or len(full[n + i]) > max_length for i in range(n))
+        a, b = (tokenizer(t, truncation=True, max_length=max_length) for t in (a_texts, b_texts))
+        for i, x in enumerate(examples):
+            features.append({"a": {k: a[k][i] for k in a.keys()}, "b": {k: b[k][i] for k in b.keys()},
+                             "labels": x.label, "index": i})
+    return Encoded(features, truncated)
+
+
+def encode(tokenizer, examples, kind: str, max_length: int, pair_encoding: str = "cross", spec=None) -> Encoded:
+    """Features of a split. `pair_encoding="siamese"` (needs `spec`, a pair task, an encoder)
+    encodes the two sides apart; otherwise pairs are joined with [SEP]."""
+    if pair_encoding == "siamese":
+        if kind != "encoder" or spec is None:
+            raise ValueError(f"pair_encoding=siamese needs an encoder backbone and the task spec (got kind {kind!r})")
+        return encode_pairs(tokenizer, examples, spec, max_length)
+    if pair_encoding != "cross":
+        raise ValueError(f"pair_encoding={pair_encoding!r}; allowed: cross, siamese")
     firsts, seconds = zip(*(_segments(x, kind) for x in examples)) if examples else ((), ())
     pair = any(s is not None for s in seconds)
     seconds = [s or "" for s in seconds] if pair else None
@@ -52,9 +124,15 @@ def encode(tokenizer, examples, kind: str, max_length: int) -> Encoded:
 
 
 def collate(tokenizer, features: list[dict]) -> dict:
-    """Pad to the longest row in this batch; seq2seq targets padded with -100."""
-    inputs = [{k: v for k, v in f.items() if k not in ("labels", "index")} for f in features]
+    """Pad to the longest row in this batch; seq2seq targets padded with -100. Siamese features
+    become 2B rows (all sides A, then all sides B) padded together: one backbone pass."""
+    if features and "a" in features[0]:
+        inputs = [f["a"] for f in features] + [f["b"] for f in features]
+    else:
+        inputs = [{k: v for k, v in f.items() if k not in ("labels", "index")} for f in features]
     batch = dict(tokenizer.pad(inputs, padding="longest", return_tensors="pt"))
+    if features and "a" in features[0]:
+        batch["pair_rows"] = len(features)
     labels = [f["labels"] for f in features]
     if labels and isinstance(labels[0], list):
         width = max(len(x) for x in labels)

@@ -49,8 +49,14 @@ def atomic_save_tensors(path: Path, tensors: dict, metadata: dict | None = None)
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
-    """Everything that trains: prompt encoder, optional head, and for ft the backbone."""
-    return {k: v for k, v in model.named_parameters() if v.requires_grad}
+    """Everything that trains: prompt encoder, optional head, and for ft the backbone; plus the
+    siamese pair head's fitted buffers (its label direction, a fixed threshold), which do not train
+    but belong to the state."""
+    state = {k: v for k, v in model.named_parameters() if v.requires_grad}
+    head = getattr(model, "pair_head", None)
+    if head is not None:
+        state.update({f"pair_head.{k}": v for k, v in head.named_buffers()})
+    return state
 
 
 def save_method(model, folder, backbone: str, extra: dict | None = None) -> None:
@@ -58,7 +64,8 @@ def save_method(model, folder, backbone: str, extra: dict | None = None) -> None
     atomic_save_tensors(folder / STATE_FILE, trainable_state(model))
     meta = {"ept_version": __version__, "backbone": backbone, "embed_dim": model.embed_dim,
             "prompt": model.prompt_config.to_dict(),
-            "linear_head": model.head.out_features if model.head is not None else 0, **(extra or {})}
+            "linear_head": model.head.out_features if model.head is not None else 0, **pair_meta(model),
+            **(extra or {})}
     atomic_write_json(folder / CONFIG_FILE, meta)
 
 
@@ -77,12 +84,30 @@ def load_method(folder, backbone_model=None, tokenizer=None, dtype=None):
     if backbone_model is None:
         backbone_model, tokenizer = load_backbone(meta["backbone"], dtype=dtype)
     model = PromptedModel(backbone_model, tokenizer, config_from_dict(meta["prompt"]), meta.get("linear_head", 0))
+    attach_pair_head(model, meta)
     state = load_file(str(Path(folder) / STATE_FILE))
     missing = set(trainable_state(model)) - set(state)
     if missing:
         raise ValueError(f"{folder}/{STATE_FILE} lacks tensors {sorted(missing)[:5]}: saved by another method or version?")
     model.load_state_dict(state, strict=False)
     return model
+
+
+def pair_meta(model) -> dict:
+    """How the model scores sentence pairs: {"pair_encoding": "siamese", "pair_head": {...},
+    "pooling": {...}} with a pair head, else {"pair_encoding": "cross"}."""
+    head = getattr(model, "pair_head", None)
+    if head is None:
+        return {"pair_encoding": "cross"}
+    return {"pair_encoding": "siamese", "pair_head": head.to_meta(), "pooling": model.pooling.to_dict()}
+
+
+def attach_pair_head(model, meta: dict) -> None:
+    """Rebuild the (empty) pair head a saved method or export describes; its tensors load after."""
+    if meta.get("pair_encoding") == "siamese":
+        from ept.heads import PairHead
+
+        model.pair_head = PairHead.from_meta(meta["pair_head"]).to(next(model.backbone.parameters()).device)
 
 
 # ------------------------------------------------------------------------------- export
@@ -109,11 +134,15 @@ def export_prompt(model, out, backbone: str, peft_task_type: str | None = None) 
     n, e = prompt.shape
     broadcast = bool(n > 1 and torch.equal(prompt, prompt[:1].expand(n, -1)))
     vectors = prompt[:1] if broadcast else prompt
-    atomic_save_tensors(out / EXPORT_FILE, {"prompt": vectors})
+    head = getattr(model, "pair_head", None)
+    head_state = {f"pair_head.{k}": v.float().reshape(-1) for k, v in head.state_dict().items()} if head is not None else {}
+    head_params = sum(v.numel() for k, v in head_state.items() if not k.endswith(".positive"))
+    atomic_save_tensors(out / EXPORT_FILE, {"prompt": vectors, **head_state})
     atomic_write_json(out / EXPORT_CONFIG, {
         "ept_version": __version__, "backbone": backbone, "method": model.prompt_config.method,
         "num_tokens": n, "embed_dim": e, "broadcast": broadcast,
-        "stored_vectors": vectors.shape[0], "inference_params": vectors.numel(),
+        "stored_vectors": vectors.shape[0], "inference_params": vectors.numel() + head_params,
+        **pair_meta(model),
     })
     task_type = peft_task_type or ("SEQ_2_SEQ_LM" if model.kind == "seq2seq" else "FEATURE_EXTRACTION")
     cfg = PromptTuningConfig(task_type=task_type, num_virtual_tokens=n, token_dim=e, num_transformer_submodules=1,
@@ -130,13 +159,20 @@ def export_prompt(model, out, backbone: str, peft_task_type: str | None = None) 
 
 
 def load_exported(folder) -> tuple[torch.Tensor, dict]:
-    """(P' (n, e), metadata) from an export folder, broadcast restored."""
+    """(P' (n, e), metadata) from an export folder, broadcast restored. A siamese export's
+    metadata carries `pair_encoding`, `pair_head` (kind, labels) and `pair_head_state`, the head's
+    tensors (threshold, log_temperature / anchors, positive) for `PairHead.load_state_dict`."""
     folder = Path(folder)
     path = folder / EXPORT_CONFIG
     if not path.exists():
         raise FileNotFoundError(f"{path}: not an ept export folder (expected {EXPORT_FILE} and {EXPORT_CONFIG})")
     meta = json.loads(path.read_text())
-    vectors = load_file(str(folder / EXPORT_FILE))["prompt"]
+    meta.setdefault("pair_encoding", "cross")  # exports written before siamese pairs existed
+    tensors = load_file(str(folder / EXPORT_FILE))
+    vectors = tensors["prompt"]
+    if meta["pair_encoding"] == "siamese":
+        state = {k.removeprefix("pair_head."): v for k, v in tensors.items() if k.startswith("pair_head.")}
+        meta["pair_head_state"] = {k: (v.long().reshape(()) if k == "positive" else v) for k, v in state.items()}
     if vectors.shape[0] == 1 and meta["num_tokens"] > 1:
         vectors = vectors.expand(meta["num_tokens"], -1)
     if tuple(vectors.shape) != (meta["num_tokens"], meta["embed_dim"]):

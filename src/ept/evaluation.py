@@ -16,7 +16,9 @@ def load_run(run_dir, data_dir=None):
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise FileNotFoundError(f"{run_dir}: not a run folder (no config.json)")
-    cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    data = json.loads((run_dir / "config.json").read_text())
+    data.setdefault("pair_encoding", "cross")  # runs from before siamese pairs were encoded jointly
+    cfg = TrainConfig.from_dict(data)
     if not (run_dir / "best").exists():
         raise FileNotFoundError(f"{run_dir}: no best/ state yet (the run never reached an evaluation)")
     from ept.backbones import load_backbone
@@ -29,7 +31,6 @@ def evaluate_run(run_dir, split: str = "test", task: str | None = None, data_dir
                  max_examples: int | None = None, model=None, cfg=None) -> dict:
     """Metrics of the run's best prompt on `task` (default the run's own) and write them to
     RUN/eval/<task>-<split>.json. Pass `model`/`cfg` to reuse a loaded run."""
-    from ept.batching import encode
     from ept.checkpoint import atomic_write_json
     from ept.heads import make_scorer
     from ept.tasks import load_task
@@ -40,13 +41,76 @@ def evaluate_run(run_dir, split: str = "test", task: str | None = None, data_dir
     model.eval()
     task = task or cfg.task
     data = load_task(task, data_dir=data_dir or cfg.data_dir, seed=cfg.split_seed)
-    examples = getattr(data, split)[: max_examples or cfg.max_eval_examples]
-    if not examples:
-        raise ValueError(f"task {task!r} has no {split} examples here ({data.source})")
-    scorer = make_scorer(model, data.spec, cfg.eval_mode)
-    encoded = encode(model.tokenizer, examples, model.kind, cfg.max_length or data.spec.max_length)
+    examples = split_examples(data, split)[: max_examples or cfg.max_eval_examples]
+    scorer = make_scorer(model, data.spec, cfg.eval_mode, pair_encoding=cfg.pair_encoding, pair_head=cfg.pair_head)
+    encoded = scorer.encode(examples, cfg.max_length or data.spec.max_length)
     device = next(model.parameters()).device
-    metrics = evaluate(scorer, data.spec, model.tokenizer, encoded, examples, cfg.eval_batch_size, device)
+    if scorer.pair_encoding == "siamese":
+        metrics = evaluate_pairs(scorer, encoded, examples, cfg.eval_batch_size, device)
+    else:
+        metrics = evaluate(scorer, data.spec, model.tokenizer, encoded, examples, cfg.eval_batch_size, device)
     out = {"task": task, "split": split, "examples": len(examples), **metrics}
     atomic_write_json(Path(run_dir) / "eval" / f"{task}-{split}.json", out)
     return out
+
+
+SPLITS = ("test", "validation", "dev")
+
+
+def split_examples(data, split: str) -> list:
+    """A split's examples; "dev" = validation + test, the whole official dev set for the tasks the
+    split protocol halves (RTE, MRPC, STS-B, CB, ...: paper Appendix B.1)."""
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r}; allowed: {', '.join(SPLITS)}")
+    examples = data.validation + data.test if split == "dev" else getattr(data, split)
+    if not examples:
+        raise ValueError(f"task {data.spec.name!r} has no {split} examples here ({data.source})")
+    return examples
+
+
+def evaluate_pairs(scorer, encoded, examples, batch_size: int, device) -> dict:
+    """A siamese scorer's metrics from one pass of cosines, plus, for binary tasks, the accuracy of
+    the best threshold on these very rows (`best_threshold_accuracy`: an upper bound, the
+    zero-shot table's convention) and the head's threshold."""
+    from ept.batching import batches, to_device
+    from ept.heads import best_threshold
+    from ept.tasks import score
+
+    cos, labels = scorer.cosines(to_device(b, device) for b in batches(scorer.model.tokenizer, encoded, batch_size))
+    head = scorer.model.pair_head
+    metrics = score(scorer.spec, head.predict(cos.to(device)), examples)
+    if head.kind == "binary":
+        _, acc = best_threshold(cos, labels == int(head.positive))
+        metrics.update(best_threshold_accuracy=100.0 * acc, threshold=head.threshold.item())
+    return metrics
+
+
+def evaluate_zero_shot(task: str, backbone: str = "minilm", split: str = "test", data_dir=None,
+                       max_examples: int | None = None, pair_encoding: str = "siamese", fit_examples: int = 512,
+                       max_length: int | None = None, batch_size: int = 64, split_seed: int = 42) -> dict:
+    """The frozen backbone with no prompt (`ept eval --no-prompt`): the "none" row. A siamese
+    binary head gets its threshold fitted on the first `fit_examples` training pairs (no trained
+    weight anywhere); single-sentence tasks use the label-scoring head as usual."""
+    from ept.backbones import PromptedModel, load_backbone
+    from ept.batching import batches
+    from ept.heads import make_scorer
+    from ept.prompts import method_config
+    from ept.tasks import load_task
+    from ept.train import evaluate
+
+    data = load_task(task, data_dir=data_dir, seed=split_seed)
+    examples = split_examples(data, split)[:max_examples]
+    net, tokenizer = load_backbone(backbone)
+    model = PromptedModel(net, tokenizer, method_config("ft")).eval()  # ft = no prompt at all
+    model.backbone.requires_grad_(False)
+    scorer = make_scorer(model, data.spec, pair_encoding=pair_encoding, pair_head="fixed")
+    max_length = max_length or data.spec.max_length
+    encoded = scorer.encode(examples, max_length)
+    device = next(model.parameters()).device
+    if scorer.pair_encoding == "siamese":
+        scorer.fit(batches(tokenizer, scorer.encode(data.train[:fit_examples], max_length), batch_size))
+        metrics = evaluate_pairs(scorer, encoded, examples, batch_size, device)
+    else:
+        metrics = evaluate(scorer, data.spec, tokenizer, encoded, examples, batch_size, device)
+    return {"task": data.spec.name, "split": split, "examples": len(examples), "backbone": backbone,
+            "pair_encoding": scorer.pair_encoding, "pooling": model.pooling.source, **metrics}

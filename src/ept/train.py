@@ -31,7 +31,7 @@ import torch
 from safetensors.torch import load_file
 
 from ept import __version__
-from ept.batching import batches, collate, encode, to_device
+from ept.batching import batches, collate, to_device
 from ept.checkpoint import (atomic_save_tensors, atomic_write_json, atomic_write_text, export_prompt, save_method,
                             trainable_state)
 
@@ -63,6 +63,10 @@ class TrainConfig:
     data_dir: str | None = field(default=None, metadata={"help": "local task data (default $EPT_DATA_DIR or ../shared/data)"})
     out: str | None = field(default=None, metadata={"help": "run folder (default runs/<task>-<method>-<backbone>-s<seed>)"})
     tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard logs to RUN/tb"})
+    # ---- sentence pairs on an encoder backbone (h-pair; see ept.heads.PairHead, docs/tasks.md)
+    pair_encoding: str = field(default="siamese", metadata={"help": "pair tasks on an encoder: siamese (each side pooled apart, scored by cosine) | cross (joint [SEP] encoding)"})
+    pair_head: str = field(default="trainable", metadata={"help": "siamese: trainable (threshold + temperature / per-label anchors, counted) | fixed (fitted on training data, 0 trainable)"})
+    pair_fit_examples: int = field(default=512, metadata={"help": "siamese: training pairs used to fit the head's threshold/anchors at setup"})
 
     def __post_init__(self):
         from ept.prompts import METHODS, method_config
@@ -76,6 +80,13 @@ class TrainConfig:
             raise ValueError(f"dtype={self.dtype!r}; allowed: float32, bfloat16, float16")
         if self.lr is None:
             self.lr = prompt_cfg.default_lr
+        from ept.heads import PAIR_ENCODINGS, PAIR_HEADS
+
+        if self.pair_encoding not in PAIR_ENCODINGS or self.pair_head not in PAIR_HEADS:
+            raise ValueError(f"pair_encoding={self.pair_encoding!r} / pair_head={self.pair_head!r}; "
+                             f"allowed: {', '.join(PAIR_ENCODINGS)} / {', '.join(PAIR_HEADS)}")
+        if self.pair_fit_examples < 2:
+            raise ValueError(f"pair_fit_examples must be >= 2, got {self.pair_fit_examples}")
 
     def run_dir(self) -> Path:
         if self.out:
@@ -144,6 +155,18 @@ def _load_optimizer_state(opt, params, state: dict) -> None:
         opt.state[params[int(i)]][k] = v.to(params[int(i)].device) if k != "step" else v
 
 
+def _param_groups(model, cfg: TrainConfig):
+    """(all trainable params in a fixed order, AdamW groups): the siamese pair head's scalars get
+    their own small lr and no weight decay (decay would pull a threshold towards cosine 0)."""
+    from ept.heads import PAIR_HEAD_LR
+
+    head = {id(p) for p in model.pair_head.parameters()} if model.pair_head is not None else set()
+    params = [p for p in model.parameters() if p.requires_grad]
+    rest, scalars = [p for p in params if id(p) not in head], [p for p in params if id(p) in head]
+    groups = [{"params": rest}] + ([{"params": scalars, "lr": PAIR_HEAD_LR, "weight_decay": 0.0}] if scalars else [])
+    return rest + scalars, groups
+
+
 def _dist():
     """(rank, world) and the process group when launched by torchrun / accelerate launch."""
     import torch.distributed as dist
@@ -210,19 +233,23 @@ def run(cfg: TrainConfig, progress: bool = True) -> dict:
     n_labels = len(spec.label_words) if cfg.linear_head else 0
     model = PromptedModel(backbone, tokenizer, prompt_cfg, n_labels, init_token_ids=label_ids).to(device)
     model.train()
-    scorer = make_scorer(model, spec, cfg.eval_mode)
+    scorer = make_scorer(model, spec, cfg.eval_mode, pair_encoding=cfg.pair_encoding, pair_head=cfg.pair_head)
     max_len = cfg.max_length or spec.max_length
     # Tokenise only the training rows this run will touch (the order is known in advance):
     # 400 steps of SST-2 need ~6K of its 66K rows. Done once here, never in the loop.
     order = [batch_indices(len(data.train), cfg.batch_size, cfg.seed, s) for s in range(start_step(cfg), cfg.steps)]
     used = sorted(set(i for rows in order for i in rows))
-    enc_used = encode(tokenizer, [data.train[i] for i in used], model.kind, max_len)
+    enc_used = scorer.encode([data.train[i] for i in used], max_len)
     train_features = dict(zip(used, enc_used.features))
-    enc_valid, enc_test = (encode(tokenizer, x, model.kind, max_len) for x in (valid, test))
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    enc_valid, enc_test = (scorer.encode(x, max_len) for x in (valid, test))
+    if model.pair_head is not None:  # siamese: threshold / anchors from training pairs (resume overwrites)
+        fit = scorer.encode(data.train[: cfg.pair_fit_examples], max_len)
+        scorer.fit(batches(tokenizer, fit, cfg.eval_batch_size))
+    params, groups = _param_groups(model, cfg)
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     trainable = model.trainable_parameters()
-    counts = {"trainable": trainable, "inference": param_counts(cfg.backbone, prompt_cfg, n_labels)["inference"]}
+    head_params = sum(p.numel() for p in model.pair_head.parameters()) if model.pair_head is not None else 0
+    counts = {"trainable": trainable, "inference": param_counts(cfg.backbone, prompt_cfg, n_labels, head_params)["inference"]}
 
     # ---------------------------------------------------------------- resume
     start, best = 0, {"step": None, "score": -math.inf, "metrics": None}

@@ -3,6 +3,7 @@
     ept eval runs/sst2-ept-minilm-s0
     ept eval runs/sst2-ept-minilm-s0 --split validation
     ept eval runs/sst2-ept-minilm-s0 --task yelp          # transfer (paper Appendix A.2)
+    ept eval --no-prompt --task stsb --split dev          # the frozen backbone, zero-shot (siamese)
 """
 
 from __future__ import annotations
@@ -14,9 +15,14 @@ import json
 def register(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a saved run", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run", help="run folder written by ept train")
-    p.add_argument("--split", default="test", choices=["test", "validation"])
-    p.add_argument("--task", help="evaluate on another task (default: the run's)")
+    p.add_argument("run", nargs="?", help="run folder written by ept train (omit with --no-prompt)")
+    p.add_argument("--split", default="test", choices=["test", "validation", "dev"],
+                   help="dev = validation + test: the whole official dev set of the tasks the protocol halves")
+    p.add_argument("--task", help="evaluate on another task (default: the run's; required with --no-prompt)")
+    p.add_argument("--no-prompt", action="store_true",
+                   help="the frozen backbone alone, zero-shot (pair tasks: siamese cosine, threshold fitted on training pairs)")
+    p.add_argument("--backbone", default="minilm", help="with --no-prompt: the backbone")
+    p.add_argument("--pair-encoding", default="siamese", choices=["siamese", "cross"], help="with --no-prompt")
     p.add_argument("--data-dir", help="local task data")
     p.add_argument("--max-eval-examples", type=int, help="cap the split size (default: the run's)")
     p.add_argument("--json", action="store_true", help="print metrics as JSON")
@@ -24,10 +30,18 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ept.evaluation import evaluate_run
+    from ept.evaluation import evaluate_run, evaluate_zero_shot
 
-    metrics = evaluate_run(args.run, split=args.split, task=args.task, data_dir=args.data_dir,
-                           max_examples=args.max_eval_examples)
+    if args.no_prompt:
+        if args.run or not args.task:
+            raise ValueError("--no-prompt evaluates the frozen backbone: give --task and no run folder")
+        metrics = evaluate_zero_shot(args.task, args.backbone, args.split, args.data_dir, args.max_eval_examples,
+                                     args.pair_encoding)
+    elif not args.run:
+        raise ValueError("give a run folder (or --no-prompt --task TASK)")
+    else:
+        metrics = evaluate_run(args.run, split=args.split, task=args.task, data_dir=args.data_dir,
+                               max_examples=args.max_eval_examples)
     if args.json:
         print(json.dumps(metrics))
     else:

@@ -21,6 +21,9 @@ def register(sub) -> None:
     p.add_argument("--backbone", default="minilm", help="t5-small | t5-base | t5-large | minilm | a local model folder")
     p.add_argument("--json", action="store_true", help='print {"trainable": N, "inference": M}')
     p.add_argument("--table", action="store_true", help="print all methods x t5-small/base/large/minilm")
+    p.add_argument("--task", help="count the task's head too (siamese pair tasks on an encoder: 2 scalars binary, C+1 for C labels)")
+    p.add_argument("--pair-encoding", default="siamese", choices=["siamese", "cross"], help="with --task")
+    p.add_argument("--pair-head", default="trainable", choices=["trainable", "fixed"], help="with --task")
     add_method_args(p, default_method="ept")
     p.set_defaults(func=run)
 
@@ -34,6 +37,21 @@ def table_rows(backbones=TABLE_BACKBONES) -> list[dict]:
         counts = {b: param_counts(b, method_config(name)) for b in backbones}
         rows.append({"method": name, **{b: counts[b] for b in backbones}})
     return rows
+
+
+def task_head_params(args) -> int:
+    """The siamese pair head's scalars for --task on --backbone (0 without --task)."""
+    if not args.task:
+        return 0
+    from ept.backbones import BACKBONES, backbone_config, backbone_kind
+    from ept.heads import pair_head_params
+    from ept.tasks import get_task
+
+    spec = get_task(args.task)
+    kind = BACKBONES.get(args.backbone).kind if args.backbone in BACKBONES else backbone_kind(backbone_config(args.backbone))
+    if args.linear_head and pair_head_params(spec, kind, args.pair_encoding, args.pair_head):
+        raise ValueError("--linear-head scores a joint encoding; add --pair-encoding cross")
+    return pair_head_params(spec, kind, args.pair_encoding, args.pair_head)
 
 
 def run(args) -> int:
@@ -52,7 +70,7 @@ def run(args) -> int:
             print(f"| {r['method']} | " + " | ".join(cells) + " |")
         return 0
     config = method_from_args(args)
-    counts = param_counts(args.backbone, config, args.linear_head or 0)
+    counts = param_counts(args.backbone, config, args.linear_head or 0, task_head_params(args))
     if args.json:
         print(json.dumps(counts))
     else:
