@@ -51,14 +51,16 @@ class Prober:
     def evaluate(self, model, record, prompt: torch.Tensor | None, task: str | None = None,
                  split: str = "validation", max_examples: int | None = None) -> dict:
         """Metrics (x100) of `model` with `prompt` (None: the run's own P') on `task`/`split`."""
-        from ept.batching import batches, encode
+        from ept.batching import batches
         from ept.heads import make_scorer
         from ept.tasks import score
 
         spec, rows = self.examples(record, task, split, max_examples)
-        scorer = make_scorer(model, spec, record.config.get("eval_mode"))
+        scorer = make_scorer(model, spec, record.config.get("eval_mode"),
+                             pair_encoding=record.config.get("pair_encoding", "cross"),  # older runs: joint pairs
+                             pair_head=record.config.get("pair_head", "trainable"))
         max_len = record.config.get("max_length") or spec.max_length
-        encoded = encode(model.tokenizer, rows, model.kind, max_len)
+        encoded = scorer.encode(rows, max_len)
         device = next(model.parameters()).device
         preds: list = []
         for batch in batches(model.tokenizer, encoded, record.config.get("eval_batch_size", 64)):
