@@ -440,7 +440,8 @@ def run(cfg: TrainConfig, progress: bool = True) -> dict | None:
     from accelerate import Accelerator
     from accelerate.utils import broadcast_object_list
 
-    accelerator = Accelerator()
+    # cpu=True on a machine without CUDA: accelerate then sets up gloo for torchrun's processes.
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     rundir = RunDir(cfg.run_dir())
     try:
         outcome = [None]
@@ -487,9 +488,10 @@ def _train(cfg: TrainConfig, rundir: RunDir, accelerator, progress: bool) -> dic
     model, scorer = setup_model(cfg, data.spec, device)
     data.encode(model.tokenizer, model.kind, cfg.max_length or data.spec.max_length)
     opt, sched = setup_optimizer(cfg, model, data.start)
-    start, best = ckpt.load_last(model, opt, device) if state else (0, {"step": None, "score": -math.inf, "metrics": None})
+    # Counted before the RNG state is restored: param_counts builds a prompt encoder (draws).
     counts = {"trainable": model.trainable_parameters(),
               "inference": param_counts(cfg.backbone, model.prompt_config, model.head.out_features if model.head else 0)["inference"]}
+    start, best = ckpt.load_last(model, opt, device) if state else (0, {"step": None, "score": -math.inf, "metrics": None})
     if main:
         rundir.write_config(asdict(cfg))
         rundir.write_env(collect_env())
