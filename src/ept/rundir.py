@@ -294,6 +294,8 @@ class RunDir:
         filelock: flock on Linux/macOS, released by the OS if the process dies."""
         from filelock import FileLock, Timeout
 
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirError(f"out={str(self.path)!r} is a file; give a folder for the run")
         self.path.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(self.path / LOCK), timeout=0)
         try:
