@@ -12,7 +12,7 @@
     RUN/.lock, RUN/.owner.json   the writer's lock and who holds it
 
 Every JSON file is written atomically; JSONL logs are append-only and a torn last line (a kill or a
-full disk mid-write) is detected and dropped on resume. Nothing here imports torch.
+full disk mid-write) is detected and dropped on resume. Importing this module does not import torch.
 """
 
 from __future__ import annotations
@@ -163,7 +163,10 @@ def train_defaults() -> dict:
     """TrainConfig's field defaults (a config.json written before a field existed lacks it)."""
     from dataclasses import MISSING, fields
 
-    from ept.train import TrainConfig
+    try:  # the torch-free home of the config, where it exists
+        from ept.config import TrainConfig
+    except ImportError:
+        from ept.train import TrainConfig
 
     return {f.name: (f.default if f.default is not MISSING else f.default_factory())
             for f in fields(TrainConfig) if f.default is not MISSING or f.default_factory is not MISSING}

@@ -121,16 +121,14 @@ def _check_data(configs: list[dict]) -> list[str]:
     return errors
 
 
-def expand(spec: dict, out: str | Path | None = None, source: str | None = None, check_data: bool = True) -> Sweep:
-    """A validated Sweep from a spec mapping; raises SweepError listing every problem."""
+def _validate(spec: dict, out, where: str) -> tuple[dict, dict, dict, set, set]:
+    """(fixed, grid, task_overrides, TrainConfig keys, method switch names) of a spec; raises
+    SweepError listing every problem of its keys and names."""
     from ept.prompts import METHODS
     from ept.tasks import get_task
     from ept.train import TrainConfig
 
     errors: list[str] = []
-    where = f"{source}: " if source else ""
-    if not isinstance(spec, dict):
-        raise SweepError(f"{where}a sweep spec is a mapping, got {type(spec).__name__}")
     train_keys = {f.name for f in fields(TrainConfig)} - {"out"}
     option_keys = _method_option_names()
     fixed = {k: v for k, v in spec.items() if k not in SPEC_KEYS}
@@ -194,7 +192,18 @@ def expand(spec: dict, out: str | Path | None = None, source: str | None = None,
                               f"{', '.join(sorted(train_keys - set(grid) - {'task', 'method_options'}))}")
     if errors:
         raise SweepError(where + "bad sweep spec:\n  - " + "\n  - ".join(dict.fromkeys(errors)))
+    return fixed, grid, overrides, train_keys, option_keys
 
+
+def expand(spec: dict, out: str | Path | None = None, source: str | None = None, check_data: bool = True) -> Sweep:
+    """A validated Sweep from a spec mapping; raises SweepError listing every problem."""
+    from ept.train import TrainConfig
+
+    where = f"{source}: " if source else ""
+    if not isinstance(spec, dict):
+        raise SweepError(f"{where}a sweep spec is a mapping, got {type(spec).__name__}")
+    fixed, grid, overrides, train_keys, option_keys = _validate(spec, out, where)
+    root = out or spec.get("out")
     order = [k for k in LEAD_KEYS if k in grid] + [k for k in grid if k not in LEAD_KEYS]
     runs, names, config_errors = [], {}, []
     for combo in itertools.product(*(grid[k] for k in order)):
@@ -440,10 +449,3 @@ def execute(sweep: Sweep, workers: int = 1, executor: str = "local", address: st
     else:
         _execute_ray(todo, address, cpus_per_run, gpus_per_run, on_done)
     return states
-
-
-def sweep_runs(root: str | Path) -> list[Path]:
-    """Run folders of a sweep root (`ept.rundir.find_runs`, the one lister of run folders)."""
-    from ept.rundir import find_runs
-
-    return [rd.path for rd in find_runs(root, strict=False)]
