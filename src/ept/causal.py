@@ -89,9 +89,12 @@ def target_loss(model, batch: dict) -> torch.Tensor:
     mask = torch.cat([batch["attention_mask"], (labels != -100).to(batch["attention_mask"].dtype)], dim=1)
     kwargs = model.build_inputs({"input_ids": ids, "attention_mask": mask})
     hidden, _ = _run(model, **kwargs)  # (B, S, e)
-    T = labels.shape[1]
-    # Target token j sits at S - T + j and is predicted from the position before it.
-    before = hidden[:, hidden.shape[1] - T - 1: hidden.shape[1] - 1]  # (B, T, e)
+    S, T = hidden.shape[1], labels.shape[1]
+    # Target token j >= 1 sits at S - T + j and is predicted from the position before it; token 0
+    # from the source's last attended position (right padding puts pads between the two).
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    last_src = _last_index(kwargs["attention_mask"][:, : S - T])
+    before = torch.cat([hidden[rows, last_src].unsqueeze(1), hidden[:, S - T: S - 1]], dim=1)  # (B, T, e)
     valid = labels != -100
     return nn.functional.cross_entropy(lm_logits(model, before[valid]), labels[valid])
 
