@@ -39,8 +39,8 @@ from ept import __version__
 from ept.batching import batches, collate, encode, to_device
 from ept.checkpoint import export_prompt, load_state, read_tensors, save_method, trainable_state, check_state, \
     CheckpointError
-from ept.rundir import RunDir, RunDirError, atomic_save_tensors, atomic_write_json, config_hash, identity, \
-    read_jsonl  # noqa: F401  (read_jsonl: re-exported for older callers)
+from ept.rundir import LAST_METHOD, LAST_OPTIMIZER, LAST_RNG, STATE, RunDir, RunDirError, atomic_save_tensors, \
+    atomic_write_json, config_hash, identity, read_jsonl  # noqa: F401  (read_jsonl: re-exported for older callers)
 
 PAPER_STEPS = 30_000  # the paper's budget on GPU; CPU defaults below are recorded in every run
 SCHEDULERS = ("constant", "linear")
@@ -334,29 +334,29 @@ class Checkpointer:
         """Restore model, optimizer and RNG from last/; returns (step, best)."""
         state = self.read_state()
         last = self.rd.last
-        load_state(model, last / "method.safetensors", self.remedy)
-        self._load_optimizer(opt, last / "optimizer.safetensors")
-        rng = read_tensors(last / "rng.safetensors", self.remedy)
+        load_state(model, last / LAST_METHOD, self.remedy)
+        self._load_optimizer(opt, last / LAST_OPTIMIZER)
+        rng = read_tensors(last / LAST_RNG, self.remedy)
         if "cpu" not in rng:
-            raise CheckpointError(f"{last / 'rng.safetensors'}: no 'cpu' generator state; {self.remedy}")
+            raise CheckpointError(f"{last / LAST_RNG}: no 'cpu' generator state; {self.remedy}")
         torch.set_rng_state(rng["cpu"])
         if "cuda" in rng and device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], device)
         if state["best"].get("step") is not None:  # fail now, not after training
-            check_state(read_tensors(self.rd.best / "method.safetensors", self.remedy), trainable_state(model),
-                        self.rd.best / "method.safetensors", self.remedy)
+            check_state(read_tensors(self.rd.best / LAST_METHOD, self.remedy), trainable_state(model),
+                        self.rd.best / LAST_METHOD, self.remedy)
         return state["step"], state["best"]
 
     def save_last(self, model, opt, device, step: int, best: dict) -> None:
         last = self.rd.last
-        atomic_save_tensors(last / "method.safetensors", trainable_state(model))
-        atomic_save_tensors(last / "optimizer.safetensors", self._optimizer_state(opt))
+        atomic_save_tensors(last / LAST_METHOD, trainable_state(model))
+        atomic_save_tensors(last / LAST_OPTIMIZER, self._optimizer_state(opt))
         rng = {"cpu": torch.get_rng_state()}
         if device.type == "cuda":  # dropout on the GPU draws from the device's generator
             rng["cuda"] = torch.cuda.get_rng_state(device)
-        atomic_save_tensors(last / "rng.safetensors", rng)
+        atomic_save_tensors(last / LAST_RNG, rng)
         # state.json last: it is what says the checkpoint is complete.
-        atomic_write_json(last / "state.json", {"step": step, "best": best, "config_hash": self.cfg_hash})
+        atomic_write_json(last / STATE, {"step": step, "best": best, "config_hash": self.cfg_hash})
 
     def save_best(self, model, step: int) -> None:
         save_method(model, self.rd.best, self.cfg.backbone, {"step": step, "task": self.cfg.task})
@@ -365,7 +365,7 @@ class Checkpointer:
     def best_state(self, model):
         """The model holds best/'s state inside the block, its own state again after it."""
         final = {k: v.detach().clone() for k, v in trainable_state(model).items()}
-        load_state(model, self.rd.best / "method.safetensors", self.remedy)
+        load_state(model, self.rd.best / LAST_METHOD, self.remedy)
         try:
             yield model
         finally:
