@@ -26,8 +26,8 @@ from ept.registry import Registry
 @dataclass(frozen=True)
 class BackboneSpec:
     name: str
-    source: str  # hub id, or "embedded" for the offline default
-    kind: str  # "seq2seq" | "encoder"
+    source: str  # hub id, "embedded" for the offline default, or "fetch" ($EPT_CACHE/models/<name>, `ept fetch`)
+    kind: str  # "seq2seq" | "encoder" | "causal"
     embed_dim: int  # e; a fact we carry so `ept params` works with no weights
     arch: tuple = ()  # (d_ff, layers, heads) of the original T5 configs: lets us count ft params offline
 
@@ -38,6 +38,8 @@ for _spec in (
     BackboneSpec("t5-base", "google-t5/t5-base", "seq2seq", 768, (3072, 12, 12)),
     BackboneSpec("t5-large", "google-t5/t5-large", "seq2seq", 1024, (4096, 24, 16)),
     BackboneSpec("minilm", "embedded", "encoder", 384),
+    BackboneSpec("smollm2-135m", "fetch", "causal", 576),
+    BackboneSpec("gemma3-270m", "fetch", "causal", 640),
 ):
     BACKBONES.register(_spec.name, _spec)
 BACKBONES._aliases["all-minilm-l6-v2"] = "minilm"  # the model's own name
@@ -61,6 +63,10 @@ def resolve_backbone(name: str) -> tuple[str, BackboneSpec | None]:
         return name, None
     if name in BACKBONES:
         spec = BACKBONES.get(name)
+        if spec.source == "fetch":  # converted once by `ept fetch`; a clear error names the command if missing
+            from ept.fetch import cached_model_path
+
+            return cached_model_path(spec.name), spec
         return (embedded_minilm_path() if spec.source == "embedded" else spec.source), spec
     if "/" in name:  # a hub id such as google/t5-v1_1-base
         return name, None

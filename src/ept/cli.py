@@ -16,7 +16,7 @@ import sys
 
 # Order here is the order in `ept --help`.
 COMMANDS = [
-    "params", "train", "eval", "export", "data", "sweep", "analyze", "report", "serve", "ls", "env",
+    "params", "train", "eval", "export", "data", "sweep", "analyze", "report", "serve", "fetch", "ls", "env",
 ]
 
 
