@@ -52,7 +52,7 @@ def finished(tiny_bert, mini_data, tmp_path_factory):
     return out, run(_cfg(tiny_bert, mini_data, out), progress=False)
 
 
-def _interrupted(tiny_bert, mini_data, out, monkeypatch, fail_at: int = 6):
+def _interrupted(tiny_bert, mini_data, out, monkeypatch, fail_at: int = 6, **kw):
     """A run that died during step `fail_at` (last/ and best/ at step 4, steps.jsonl 1..fail_at-1)."""
     calls = {"n": 0}
     real = train_mod.train_step
@@ -65,7 +65,7 @@ def _interrupted(tiny_bert, mini_data, out, monkeypatch, fail_at: int = 6):
 
     monkeypatch.setattr(train_mod, "train_step", dying)
     with pytest.raises(KeyboardInterrupt):
-        run(_cfg(tiny_bert, mini_data, out), progress=False)
+        run(_cfg(tiny_bert, mini_data, out, **kw), progress=False)
     monkeypatch.setattr(train_mod, "train_step", real)
     assert RunDir(out).start_step() == 4 and not RunDir(out).results_path.exists()
 
@@ -186,6 +186,16 @@ def test_torn_steps_log_is_reported_and_truncated_on_resume(tiny_bert, mini_data
     assert "steps.jsonl: dropped a partial last line" in capsys.readouterr().out
     assert _metrics(resumed) == _metrics(reference)
     assert [r["step"] for r in read_jsonl(out / "steps.jsonl")] == list(range(1, 9))
+
+
+def test_ft_resumes_although_some_parameters_have_no_optimizer_state(tiny_bert, mini_data, tmp_path, monkeypatch):
+    """BERT's pooler trains under ft but never gets a gradient (the scorer mean-pools): AdamW keeps
+    no state for it, and the checkpoint check must accept that."""
+    kw = dict(method="ft", lr=1e-3)
+    reference = run(_cfg(tiny_bert, mini_data, tmp_path / "ref", **kw), progress=False)
+    out = tmp_path / "ft"
+    _interrupted(tiny_bert, mini_data, out, monkeypatch, **kw)
+    assert _metrics(run(_cfg(tiny_bert, mini_data, out, **kw), progress=False)) == _metrics(reference)
 
 
 def test_a_bad_line_inside_a_log_is_an_error_naming_it(tmp_path):

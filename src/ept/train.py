@@ -323,8 +323,10 @@ class Checkpointer:
 
     def _load_optimizer(self, opt, path) -> None:
         state, params = read_tensors(path, self.remedy), optimizer_params(opt)
-        expected = {f"{i}.{k}": (torch.empty(()) if k == "step" else p)
-                    for i, p in enumerate(params) for k in ("step", "exp_avg", "exp_avg_sq")}
+        # A parameter that never got a gradient (e.g. BERT's unused pooler under ft) has no state.
+        has_state = {key.split(".", 1)[0] for key in state}
+        expected = {f"{i}.{k}": (torch.empty(()) if k == "step" else p) for i, p in enumerate(params)
+                    if str(i) in has_state for k in ("step", "exp_avg", "exp_avg_sq")}
         check_state(state, expected, path, self.remedy)
         for key, v in state.items():
             i, k = key.split(".", 1)
