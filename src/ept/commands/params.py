@@ -12,15 +12,15 @@ import json
 
 from ept.commands.common import add_method_args, method_from_args
 
-TABLE_BACKBONES = ("t5-small", "t5-base", "t5-large", "minilm")
+TABLE_BACKBONES = ("t5-small", "t5-base", "t5-large", "minilm", "smollm2-135m")
 
 
 def register(sub) -> None:
     p = sub.add_parser("params", help="print trainable/inference parameter counts", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbone", default="minilm", help="t5-small | t5-base | t5-large | minilm | a local model folder")
+    p.add_argument("--backbone", default="minilm", help="t5-small | t5-base | t5-large | minilm | smollm2-135m | a local model folder")
     p.add_argument("--json", action="store_true", help='print {"trainable": N, "inference": M}')
-    p.add_argument("--table", action="store_true", help="print all methods x t5-small/base/large/minilm")
+    p.add_argument("--table", action="store_true", help="print all methods x t5-small/base/large/minilm/smollm2-135m")
     p.add_argument("--task", help="count the task's head too (siamese pair tasks on an encoder: 2 scalars binary, C+1 for C labels)")
     p.add_argument("--pair-encoding", default="siamese", choices=["siamese", "cross"], help="with --task")
     p.add_argument("--pair-head", default="trainable", choices=["trainable", "fixed"], help="with --task")
