@@ -350,7 +350,35 @@ def test_few_shot_is_balanced_and_seeded():
 def test_load_task_few_shot():
     data = load_task("scitail", data_dir=FIXTURES, few_shot_k=2, seed=3)
     assert Counter(ex.target for ex in data.train) == {"entailment": 2, "neutral": 2}
-    assert any(n.startswith("few-shot: 4 training examples (2 per class") for n in data.notes)
+    assert any(n.startswith("few-shot: 4 training examples (2 per class, sample seed 3)") for n in data.notes)
+
+
+@needs_shared
+def test_few_shot_sample_follows_the_run_seed_and_evaluation_does_not():
+    """Paper §5.2: each of the 6 runs draws its own k-per-class sample; validation/test stay put."""
+    runs = {s: load_task("rte", data_dir=SHARED, source="local", few_shot_k=16, sample_seed=s) for s in (0, 1)}
+    train0, train1 = ({e.source for e in runs[s].train} for s in (0, 1))
+    assert len(train0) == len(train1) == 32 and train0 != train1
+    assert Counter(e.label for e in runs[1].train) == {0: 16, 1: 16}
+    for split in ("validation", "test"):
+        assert [e.source for e in getattr(runs[0], split)] == [e.source for e in getattr(runs[1], split)]
+        assert [e.source for e in getattr(runs[0], split)] == [e.source for e in getattr(shared("rte"), split)]
+    # the same run seed draws the same sample again (resumable, reproducible)
+    again = load_task("rte", data_dir=SHARED, source="local", few_shot_k=16, sample_seed=0)
+    assert [e.source for e in again.train] == [e.source for e in runs[0].train]
+    # the note names the seed the sample was drawn with
+    assert runs[0].notes[-1].endswith("(16 per class, sample seed 0) out of 2,490")
+
+
+@needs_shared
+def test_ept_train_draws_the_few_shot_sample_with_the_run_seed(tiny_bert, tmp_path, capsys):
+    from ept.train import TrainConfig, run
+
+    base = dict(task="rte", method="ept", backbone=tiny_bert, steps=1, eval_every=1, batch_size=4, few_shot=4,
+                max_eval_examples=8, max_length=32, data_dir=str(SHARED), tensorboard=False)
+    for seed in (3, 5):
+        assert run(TrainConfig(seed=seed, out=str(tmp_path / f"s{seed}"), **base), progress=False)["status"] == "finished"
+        assert f"(4 per class, sample seed {seed}) out of 2,490" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------- hub (no network: a fake `datasets`)

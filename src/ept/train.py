@@ -196,7 +196,7 @@ def run(cfg: TrainConfig, progress: bool = True) -> dict:
         raise ValueError(f"{run_dir} holds a run with a different config; pass another --out or delete the folder")
     torch.manual_seed(cfg.seed)
     device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
-    data = load_task(cfg.task, data_dir=cfg.data_dir, seed=cfg.split_seed, few_shot_k=cfg.few_shot)
+    data = load_task(cfg.task, data_dir=cfg.data_dir, seed=cfg.split_seed, few_shot_k=cfg.few_shot, sample_seed=cfg.seed)
     spec = data.spec
     if not data.train:
         raise ValueError(f"task {cfg.task!r} has no training examples here ({data.source}); notes: {'; '.join(data.notes)}")
