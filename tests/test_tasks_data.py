@@ -316,6 +316,29 @@ def test_mnli_prefers_its_own_mismatched_validation():
     assert plain.rule == "1K from train"  # a task without prefer_dev samples from its full train
 
 
+def test_table5_protocol_differs_from_b1_only_where_table5_does():
+    from ept.tasks.splits import TABLE5, protocol_rule
+
+    # MNLI: Table 5 samples validation from its full train (no mismatched), matched is the test
+    spec = dataclasses.replace(get_task("mnli"), train_size=20_000)
+    raw = RawSplits(train=_examples(2_000), eval=_examples(4, tag="m"), dev=_examples(3, tag="mm"), train_complete=True)
+    assert apply_protocol(spec, raw, 42).rule == "dev as val"
+    t5 = apply_protocol(spec, raw, 42, protocol="table5")
+    assert t5.rule == "1K from train" and (len(t5.train), len(t5.validation), len(t5.test)) == (1_000, 1_000, 4)
+    # PAWS (train 49,401): B.1 samples 1K from train, Table 5 halves the official validation
+    paws = RawSplits(train=_examples(2_000), eval=_examples(10, tag="v"), train_complete=True)
+    assert apply_protocol(get_task("paws"), paws, 42).rule == "1K from train"
+    halved = apply_protocol(get_task("paws"), paws, 42, protocol="table5")
+    assert (len(halved.train), len(halved.validation), len(halved.test)) == (2_000, 5, 5)
+    # every other task: the same rule under both protocols
+    for name in ("cola", "sst2", "rte", "boolq", "multirc", "qqp", "qnli", "yelp", "nq"):
+        assert name not in TABLE5 and protocol_rule(get_task(name), "table5") == protocol_rule(get_task(name), "b1")
+    with pytest.raises(ValueError, match="split_protocol='t5'; allowed: b1, table5"):
+        apply_protocol(get_task("rte"), raw, 42, protocol="t5")
+    with pytest.raises(ValueError, match="unknown split protocol 't5'"):
+        load_task("rte", data_dir=FIXTURES, split_protocol="t5")
+
+
 def test_protocol_caps_yelp_train():
     spec = dataclasses.replace(get_task("yelp"), train_size=12_000, max_train=5_000)
     split = apply_protocol(spec, RawSplits(train=_examples(12_000), eval=_examples(5), train_complete=True), 0)
