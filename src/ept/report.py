@@ -116,7 +116,10 @@ def invalid_count(runs: list[RunRecord], split: str = "test") -> tuple[int, int]
         metrics = (r.results or {}).get(split) or {}
         if metrics.get("invalid") is not None:
             invalid += int(metrics["invalid"])
-            total += int(((r.results or {}).get("split_sizes") or {}).get(split) or 0)
+            size = ((r.results or {}).get("split_sizes") or {}).get(split)
+            if size is None and metrics.get("invalid_rate"):  # older results.json: back from the rate
+                size = round(100.0 * metrics["invalid"] / metrics["invalid_rate"])
+            total += int(size or 0)
     return invalid, total
 
 
