@@ -193,3 +193,25 @@ def test_lr_search_ties_and_missing_validation(tmp_path):
     records, _ = load_records([tmp_path / "none"])
     cell = build_cells(records)[("t5-base", "ept", "cb", None)]
     assert cell.search is None and cell.mixed == {"lr": ["0.03", "0.1"]}
+
+
+def test_generation_runs_record_invalid_outputs_and_the_report_footnotes_them(tiny_t5_dir, data_dir, tmp_path):
+    """A real (untrained, tiny) T5 run scored by generation: its outputs are mostly no label word."""
+    mini = tmp_path / "data" / "sst2"
+    mini.mkdir(parents=True)
+    for name, n in (("train.tsv", 100), ("dev.tsv", 40)):
+        mini.joinpath(name).write_text("".join((data_dir / "sst2" / name).read_text().splitlines(keepends=True)[: n + 1]))
+    out = tmp_path / "runs" / "sst2-ept-s0"
+    results = run(TrainConfig(task="sst2", method="ept", backbone=tiny_t5_dir, steps=2, eval_every=2, batch_size=4,
+                              max_eval_examples=12, max_length=32, eval_mode="generate", data_dir=str(mini.parent),
+                              tensorboard=False, out=str(out)), progress=False)
+    # 2 steps of a random 32-wide T5 never spell "positive"/"negative": every output is invalid and
+    # scored as wrong (the way PT's 0.0 on CoLA comes out in the paper's Table 1)
+    assert results["test"] == {"accuracy": 0.0, "invalid": 12, "invalid_rate": 100.0}
+    assert json.loads((out / "results.json").read_text())["validation"]["invalid"] == 12
+    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "t")]) == 0
+    md = (tmp_path / "t" / "table1.md").read_text()
+    assert "Scoring (eval_mode): generate" in md
+    assert f"Invalid generations on test, summed over seeds: {Path(tiny_t5_dir).name} SST-2 / EPT 12 of 12 (100.0%)" in md
+    notes = dict(re.findall(r"^- (\w): (.*)$", md, flags=re.M))
+    assert any(t.startswith("some test outputs were invalid generations") for t in notes.values())
