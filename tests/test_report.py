@@ -208,8 +208,9 @@ def test_generation_runs_record_invalid_outputs_and_the_report_footnotes_them(ti
     # 2 steps of a random 32-wide T5 never spell "positive"/"negative": every output is invalid and
     # scored as wrong (the way PT's 0.0 on CoLA comes out in the paper's Table 1)
     assert results["test"] == {"accuracy": 0.0, "invalid": 12, "invalid_rate": 100.0}
-    validation = json.loads((out / "results.json").read_text())["validation"]
-    assert validation["invalid_rate"] == pytest.approx(100 * validation["invalid"] / 12)
+    saved = json.loads((out / "results.json").read_text())
+    n_val = saved["split_sizes"]["validation"]  # 10: carved from the 100-row train sample
+    assert saved["validation"]["invalid_rate"] == pytest.approx(100 * saved["validation"]["invalid"] / n_val)
     assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "t")]) == 0
     md = (tmp_path / "t" / "table1.md").read_text()
     assert "Scoring (eval_mode): generate" in md
