@@ -100,29 +100,6 @@ def run_name(grid_values: dict, fixed: dict) -> str:
     return "-".join(parts)
 
 
-def _check_data(configs: list[dict]) -> list[str]:
-    """Load each distinct (task, data_dir, split_seed, few_shot) once: a task without training
-    data here fails now, not an hour into the sweep."""
-    from ept.tasks import load_task
-
-    errors, seen = [], set()
-    for c in configs:
-        key = (c["task"], c.get("data_dir"), c.get("split_seed", 42), c.get("few_shot"))
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            data = load_task(c["task"], data_dir=c.get("data_dir"), seed=key[2], few_shot_k=key[3])
-        except Exception as err:  # noqa: BLE001 - any loader error is reported with the task name
-            errors.append(f"task {c['task']!r}: data cannot be loaded: {err}")
-            continue
-        if not data.train:
-            errors.append(f"task {c['task']!r} has no training examples in {data.source}")
-        if not data.validation or not data.test:
-            errors.append(f"task {c['task']!r} has no validation/test examples in {data.source}")
-    return errors
-
-
 def _backbone_kind(name: str) -> str | None:
     """seq2seq | encoder | ... without loading weights; None when only loading can tell (a hub id)."""
     from ept.backbones import BACKBONES, backbone_config, backbone_kind
@@ -192,6 +169,29 @@ def _expand_union(spec: dict, out, source, check_data: bool) -> Sweep:
             grid.setdefault(key, [])
             grid[key] += [v for v in values if v not in grid[key]]
     return Sweep(sweeps[0].out, runs, grid, sweeps[0].fixed, spec.get("name", ""), source)
+
+
+def _check_data(configs: list[dict]) -> list[str]:
+    """Load each distinct (task, data_dir, split_seed, few_shot) once: a task without training
+    data here fails now, not an hour into the sweep."""
+    from ept.tasks import load_task
+
+    errors, seen = [], set()
+    for c in configs:
+        key = (c["task"], c.get("data_dir"), c.get("split_seed", 42), c.get("few_shot"))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            data = load_task(c["task"], data_dir=c.get("data_dir"), seed=key[2], few_shot_k=key[3])
+        except Exception as err:  # noqa: BLE001 - any loader error is reported with the task name
+            errors.append(f"task {c['task']!r}: data cannot be loaded: {err}")
+            continue
+        if not data.train:
+            errors.append(f"task {c['task']!r} has no training examples in {data.source}")
+        if not data.validation or not data.test:
+            errors.append(f"task {c['task']!r} has no validation/test examples in {data.source}")
+    return errors
 
 
 def expand(spec: dict, out: str | Path | None = None, source: str | None = None, check_data: bool = True) -> Sweep:
