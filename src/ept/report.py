@@ -44,9 +44,9 @@ TABLE2 = [("MRQA", [("nq", "NQ", "F1"), ("hotpotqa", "HP", "F1"), ("searchqa", "
           ("Others", [("winogrande", "WG", "Acc"), ("yelp", "Yelp", "Acc"), ("scitail", "SciTail", "Acc"),
                       ("paws", "PAWS", "Acc")])]
 # Settings that may differ inside a cell: the seed and where things were written.
-# The learning rate may differ too: it is searched, and chosen on validation (`select_lr`).
-NOT_CONTEXT = {"seed", "out", "data_dir", "tensorboard", "eval_batch_size", "task", "method", "backbone", "few_shot",
-               "lr"}
+NOT_CONTEXT = {"seed", "out", "data_dir", "tensorboard", "eval_batch_size", "task", "method", "backbone", "few_shot"}
+# Settings a cell may hold several values of because they are searched, then chosen on validation.
+SEARCHED = {"lr"}
 
 
 @dataclass
@@ -69,7 +69,7 @@ class Cell:
 
 
 def _context(record: RunRecord) -> dict:
-    return {k: v for k, v in record.config.items() if k not in NOT_CONTEXT}
+    return {k: v for k, v in record.config.items() if k not in NOT_CONTEXT and k not in SEARCHED}
 
 
 def build_cells(records: list[RunRecord]) -> dict[tuple, Cell]:
