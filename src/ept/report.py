@@ -45,8 +45,6 @@ TABLE2 = [("MRQA", [("nq", "NQ", "F1"), ("hotpotqa", "HP", "F1"), ("searchqa", "
                       ("paws", "PAWS", "Acc")])]
 # Settings that may differ inside a cell: the seed and where things were written.
 NOT_CONTEXT = {"seed", "out", "data_dir", "tensorboard", "eval_batch_size", "task", "method", "backbone", "few_shot"}
-# Settings a cell may hold several values of because they are searched, then chosen on validation.
-SEARCHED = {"lr"}
 
 
 @dataclass
@@ -66,6 +64,10 @@ class Cell:
     @property
     def std(self) -> float:
         return mean_std(self.scores)[1] if self.scores else math.nan
+
+
+# Settings a cell may hold several values of because they are searched, then chosen on validation.
+SEARCHED = {"lr"}
 
 
 def _context(record: RunRecord) -> dict:
