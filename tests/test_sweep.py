@@ -163,11 +163,16 @@ def test_table1_searches_the_lr_on_superglue_only(size):
 def test_dry_run_lists_generation_and_the_lr_grid(capsys):
     assert main(["sweep", "--dry-run", "--no-data-check", str(REPO / "experiments/paper/table1_t5base.yaml")]) == 0
     out = capsys.readouterr().out
-    assert "eval_mode=generate" in out.splitlines()[0]
-    assert "lr: 0.003, 0.01, 0.03, 0.1, 0.3, 1e-05, 0.0001, 0.001" in out.splitlines()[1]
-    assert out.count("eval=generate") == 564 and "564 runs" in out
+    lines = out.splitlines()
+    assert "eval_mode=generate" in lines[0]
+    assert "lr: 0.003, 0.01, 0.03, 0.1, 0.3, 1e-05, 0.0001, 0.001" in lines[1]
+    # SuperGLUE: 5 prompt methods x 5 tasks x 3 seeds per prompt lr; GLUE adds 8 x 5 x 3 at 0.3 and 8 x 3 ft at 1e-5
+    assert lines[2] == ("runs by eval_mode and lr: generate lr=1e-05: 39, generate lr=0.0001: 15, "
+                        "generate lr=0.001: 15, generate lr=0.003: 75, generate lr=0.01: 75, generate lr=0.03: 75, "
+                        "generate lr=0.1: 75, generate lr=0.3: 195")
+    assert "564 runs" in out
     for lr in ("0.003", "0.01", "0.03", "0.1", "0.3"):
-        assert f"lr={lr:<7} " in out and f"/boolq-ept-lr={lr}-s2" in out
+        assert f"/boolq-ept-lr={lr}-s2" in out
 
 
 def test_grids_union_and_its_errors(tmp_path):

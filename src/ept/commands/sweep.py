@@ -33,6 +33,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from collections import Counter
+
     from ept.sweep import execute, load_spec, run_state
 
     sweep = load_spec(args.spec, out=args.out, check_data=not args.no_data_check)
@@ -40,9 +42,11 @@ def run(args) -> int:
         states = {r.name: run_state(r) for r in sweep.runs}
         print("fixed: " + ", ".join(f"{k}={v}" for k, v in sweep.fixed.items()))
         print("grid:  " + "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in sweep.grid.items()))
-        for r in sweep.runs:  # what the folder name may not say: the scoring and the resolved lr
-            print(f"{states[r.name]:9s} eval={r.config.get('eval_mode') or 'default':8s} lr={r.config['lr']:<7g} "
-                  f"{r.config['out']}")
+        # what the folder names may not say: how each run is scored and its resolved lr
+        by = Counter((r.config.get("eval_mode") or "default", r.config["lr"]) for r in sweep.runs)
+        print("runs by eval_mode and lr: " + ", ".join(f"{m} lr={lr:g}: {n}" for (m, lr), n in sorted(by.items())))
+        for r in sweep.runs:
+            print(f"{states[r.name]:9s} {r.config['out']}")
         summary = {s: sum(v == s for v in states.values()) for s in ("finished", "failed", "partial", "pending")}
         print(f"ept sweep: {len(sweep.runs)} runs | " + " | ".join(f"{k} {v}" for k, v in summary.items()))
         return 0
