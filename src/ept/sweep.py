@@ -19,6 +19,10 @@ crossed), and `out` (the root that holds one folder per run)::
     task_overrides:                 # optional: per-task TrainConfig keys (e.g. shorter runs on pairs)
       rte: {steps: 40, max_length: 96}
 
+`grids` (a list of grid mappings) instead of `grid` runs the union of several crossed grids
+under one root, for grids that depend on each other: the paper's lr search covers only the
+SuperGLUE tasks, with one lr list for prompts and another for fine-tuning (experiments/paper/).
+
 Grid keys may be plural (`tasks`, `methods`, `seeds`). Run folders are named from the grid values
 only (`sst2-ept-hidden_size=10-s0`), so the same spec always maps to the same folders and a
 re-run skips what finished. A folder is only ever "finished" for the config that wrote it: when a
@@ -42,7 +46,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 PLURALS = {"tasks": "task", "methods": "method", "seeds": "seed", "backbones": "backbone", "lrs": "lr"}
-SPEC_KEYS = ("out", "grid", "task_overrides", "name", "description")
+SPEC_KEYS = ("out", "grid", "grids", "task_overrides", "name", "description")
 # Grid keys that name the run folder first, in this order; the rest follow in spec order.
 LEAD_KEYS = ("task", "method")
 
@@ -96,6 +100,77 @@ def run_name(grid_values: dict, fixed: dict) -> str:
         parts.append(_slug(value) if key == "method_options" else f"{key}={_slug(value)}")
     parts.append(f"s{grid_values.get('seed', fixed.get('seed', 0))}")
     return "-".join(parts)
+
+
+def _backbone_kind(name: str) -> str | None:
+    """seq2seq | encoder | ... without loading weights; None when only loading can tell (a hub id)."""
+    from ept.backbones import BACKBONES, backbone_config, backbone_kind
+
+    if name in BACKBONES:
+        return BACKBONES.get(name).kind
+    if not Path(name).is_dir():
+        return None
+    try:
+        return backbone_kind(backbone_config(name))
+    except (ValueError, OSError):
+        return None  # an unsupported or unreadable folder fails when the run loads it, with its own message
+
+
+def _check_protocol(configs: list[dict]) -> list[str]:
+    """Paper-protocol keys that would fail only inside a run: generation on a backbone that cannot
+    generate, and a learning rate that is not a positive number."""
+    errors = []
+    for c in configs:
+        lr = c.get("lr")
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0):
+            hint = " (YAML reads 1e-5 as a string: write 1.0e-5)" if isinstance(lr, str) else ""
+            errors.append(f"lr: learning rates must be positive numbers, got {lr!r}{hint}")
+        if c.get("eval_mode") == "generate" and _backbone_kind(c["backbone"]) == "encoder":
+            errors.append(f"eval_mode: 'generate' needs a backbone that generates text; backbone {c['backbone']!r} "
+                          f"is an encoder (rank classification only: drop eval_mode or use a seq2seq backbone)")
+    return list(dict.fromkeys(errors))
+
+
+def _expand_union(spec: dict, out, source, check_data: bool) -> Sweep:
+    """`grids: [grid, grid, ...]`: each grid crossed on its own, runs concatenated under one root."""
+    where = f"{source}: " if source else ""
+    parts = spec["grids"]
+    if "grid" in spec or not isinstance(parts, list) or not parts or not all(isinstance(g, dict) for g in parts):
+        raise SweepError(f"{where}`grids` must be a non-empty list of grid mappings, and replaces `grid`; got {parts!r}")
+    base = {k: v for k, v in spec.items() if k not in ("grids", "task_overrides")}
+    overrides = spec.get("task_overrides") or {}
+    sweeps, errors, tasks = [], [], set()
+    for i, part in enumerate(parts):
+        part_tasks = part.get("task", part.get("tasks", [spec.get("task", "sst2")]))
+        part_tasks = part_tasks if isinstance(part_tasks, list) else []  # a bad value: expand() says so
+        tasks.update(part_tasks)
+        own = {t: v for t, v in overrides.items() if t in part_tasks} if isinstance(overrides, dict) else overrides
+        try:
+            sweeps.append(expand({**base, "grid": part, "task_overrides": own}, out=out,
+                                 source=f"{source or 'spec'} grids[{i}]", check_data=False))
+        except SweepError as err:  # keep the problems, once each (a bad fixed key fails every grid)
+            errors += [line.strip()[2:] for line in str(err).splitlines() if line.strip().startswith("- ")]
+    if isinstance(overrides, dict):
+        errors += [f"task_overrides: task {t!r} is in none of the grids" for t in overrides if t not in tasks]
+    if errors:
+        raise SweepError(where + "bad sweep spec:\n  - " + "\n  - ".join(dict.fromkeys(errors)))
+    runs, seen = [], {}
+    for sw in sweeps:
+        for r in sw.runs:
+            if r.name in seen and seen[r.name].config != r.config:
+                errors.append(f"{r.name}: two grids map to this folder with different configs")
+            elif r.name not in seen:
+                seen[r.name] = r
+                runs.append(r)
+    errors += _check_data([r.config for r in runs]) if check_data and not errors else []
+    if errors:
+        raise SweepError(where + "bad sweep spec:\n  - " + "\n  - ".join(errors))
+    grid = {}
+    for sw in sweeps:
+        for key, values in sw.grid.items():
+            grid.setdefault(key, [])
+            grid[key] += [v for v in values if v not in grid[key]]
+    return Sweep(sweeps[0].out, runs, grid, sweeps[0].fixed, spec.get("name", ""), source)
 
 
 def _check_data(configs: list[dict]) -> list[str]:
@@ -197,6 +272,8 @@ def _validate(spec: dict, out, where: str) -> tuple[dict, dict, dict, set, set]:
 
 def expand(spec: dict, out: str | Path | None = None, source: str | None = None, check_data: bool = True) -> Sweep:
     """A validated Sweep from a spec mapping; raises SweepError listing every problem."""
+    if isinstance(spec, dict) and "grids" in spec:
+        return _expand_union(spec, out, source, check_data)
     from ept.train import TrainConfig
 
     where = f"{source}: " if source else ""
@@ -232,6 +309,8 @@ def expand(spec: dict, out: str | Path | None = None, source: str | None = None,
             config_errors.append(f"{name}: two grid points map to the same folder ({names[name]} and {values})")
         names[name] = values
         runs.append(Run(name, resolved, values))
+    if not config_errors:
+        config_errors += _check_protocol([r.config for r in runs])
     if not config_errors and check_data:
         config_errors += _check_data([r.config for r in runs])
     if config_errors:
