@@ -154,10 +154,10 @@ class PairHead(nn.Module):
             raise ValueError(f"pair head kind {kind!r}; allowed: regression, binary, anchors")
         self.kind, self.num_labels, self.trainable = kind, num_labels, trainable
         self.lo, self.hi = value_range
-        init = {"regression": {}, "binary": {"threshold": torch.tensor([0.5]), "log_temperature": torch.tensor([0.0])},
+        log_t = [math.log(TEMPERATURE)]  # until `fit`: sentence-transformers' scale of 20
+        init = {"regression": {}, "binary": {"threshold": torch.tensor([0.5]), "log_temperature": torch.tensor(log_t)},
                 "anchors": {"anchors": torch.linspace(0.2, 0.8, max(num_labels, 1)),
-                            "log_temperature": torch.tensor([0.0])}}[kind]
-        init.get("log_temperature", torch.zeros(1)).fill_(math.log(TEMPERATURE))
+                            "log_temperature": torch.tensor(log_t)}}[kind]
         for name, value in init.items():
             if trainable:
                 self.register_parameter(name, nn.Parameter(value))
