@@ -79,6 +79,7 @@ def test_expansion_is_deterministic(tmp_path):
     assert run_name({"task": "cb", "method": "pt", "lr": 0.01, "seed": 2}, {}) == "cb-pt-lr=0.01-s2"
 
 
+@pytest.mark.integration
 def test_local_pool_skips_finished_and_reports_failed(tiny_bert, mini_data, tmp_path, capsys):
     # lr 1e30 overflows at step 1: a failed run, reported, not retried on the next invocation
     spec = _write(tmp_path / "s.yaml", _spec(tiny_bert, mini_data, tmp_path / "out",
@@ -103,6 +104,7 @@ def test_local_pool_skips_finished_and_reports_failed(tiny_bert, mini_data, tmp_
     assert "finished 2 | failed 2 | partial 0 | pending 0" in capsys.readouterr().out
 
 
+@pytest.mark.integration
 def test_ray_executor_on_a_local_runtime(tiny_bert, mini_data, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
     # Ray starts workers at nice 15: on a busy 2-core machine their torch import alone takes ~30 s.

@@ -54,6 +54,7 @@ def test_run_folder_and_determinism(tiny_bert, data_dir, tmp_path):
     assert json.loads((out / "eval" / "sst2-test.json").read_text())["accuracy"] == r1["test"]["accuracy"]
 
 
+@pytest.mark.integration
 def test_resume_after_sigkill_gives_the_same_results(tiny_bert, data_dir, tmp_path):
     reference = run(_cfg(tiny_bert, data_dir, tmp_path / "ref", steps=40, eval_every=10), progress=False)
     out = tmp_path / "killed"
@@ -100,6 +101,7 @@ def test_config_precedence_and_bad_input(tiny_bert, data_dir, tmp_path, capsys):
     assert "hidden_size" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_two_processes(tiny_bert, data_dir, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ept.cli",
