@@ -24,7 +24,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -34,62 +34,8 @@ from ept import __version__
 from ept.batching import batches, collate, encode, to_device
 from ept.checkpoint import (atomic_save_tensors, atomic_write_json, atomic_write_text, export_prompt, save_method,
                             trainable_state)
-
-PAPER_STEPS = 30_000  # the paper's budget on GPU; CPU defaults below are recorded in every run
-
-
-@dataclass
-class TrainConfig:
-    """Everything a run depends on; the resolved copy is written to RUN/config.json."""
-
-    task: str = field(default="sst2", metadata={"help": "task name (ept ls)"})
-    method: str = field(default="ept", metadata={"help": "pt | ptuning | resprompt | ept | ept_star | ft"})
-    backbone: str = field(default="minilm", metadata={"help": "minilm | t5-small | t5-base | t5-large | a model folder or hub id"})
-    method_options: dict = field(default_factory=dict, metadata={"help": "method switches, e.g. {hidden_size: 5}"})
-    steps: int = field(default=400, metadata={"help": f"optimizer steps (paper: {PAPER_STEPS})"})
-    lr: float | None = field(default=None, metadata={"help": "learning rate; default 0.3 for prompts, 1e-5 for ft, 1e-3 for lora/ia3"})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
-    batch_size: int = field(default=16, metadata={"help": "global batch size (split over processes)"})
-    eval_every: int = field(default=100, metadata={"help": "steps between validation runs and checkpoints (paper: 1000)"})
-    eval_batch_size: int = field(default=64, metadata={"help": "evaluation batch size"})
-    max_eval_examples: int | None = field(default=None, metadata={"help": "cap validation/test size (CPU budgets); None = all"})
-    max_length: int | None = field(default=None, metadata={"help": "max input tokens; None = the task's (256/348/512)"})
-    few_shot: int | None = field(default=None, metadata={"help": "k training examples per class (4, 16, 32)"})
-    seed: int = field(default=0, metadata={"help": "seed for init, data order and dropout"})
-    split_seed: int = field(default=42, metadata={"help": "seed of the split protocol (paper/DePT: 42)"})
-    eval_mode: str | None = field(default=None, metadata={"help": "seq2seq: rank | generate"})
-    linear_head: bool = field(default=False, metadata={"help": "encoder: trainable linear head instead of label scoring"})
-    dtype: str = field(default="float32", metadata={"help": "backbone dtype: float32 | bfloat16 | float16 (prompt stays fp32)"})
-    data_dir: str | None = field(default=None, metadata={"help": "local task data (default $EPT_DATA_DIR or ../shared/data)"})
-    out: str | None = field(default=None, metadata={"help": "run folder (default runs/<task>-<method>-<backbone>-s<seed>)"})
-    tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard logs to RUN/tb"})
-
-    def __post_init__(self):
-        from ept.prompts import METHODS, method_config
-
-        self.method = METHODS.canonical(self.method)
-        prompt_cfg = method_config(self.method, **self.method_options)  # validates the switches now
-        for name in ("steps", "batch_size", "eval_every", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"dtype={self.dtype!r}; allowed: float32, bfloat16, float16")
-        if self.lr is None:
-            self.lr = prompt_cfg.default_lr
-
-    def run_dir(self) -> Path:
-        if self.out:
-            return Path(self.out)
-        name = f"{self.task}-{self.method}-{Path(self.backbone).name}-s{self.seed}"
-        return Path("runs") / name
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        allowed = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - allowed)
-        if unknown:
-            raise ValueError(f"unknown config key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
-        return cls(**d)
+# TrainConfig lives in the torch-free ept.config; re-exported so `from ept.train import TrainConfig` works.
+from ept.config import PAPER_STEPS, TrainConfig  # noqa: F401
 
 
 # ------------------------------------------------------------------------------ helpers

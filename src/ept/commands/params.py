@@ -27,7 +27,7 @@ def register(sub) -> None:
 
 def table_rows(backbones=TABLE_BACKBONES) -> list[dict]:
     from ept.backbones import param_counts
-    from ept.prompts import METHODS, method_config
+    from ept.method_configs import METHODS, method_config
 
     rows = []
     for name in METHODS.names():
