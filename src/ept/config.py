@@ -84,16 +84,23 @@ def check_backbone(name: str) -> None:
                                 "(minilm, t5-small, t5-base, t5-large; ept ls), a local model folder or a hub id")
 
 
-def check_out_dir(path, flag: str = "--out") -> Path:
-    """An output folder that exists as a folder or can be created, and is writable: fails now
-    with the path named, not after a run has trained for an hour."""
+def check_out_dir(path, flag: str = "--out", create: bool = False) -> Path:
+    """An output folder that exists as a folder, or can be created, and is writable: fails now
+    with the path named, not after the backbone has loaded or a run has trained for an hour.
+    `create` makes it (the caller writes into it anyway)."""
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
         raise ValueError(f"{flag} {str(path)!r} is a file; expected a folder (existing or to be created)")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"{flag} {str(path)!r}: cannot create the folder ({err.strerror})") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise ValueError(f"{flag} {str(path)!r}: the folder is not writable")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{flag} {str(path)!r}: cannot create the folder, {str(parent)!r} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {str(path)!r}: {str(parent)!r} is not writable")
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ValueError(f"{flag} {str(path)!r}: cannot create the folder ({err.strerror})") from None
     return path

@@ -37,6 +37,7 @@ def table_rows(backbones=TABLE_BACKBONES) -> list[dict]:
 
 
 def run(args) -> int:
+    config = None if args.table else method_from_args(args)  # bad switches fail before torch loads
     from ept.backbones import param_counts
 
     if args.table:
@@ -51,7 +52,6 @@ def run(args) -> int:
             cells = [f"{r[b]['trainable']:,} / {r[b]['inference']:,}" for b in TABLE_BACKBONES]
             print(f"| {r['method']} | " + " | ".join(cells) + " |")
         return 0
-    config = method_from_args(args)
     counts = param_counts(args.backbone, config, args.linear_head or 0)
     if args.json:
         print(json.dumps(counts))

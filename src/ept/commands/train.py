@@ -70,7 +70,7 @@ def run(args) -> int:
     from ept.config import check_out_dir
 
     config = config_from_args(args)
-    check_out_dir(config.run_dir())  # a file or an unwritable folder fails now, before any loading
+    check_out_dir(config.run_dir(), create=True)  # a file or an unwritable folder fails now, before any loading
     from ept.train import run as train_run
 
     results = train_run(config, progress=not args.quiet)
