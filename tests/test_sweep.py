@@ -15,17 +15,6 @@ from ept.sweep import SweepError, expand, load_spec, run_name
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def mini_data(data_dir, tmp_path_factory) -> Path:
-    """The first 300 rows of the real SST-2 files: real data that loads in a blink."""
-    root = tmp_path_factory.mktemp("data")
-    (root / "sst2").mkdir()
-    for name, n in (("train.tsv", 300), ("dev.tsv", 60)):
-        lines = (data_dir / "sst2" / name).read_text().splitlines(keepends=True)
-        (root / "sst2" / name).write_text("".join(lines[: n + 1]))
-    return root
-
-
 def _spec(tiny_bert, mini_data, out, **grid):
     return {"out": str(out), "task": "sst2", "backbone": tiny_bert, "steps": 4, "eval_every": 2, "batch_size": 8,
             "max_eval_examples": 16, "max_length": 32, "data_dir": str(mini_data), "tensorboard": False,
