@@ -7,23 +7,11 @@ from __future__ import annotations
 SKIP = {"method"}
 
 
-def _method_fields() -> dict:
-    """name -> (config class, field) of every method switch, the first method declaring it."""
-    from dataclasses import fields
+def _method_fields() -> set[str]:
+    """Every switch of every method (the union of their config fields)."""
+    from ept.method_configs import option_names
 
-    from ept.method_configs import METHODS
-
-    seen = {}
-    for _, method in METHODS.items():
-        for f in fields(method.config_cls):
-            seen.setdefault(f.name, (method.config_cls, f))
-    return seen
-
-
-def _parse_bool(text: str) -> bool:
-    from ept.flags import parse_bool
-
-    return parse_bool(text)
+    return option_names()
 
 
 def add_method_args(parser, default_method: str | None = "ept", linear_head: bool = True) -> None:
