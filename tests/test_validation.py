@@ -147,3 +147,15 @@ def test_data_rows_with_non_string_text_are_refused(tmp_path, value, shown):
     with pytest.raises(RowError) as err:
         load_task("cb", data_dir=tmp_path)
     assert str(err.value) == f"cb/train.jsonl, line 2: text field 'premise' must be a string, got {shown}"
+
+
+@pytest.mark.parametrize("backbone,needles", [
+    ("/nonexistent/model", ["'/nonexistent/model'", "no such model folder"]),
+    ("nobody/no-such-model", ["'nobody/no-such-model'", "cannot read its config"]),  # offline hub id
+])
+def test_params_unknown_backbone(backbone, needles, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["params", "--backbone", backbone, "--method", "ept"]) == 2
+    err = _one_line_error(capsys, "params")
+    for needle in needles:
+        assert needle in err

@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         # OSError covers missing files, unreachable hub ids, full disks and permissions: the
         # message names the path, which is what the user must fix.
         msg = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        if isinstance(err, OSError):  # library messages (hub, filesystem) span lines: keep one
+            msg = " ".join(msg.split())
         print(f"ept {args.command}: error: {msg}", file=sys.stderr)
         return 2
 
