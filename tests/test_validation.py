@@ -159,3 +159,8 @@ def test_params_unknown_backbone(backbone, needles, capsys, monkeypatch):
     err = _one_line_error(capsys, "params")
     for needle in needles:
         assert needle in err
+
+
+def test_eval_task_name_is_checked_before_loading(capsys, tmp_path):
+    assert main(["eval", str(tmp_path), "--task", "sst3"]) == 2
+    assert "unknown task 'sst3'" in _one_line_error(capsys, "eval")

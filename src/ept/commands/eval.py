@@ -26,9 +26,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ept.tasks import TASKS
+
+    task = TASKS.canonical(args.task) if args.task else None  # `CB` -> `cb`; unknown names fail before loading
     from ept.evaluation import evaluate_run
 
-    metrics = evaluate_run(args.run, split=args.split, task=args.task, data_dir=args.data_dir,
+    metrics = evaluate_run(args.run, split=args.split, task=task, data_dir=args.data_dir,
                            max_examples=args.max_eval_examples)
     if args.json:
         print(json.dumps(metrics))
