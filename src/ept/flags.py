@@ -173,7 +173,7 @@ def add_field_flags(group, cls: type, skip=(), seen: set | None = None, default_
         if seen is not None:
             seen.add(f.name)
         help_text = f.metadata.get("help", "")
-        if default_note:
+        if default_note and _default_text(f) != "None":  # None-defaults say what None means in their help
             help_text += f" (default: {_default_text(f)})"
         group.add_argument(flag_name(f.name), dest=f.name, type=converter(f.name, types_[f.name]), default=None,
                            metavar=_metavar(types_[f.name]), help=help_text)
