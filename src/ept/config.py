@@ -81,7 +81,7 @@ def check_backbone(name: str) -> None:
     ids (`org/model`) are checked when loaded."""
     if name.startswith(("/", "./", "../", "~")) and not Path(name).expanduser().is_dir():
         raise FileNotFoundError(f"backbone {name!r}: no such model folder; allowed: a registered backbone "
-                                "(minilm, t5-small, t5-base, t5-large; ept ls), a local model folder or a hub id")
+                                "(`ept ls`), a local model folder or a hub id")
 
 
 def check_out_dir(path, flag: str = "--out", create: bool = False) -> Path:
