@@ -45,6 +45,12 @@ for _spec in (
         ("model_type", "llama"), ("hidden_size", 576), ("intermediate_size", 1536), ("num_hidden_layers", 30),
         ("num_attention_heads", 9), ("num_key_value_heads", 3), ("head_dim", 64), ("vocab_size", 49152),
         ("tie_word_embeddings", True), ("max_position_embeddings", 8192))),
+    # Opt-in (Gemma Terms of Use): `ept fetch gemma3-270m --accept-license`. Its embedding layer
+    # multiplies by sqrt(e) inside embed_tokens (Gemma3TextScaledWordEmbedding).
+    BackboneSpec("gemma3-270m", "fetch", "causal", 640, hf_config=(
+        ("model_type", "gemma3_text"), ("hidden_size", 640), ("intermediate_size", 2048), ("num_hidden_layers", 18),
+        ("num_attention_heads", 4), ("num_key_value_heads", 1), ("head_dim", 256), ("vocab_size", 262144),
+        ("tie_word_embeddings", True), ("max_position_embeddings", 32768))),
 ):
     BACKBONES.register(_spec.name, _spec)
 BACKBONES._aliases["all-minilm-l6-v2"] = "minilm"  # the model's own name
@@ -64,11 +70,9 @@ def embedded_minilm_path() -> str:
 
 def fetched_path(name: str) -> str:
     """Folder of a backbone converted by `ept fetch NAME` ($EPT_CACHE, default ~/.cache/ept)."""
-    root = Path(os.environ.get("EPT_CACHE") or Path.home() / ".cache" / "ept")
-    path = root / "models" / name
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"backbone {name!r} is not in the cache ({path}); run `ept fetch {name}` once")
-    return str(path)
+    from ept.fetch import cached_model_path  # FileNotFoundError naming `ept fetch NAME` if absent/incomplete
+
+    return cached_model_path(name)
 
 
 def resolve_backbone(name: str) -> tuple[str, BackboneSpec | None]:
