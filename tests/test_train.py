@@ -162,6 +162,7 @@ def test_seq2seq_training_on_tiny_t5(tiny_t5_dir, data_dir, tmp_path, capsys):
     assert losses["rank"] == losses["generate"]  # the evaluation mode never changes training
 
 
+@pytest.mark.integration  # two whole runs plus `ept eval` (~15 s)
 @pytest.mark.parametrize("method", ["ft", "lora"])
 def test_backbone_changing_methods_train_and_reload(tiny_bert, data_dir, tmp_path, method):
     out = tmp_path / method
