@@ -77,9 +77,11 @@ def test_task_names_are_normalised_to_the_registry():
 
 
 def test_typed_values_from_files_are_coerced():
-    cfg = TrainConfig.from_dict({"steps": "10", "lr": "1e-3", "max_length": 64.0, "tensorboard": "false"})
+    cfg = TrainConfig.from_dict({"steps": "10", "lr": "1e-3", "max_length": 64.0, "tensorboard": "false",
+                                 "method_options": {"hidden_size": "5", "activation": "relu", "bias": "true"}})
     assert (cfg.steps, cfg.lr, cfg.max_length, cfg.tensorboard) == (10, 1e-3, 64, False)
     assert type(cfg.steps) is int and type(cfg.lr) is float and type(cfg.max_length) is int
+    assert cfg.method_options == {"hidden_size": 5, "activation": "relu", "bias": True}  # recorded typed
 
 
 def test_out_pointing_at_a_file(capsys, tmp_path):

@@ -57,6 +57,8 @@ class TrainConfig:
         self.task = TASKS.canonical(self.task)  # `CB` -> `cb`: run names and results use the registry's name
         self.method = METHODS.canonical(self.method)
         prompt_cfg = method_config(self.method, **self.method_options)  # validates the switches now
+        typed = prompt_cfg.to_dict()  # the options as their fields' types ("5" from a file -> 5)
+        self.method_options = {k: typed[k] for k in self.method_options if self.method_options[k] is not None}
         check_backbone(self.backbone)
         if self.lr is None:
             self.lr = prompt_cfg.default_lr
