@@ -15,6 +15,7 @@ from typing import Literal
 from ept.flags import validate
 
 PAPER_STEPS = 30_000  # the paper's budget on GPU; CPU defaults below are recorded in every run
+SCHEDULERS = ("constant", "linear")
 
 
 @dataclass
@@ -48,6 +49,15 @@ class TrainConfig:
     data_dir: str | None = field(default=None, metadata={"help": "local task data (default $EPT_DATA_DIR or ../shared/data)"})
     out: str | None = field(default=None, metadata={"help": "run folder (default runs/<task>-<method>-<backbone>-s<seed>)"})
     tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard logs to RUN/tb"})
+    # Trainer defaults (issue 10) and run identity (issue 14). Today's behaviour is the default so
+    # CPU results stay comparable; the HF Trainer's values are linear / 0 / 1.0 / false.
+    lr_scheduler: Literal["constant", "linear"] = field(default="constant", metadata={
+        "help": "constant | linear (decay to 0 at the last step, HF Trainer)"})
+    warmup_steps: int = field(default=0, metadata={"help": "linear warmup steps before the schedule (HF Trainer: 0)", "min": 0})
+    max_grad_norm: float | None = field(default=None, metadata={
+        "help": "clip the gradient norm to this; None = no clipping (HF Trainer: 1.0)", "gt": 0, "unset": "no clipping"})
+    decay_norm_and_bias: bool = field(default=True, metadata={"help": "weight decay on biases and LayerNorm weights too (HF Trainer: false)"})
+    overwrite: bool = field(default=False, metadata={"help": "replace a run folder that holds a run of a different config"})
 
     def __post_init__(self):
         from ept.method_configs import METHODS, method_config
@@ -60,6 +70,8 @@ class TrainConfig:
         typed = prompt_cfg.to_dict()  # the options as their fields' types ("5" from a file -> 5)
         self.method_options = {k: typed[k] for k in self.method_options if self.method_options[k] is not None}
         check_backbone(self.backbone)
+        if self.warmup_steps >= self.steps:
+            raise ValueError(f"warmup_steps={self.warmup_steps}: must be < steps={self.steps}")
         if self.lr is None:
             self.lr = prompt_cfg.default_lr
 

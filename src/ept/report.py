@@ -38,7 +38,8 @@ TABLE2 = [("MRQA", [("nq", "NQ", "F1"), ("hotpotqa", "HP", "F1"), ("searchqa", "
           ("Others", [("winogrande", "WG", "Acc"), ("yelp", "Yelp", "Acc"), ("scitail", "SciTail", "Acc"),
                       ("paws", "PAWS", "Acc")])]
 # Settings that may differ inside a cell: the seed and where things were written.
-NOT_CONTEXT = {"seed", "out", "data_dir", "tensorboard", "eval_batch_size", "task", "method", "backbone", "few_shot"}
+NOT_CONTEXT = {"seed", "out", "data_dir", "tensorboard", "eval_batch_size", "task", "method", "backbone", "few_shot",
+               "overwrite"}
 
 
 @dataclass

@@ -21,7 +21,10 @@ crossed), and `out` (the root that holds one folder per run)::
 
 Grid keys may be plural (`tasks`, `methods`, `seeds`). Run folders are named from the grid values
 only (`sst2-ept-hidden_size=10-s0`), so the same spec always maps to the same folders and a
-re-run skips what finished. A failed run stays failed (its results.json says why) until you pass
+re-run skips what finished. A folder is only ever "finished" for the config that wrote it: when a
+fixed key of the spec changed (steps, max_length, ...), the sweep refuses to start and names the
+runs and keys (give another `out`, or `overwrite: true` to replace them). Each worker holds its run
+folder's lock and dies with the sweep's process. A failed run stays failed (its results.json says why) until you pass
 `--retry-failed`; it is never retried silently. A killed run resumes from its `last/` checkpoint.
 
 Every error of a spec (unknown key, task, method, method switch, missing data) is gathered and
@@ -31,7 +34,6 @@ raised at once, before any run starts.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import re
 import time
@@ -119,16 +121,14 @@ def _check_data(configs: list[dict]) -> list[str]:
     return errors
 
 
-def expand(spec: dict, out: str | Path | None = None, source: str | None = None, check_data: bool = True) -> Sweep:
-    """A validated Sweep from a spec mapping; raises SweepError listing every problem."""
+def _validate(spec: dict, out, where: str) -> tuple[dict, dict, dict, set, set]:
+    """(fixed, grid, task_overrides, TrainConfig keys, method switch names) of a spec; raises
+    SweepError listing every problem of its keys and names."""
     from ept.prompts import METHODS
     from ept.tasks import get_task
     from ept.train import TrainConfig
 
     errors: list[str] = []
-    where = f"{source}: " if source else ""
-    if not isinstance(spec, dict):
-        raise SweepError(f"{where}a sweep spec is a mapping, got {type(spec).__name__}")
     train_keys = {f.name for f in fields(TrainConfig)} - {"out"}
     option_keys = _method_option_names()
     fixed = {k: v for k, v in spec.items() if k not in SPEC_KEYS}
@@ -192,7 +192,18 @@ def expand(spec: dict, out: str | Path | None = None, source: str | None = None,
                               f"{', '.join(sorted(train_keys - set(grid) - {'task', 'method_options'}))}")
     if errors:
         raise SweepError(where + "bad sweep spec:\n  - " + "\n  - ".join(dict.fromkeys(errors)))
+    return fixed, grid, overrides, train_keys, option_keys
 
+
+def expand(spec: dict, out: str | Path | None = None, source: str | None = None, check_data: bool = True) -> Sweep:
+    """A validated Sweep from a spec mapping; raises SweepError listing every problem."""
+    from ept.train import TrainConfig
+
+    where = f"{source}: " if source else ""
+    if not isinstance(spec, dict):
+        raise SweepError(f"{where}a sweep spec is a mapping, got {type(spec).__name__}")
+    fixed, grid, overrides, train_keys, option_keys = _validate(spec, out, where)
+    root = out or spec.get("out")
     order = [k for k in LEAD_KEYS if k in grid] + [k for k in grid if k not in LEAD_KEYS]
     runs, names, config_errors = [], {}, []
     for combo in itertools.product(*(grid[k] for k in order)):
@@ -244,23 +255,34 @@ def load_spec(path: str | Path, out: str | Path | None = None, check_data: bool 
 
 
 # ------------------------------------------------------------------------------ state
+def stale_keys(run: Run) -> list[str]:
+    """The settings in which the run folder's config differs from this run's (fixed keys of the
+    spec included); [] when the folder is empty or holds this very run."""
+    from ept.rundir import RunDir, RunDirError, config_diff, identity, train_defaults
+
+    rd = RunDir(run.config["out"])
+    if not rd.config_path.exists():
+        return []
+    defaults = train_defaults()
+    try:
+        old = identity(rd.read_config(), defaults)
+    except RunDirError as err:
+        return [str(err)]
+    return config_diff(old, identity(run.config, defaults))
+
+
 def run_state(run: Run) -> str:
-    """finished | failed | partial (has a checkpoint, will resume) | pending."""
-    out = Path(run.config["out"])
-    results = out / "results.json"
-    if results.exists():
-        try:
-            status = json.loads(results.read_text()).get("status")
-        except json.JSONDecodeError:
-            status = "failed"
-        return "finished" if status == "finished" else "failed"
-    return "partial" if (out / "last" / "state.json").exists() else "pending"
+    """finished | failed | partial (has a checkpoint, will resume) | pending | stale (the folder
+    holds a run of another config: never reported as finished)."""
+    from ept.rundir import RunDir
+
+    return "stale" if stale_keys(run) else RunDir(run.config["out"]).status()
 
 
 def _write_manifest(sweep: Sweep, states: dict[str, str]) -> None:
-    from ept.checkpoint import atomic_write_json
+    from ept.rundir import SWEEP_MANIFEST, atomic_write_json
 
-    atomic_write_json(sweep.out / "sweep.json", {
+    atomic_write_json(sweep.out / SWEEP_MANIFEST, {
         "name": sweep.name, "spec": sweep.source, "fixed": sweep.fixed, "grid": sweep.grid,
         "runs": [{"name": r.name, "grid": r.grid, "state": states.get(r.name, run_state(r))} for r in sweep.runs],
     })
@@ -279,35 +301,57 @@ def run_one(config: dict, threads: int | None = None) -> dict:
     (with the traceback in error.txt) so the sweep reports it and does not retry it."""
     import torch
 
-    from ept.checkpoint import atomic_write_json, atomic_write_text
+    from ept.rundir import RunDir, RunLockedError, StaleRunError
     from ept.train import TrainConfig, run
 
     if threads:
         torch.set_num_threads(threads)
     start = time.time()
-    out = Path(config["out"])
+    rd = RunDir(config["out"])
+    out = rd.path
     try:
         results = run(TrainConfig.from_dict(config), progress=False)
         status = (results or {}).get("status", "failed")
         return {"out": str(out), "status": status, "error": (results or {}).get("error"),
                 "summary": _summary(results), "seconds": round(time.time() - start, 1)}
+    except (RunLockedError, StaleRunError) as err:
+        # The folder belongs to another writer or another config: report, never write into it.
+        return {"out": str(out), "status": "failed", "error": f"{type(err).__name__}: {err}", "summary": "",
+                "seconds": round(time.time() - start, 1)}
     except BaseException as err:  # noqa: BLE001 - reported, never swallowed silently
         if isinstance(err, KeyboardInterrupt):
             raise
         tb = traceback.format_exc()
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "error.txt", tb)
+        rd.write_error(tb)
         message = f"{type(err).__name__}: {err}"
-        atomic_write_json(out / "results.json", {
+        rd.write_results({
             "status": "failed", "error": message, "task": config.get("task"), "method": config.get("method"),
             "backbone": config.get("backbone"), "seed": config.get("seed"), "steps": config.get("steps"),
         })
         return {"out": str(out), "status": "failed", "error": message, "summary": "", "seconds": round(time.time() - start, 1)}
 
 
-def _init_worker(threads: int) -> None:
+def die_with_parent(parent_pid: int) -> None:
+    """Linux: the kernel sends this process SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG),
+    so killing a sweep never leaves its workers training as orphans. Elsewhere a no-op; the run
+    folder's lock still keeps a rerun from racing an orphan."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _init_worker(threads: int, parent_pid: int | None = None) -> None:
     import torch
 
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     torch.set_num_threads(threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -322,7 +366,7 @@ def _execute_local(todo: list[Run], workers: int, on_done) -> None:
     # spawn, not fork: a forked child of a process that already ran torch ops can deadlock.
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(threads,)) as pool:
+                             initargs=(threads, os.getpid())) as pool:
         futures = {pool.submit(run_one, r.config, threads): r for r in todo}
         for fut in as_completed(futures):
             run = futures[fut]
@@ -364,13 +408,20 @@ def execute(sweep: Sweep, workers: int = 1, executor: str = "local", address: st
         raise SweepError(f"executor={executor!r}; allowed: local, ray")
     if workers < 1:
         raise SweepError(f"workers must be >= 1, got {workers}")
+    from ept.rundir import RunDir
+
     states = {r.name: run_state(r) for r in sweep.runs}
-    todo = [r for r in sweep.runs if states[r.name] in ("pending", "partial")
+    stale = {r.name: stale_keys(r) for r in sweep.runs if states[r.name] == "stale" and not r.config.get("overwrite")}
+    if stale:  # checked before anything runs: a changed spec never passes for the old results
+        lines = [f"{name}: {'; '.join(diff)}" for name, diff in stale.items()]
+        raise SweepError(f"{len(stale)} run folder(s) under {sweep.out} hold runs of a different config:\n  - "
+                         + "\n  - ".join(lines[:20]) + "\ngive the sweep another `out` (or --out), or set "
+                         "`overwrite: true` in the spec to replace them")
+    todo = [r for r in sweep.runs if states[r.name] in ("pending", "partial", "stale")
             or (retry_failed and states[r.name] == "failed")]
     for r in todo:
         if states[r.name] == "failed":  # explicit --retry-failed: clear the old failure
-            for name in ("results.json", "error.txt"):
-                (Path(r.config["out"]) / name).unlink(missing_ok=True)
+            RunDir(r.config["out"]).clear_failure()
     sweep.out.mkdir(parents=True, exist_ok=True)
     _write_manifest(sweep, states)
     total = len(sweep.runs)
@@ -398,13 +449,3 @@ def execute(sweep: Sweep, workers: int = 1, executor: str = "local", address: st
     else:
         _execute_ray(todo, address, cpus_per_run, gpus_per_run, on_done)
     return states
-
-
-def sweep_runs(root: str | Path) -> list[Path]:
-    """Run folders of a sweep root (from sweep.json when present, else every child with config.json)."""
-    root = Path(root)
-    manifest = root / "sweep.json"
-    if manifest.exists():
-        names = [r["name"] for r in json.loads(manifest.read_text())["runs"]]
-        return [root / n for n in names if (root / n / "config.json").exists() or (root / n / "results.json").exists()]
-    return sorted(p.parent for p in root.glob("*/config.json"))

@@ -40,7 +40,7 @@ def run(args) -> int:
         states = {r.name: run_state(r) for r in sweep.runs}
         for r in sweep.runs:
             print(f"{states[r.name]:9s} {r.config['out']}")
-        summary = {s: sum(v == s for v in states.values()) for s in ("finished", "failed", "partial", "pending")}
+        summary = {s: sum(v == s for v in states.values()) for s in ("finished", "failed", "partial", "pending", "stale")}
         print(f"ept sweep: {len(sweep.runs)} runs | " + " | ".join(f"{k} {v}" for k, v in summary.items()))
         return 0
     states = execute(sweep, workers=args.workers, executor=args.executor, address=args.address,
