@@ -21,8 +21,9 @@ demo: setup
 test: setup
 	$(PYTHON) -m pytest -q tests
 
+# Under 3 minutes on 2 cores: skips the real-data trainings (slow) and the whole-process runs (integration).
 test-fast: setup
-	$(PYTHON) -m pytest -q -m "not slow" tests
+	$(PYTHON) -m pytest -q -m "not slow and not integration" tests
 
 bench: setup
 	$(PYTHON) benchmarks/run_all.py

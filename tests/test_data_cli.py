@@ -41,6 +41,7 @@ def test_check_lists_all_21_tasks_on_fixtures(capsys):
     assert rows["cola"][2] == "missing"
 
 
+@pytest.mark.integration  # reads every shared task file (~8 s)
 @needs_shared
 def test_check_on_shared_data_is_truthful(capsys):
     assert main(["data", "check", "--data-dir", str(SHARED)]) == 0

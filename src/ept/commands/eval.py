@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ept.flags import positive_int
+
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a saved run", description=__doc__,
@@ -18,15 +20,18 @@ def register(sub) -> None:
     p.add_argument("--split", default="test", choices=["test", "validation"])
     p.add_argument("--task", help="evaluate on another task (default: the run's)")
     p.add_argument("--data-dir", help="local task data")
-    p.add_argument("--max-eval-examples", type=int, help="cap the split size (default: the run's)")
+    p.add_argument("--max-eval-examples", type=positive_int, help="cap the split size (default: the run's)")
     p.add_argument("--json", action="store_true", help="print metrics as JSON")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from ept.tasks import TASKS
+
+    task = TASKS.canonical(args.task) if args.task else None  # `CB` -> `cb`; unknown names fail before loading
     from ept.evaluation import evaluate_run
 
-    metrics = evaluate_run(args.run, split=args.split, task=args.task, data_dir=args.data_dir,
+    metrics = evaluate_run(args.run, split=args.split, task=task, data_dir=args.data_dir,
                            max_examples=args.max_eval_examples)
     if args.json:
         print(json.dumps(metrics))

@@ -63,6 +63,11 @@ def export_run(source, out, backbone: str | None = None, peft_task_type: str | N
 
 
 def run(args) -> int:
+    from ept.config import check_backbone, check_out_dir
+
+    check_out_dir(args.out)  # a file or an unwritable folder fails before the backbone loads
+    if args.backbone:
+        check_backbone(args.backbone)
     info = export_run(args.source, args.out, args.backbone, args.peft_task_type)
     print(f"exported {info['method']} ({info['backbone']}): {info['stored_vectors']} x {info['embed_dim']} floats "
           f"stored, broadcast to n={info['num_tokens']} -> {args.out}/prompt.safetensors; PEFT adapter -> {args.out}/peft")

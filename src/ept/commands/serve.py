@@ -20,6 +20,8 @@ import argparse
 import json
 import sys
 
+from ept.flags import positive_int
+
 EXAMPLES = """examples:
   ept serve --prompt sst2=runs/sst2-ept/export --prompt rte=runs/rte-pt/export --input rows.jsonl
   echo '{"task": "mine", "text": "a gem"}' | ept serve --prompt mine=export/ --labels mine=bad,good --input -"""
@@ -36,8 +38,8 @@ def register(sub) -> None:
     p.add_argument("--output", default="-", help="jsonl predictions, or - for stdout (default)")
     p.add_argument("--backbone", default=None, help="override the backbone the exports name")
     p.add_argument("--eval-mode", default=None, choices=("rank", "generate"), help="seq2seq classification: rank (default) | generate")
-    p.add_argument("--batch-size", type=int, default=64, help="rows per backbone pass (any mix of tasks)")
-    p.add_argument("--max-length", type=int, default=None, help="max input tokens (default: each task's, else 256)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="rows per backbone pass (any mix of tasks)")
+    p.add_argument("--max-length", type=positive_int, default=None, help="max input tokens (default: each task's, else 256)")
     p.set_defaults(func=run)
 
 
