@@ -53,6 +53,16 @@ def _encode_texts(model, texts) -> torch.Tensor:
     return nn.functional.normalize(((out * mask).sum(1) / mask.sum(1)).float(), dim=-1)
 
 
+def label_logits(pooled: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+    """Cosine logits (B, C) of pooled inputs (B, e) against label text embeddings (C, e)."""
+    return pooled @ text_embeddings.T / TEMPERATURE
+
+
+def anchor_value(logit: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """Encoder regression: lo + sigmoid(cos_hi - cos_lo) (hi - lo)."""
+    return lo + torch.sigmoid(logit) * (hi - lo)
+
+
 class _EncoderScorer(Scorer):
     """Shared: label/anchor text embeddings, cached while the backbone is frozen."""
 
@@ -73,7 +83,7 @@ class _EncoderScorer(Scorer):
         pooled = self.model.pooled(batch, prompt, prompt_mask)  # (B, e)
         if self.model.head is not None:
             return self.model.head(pooled)
-        return pooled @ self.text_embeddings().T / TEMPERATURE  # (B, C)
+        return label_logits(pooled, self.text_embeddings())  # (B, C)
 
 
 class EncoderLabelScorer(_EncoderScorer):
@@ -105,7 +115,7 @@ class EncoderRegressionScorer(_EncoderScorer):
 
     @torch.no_grad()
     def predict(self, batch, prompt=None, prompt_mask=None):
-        return (self.lo + torch.sigmoid(self._logit(batch, prompt, prompt_mask)) * (self.hi - self.lo)).tolist()
+        return anchor_value(self._logit(batch, prompt, prompt_mask), self.lo, self.hi).tolist()
 
 
 class Seq2SeqScorer(Scorer):
@@ -126,14 +136,17 @@ class Seq2SeqScorer(Scorer):
             self._label_ids = tok["input_ids"].masked_fill(tok["attention_mask"] == 0, -100)  # (C, T)
         return self._label_ids
 
+    def max_new_tokens(self) -> int:
+        """Greedy decoding length: room for the longest label (at least 8), 32 for free text."""
+        return 32 if self.spec.kind == "generation" else max(len(self.label_ids()[0]), 8)
+
     def loss(self, batch):
         return self.model.seq2seq_loss(batch)
 
     @torch.no_grad()
     def predict(self, batch, prompt=None, prompt_mask=None):
         if self.eval_mode == "generate":
-            max_new = 32 if self.spec.kind == "generation" else max(len(self.label_ids()[0]), 8)
-            return self.model.generate(batch, max_new, prompt, prompt_mask)
+            return self.model.generate(batch, self.max_new_tokens(), prompt, prompt_mask)
         best = self.model.label_loglik(batch, self.label_ids(), prompt, prompt_mask).argmax(-1).tolist()
         if self.spec.kind == "regression":
             return [float(self.label_texts[i]) for i in best]
