@@ -278,3 +278,87 @@ class MultiTaskServer:
         batch = to_device(collate(self.tokenizer, plain), self.device)
         prompt, mask = self.bank(self.bank.ids([t.name for t in tasks]))
         return batch, prompt, mask
+
+
+# ---------------------------------------------------------------------- loading served prompts
+def spec_for(name: str, meta: dict, label_words=None):
+    """The task spec of a served prompt: its label words when given (checked against the label
+    count the export records), else the registered task the export was trained on, else the
+    registered task called NAME."""
+    try:
+        from ept.tasks import get_task
+    except ImportError:  # a serving-only install without the task catalog
+        get_task = None
+
+    def registered(task):
+        try:
+            return get_task(task) if get_task is not None and task else None
+        except (KeyError, ValueError):
+            return None
+
+    trained = registered(meta.get("task"))
+    expected = meta.get("num_labels") or (len(trained.label_words) if trained is not None and trained.label_words else None)
+    if label_words is not None:
+        words = tuple(w.strip() if isinstance(w, str) else w for w in label_words)
+        if expected and len(words) != expected:
+            raise ValueError(f"prompt {name!r}: {len(words)} label words {list(words)}, but the export was trained "
+                             f"with {expected} labels ({meta.get('task') or 'its task'}); give {expected}")
+        return LabelSpec(name, "classification", words)
+    spec = trained or registered(name)
+    if spec is None:
+        raise ValueError(f"prompt {name!r}: no label words; pass --labels {name}=word,word,... or name a registered task (ept ls)")
+    return spec
+
+
+def find_exports(prompts: dict[str, str] | None = None, prompts_dir: str | None = None) -> dict[str, Path]:
+    """NAME -> export folder: the explicit NAME=DIR pairs plus, from `prompts_dir`, every
+    DIR/NAME/ holding prompt.json (an export) or DIR/NAME/export/ (a run folder's export)."""
+    from ept.checkpoint import EXPORT_CONFIG
+
+    found: dict[str, Path] = {}
+    if prompts_dir is not None:
+        root = Path(prompts_dir)
+        if not root.is_dir():
+            raise FileNotFoundError(f"--prompts-dir {root}: not a folder")
+        for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+            for folder in (sub, sub / "export"):
+                if (folder / EXPORT_CONFIG).is_file():
+                    found[sub.name] = folder
+                    break
+        if not found:
+            raise FileNotFoundError(f"--prompts-dir {root}: no export folders (NAME/{EXPORT_CONFIG} or NAME/export/{EXPORT_CONFIG})")
+    for name, folder in (prompts or {}).items():
+        if name in found:
+            raise ValueError(f"prompt {name!r} is given by --prompt and found in --prompts-dir {prompts_dir}")
+        found[name] = Path(folder)
+    return found
+
+
+def load_prompts(folders: dict[str, Path], labels: dict[str, tuple[str, ...]] | None = None):
+    """Read every export and resolve its spec, before any weights load: {name: (prompt, meta, spec)}."""
+    labels = labels or {}
+    unknown = sorted(set(labels) - set(folders))
+    if unknown:
+        raise ValueError(f"--labels for {unknown} but no prompt of that name; prompts: {', '.join(folders)}")
+    loaded = {}
+    for name, folder in folders.items():
+        prompt, meta = load_exported(folder)
+        if not torch.isfinite(prompt).all():
+            raise ValueError(f"{folder}: the prompt has NaN/inf values; re-export it from a healthy checkpoint")
+        loaded[name] = (prompt, meta, spec_for(name, meta, labels.get(name)))
+    return loaded
+
+
+def build_server(loaded: dict, backbone: str | None = None, max_length: int | None = None,
+                 eval_mode: str | None = None) -> MultiTaskServer:
+    """Load the backbone the exports name (they must agree) unless `backbone`, and add every prompt."""
+    from ept.backbones import load_backbone
+
+    names = {meta.get("backbone") for _, meta, _ in loaded.values()}
+    if backbone is None and len(names) != 1:
+        raise ValueError(f"the exports name different backbones {sorted(map(str, names))}; pick one with --backbone")
+    server = MultiTaskServer(*load_backbone(backbone or names.pop()), max_length=max_length)
+    for name, (prompt, meta, spec) in loaded.items():
+        task = server.add_task(name, prompt, spec, eval_mode=eval_mode if server.kind == "seq2seq" else None)
+        task.meta = meta
+    return server
