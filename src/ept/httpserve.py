@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import math
+import os
 import re
 import threading
 import time
@@ -347,7 +348,8 @@ def _routes(app: FastAPI) -> None:
 
     @app.get("/healthz")
     async def healthz(service: Service = Depends(_service)):
-        return {"status": "ok", "prompts": len(service.server.tasks), "queued_rows": service.batcher.queued_rows}
+        return {"status": "ok", "prompts": len(service.server.tasks), "queued_rows": service.batcher.queued_rows,
+                "pid": os.getpid()}  # which replica answered, behind a load balancer
 
     @app.get("/metrics", dependencies=auth)
     async def metrics(service: Service = Depends(_service)):
