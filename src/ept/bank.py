@@ -32,6 +32,7 @@ class PromptBank(nn.Module):
         self.register_buffer("table", torch.zeros(0, 1, embed_dim), persistent=False)  # (T, n_max, e)
         self.register_buffer("mask", torch.zeros(0, 1, dtype=torch.long), persistent=False)  # (T, n_max)
         self.register_buffer("lengths", torch.zeros(0, dtype=torch.long), persistent=False)  # (T,)
+        self._index: dict[str, int] = {}
         self._stale = False
 
     # ------------------------------------------------------------------ registry
@@ -39,14 +40,19 @@ class PromptBank(nn.Module):
         """Store P' (n, e) under `name`; a NaN/inf or wrongly shaped prompt is refused here, at load."""
         if name in self._prompts and not replace:
             raise ValueError(f"prompt {name!r} is already in the bank; loaded: {', '.join(self._prompts)}")
+        self._prompts[name] = self.check(name, prompt, self.embed_dim).to(self.table.device)
+        self._stale = True
+
+    @staticmethod
+    def check(name: str, prompt: torch.Tensor, embed_dim: int) -> torch.Tensor:
+        """P' as fp32 (n, e), or a ValueError naming the task: wrong shape, NaN or inf."""
         prompt = torch.as_tensor(prompt).detach().float()
-        if prompt.dim() != 2 or prompt.shape[0] < 1 or prompt.shape[1] != self.embed_dim:
-            raise ValueError(f"prompt {name!r} has shape {tuple(prompt.shape)}; this backbone needs (n, {self.embed_dim})")
+        if prompt.dim() != 2 or prompt.shape[0] < 1 or prompt.shape[1] != embed_dim:
+            raise ValueError(f"prompt {name!r} has shape {tuple(prompt.shape)}; this backbone needs (n, {embed_dim})")
         if not torch.isfinite(prompt).all():
             bad = int((~torch.isfinite(prompt)).sum())
             raise ValueError(f"prompt {name!r} has {bad} NaN/inf values; re-export it from a healthy checkpoint")
-        self._prompts[name] = prompt.to(self.table.device).contiguous()
-        self._stale = True
+        return prompt
 
     def remove(self, name: str) -> None:
         if name not in self._prompts:
@@ -69,8 +75,9 @@ class PromptBank(nn.Module):
 
     def ids(self, names) -> torch.Tensor:
         """Task ids (positions in `names()`) of a batch's task names, (B,)."""
-        index = {name: i for i, name in enumerate(self._prompts)}
-        return torch.tensor([index[n] for n in names], dtype=torch.long, device=self.table.device)
+        if self._stale:
+            self._rebuild()
+        return torch.tensor([self._index[n] for n in names], dtype=torch.long, device=self.table.device)
 
     # ------------------------------------------------------------------ forward
     def _rebuild(self) -> None:
@@ -83,6 +90,7 @@ class PromptBank(nn.Module):
             table[i, n_max - p.shape[0]:] = p  # left padding: real rows last, next to the input
             mask[i, n_max - p.shape[0]:] = 1
         self.table, self.mask, self.lengths = table, mask, n.to(self.table.device)
+        self._index = {name: i for i, name in enumerate(self._prompts)}
         self._stale = False
 
     def forward(self, task_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

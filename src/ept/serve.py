@@ -199,7 +199,7 @@ class MultiTaskServer:
         scorer = make_scorer(self.model, spec, eval_mode)
         max_length = self.max_length or getattr(spec, "max_length", None) or MAX_LENGTH
         task = ServedTask(name, spec, scorer, prompt, "", max_length, meta)
-        PromptBank(self.model.embed_dim).add(name, prompt)  # shape / NaN check before any label pass
+        prompt = PromptBank.check(name, prompt, self.model.embed_dim)  # shape / NaN check before any label pass
         task.mode = self.kernel.prepare_task(task)  # label embeddings / ids, computed once, now
         self.registry.put(task, replace=replace)
         return task
@@ -242,8 +242,8 @@ class MultiTaskServer:
             raise ValueError(f"batch_size={batch_size}; must be at least 1")
         if batch_size is None or batch_size >= len(features):
             return self.predict_pass(features)
-        n = {name: t.prompt.shape[0] for name, t in self.tasks.items()}
-        order = sorted(range(len(features)), key=lambda i: (-n[features[i]["task"]], -len(features[i]["input_ids"])))
+        n = [self.registry.get(f["task"]).prompt.shape[0] for f in features]
+        order = sorted(range(len(features)), key=lambda i: (-n[i], -len(features[i]["input_ids"])))
         out: list[dict | None] = [None] * len(features)
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]

@@ -1,0 +1,236 @@
+"""Load test of `ept serve --http` (issue 11 item 6): one command, loopback, real HTTP clients.
+
+    python benchmarks/bench_serve.py                       # ~5 minutes on 2 cores; prints the tables
+    python benchmarks/bench_serve.py --seconds 8 --clients 1 8 32 --tasks 8 1000 --load-prompts 10000
+
+MiniLM; T random EPT task prompts (e = 384, n = 1; half labelled as SST-2, half as RTE) written as
+`ept export`-style folders and served with `--prompts-dir`; rows drawn from the real SST-2 and RTE
+validation data (`$EPT_DATA_DIR`), each row sent to a random task of its kind. For each T the
+server runs in a subprocess (torch on 1 thread, `--max-batch 32 --max-wait-ms 5`), and C asyncio
+httpx clients send one row per request back to back for `--seconds`. Reported per cell: rows/s,
+p50/p99 latency, the 429 rate, server RSS; per T: the offline `MultiTaskServer.score` throughput on
+the SAME rows in this process (same thread count, same passes of 32), so the ratio HTTP/offline is
+from one run; and the mean backbone-pass time (from the server's /metrics) for the p99 target.
+Prompt load: `--load-prompts` export folders read and added in-process (time and RSS growth).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DATA_DIR, machine, table  # noqa: E402
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+MAX_BATCH, MAX_WAIT_MS, MAX_LENGTH = 32, 5.0, 64  # 64 tokens: SST-2 whole, RTE cut (CPU scale)
+
+
+def rss_mib(pid: int | str = "self") -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def write_exports(root: Path, count: int, e: int = 384, seed: int = 0) -> None:
+    """`ept export`-style folders (prompt.safetensors + prompt.json), task t: sst2 if even else rte."""
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(seed)
+    for t in range(count):
+        folder = root / f"t{t:05d}"
+        folder.mkdir(parents=True)
+        save_file({"prompt": torch.empty(1, e).uniform_(-0.5, 0.5, generator=g)}, str(folder / "prompt.safetensors"))
+        (folder / "prompt.json").write_text(json.dumps({
+            "backbone": "minilm", "method": "ept", "num_tokens": 1, "embed_dim": e, "broadcast": False,
+            "stored_vectors": 1, "inference_params": e, "task": "sst2" if t % 2 == 0 else "rte"}))
+
+
+def real_rows(tasks: int, n: int, seed: int = 0) -> list[dict]:
+    """n rows from SST-2 / RTE validation, alternating, each for a random task of its kind."""
+    from ept.tasks import load_task
+
+    sst2 = load_task("sst2", DATA_DIR).validation
+    rte = load_task("rte", DATA_DIR).validation
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        kind = i % 2 if tasks > 1 else 0
+        ex = (sst2, rte)[kind][rng.randrange(len((sst2, rte)[kind]))]
+        task = rng.randrange(kind, tasks, 2) if tasks > 1 else 0
+        rows.append({"task": f"t{task:05d}", "fields": list(ex.fields)})
+    return rows
+
+
+def start_server(prompts_dir: Path):
+    cmd = [sys.executable, "-m", "ept.cli", "serve", "--http", "--port", "0", "--prompts-dir", str(prompts_dir),
+           "--max-batch", str(MAX_BATCH), "--max-wait-ms", str(MAX_WAIT_MS), "--max-length", str(MAX_LENGTH)]
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    for line in proc.stderr:
+        match = re.search(r"Uvicorn running on http://[\d.]+:(\d+)", line)
+        if match:
+            import threading
+
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
+            return proc, f"http://127.0.0.1:{match.group(1)}"
+    raise RuntimeError(f"server did not start (exit {proc.wait()})")
+
+
+async def load_cell(url: str, rows: list[dict], clients: int, seconds: float) -> dict:
+    """`clients` callers, one row per request, back to back, for `seconds`."""
+    import httpx
+
+    latencies, codes = [], {}
+    deadline = time.perf_counter() + seconds
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=clients)) as client:
+        async def caller(k: int):
+            i = k
+            while time.perf_counter() < deadline:
+                start = time.perf_counter()
+                r = await client.post("/v1/predict", json={"rows": [rows[i % len(rows)]]})
+                codes[r.status_code] = codes.get(r.status_code, 0) + 1
+                if r.status_code == 200:
+                    latencies.append(time.perf_counter() - start)
+                elif r.status_code == 429:
+                    await asyncio.sleep(float(r.headers.get("Retry-After", "1")))
+                i += clients
+        began = time.perf_counter()
+        await asyncio.gather(*(caller(k) for k in range(clients)))
+        elapsed = time.perf_counter() - began
+    latencies.sort()
+    total = sum(codes.values())
+    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")  # noqa: E731
+    return {"rows_s": len(latencies) / elapsed, "p50_ms": pick(0.50), "p99_ms": pick(0.99),
+            "rate_429": codes.get(429, 0) / max(total, 1), "errors": total - codes.get(200, 0) - codes.get(429, 0)}
+
+
+def pass_seconds(url: str) -> float:
+    import httpx
+
+    text = httpx.get(f"{url}/metrics").text
+    total = float(re.search(r"^ept_batch_seconds_sum (\S+)", text, re.M).group(1))
+    count = float(re.search(r"^ept_batch_seconds_count (\S+)", text, re.M).group(1))
+    return total / max(count, 1)
+
+
+def offline(server, rows: list[dict], seconds: float) -> float:
+    """MultiTaskServer.score on the same rows, passes of MAX_BATCH (rows/s, tokenisation included)."""
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        chunk = rows[done % len(rows):][:MAX_BATCH]  # one pass of 32, as the HTTP worker at saturation
+        server.score(chunk, batch_size=MAX_BATCH)
+        done += len(chunk)
+    return done / (time.perf_counter() - start)
+
+
+def served(backbone, tok, prompts_dir: Path):
+    from ept.serve import MultiTaskServer, find_exports, load_prompts
+
+    server = MultiTaskServer(backbone, tok, max_length=MAX_LENGTH)
+    for name, (prompt, meta, spec) in load_prompts(find_exports(prompts_dir=str(prompts_dir))).items():
+        server.add_task(name, prompt, spec).meta = meta
+    return server
+
+
+def bench_tasks(T: int, root: Path, args, backbone, tok) -> tuple[list, dict]:
+    import signal
+
+    import httpx
+
+    write_exports(root / str(T), T)
+    rows = real_rows(T, args.rows)
+    proc, url = start_server(root / str(T))
+    try:
+        for r in rows[:MAX_BATCH]:  # warm-up: first passes, the bank's table
+            httpx.post(f"{url}/v1/predict", json={"rows": [r]}, timeout=60).raise_for_status()
+        cells = []
+        for C in args.clients:
+            before = re.findall(r"^ept_batch_seconds_(?:sum|count) (\S+)", httpx.get(f"{url}/metrics").text, re.M)
+            cell = asyncio.run(load_cell(url, rows, C, args.seconds))
+            after = re.findall(r"^ept_batch_seconds_(?:sum|count) (\S+)", httpx.get(f"{url}/metrics").text, re.M)
+            passes = float(after[0]) - float(before[0])
+            cell.update(tasks=T, clients=C, pass_ms=1000 * (float(after[1]) - float(before[1])) / max(passes, 1),
+                        rss_mib=rss_mib(proc.pid))
+            cells.append(cell)
+            print(f"T={T} C={C}: {cell}", flush=True)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    with torch.inference_mode():
+        server = served(backbone, tok, root / str(T))
+        offline(server, rows, 1.0)  # warm-up
+        rate = offline(server, rows, args.seconds * 2)
+    print(f"T={T}: offline MultiTaskServer {rate:.1f} rows/s", flush=True)
+    return cells, {"tasks": T, "offline_rows_s": rate}
+
+
+def bench_load(count: int, root: Path, backbone, tok) -> dict:
+    write_exports(root / f"load{count}", count, seed=1)
+    before = rss_mib()
+    start = time.perf_counter()
+    server = served(backbone, tok, root / f"load{count}")
+    loaded = time.perf_counter() - start
+    start = time.perf_counter()
+    server.score([{"task": "t00000", "text": "warm"}])  # the bank's padded table is built on the first pass
+    first = time.perf_counter() - start
+    return {"prompts": count, "load_s": loaded, "first_pass_s": first, "rss_growth_mib": rss_mib() - before}
+
+
+def main(argv=None) -> int:
+    from ept.backbones import load_backbone
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=8.0, help="per load cell (default 8)")
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--tasks", type=int, nargs="+", default=[8, 1000])
+    p.add_argument("--rows", type=int, default=512, help="distinct rows drawn from SST-2/RTE validation")
+    p.add_argument("--load-prompts", type=int, default=10000, help="prompts for the load-time / memory figure (0: skip)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    print(f"machine: {machine()}", flush=True)
+    backbone, tok = load_backbone("minilm")
+    cells, offline_rates = [], {}
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        for T in args.tasks:
+            got, off = bench_tasks(T, Path(tmp), args, backbone, tok)
+            cells += got
+            offline_rates[T] = off["offline_rows_s"]
+        load = bench_load(args.load_prompts, Path(tmp), backbone, tok) if args.load_prompts else None
+    print(f"\nMiniLM, one row per request, --max-batch {MAX_BATCH} --max-wait-ms {MAX_WAIT_MS:g}, "
+          f"{args.seconds:g} s per cell, torch 1 thread in server and offline\n")
+    table(["tasks", "clients", "rows/s", "p50 ms", "p99 ms", "429 rate", "mean pass ms", "server RSS MiB",
+           "offline rows/s", "HTTP/offline"],
+          [[c["tasks"], c["clients"], c["rows_s"], c["p50_ms"], c["p99_ms"], c["rate_429"], c["pass_ms"], c["rss_mib"],
+            offline_rates[c["tasks"]], c["rows_s"] / offline_rates[c["tasks"]]] for c in cells])
+    top = {T: max(c["rows_s"] for c in cells if c["tasks"] == T) for T in args.tasks}
+    if len(top) > 1:
+        lo, hi = min(args.tasks), max(args.tasks)
+        print(f"\nsaturated throughput, {hi} tasks / {lo} tasks: {top[hi] / top[lo]:.3f} (target >= 0.95)")
+    for c in cells:
+        if c["clients"] == 8:
+            bound = MAX_WAIT_MS + 2 * c["pass_ms"]
+            print(f"p99 at 8 clients, {c['tasks']} tasks: {c['p99_ms']:.1f} ms; max-wait-ms + 2 passes = {bound:.1f} ms "
+                  f"({'met' if c['p99_ms'] <= bound else 'NOT met'})")
+    if load:
+        print(f"\n{load['prompts']} prompts: loaded in {load['load_s']:.1f} s "
+              f"({1000 * load['load_s'] / load['prompts']:.2f} ms each), first pass {load['first_pass_s']:.2f} s, "
+              f"RSS +{load['rss_growth_mib']:.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
