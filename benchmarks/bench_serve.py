@@ -117,15 +117,6 @@ async def load_cell(url: str, rows: list[dict], clients: int, seconds: float) ->
             "rate_429": codes.get(429, 0) / max(total, 1), "errors": total - codes.get(200, 0) - codes.get(429, 0)}
 
 
-def pass_seconds(url: str) -> float:
-    import httpx
-
-    text = httpx.get(f"{url}/metrics").text
-    total = float(re.search(r"^ept_batch_seconds_sum (\S+)", text, re.M).group(1))
-    count = float(re.search(r"^ept_batch_seconds_count (\S+)", text, re.M).group(1))
-    return total / max(count, 1)
-
-
 def offline(server, rows: list[dict], seconds: float) -> float:
     """MultiTaskServer.score on the same rows, passes of MAX_BATCH (rows/s, tokenisation included)."""
     done, start = 0, time.perf_counter()
@@ -145,36 +136,53 @@ def served(backbone, tok, prompts_dir: Path):
     return server
 
 
-def bench_tasks(T: int, root: Path, args, backbone, tok) -> tuple[list, dict]:
+def metric_pair(url: str) -> tuple[float, float]:
+    import httpx
+
+    text = httpx.get(f"{url}/metrics").text
+    return tuple(float(re.search(rf"^ept_batch_seconds_{k} (\S+)", text, re.M).group(1)) for k in ("sum", "count"))
+
+
+def bench_http(args, root: Path, backbone, tok) -> tuple[list, dict]:
+    """Every T's server up at once; cells interleaved (rep -> clients -> T in rotating order) and
+    an offline measurement per T in every rep, so drift in the machine's load hits all alike."""
     import signal
 
     import httpx
 
-    write_exports(root / str(T), T)
-    rows = real_rows(T, args.rows)
-    proc, url = start_server(root / str(T))
+    servers, rows, offline_servers = {}, {}, {}
     try:
-        for r in rows[:MAX_BATCH]:  # warm-up: first passes, the bank's table
-            httpx.post(f"{url}/v1/predict", json={"rows": [r]}, timeout=60).raise_for_status()
-        cells = []
-        for C in args.clients:
-            before = re.findall(r"^ept_batch_seconds_(?:sum|count) (\S+)", httpx.get(f"{url}/metrics").text, re.M)
-            cell = asyncio.run(load_cell(url, rows, C, args.seconds))
-            after = re.findall(r"^ept_batch_seconds_(?:sum|count) (\S+)", httpx.get(f"{url}/metrics").text, re.M)
-            passes = float(after[0]) - float(before[0])
-            cell.update(tasks=T, clients=C, pass_ms=1000 * (float(after[1]) - float(before[1])) / max(passes, 1),
-                        rss_mib=rss_mib(proc.pid))
-            cells.append(cell)
-            print(f"T={T} C={C}: {cell}", flush=True)
+        for T in args.tasks:
+            write_exports(root / str(T), T)
+            rows[T] = real_rows(T, args.rows)
+            servers[T] = start_server(root / str(T))
+            for r in rows[T][:MAX_BATCH]:  # warm-up: first passes, the bank's table
+                httpx.post(f"{servers[T][1]}/v1/predict", json={"rows": [r]}, timeout=120).raise_for_status()
+            offline_servers[T] = served(backbone, tok, root / str(T))
+        cells, rates = {}, {T: [] for T in args.tasks}
+        for rep in range(args.reps):
+            order = args.tasks if rep % 2 == 0 else args.tasks[::-1]
+            for C in args.clients:
+                for T in order:
+                    url = servers[T][1]
+                    before = metric_pair(url)
+                    cell = asyncio.run(load_cell(url, rows[T], C, args.seconds))
+                    after = metric_pair(url)
+                    cell["pass_ms"] = 1000 * (after[0] - before[0]) / max(after[1] - before[1], 1)
+                    cell["rss_mib"] = rss_mib(servers[T][0].pid)
+                    cells.setdefault((T, C), []).append(cell)
+                    print(f"rep {rep} T={T} C={C}: " + ", ".join(f"{k} {v:.1f}" for k, v in cell.items()), flush=True)
+            for T in order:
+                with torch.inference_mode():
+                    rates[T].append(offline(offline_servers[T], rows[T], args.seconds))
+                print(f"rep {rep} T={T}: offline MultiTaskServer {rates[T][-1]:.1f} rows/s", flush=True)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=120)
-    with torch.inference_mode():
-        server = served(backbone, tok, root / str(T))
-        offline(server, rows, 1.0)  # warm-up
-        rate = offline(server, rows, args.seconds * 2)
-    print(f"T={T}: offline MultiTaskServer {rate:.1f} rows/s", flush=True)
-    return cells, {"tasks": T, "offline_rows_s": rate}
+        for proc, _ in servers.values():
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=120)
+    med = lambda xs: sorted(xs)[len(xs) // 2] if len(xs) % 2 else sum(sorted(xs)[len(xs) // 2 - 1:len(xs) // 2 + 1]) / 2  # noqa: E731
+    table_cells = [{"tasks": T, "clients": C, **{k: med([c[k] for c in cs]) for k in cs[0]}} for (T, C), cs in cells.items()]
+    return sorted(table_cells, key=lambda c: (c["tasks"], c["clients"])), {T: med(v) for T, v in rates.items()}
 
 
 def bench_load(count: int, root: Path, backbone, tok) -> dict:
@@ -196,6 +204,7 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=8.0, help="per load cell (default 8)")
     p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--tasks", type=int, nargs="+", default=[8, 1000])
+    p.add_argument("--reps", type=int, default=2, help="interleaved repetitions of every cell (median reported)")
     p.add_argument("--rows", type=int, default=512, help="distinct rows drawn from SST-2/RTE validation")
     p.add_argument("--load-prompts", type=int, default=10000, help="prompts for the load-time / memory figure (0: skip)")
     args = p.parse_args(argv)
@@ -203,15 +212,11 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     print(f"machine: {machine()}", flush=True)
     backbone, tok = load_backbone("minilm")
-    cells, offline_rates = [], {}
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
-        for T in args.tasks:
-            got, off = bench_tasks(T, Path(tmp), args, backbone, tok)
-            cells += got
-            offline_rates[T] = off["offline_rows_s"]
+        cells, offline_rates = bench_http(args, Path(tmp), backbone, tok)
         load = bench_load(args.load_prompts, Path(tmp), backbone, tok) if args.load_prompts else None
     print(f"\nMiniLM, one row per request, --max-batch {MAX_BATCH} --max-wait-ms {MAX_WAIT_MS:g}, "
-          f"{args.seconds:g} s per cell, torch 1 thread in server and offline\n")
+          f"{args.seconds:g} s per cell, median of {args.reps} interleaved reps, torch 1 thread in server and offline\n")
     table(["tasks", "clients", "rows/s", "p50 ms", "p99 ms", "429 rate", "mean pass ms", "server RSS MiB",
            "offline rows/s", "HTTP/offline"],
           [[c["tasks"], c["clients"], c["rows_s"], c["p50_ms"], c["p99_ms"], c["rate_429"], c["pass_ms"], c["rss_mib"],

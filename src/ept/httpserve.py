@@ -307,6 +307,21 @@ def _routes(app: FastAPI) -> None:
         service.metrics.latency.observe(time.monotonic() - start)
         return {"predictions": results}
 
+    @app.get("/healthz")
+    async def healthz(service: Service = Depends(_service)):
+        return {"status": "ok", "prompts": len(service.server.tasks), "queued_rows": service.batcher.queued_rows,
+                "pid": os.getpid()}  # which replica answered, behind a load balancer
+
+    @app.get("/metrics", dependencies=auth)
+    async def metrics(service: Service = Depends(_service)):
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return PlainTextResponse(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    _prompt_routes(app, auth, config)
+
+
+def _prompt_routes(app: FastAPI, auth: list, config: ServeConfig) -> None:
     @app.get("/v1/prompts", dependencies=auth)
     async def list_prompts(service: Service = Depends(_service)):
         """The loaded tasks: method, backbone, e, number of prompt tokens, label words."""
@@ -345,17 +360,6 @@ def _routes(app: FastAPI) -> None:
         except KeyError:
             raise HTTPException(404, f"prompt {name!r} is not loaded; loaded: {_names(service.server.tasks)}") from None
         return {"deleted": name}
-
-    @app.get("/healthz")
-    async def healthz(service: Service = Depends(_service)):
-        return {"status": "ok", "prompts": len(service.server.tasks), "queued_rows": service.batcher.queued_rows,
-                "pid": os.getpid()}  # which replica answered, behind a load balancer
-
-    @app.get("/metrics", dependencies=auth)
-    async def metrics(service: Service = Depends(_service)):
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        return PlainTextResponse(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def _uploaded(body: bytes, query) -> tuple:
