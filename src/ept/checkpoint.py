@@ -115,7 +115,7 @@ def export_prompt(model, out, backbone: str, peft_task_type: str | None = None, 
         "num_tokens": n, "embed_dim": e, "broadcast": broadcast,
         "stored_vectors": vectors.shape[0], "inference_params": vectors.numel(), **(extra or {}),
     })
-    task_type = peft_task_type or ("SEQ_2_SEQ_LM" if model.kind == "seq2seq" else "FEATURE_EXTRACTION")
+    task_type = peft_task_type or {"seq2seq": "SEQ_2_SEQ_LM", "causal": "CAUSAL_LM"}.get(model.kind, "FEATURE_EXTRACTION")
     cfg = PromptTuningConfig(task_type=task_type, num_virtual_tokens=n, token_dim=e, num_transformer_submodules=1,
                              num_attention_heads=getattr(model.backbone.config, "num_attention_heads", None)
                              or getattr(model.backbone.config, "num_heads", None),

@@ -16,7 +16,7 @@ import sys
 
 # Order here is the order in `ept --help`.
 COMMANDS = [
-    "params", "train", "eval", "export", "data", "sweep", "analyze", "report", "serve", "ls", "env",
+    "params", "train", "eval", "export", "data", "sweep", "analyze", "report", "serve", "fetch", "ls", "env",
 ]
 
 
@@ -62,4 +62,8 @@ def entry() -> None:
 
 
 if __name__ == "__main__":
-    entry()
+    # `python -m ept.cli` runs this file as __main__; commands raise ept.cli.EptError, a different class
+    # from __main__.EptError, so go through the imported module or they escape as tracebacks.
+    from ept.cli import entry as _entry
+
+    _entry()

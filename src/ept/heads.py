@@ -136,18 +136,24 @@ class Seq2SeqScorer(Scorer):
             self._label_ids = tok["input_ids"].masked_fill(tok["attention_mask"] == 0, -100)  # (C, T)
         return self._label_ids
 
-    def max_new_tokens(self) -> int:
-        """Greedy decoding length: room for the longest label (at least 8), 32 for free text."""
-        return 32 if self.spec.kind == "generation" else max(len(self.label_ids()[0]), 8)
-
     def loss(self, batch):
         return self.model.seq2seq_loss(batch)
+
+    def max_new_tokens(self) -> int:
+        return 32 if self.spec.kind == "generation" else max(len(self.label_ids()[0]), 8)
+
+    def _generate(self, batch, max_new, prompt=None, prompt_mask=None) -> list[str]:
+        return self.model.generate(batch, max_new, prompt, prompt_mask)
+
+    def label_scores(self, batch, prompt=None, prompt_mask=None) -> torch.Tensor:
+        """(B, C) summed log-likelihood of every label string."""
+        return self.model.label_loglik(batch, self.label_ids(), prompt, prompt_mask)
 
     @torch.no_grad()
     def predict(self, batch, prompt=None, prompt_mask=None):
         if self.eval_mode == "generate":
-            return self.model.generate(batch, self.max_new_tokens(), prompt, prompt_mask)
-        best = self.model.label_loglik(batch, self.label_ids(), prompt, prompt_mask).argmax(-1).tolist()
+            return self._generate(batch, self.max_new_tokens(), prompt, prompt_mask)
+        best = self.label_scores(batch, prompt, prompt_mask).argmax(-1).tolist()
         if self.spec.kind == "regression":
             return [float(self.label_texts[i]) for i in best]
         return best
@@ -158,6 +164,37 @@ SCORERS.register("encoder/classification", EncoderLabelScorer)
 SCORERS.register("encoder/regression", EncoderRegressionScorer)
 for _kind in ("classification", "regression", "generation"):
     SCORERS.register(f"seq2seq/{_kind}", Seq2SeqScorer)
+
+
+class CausalLMScorer(Seq2SeqScorer):
+    """Decoder-only LMs (ept.causal): the same text-to-text protocol as seq2seq, the loss and
+    scores computed on `[BOS][P'][source + cue][target]` with the LM head only where scored."""
+
+    def label_ids(self) -> torch.Tensor:
+        if self._label_ids is None:
+            from ept.causal import label_id_table
+
+            self._label_ids = label_id_table(self.model.tokenizer, self.label_texts)
+        return self._label_ids
+
+    def loss(self, batch):
+        from ept.causal import target_loss
+
+        return target_loss(self.model, batch)
+
+    def _generate(self, batch, max_new, prompt=None, prompt_mask=None):
+        from ept.causal import greedy_generate
+
+        return greedy_generate(self.model, batch, max_new, prompt, prompt_mask)
+
+    def label_scores(self, batch, prompt=None, prompt_mask=None):
+        from ept.causal import rank_scores
+
+        return rank_scores(self.model, batch, self.label_ids(), prompt, prompt_mask)
+
+
+for _kind in ("classification", "regression", "generation"):
+    SCORERS.register(f"causal/{_kind}", CausalLMScorer)
 
 
 def make_scorer(model, spec, eval_mode: str | None = None, label_texts=None) -> Scorer:

@@ -25,7 +25,7 @@ def catalog() -> dict:
 
     methods = [{"name": name, "aliases": METHODS.aliases_of(name), "summary": m.summary} for name, m in METHODS.items()]
     backbones = [{"name": name, "aliases": BACKBONES.aliases_of(name), "kind": s.kind, "embed_dim": s.embed_dim,
-                  "source": s.source} for name, s in BACKBONES.items()]
+                  "source": s.source, **_fetch_state(name, s.source)} for name, s in BACKBONES.items()]
     from ept.analysis import ANALYSES
     from ept.tasks import TAGS, task_names
 
@@ -34,6 +34,16 @@ def catalog() -> dict:
     root = Path(__file__).resolve().parents[3] / "experiments"
     specs = sorted(str(p.relative_to(root.parent)) for p in root.glob("*/*.yaml")) if root.is_dir() else []
     return {"methods": methods, "backbones": backbones, "tasks": tasks, "analyses": ANALYSES.names(), "specs": specs}
+
+
+def _fetch_state(name: str, source: str) -> dict:
+    """For `ept fetch` backbones: where the converted folder goes and whether it is there yet."""
+    if source != "fetch":
+        return {}
+    from ept.fetch import is_complete, model_dir
+
+    folder = model_dir(name)
+    return {"path": str(folder), "fetched": is_complete(folder)}
 
 
 def run(args) -> int:
@@ -48,7 +58,10 @@ def run(args) -> int:
     print("backbones (or any local model folder / hub id):")
     for b in cat["backbones"]:
         name = b["name"] + (f" ({', '.join(b['aliases'])})" if b["aliases"] else "")
-        print(f"  {name:<26} {b['kind']:<8} e={b['embed_dim']:<5} {b['source']}")
+        source = b["source"]
+        if source == "fetch":
+            source = f"fetched: {b['path']}" if b["fetched"] else f"not fetched (ept fetch {b['name']})"
+        print(f"  {name:<26} {b['kind']:<8} e={b['embed_dim']:<5} {source}")
     print("tasks by tag:")
     for tag, names in cat["tasks"].items():
         print(f"  {tag:<26} {', '.join(names)}")

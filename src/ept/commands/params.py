@@ -12,15 +12,15 @@ import json
 
 from ept.commands.common import add_method_args, method_from_args
 
-TABLE_BACKBONES = ("t5-small", "t5-base", "t5-large", "minilm")
+TABLE_BACKBONES = ("t5-small", "t5-base", "t5-large", "minilm", "smollm2-135m")
 
 
 def register(sub) -> None:
     p = sub.add_parser("params", help="print trainable/inference parameter counts", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbone", default="minilm", help="t5-small | t5-base | t5-large | minilm | a local model folder")
+    p.add_argument("--backbone", default="minilm", help="t5-small | t5-base | t5-large | minilm | smollm2-135m | a local model folder")
     p.add_argument("--json", action="store_true", help='print {"trainable": N, "inference": M}')
-    p.add_argument("--table", action="store_true", help="print all methods x t5-small/base/large/minilm")
+    p.add_argument("--table", action="store_true", help="print all methods x t5-small/base/large/minilm/smollm2-135m")
     add_method_args(p, default_method="ept")
     p.set_defaults(func=run)
 

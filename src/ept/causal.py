@@ -1,0 +1,192 @@
+"""Decoder-only (causal LM) backbones: inputs, loss and scoring for prompt tuning.
+
+A row is laid out as `[BOS] [P'] [source + answer cue] [target + EOS]` (BOS only where the
+tokenizer adds one; `PromptedModel._causal_inputs`). The T5 text-to-text source is used as it is,
+followed by `ANSWER_CUE`; the target is the T5 target word with a leading space (how a BPE LM
+spells a word after a colon) and EOS, so greedy generation knows where to stop.
+
+- Training: next-token cross-entropy on the target tokens only, over the full vocabulary (T5's
+  text-to-text loss). The LM head runs only at the positions that predict a target token: a
+  (B, T, vocab) tensor is never built (SmolLM2's vocabulary is 49,152 words).
+- Rank classification: ONE pass over [BOS][P'][source] with the KV cache; the first label token
+  is scored from the last position, the rest of each label by a short continuation pass over
+  the cache gathered once per (row, label). The prefix is never recomputed.
+- Generation: greedy decoding over the same cache, stopping at EOS or a newline.
+
+Positions always come from the attention mask, so padding on either side and masked prompt
+slots leave every row's rotary positions exactly as when it runs alone (tests/test_causal.py).
+The greedy loop is written here rather than calling `generate` because `generate` with
+`inputs_embeds` derives positions from the mask differently across transformers versions, and
+rank scoring needs the same cache anyway.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+import torch
+from torch import nn
+
+from ept.batching import Encoded
+
+ANSWER_CUE = "\nAnswer:"  # after the T5 source; targets start with a space: " positive"
+
+
+# ------------------------------------------------------------------------------ encoding
+def target_ids(tokenizer, text: str) -> list[int]:
+    ids = tokenizer(" " + text.strip(), add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise ValueError(f"label/target {text!r} tokenizes to nothing with this tokenizer")
+    return ids + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
+
+
+def encode_causal(tokenizer, examples, max_length: int) -> Encoded:
+    """Source + cue (no special tokens: BOS is added with the prompt) and target ids per row.
+    The source is cut on the right to fit `max_length` with the cue kept whole."""
+    cue = tokenizer(ANSWER_CUE, add_special_tokens=False)["input_ids"]
+    if max_length <= len(cue):
+        raise ValueError(f"max_length={max_length} leaves no room for the input after the {len(cue)}-token answer cue")
+    sources = tokenizer([x.source for x in examples], add_special_tokens=False)["input_ids"] if examples else []
+    features, truncated = [], 0
+    for i, (x, ids) in enumerate(zip(examples, sources)):
+        room = max_length - len(cue)
+        truncated += len(ids) > room
+        ids = ids[:room] + cue
+        features.append({"input_ids": ids, "attention_mask": [1] * len(ids),
+                         "labels": target_ids(tokenizer, x.target) if x.target is not None else None, "index": i})
+    return Encoded(features, truncated)
+
+
+# ------------------------------------------------------------------------------ passes
+def _run(model, **kwargs):
+    """The base model (no LM head) with the KV cache under this transformers version's name for it
+    (`cache` from 5.x, `past_key_values` before)."""
+    base = model.backbone.base_model
+    if "cache" in kwargs and "cache" not in inspect.signature(base.forward).parameters:
+        kwargs["past_key_values"] = kwargs.pop("cache")
+    out = base(**kwargs)
+    return out.last_hidden_state, getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+
+
+def lm_logits(model, hidden: torch.Tensor) -> torch.Tensor:
+    """The LM head on selected hidden states only, fp32 (with Gemma's logit soft-capping if set)."""
+    logits = model.backbone.get_output_embeddings()(hidden).float()
+    cap = getattr(model.backbone.config, "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def _last_index(mask: torch.Tensor) -> torch.Tensor:
+    """Index of each row's last attended position (works for left and right padding)."""
+    pos = torch.arange(mask.shape[1], device=mask.device)
+    return (mask.long() * (pos + 1)).argmax(1)
+
+
+def target_loss(model, batch: dict) -> torch.Tensor:
+    """Mean next-token cross-entropy over the target tokens of the batch."""
+    labels = batch["labels"]  # (B, T) padded with -100
+    ids = torch.cat([batch["input_ids"], labels.clamp(min=0)], dim=1)
+    mask = torch.cat([batch["attention_mask"], (labels != -100).to(batch["attention_mask"].dtype)], dim=1)
+    kwargs = model.build_inputs({"input_ids": ids, "attention_mask": mask})
+    hidden, _ = _run(model, **kwargs)  # (B, S, e)
+    S, T = hidden.shape[1], labels.shape[1]
+    # Target token j >= 1 sits at S - T + j and is predicted from the position before it; token 0
+    # from the source's last attended position (right padding puts pads between the two).
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    last_src = _last_index(kwargs["attention_mask"][:, : S - T])
+    before = torch.cat([hidden[rows, last_src].unsqueeze(1), hidden[:, S - T: S - 1]], dim=1)  # (B, T, e)
+    valid = labels != -100
+    return nn.functional.cross_entropy(lm_logits(model, before[valid]), labels[valid])
+
+
+def prefix_pass(model, batch: dict, prompt=None, prompt_mask=None) -> dict:
+    """[BOS][P'][source] once, with the cache: log p(next token) at the last position (B, V)."""
+    kwargs = model.build_inputs(batch, prompt, prompt_mask)
+    hidden, cache = _run(model, **kwargs, use_cache=True)
+    last = _last_index(kwargs["attention_mask"])
+    rows = torch.arange(len(last), device=last.device)
+    return {"logp": lm_logits(model, hidden[rows, last]).log_softmax(-1),
+            "cache": cache, "mask": kwargs["attention_mask"],
+            "pos": kwargs["position_ids"][rows, last]}
+
+
+def continuation_loglik(model, prefix: dict, rep: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed log p(labels_r | prefix of row rep[r]) for R (row, label) pairs, (R,).
+
+    labels (R, T) padded with -100. Token 1 is scored from the prefix's last position; tokens
+    2..T from one pass over tokens 1..T-1 on the prefix cache gathered by `rep` (consumed)."""
+    labels = labels.to(rep.device)
+    valid = labels != -100
+    tok = labels.clamp(min=0)
+    first = prefix["logp"][rep].gather(1, tok[:, :1]).squeeze(1)  # (R,)
+    if labels.shape[1] == 1:
+        return first
+    cache = prefix["cache"]
+    cache.batch_select_indices(rep)
+    steps = labels.shape[1] - 1
+    mask = torch.cat([prefix["mask"][rep], valid[:, :steps].to(prefix["mask"].dtype)], dim=1)
+    pos = prefix["pos"][rep].unsqueeze(1) + 1 + torch.arange(steps, device=rep.device)
+    embeds = model.backbone.get_input_embeddings()(tok[:, :steps])
+    hidden, _ = _run(model, inputs_embeds=embeds, attention_mask=mask, position_ids=pos, cache=cache,
+                     use_cache=True)  # (R, T-1, e)
+    rest_valid = valid[:, 1:]
+    rest = torch.zeros(rest_valid.shape, device=rep.device)
+    rest[rest_valid] = lm_logits(model, hidden[rest_valid]).log_softmax(-1).gather(
+        1, tok[:, 1:][rest_valid].unsqueeze(1)).squeeze(1)
+    return first + rest.sum(1)
+
+
+@functools.lru_cache(maxsize=8)
+def _stop_ids(tokenizer) -> frozenset[int]:
+    """EOS plus every vocabulary token whose text holds a newline (the answer ends there)."""
+    stops = {i for tok, i in tokenizer.get_vocab().items() if "\n" in tokenizer.convert_tokens_to_string([tok])}
+    if tokenizer.eos_token_id is not None:
+        stops.add(tokenizer.eos_token_id)
+    return frozenset(stops)
+
+
+@torch.no_grad()
+def greedy_generate(model, batch: dict, max_new_tokens: int, prompt=None, prompt_mask=None) -> list[str]:
+    tok = model.tokenizer
+    prefix = prefix_pass(model, batch, prompt, prompt_mask)
+    logp, cache, mask, pos = prefix["logp"], prefix["cache"], prefix["mask"], prefix["pos"]
+    stops = torch.tensor(sorted(_stop_ids(tok)), device=mask.device)
+    B = mask.shape[0]
+    done = torch.zeros(B, dtype=torch.bool, device=mask.device)
+    out: list[torch.Tensor] = []
+    for _ in range(max_new_tokens):
+        nxt = logp.argmax(-1)
+        out.append(torch.where(done, stops[0], nxt))
+        done |= torch.isin(nxt, stops)
+        if bool(done.all()):
+            break
+        mask, pos = torch.cat([mask, mask.new_ones(B, 1)], dim=1), pos + 1
+        hidden, cache = _run(model, inputs_embeds=model.backbone.get_input_embeddings()(nxt[:, None]),
+                             attention_mask=mask, position_ids=pos[:, None], cache=cache, use_cache=True)
+        logp = lm_logits(model, hidden[:, -1]).log_softmax(-1)
+    texts = []
+    stop_set = _stop_ids(tok)
+    for row in torch.stack(out, 1).tolist() if out else [[] for _ in range(B)]:
+        keep = []
+        for t in row:
+            if t in stop_set:
+                break
+            keep.append(t)
+        texts.append(tok.decode(keep, skip_special_tokens=True).strip())
+    return texts
+
+
+# ------------------------------------------------------------------------------ scorer
+def label_id_table(tokenizer, texts) -> torch.Tensor:
+    """(C, T) token ids of each label continuation (space + word + EOS), padded with -100."""
+    rows = [target_ids(tokenizer, t) for t in texts]
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [-100] * (width - len(r)) for r in rows])
+
+
+def rank_scores(model, batch: dict, label_ids: torch.Tensor, prompt=None, prompt_mask=None) -> torch.Tensor:
+    """(B, C) summed label log-likelihoods: one prefix pass, one continuation pass."""
+    prefix = prefix_pass(model, batch, prompt, prompt_mask)
+    B, C = prefix["logp"].shape[0], label_ids.shape[0]
+    rep = torch.arange(B, device=prefix["logp"].device).repeat_interleave(C)
+    return continuation_loglik(model, prefix, rep, label_ids.repeat(B, 1)).view(B, C)
