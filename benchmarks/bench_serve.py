@@ -44,6 +44,12 @@ def rss_mib(pid: int | str = "self") -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def write_exports(root: Path, count: int, e: int = 384, seed: int = 0) -> None:
     """`ept export`-style folders (prompt.safetensors + prompt.json), task t: sst2 if even else rte."""
     from safetensors.torch import save_file
@@ -113,18 +119,19 @@ async def load_cell(url: str, rows: list[dict], clients: int, seconds: float) ->
     latencies.sort()
     total = sum(codes.values())
     pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")  # noqa: E731
-    return {"rows_s": len(latencies) / elapsed, "p50_ms": pick(0.50), "p99_ms": pick(0.99),
+    return {"rows": len(latencies), "rows_s": len(latencies) / elapsed, "p50_ms": pick(0.50), "p99_ms": pick(0.99),
             "rate_429": codes.get(429, 0) / max(total, 1), "errors": total - codes.get(200, 0) - codes.get(429, 0)}
 
 
-def offline(server, rows: list[dict], seconds: float) -> float:
-    """MultiTaskServer.score on the same rows, passes of MAX_BATCH (rows/s, tokenisation included)."""
-    done, start = 0, time.perf_counter()
+def offline(server, rows: list[dict], seconds: float) -> tuple[float, float]:
+    """MultiTaskServer.score on the same rows, passes of MAX_BATCH: (rows/s, CPU ms per row),
+    tokenisation included."""
+    done, start, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
         chunk = rows[done % len(rows):][:MAX_BATCH]  # one pass of 32, as the HTTP worker at saturation
         server.score(chunk, batch_size=MAX_BATCH)
         done += len(chunk)
-    return done / (time.perf_counter() - start)
+    return done / (time.perf_counter() - start), 1000 * (time.process_time() - cpu) / done
 
 
 def served(backbone, tok, prompts_dir: Path):
@@ -165,9 +172,10 @@ def bench_http(args, root: Path, backbone, tok) -> tuple[list, dict]:
             for C in args.clients:
                 for T in order:
                     url = servers[T][1]
-                    before = metric_pair(url)
+                    before, cpu = metric_pair(url), cpu_seconds(servers[T][0].pid)
                     cell = asyncio.run(load_cell(url, rows[T], C, args.seconds))
-                    after = metric_pair(url)
+                    after, cpu = metric_pair(url), cpu_seconds(servers[T][0].pid) - cpu
+                    cell["cpu_ms_row"] = 1000 * cpu / max(cell["rows"], 1)  # the server's CPU per row: load-independent
                     cell["pass_ms"] = 1000 * (after[0] - before[0]) / max(after[1] - before[1], 1)
                     cell["rss_mib"] = rss_mib(servers[T][0].pid)
                     cells.setdefault((T, C), []).append(cell)
@@ -175,14 +183,16 @@ def bench_http(args, root: Path, backbone, tok) -> tuple[list, dict]:
             for T in order:
                 with torch.inference_mode():
                     rates[T].append(offline(offline_servers[T], rows[T], args.seconds))
-                print(f"rep {rep} T={T}: offline MultiTaskServer {rates[T][-1]:.1f} rows/s", flush=True)
+                print(f"rep {rep} T={T}: offline MultiTaskServer {rates[T][-1][0]:.1f} rows/s, "
+                      f"{rates[T][-1][1]:.1f} CPU ms/row", flush=True)
     finally:
         for proc, _ in servers.values():
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=120)
     med = lambda xs: sorted(xs)[len(xs) // 2] if len(xs) % 2 else sum(sorted(xs)[len(xs) // 2 - 1:len(xs) // 2 + 1]) / 2  # noqa: E731
     table_cells = [{"tasks": T, "clients": C, **{k: med([c[k] for c in cs]) for k in cs[0]}} for (T, C), cs in cells.items()]
-    return sorted(table_cells, key=lambda c: (c["tasks"], c["clients"])), {T: med(v) for T, v in rates.items()}
+    offline_med = {T: (med([r for r, _ in v]), med([c for _, c in v])) for T, v in rates.items()}
+    return sorted(table_cells, key=lambda c: (c["tasks"], c["clients"])), offline_med
 
 
 def bench_load(count: int, root: Path, backbone, tok) -> dict:
@@ -218,10 +228,15 @@ def main(argv=None) -> int:
     print(f"\nMiniLM, one row per request, --max-batch {MAX_BATCH} --max-wait-ms {MAX_WAIT_MS:g}, "
           f"{args.seconds:g} s per cell, median of {args.reps} interleaved reps, torch 1 thread in server and offline\n")
     table(["tasks", "clients", "rows/s", "p50 ms", "p99 ms", "429 rate", "mean pass ms", "server RSS MiB",
-           "offline rows/s", "HTTP/offline"],
+           "offline rows/s", "HTTP/offline rows/s", "server CPU ms/row", "offline CPU ms/row", "offline/HTTP CPU per row"],
           [[c["tasks"], c["clients"], c["rows_s"], c["p50_ms"], c["p99_ms"], c["rate_429"], c["pass_ms"], c["rss_mib"],
-            offline_rates[c["tasks"]], c["rows_s"] / offline_rates[c["tasks"]]] for c in cells])
+            offline_rates[c["tasks"]][0], c["rows_s"] / offline_rates[c["tasks"]][0], c["cpu_ms_row"],
+            offline_rates[c["tasks"]][1], offline_rates[c["tasks"]][1] / c["cpu_ms_row"]] for c in cells])
     top = {T: max(c["rows_s"] for c in cells if c["tasks"] == T) for T in args.tasks}
+    for T in args.tasks:
+        sat = max((c for c in cells if c["tasks"] == T), key=lambda c: c["rows_s"])
+        print(f"\n{T} tasks, saturation ({sat['clients']} clients): HTTP/offline throughput {sat['rows_s'] / offline_rates[T][0]:.3f}, "
+              f"offline/HTTP CPU per row {offline_rates[T][1] / sat['cpu_ms_row']:.3f} (target >= 0.8)")
     if len(top) > 1:
         lo, hi = min(args.tasks), max(args.tasks)
         print(f"\nsaturated throughput, {hi} tasks / {lo} tasks: {top[hi] / top[lo]:.3f} (target >= 0.95)")
