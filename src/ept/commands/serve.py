@@ -131,6 +131,8 @@ def run(args) -> int:
         raise ValueError("give at least one --prompt NAME=EXPORT_DIR or --prompts-dir DIR")
     folders = find_exports(_pairs(args.prompt, "--prompt"), args.prompts_dir)
     loaded = load_prompts(folders, label_words(args.labels))  # fail before loading weights
+    if args.http and args.input is not None:
+        raise ValueError("--input is for batch mode; with --http, clients POST rows to /v1/predict")
     if args.http:
         from ept.httpserve import ServeConfig, serve_forever
 
