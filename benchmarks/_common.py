@@ -108,25 +108,13 @@ def encoded_batches(tokenizer, task: str, kind: str, num_batches: int, batch_siz
 
 # ----------------------------------------------------------------------------- the training step
 def ept_train_step_fn():
-    """ept.train's per-step function if the lead's train.py exposes one, else the same work inline:
-    collate (pre-tokenised) -> scorer.loss -> backward -> AdamW step -> zero_grad -> mu_t (Eq. 4)."""
-    try:
-        from ept.train import train_step  # noqa: F401
-        return train_step
-    except ImportError:
-        pass
+    """ept's whole step on pre-tokenised rows: collate -> `ept.train.train_step` (scorer.loss ->
+    backward -> AdamW step -> zero_grad -> mu_t, Eq. 4). The benchmark times what training runs."""
     from ept.batching import collate
+    from ept.train import train_step
 
     def ept_train_step(model, scorer, opt, tokenizer, features):
-        batch = collate(tokenizer, features)
-        loss = scorer.loss(batch)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            prompt = model.prompt()
-            mu = None if prompt is None else float(prompt.detach().float().norm(dim=-1).mean())
-        return float(loss.detach()), mu
+        return train_step(model, scorer, opt, collate(tokenizer, features))
 
     return ept_train_step
 

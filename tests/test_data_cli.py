@@ -117,3 +117,49 @@ def test_help(argv, capsys):
 def test_data_without_action_prints_help(capsys):
     assert main(["data"]) == 2
     assert "describe" in capsys.readouterr().out
+
+
+def _splits_line(out: str) -> str:
+    return next(line for line in out.splitlines() if line.startswith("splits:"))
+
+
+@needs_shared
+@pytest.mark.parametrize("task, b1, table5", [
+    # where Table 5 and B.1 differ and the data is here (MRPC's labeled test is not: GLUE hides it)
+    ("mrpc", "train 3,668, validation 204, test 204", "train 3,668, validation 408, test 0"),
+    ("winogrande", "train 0, validation 633, test 634", "train 0, validation 633, test 634"),
+    # where they agree: Table 5's numbers under both switches
+    ("rte", "train 2,490, validation 138, test 139", "train 2,490, validation 138, test 139"),
+    ("cola", "train 8,551, validation 521, test 522", "train 8,551, validation 521, test 522"),
+    ("sst2", "train 66,349, validation 1,000, test 872", "train 66,349, validation 1,000, test 872"),
+    ("stsb", "train 5,749, validation 750, test 750", "train 5,749, validation 750, test 750"),
+])
+def test_describe_split_protocol_table5_prints_table5_sizes(task, b1, table5, capsys):
+    assert main(["data", "describe", task, "--data-dir", str(SHARED), "--tokenizer", "/nonexistent"]) == 0
+    out = capsys.readouterr().out
+    assert b1 in _splits_line(out) and "protocol b1" in _splits_line(out)
+    assert main(["data", "describe", task, "--data-dir", str(SHARED), "--split-protocol", "table5",
+                 "--tokenizer", "/nonexistent"]) == 0
+    out = capsys.readouterr().out
+    assert table5 in _splits_line(out) and "protocol table5" in _splits_line(out)
+    if task == "mrpc":  # Table 5's 1,725 test rows are the labeled MSR test: said, not faked
+        assert "Table 5 lists 3,668 / 408 / 1,725" in out and "test is empty" in out
+    if task == "winogrande":  # the same sizes for another reason: Table 5 halves, B.1 only without a train
+        assert "split rule (Table 5): official validation (1,267) halved" in out
+
+
+def test_describe_split_protocol_table5_halves_paws_and_scitail(capsys):
+    # PAWS (train 49,401 >= 10K): B.1 samples 1K from train, Table 5 halves the validation (4,000 / 4,000)
+    assert main(["data", "describe", "paws", "--data-dir", str(FIXTURES), "--tokenizer", "/nonexistent"]) == 0
+    b1 = _splits_line(capsys.readouterr().out)
+    assert main(["data", "describe", "paws", "--data-dir", str(FIXTURES), "--split-protocol", "table5",
+                 "--tokenizer", "/nonexistent"]) == 0
+    t5 = _splits_line(capsys.readouterr().out)
+    assert "rule for official train 49,401: sample 1,000" in b1 and "rule for official train 49,401: halve" in t5
+    assert b1 != t5
+
+
+def test_describe_bad_split_protocol(capsys):
+    with pytest.raises(SystemExit):
+        main(["data", "describe", "rte", "--split-protocol", "table6"])
+    assert "invalid choice: 'table6'" in capsys.readouterr().err

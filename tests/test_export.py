@@ -97,7 +97,7 @@ def test_load_method_errors(tiny_t5, t5_dir, tmp_path):
     meta = json.loads((tmp_path / CONFIG_FILE).read_text())
     meta["prompt"] = method_config("resprompt").to_dict()  # tensors no longer match the config
     (tmp_path / CONFIG_FILE).write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="lacks tensors"):
+    with pytest.raises(ValueError, match="does not fit the model.*missing"):
         load_method(tmp_path, backbone, tok)
 
 

@@ -16,13 +16,15 @@ def cls(labels: list[int], task: str, groups: list[str] | None = None) -> list[E
 def test_accuracy_accepts_indices_and_words_and_counts_invalid_as_wrong():
     examples = cls([0, 1, 1, 0, 1], "sst2")
     preds = [0, "positive", " Positive ", "neutral", 7]  # word match ignores case/space; others are wrong
-    assert score("sst2", preds, examples) == {"accuracy": pytest.approx(60.0)}
+    # "neutral" and 7 are not labels: counted as invalid (a T5 generation that is no label word)
+    assert score("sst2", preds, examples) == {"accuracy": pytest.approx(60.0), "invalid": 2,
+                                               "invalid_rate": pytest.approx(40.0)}
 
 
 def test_mcc_cola():
     # TP=1 TN=2 FP=0 FN=1: (1*2 - 0*1) / sqrt((1+0)(1+1)(2+0)(2+1)) = 2 / sqrt(12)
     result = score("cola", ["acceptable", "unacceptable", 0, 0], cls([1, 1, 0, 0], "cola"))
-    assert result == {"mcc": pytest.approx(100 * 2 / 12 ** 0.5)}
+    assert result == {"mcc": pytest.approx(100 * 2 / 12 ** 0.5), "invalid": 0, "invalid_rate": 0.0}
 
 
 def test_binary_f1_invalid_becomes_wrong():
@@ -38,7 +40,8 @@ def test_cb_macro_f1_accuracy_and_their_mean():
     assert result["macro_f1"] == pytest.approx(100 * 4 / 9)
     assert result["accuracy"] == pytest.approx(50.0)
     assert result["avg"] == pytest.approx((100 * 4 / 9 + 50.0) / 2)
-    assert list(result) == ["macro_f1", "accuracy", "avg"]
+    assert list(result) == ["macro_f1", "accuracy", "avg", "invalid", "invalid_rate"]  # avg over metrics only
+    assert result["invalid"] == 1 and result["invalid_rate"] == pytest.approx(25.0)
     assert get_task("cb").main_metric == "avg"
 
 
@@ -59,10 +62,12 @@ def test_stsb_pearson_spearman_with_unparsable_prediction():
     result = score("stsb", ["1.0", "n/a", 3, 4.0], stsb([1.0, 2.0, 3.0, 4.0]))
     assert result["pearson"] == pytest.approx(100 * 6.5 / 73.75 ** 0.5)
     assert result["spearman"] == pytest.approx(80.0)
+    assert (result["invalid"], result["invalid_rate"]) == (1, pytest.approx(25.0))  # "n/a"
 
 
 def test_stsb_constant_prediction_scores_zero_not_nan():
-    assert score("stsb", [2.0, 2.0, 2.0], stsb([1.0, 2.0, 3.0])) == {"pearson": 0.0, "spearman": 0.0}
+    assert score("stsb", [2.0, 2.0, 2.0], stsb([1.0, 2.0, 3.0])) == {"pearson": 0.0, "spearman": 0.0,
+                                                                     "invalid": 0, "invalid_rate": 0.0}
 
 
 def test_multirc_f1a_and_grouped_exact_match():
@@ -70,7 +75,7 @@ def test_multirc_f1a_and_grouped_exact_match():
     # over all options gold [1,0,1,0,1] pred [1,0,1,0,0]: TP=2 FP=0 FN=1 -> F1a = 4/5
     examples = cls([1, 0, 1, 0, 1], "multirc", groups=["q1", "q1", "q1", "q2", "q2"])
     result = score("multirc", ["true", "false", 1, "false", "false"], examples)
-    assert result == {"f1a": pytest.approx(80.0), "em": pytest.approx(50.0)}
+    assert result == {"f1a": pytest.approx(80.0), "em": pytest.approx(50.0), "invalid": 0, "invalid_rate": 0.0}
 
 
 @pytest.mark.parametrize("text,normal", [
@@ -90,6 +95,7 @@ def test_squad_f1_em_take_the_max_over_gold_answers():
     result = score("nq", ["Eiffel", "1890", "Himalayas mountains"], examples)
     assert result["squad_em"] == pytest.approx(100 / 3)
     assert result["squad_f1"] == pytest.approx(100 * (1 + 0 + 2 / 3) / 3)
+    assert "invalid" not in result  # free text: any answer is an answer
     assert get_task("nq").main_metric == "squad_f1"
 
 

@@ -114,3 +114,106 @@ def test_mixed_step_counts_are_not_averaged(sweep, tmp_path, capsys):
 def test_report_bad_input(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
     assert "no such run folder" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------- lr search (Appendix B.2), hand-made run folders
+def _fake_run(root: Path, name: str, method: str, lr: float, seed: int, val: float | None, test: float,
+              invalid: int = 0, task: str = "cb", eval_mode: str | None = "generate") -> Path:
+    """A finished run folder as `ept train` leaves it (config.json + results.json), numbers chosen here."""
+    folder = root / name
+    folder.mkdir(parents=True)
+    from dataclasses import asdict
+
+    config = asdict(TrainConfig(task=task, method=method, backbone="t5-base", lr=lr, seed=seed, steps=30000,
+                                eval_mode=eval_mode, out=str(folder)))
+    (folder / "config.json").write_text(json.dumps(config))
+    main_metric = "avg" if task == "cb" else "accuracy"
+    results = {"status": "finished", "task": task, "method": method, "backbone": "t5-base", "seed": seed,
+               "steps": 30000, "few_shot": None, "trainable_params": 2304, "main_metric": main_metric,
+               "validation": None if val is None else {main_metric: val, "invalid": 0, "invalid_rate": 0.0},
+               "test": {main_metric: test, "invalid": invalid, "invalid_rate": 100.0 * invalid / 28},
+               "split_sizes": {"train": 250, "validation": 28, "test": 28}}
+    (folder / "results.json").write_text(json.dumps(results))
+    return folder
+
+
+@pytest.fixture()
+def lr_search(tmp_path):
+    """EPT on CB at two lrs: 0.01 wins on validation, 0.3 would win on test. PT has one lr only."""
+    root = tmp_path / "runs"
+    for seed, (v_lo, t_lo, v_hi, t_hi) in enumerate([(80.0, 50.0, 70.0, 90.0), (82.0, 52.0, 72.0, 92.0)]):
+        _fake_run(root, f"cb-ept-lr=0.01-s{seed}", "ept", 0.01, seed, v_lo, t_lo, invalid=3 if seed == 0 else 0)
+        _fake_run(root, f"cb-ept-lr=0.3-s{seed}", "ept", 0.3, seed, v_hi, t_hi)
+        _fake_run(root, f"cb-pt-lr=0.3-s{seed}", "pt", 0.3, seed, 60.0 + seed, 61.0 + seed)
+    return root
+
+
+def test_report_picks_the_lr_on_validation_never_on_test(lr_search, tmp_path):
+    assert main(["report", str(lr_search), "--out", str(tmp_path / "t")]) == 0
+    md = (tmp_path / "t" / "table1.md").read_text()
+    header = next(x for x in md.splitlines() if "CB (F1/Acc)" in x)
+    cb = [c.strip() for c in header.strip("|").split("|")].index("CB (F1/Acc)")
+    ept, pt = _row(md, "EPT")[cb], _row(md, "PT")[cb]
+    assert "51.0 ± 1.4<" in ept  # lr 0.01's test scores (50, 52); selecting on test would give 91.0
+    assert "91.0" not in md and "mixed" not in md
+    notes = dict(re.findall(r"^- (\w): (.*)$", md, flags=re.M))
+    marks = ept.split("<sup>")[1].split("</sup>")[0].split(",")
+    assert any(notes[m].startswith("learning rate searched (Appendix B.2)") for m in marks)
+    assert any(notes[m].startswith("some test outputs were invalid generations") for m in marks)
+    assert "T5-base CB / EPT lr 0.01 (validation 0.01: 81.0, 0.3: 71.0)" in md  # the winner, named
+    assert "T5-base CB / PT lr" not in md and pt == "**61.5 ± 0.7**"  # one lr: nothing to choose, no note
+    assert "Invalid generations on test, summed over seeds: T5-base CB / EPT 3 of 56 (5.4%)" in md
+    assert "Scoring (eval_mode): generate" in md
+    report = json.loads((tmp_path / "t" / "report.json").read_text())
+    entry = report["tables"]["table1"]["blocks"][0]["rows"]["ept"]["cols"]["cb"]
+    assert entry["lr"] == 0.01 and entry["seeds"] == [0, 1] and entry["invalid"] == 3
+
+
+def test_lr_choice_does_not_move_when_only_test_scores_change(lr_search):
+    from ept.analysis.runs import load_records
+    from ept.report import build_cells
+
+    records, _ = load_records([lr_search])
+    chosen = build_cells(records)[("t5-base", "ept", "cb", None)].search["chosen"]
+    for r in records:  # any test scores at all: the choice is made before they are read
+        r.results["test"] = {"avg": 1000.0 if r.config["lr"] == 0.3 else -1000.0}
+    assert build_cells(records)[("t5-base", "ept", "cb", None)].search["chosen"] == chosen == 0.01
+
+
+def test_lr_search_ties_and_missing_validation(tmp_path):
+    from ept.analysis.runs import load_records
+    from ept.report import build_cells
+
+    for lr in (0.1, 0.03):  # same validation: the smaller lr, deterministically
+        _fake_run(tmp_path / "tie", f"cb-ept-lr={lr}-s0", "ept", lr, 0, 75.0, 60.0 + 100 * lr)
+    records, _ = load_records([tmp_path / "tie"])
+    assert build_cells(records)[("t5-base", "ept", "cb", None)].search["chosen"] == 0.03
+    for lr in (0.1, 0.03):  # no validation score at all: nothing may choose, so nothing is averaged
+        _fake_run(tmp_path / "none", f"cb-ept-lr={lr}-s0", "ept", lr, 0, None, 60.0)
+    records, _ = load_records([tmp_path / "none"])
+    cell = build_cells(records)[("t5-base", "ept", "cb", None)]
+    assert cell.search is None and cell.mixed == {"lr": ["0.03", "0.1"]}
+
+
+def test_generation_runs_record_invalid_outputs_and_the_report_footnotes_them(tiny_t5_dir, data_dir, tmp_path):
+    """A real (untrained, tiny) T5 run scored by generation: its outputs are mostly no label word."""
+    mini = tmp_path / "data" / "sst2"
+    mini.mkdir(parents=True)
+    for name, n in (("train.tsv", 100), ("dev.tsv", 40)):
+        mini.joinpath(name).write_text("".join((data_dir / "sst2" / name).read_text().splitlines(keepends=True)[: n + 1]))
+    out = tmp_path / "runs" / "sst2-ept-s0"
+    results = run(TrainConfig(task="sst2", method="ept", backbone=tiny_t5_dir, steps=2, eval_every=2, batch_size=4,
+                              max_eval_examples=12, max_length=32, eval_mode="generate", data_dir=str(mini.parent),
+                              tensorboard=False, out=str(out)), progress=False)
+    # 2 steps of a random 32-wide T5 never spell "positive"/"negative": every output is invalid and
+    # scored as wrong (the way PT's 0.0 on CoLA comes out in the paper's Table 1)
+    assert results["test"] == {"accuracy": 0.0, "invalid": 12, "invalid_rate": 100.0}
+    saved = json.loads((out / "results.json").read_text())
+    n_val = saved["split_sizes"]["validation"]  # 10: carved from the 100-row train sample
+    assert saved["validation"]["invalid_rate"] == pytest.approx(100 * saved["validation"]["invalid"] / n_val)
+    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "t")]) == 0
+    md = (tmp_path / "t" / "table1.md").read_text()
+    assert "Scoring (eval_mode): generate" in md
+    assert f"Invalid generations on test, summed over seeds: {Path(tiny_t5_dir).name} SST-2 / EPT 12 of 12 (100.0%)" in md
+    notes = dict(re.findall(r"^- (\w): (.*)$", md, flags=re.M))
+    assert any(t.startswith("some test outputs were invalid generations") for t in notes.values())

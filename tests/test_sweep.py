@@ -58,7 +58,7 @@ def test_bad_spec_lists_every_problem_before_any_run(tmp_path, capsys):
 @pytest.mark.parametrize("spec", sorted(str(p.relative_to(REPO)) for p in (REPO / "experiments").rglob("*.yaml")))
 def test_every_shipped_spec_is_valid(spec):
     text = (REPO / spec).read_text()
-    assert text.startswith("# Reproduces"), "each spec names the table/figure it reproduces"
+    assert text.startswith("# Reproduces"), "each spec names the table/figure it reproduces (or says it reproduces none)"
     assert "ept sweep " + spec in text or "ept analyze" in text, "each spec shows its command"
     sweep = load_spec(REPO / spec, check_data=False)
     assert sweep.runs
@@ -120,3 +120,96 @@ def test_ray_executor_on_a_local_runtime(tiny_bert, mini_data, tmp_path, monkeyp
     assert any("[1 done / 0 failed / 0 left] sst2-ept-s0" in line for line in logs)
     results = json.loads((tmp_path / "ray" / "sst2-ept-s0" / "results.json").read_text())
     assert results["status"] == "finished" and results["steps"] == 4
+
+
+# ----------------------------------------------------------------- the paper's protocol (issue 10)
+PAPER_SPECS = sorted((REPO / "experiments" / "paper").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", PAPER_SPECS, ids=lambda p: p.name)
+def test_paper_specs_generate_and_use_the_hf_trainer_defaults(path):
+    sweep = load_spec(path, check_data=False)
+    for run in sweep.runs:
+        c = run.config
+        assert c["eval_mode"] == "generate", run.name
+        assert (c["lr_scheduler"], c["warmup_steps"], c["max_grad_norm"], c["decay_norm_and_bias"]) == \
+            ("linear", 0, 1.0, False), run.name
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "experiments").glob("[cg]pu/*.yaml")), ids=lambda p: p.name)
+def test_cpu_specs_keep_rank_scoring_and_say_so(path):
+    assert "Scoring: rank classification" in path.read_text()
+    assert all(r.config["eval_mode"] is None for r in load_spec(path, check_data=False).runs)
+
+
+@pytest.mark.parametrize("size", ["small", "base", "large"])
+def test_table1_searches_the_lr_on_superglue_only(size):
+    runs = load_spec(REPO / "experiments" / "paper" / f"table1_t5{size}.yaml", check_data=False).runs
+    lrs: dict = {}
+    for r in runs:
+        lrs.setdefault((r.config["task"], r.config["method"]), set()).add(r.config["lr"])
+    assert lrs[("boolq", "ept")] == lrs[("multirc", "pt")] == {0.003, 0.01, 0.03, 0.1, 0.3}
+    assert lrs[("wsc", "ft")] == {1e-5, 1e-4, 1e-3}
+    assert lrs[("cola", "ept")] == {0.3} and lrs[("sst2", "ft")] == {1e-5}  # GLUE: B.2's fixed rates
+    assert len(runs) == 8 * 6 * 3 + 5 * 5 * 5 * 3 + 5 * 3 * 3
+    # the figures that share the folders train nothing twice: same names, same configs
+    table1 = {r.name: r.config for r in runs}
+    if size == "base":
+        for fig in ("fig11_norms.yaml", "fig2_fig3_fig4_norms_similarity_concat.yaml"):
+            for r in load_spec(REPO / "experiments" / "paper" / fig, check_data=False).runs:
+                assert table1[r.name] == r.config, (fig, r.name)
+
+
+def test_dry_run_lists_generation_and_the_lr_grid(capsys):
+    assert main(["sweep", "--dry-run", "--no-data-check", str(REPO / "experiments/paper/table1_t5base.yaml")]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert "eval_mode=generate" in lines[0]
+    assert "lr: 0.003, 0.01, 0.03, 0.1, 0.3, 1e-05, 0.0001, 0.001" in lines[1]
+    # SuperGLUE: 5 prompt methods x 5 tasks x 3 seeds per prompt lr; GLUE adds 8 x 5 x 3 at 0.3 and 8 x 3 ft at 1e-5
+    assert lines[2] == ("runs by eval_mode and lr: generate lr=1e-05: 39, generate lr=0.0001: 15, "
+                        "generate lr=0.001: 15, generate lr=0.003: 75, generate lr=0.01: 75, generate lr=0.03: 75, "
+                        "generate lr=0.1: 75, generate lr=0.3: 195")
+    assert "564 runs" in out
+    for lr in ("0.003", "0.01", "0.03", "0.1", "0.3"):
+        assert f"/boolq-ept-lr={lr}-s2" in out
+
+
+def test_grids_union_and_its_errors(tmp_path):
+    spec = {"out": str(tmp_path), "steps": 10, "task_overrides": {"rte": {"steps": 7}},
+            "grids": [{"task": ["sst2", "rte"], "method": ["ept"]},
+                      {"task": ["cb"], "method": ["pt", "ft"], "lr": [0.01, 0.1]},
+                      {"task": ["rte"], "method": ["ept"]}]}  # overlaps the first grid: listed once
+    sweep = expand(spec, check_data=False)
+    assert [r.name for r in sweep.runs] == ["sst2-ept-s0", "rte-ept-s0", "cb-pt-lr=0.01-s0", "cb-pt-lr=0.1-s0",
+                                            "cb-ft-lr=0.01-s0", "cb-ft-lr=0.1-s0"]
+    assert {r.name: r.config["steps"] for r in sweep.runs}["rte-ept-s0"] == 7
+    assert sweep.grid == {"task": ["sst2", "rte", "cb"], "method": ["ept", "pt", "ft"], "lr": [0.01, 0.1]}
+    with pytest.raises(SweepError, match="`grids` must be a non-empty list of grid mappings"):
+        expand({"out": str(tmp_path), "grids": {"task": ["sst2"]}}, check_data=False)
+    with pytest.raises(SweepError, match="task_overrides: task 'cola' is in none of the grids"):
+        expand({**spec, "task_overrides": {"cola": {"steps": 3}}}, check_data=False)
+    with pytest.raises(SweepError, match="unknown grid key 'colour'"):
+        expand({"out": str(tmp_path), "grids": [{"task": ["sst2"]}, {"colour": [1]}]}, check_data=False)
+
+
+@pytest.mark.parametrize("bad, key, message", [
+    ({"backbone": "minilm", "eval_mode": "generate"}, "eval_mode",
+     "'generate' needs a backbone that generates text; backbone 'minilm' is an encoder"),
+    ({"grid": {"lr": [0.3, -0.1]}}, "lr", "learning rates must be positive numbers, got -0.1"),
+    ({"grid": {"lr": [0.0]}}, "lr", "learning rates must be positive numbers, got 0.0"),
+    ({"grid": {"lr": ["1e-5"]}}, "lr", "got '1e-5' (YAML reads 1e-5 as a string: write 1.0e-5)"),
+    ({"lr": -3}, "lr", "learning rates must be positive numbers, got -3"),
+])
+def test_protocol_errors_are_caught_before_any_run(bad, key, message, tmp_path, capsys):
+    spec = {"out": str(tmp_path / "out"), "task": "sst2", "method": "ept", **bad}
+    assert main(["sweep", str(_write(tmp_path / "bad.yaml", spec)), "--no-data-check"]) == 2
+    err = capsys.readouterr().err
+    assert f"- {key}: " in err and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_generation_on_an_encoder_folder_is_caught_too(tiny_bert, tiny_t5_dir, tmp_path):
+    with pytest.raises(SweepError, match=r"eval_mode: 'generate' needs .* is an encoder"):
+        expand({"out": str(tmp_path), "backbone": tiny_bert, "eval_mode": "generate"}, check_data=False)
+    assert expand({"out": str(tmp_path), "backbone": tiny_t5_dir, "eval_mode": "generate"}, check_data=False).runs

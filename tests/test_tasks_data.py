@@ -316,6 +316,29 @@ def test_mnli_prefers_its_own_mismatched_validation():
     assert plain.rule == "1K from train"  # a task without prefer_dev samples from its full train
 
 
+def test_table5_protocol_differs_from_b1_only_where_table5_does():
+    from ept.tasks.splits import TABLE5, protocol_rule
+
+    # MNLI: Table 5 samples validation from its full train (no mismatched), matched is the test
+    spec = dataclasses.replace(get_task("mnli"), train_size=20_000)
+    raw = RawSplits(train=_examples(2_000), eval=_examples(4, tag="m"), dev=_examples(3, tag="mm"), train_complete=True)
+    assert apply_protocol(spec, raw, 42).rule == "dev as val"
+    t5 = apply_protocol(spec, raw, 42, protocol="table5")
+    assert t5.rule == "1K from train" and (len(t5.train), len(t5.validation), len(t5.test)) == (1_000, 1_000, 4)
+    # PAWS (train 49,401): B.1 samples 1K from train, Table 5 halves the official validation
+    paws = RawSplits(train=_examples(2_000), eval=_examples(10, tag="v"), train_complete=True)
+    assert apply_protocol(get_task("paws"), paws, 42).rule == "1K from train"
+    halved = apply_protocol(get_task("paws"), paws, 42, protocol="table5")
+    assert (len(halved.train), len(halved.validation), len(halved.test)) == (2_000, 5, 5)
+    # every other task: the same rule under both protocols
+    for name in ("cola", "sst2", "rte", "boolq", "multirc", "qqp", "qnli", "yelp", "nq"):
+        assert name not in TABLE5 and protocol_rule(get_task(name), "table5") == protocol_rule(get_task(name), "b1")
+    with pytest.raises(ValueError, match="split_protocol='t5'; allowed: b1, table5"):
+        apply_protocol(get_task("rte"), raw, 42, protocol="t5")
+    with pytest.raises(ValueError, match="unknown split protocol 't5'"):
+        load_task("rte", data_dir=FIXTURES, split_protocol="t5")
+
+
 def test_protocol_caps_yelp_train():
     spec = dataclasses.replace(get_task("yelp"), train_size=12_000, max_train=5_000)
     split = apply_protocol(spec, RawSplits(train=_examples(12_000), eval=_examples(5), train_complete=True), 0)
@@ -350,7 +373,35 @@ def test_few_shot_is_balanced_and_seeded():
 def test_load_task_few_shot():
     data = load_task("scitail", data_dir=FIXTURES, few_shot_k=2, seed=3)
     assert Counter(ex.target for ex in data.train) == {"entailment": 2, "neutral": 2}
-    assert any(n.startswith("few-shot: 4 training examples (2 per class") for n in data.notes)
+    assert any(n.startswith("few-shot: 4 training examples (2 per class, sample seed 3)") for n in data.notes)
+
+
+@needs_shared
+def test_few_shot_sample_follows_the_run_seed_and_evaluation_does_not():
+    """Paper §5.2: each of the 6 runs draws its own k-per-class sample; validation/test stay put."""
+    runs = {s: load_task("rte", data_dir=SHARED, source="local", few_shot_k=16, sample_seed=s) for s in (0, 1)}
+    train0, train1 = ({e.source for e in runs[s].train} for s in (0, 1))
+    assert len(train0) == len(train1) == 32 and train0 != train1
+    assert Counter(e.label for e in runs[1].train) == {0: 16, 1: 16}
+    for split in ("validation", "test"):
+        assert [e.source for e in getattr(runs[0], split)] == [e.source for e in getattr(runs[1], split)]
+        assert [e.source for e in getattr(runs[0], split)] == [e.source for e in getattr(shared("rte"), split)]
+    # the same run seed draws the same sample again (resumable, reproducible)
+    again = load_task("rte", data_dir=SHARED, source="local", few_shot_k=16, sample_seed=0)
+    assert [e.source for e in again.train] == [e.source for e in runs[0].train]
+    # the note names the seed the sample was drawn with
+    assert runs[0].notes[-1].endswith("(16 per class, sample seed 0) out of 2,490")
+
+
+@needs_shared
+def test_ept_train_draws_the_few_shot_sample_with_the_run_seed(tiny_bert, tmp_path, capsys):
+    from ept.train import TrainConfig, run
+
+    base = dict(task="rte", method="ept", backbone=tiny_bert, steps=1, eval_every=1, batch_size=4, few_shot=4,
+                max_eval_examples=8, max_length=32, data_dir=str(SHARED), tensorboard=False)
+    for seed in (3, 5):
+        assert run(TrainConfig(seed=seed, out=str(tmp_path / f"s{seed}"), **base), progress=False)["status"] == "finished"
+        assert f"(4 per class, sample seed {seed}) out of 2,490" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------- hub (no network: a fake `datasets`)

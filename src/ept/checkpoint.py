@@ -8,44 +8,55 @@ times — plus a PEFT PROMPT_TUNING adapter folder that `peft.PeftModel.from_pre
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from ept import __version__
 from ept.prompts import config_from_dict
+from ept.rundir import RunDirError, atomic_save_tensors, atomic_write_json, atomic_write_text, read_json  # noqa: F401
 
 STATE_FILE, CONFIG_FILE = "method.safetensors", "method.json"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 EXPORT_FILE, EXPORT_CONFIG = "prompt.safetensors", "prompt.json"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write then rename, so a killed process never leaves a half-written file that looks complete."""
+class CheckpointError(RunDirError):
+    """A saved state that does not fit the model, or cannot be read."""
+
+
+def read_tensors(path, remedy: str = "") -> dict[str, torch.Tensor]:
+    """A safetensors file, or one CheckpointError naming it (missing, truncated, not safetensors)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode open() would
-    os.replace(tmp, path)
+    tail = f"; {remedy}" if remedy else ""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing{tail}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: unreadable safetensors ({err}); the file is truncated or corrupt{tail}") from None
 
 
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+def check_state(state: dict, expected: dict, path, remedy: str = "") -> None:
+    """`state` must hold exactly the tensors of `expected` (name -> tensor), with their shapes."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [f"{k} {tuple(state[k].shape)} (model: {tuple(v.shape)})"
+              for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    problems = ([f"missing {missing[:5]}"] if missing else []) + ([f"unexpected {unexpected[:5]}"] if unexpected else []) \
+        + ([f"wrong shape {shapes[:5]}"] if shapes else [])
+    if problems:
+        raise CheckpointError(f"{path}: does not fit the model ({'; '.join(problems)}): saved by another method, "
+                              f"config or version?" + (f" {remedy}" if remedy else ""))
 
 
-def atomic_save_tensors(path: Path, tensors: dict, metadata: dict | None = None) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+def load_state(model, path, remedy: str = "") -> None:
+    """Load a trainable state into `model`, checked key by key and shape by shape first (the
+    frozen backbone is not in the file, hence strict=False after the check)."""
+    state = read_tensors(path, remedy)
+    check_state(state, trainable_state(model), path, remedy)
+    model.load_state_dict(state, strict=False)
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
@@ -66,7 +77,7 @@ def read_method_config(folder) -> dict:
     path = Path(folder) / CONFIG_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path}: no saved method here (expected {CONFIG_FILE} and {STATE_FILE})")
-    return json.loads(path.read_text())
+    return read_json(path)
 
 
 def load_method(folder, backbone_model=None, tokenizer=None, dtype=None):
@@ -77,11 +88,7 @@ def load_method(folder, backbone_model=None, tokenizer=None, dtype=None):
     if backbone_model is None:
         backbone_model, tokenizer = load_backbone(meta["backbone"], dtype=dtype)
     model = PromptedModel(backbone_model, tokenizer, config_from_dict(meta["prompt"]), meta.get("linear_head", 0))
-    state = load_file(str(Path(folder) / STATE_FILE))
-    missing = set(trainable_state(model)) - set(state)
-    if missing:
-        raise ValueError(f"{folder}/{STATE_FILE} lacks tensors {sorted(missing)[:5]}: saved by another method or version?")
-    model.load_state_dict(state, strict=False)
+    load_state(model, Path(folder) / STATE_FILE)
     return model
 
 
@@ -135,8 +142,10 @@ def load_exported(folder) -> tuple[torch.Tensor, dict]:
     path = folder / EXPORT_CONFIG
     if not path.exists():
         raise FileNotFoundError(f"{path}: not an ept export folder (expected {EXPORT_FILE} and {EXPORT_CONFIG})")
-    meta = json.loads(path.read_text())
-    vectors = load_file(str(folder / EXPORT_FILE))["prompt"]
+    meta = read_json(path)
+    vectors = read_tensors(folder / EXPORT_FILE, "export the run again (ept export)").get("prompt")
+    if vectors is None:
+        raise CheckpointError(f"{folder / EXPORT_FILE}: no 'prompt' tensor; export the run again (ept export)")
     if vectors.shape[0] == 1 and meta["num_tokens"] > 1:
         vectors = vectors.expand(meta["num_tokens"], -1)
     if tuple(vectors.shape) != (meta["num_tokens"], meta["embed_dim"]):

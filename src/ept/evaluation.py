@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 
 
 def load_run(run_dir, data_dir=None):
     """(TrainConfig, PromptedModel with the best state) of a run folder."""
     from ept.checkpoint import load_method
+    from ept.rundir import RunDir
     from ept.train import TrainConfig
 
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").exists():
-        raise FileNotFoundError(f"{run_dir}: not a run folder (no config.json)")
-    cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-    if not (run_dir / "best").exists():
-        raise FileNotFoundError(f"{run_dir}: no best/ state yet (the run never reached an evaluation)")
+    rd = RunDir(run_dir)
+    cfg = TrainConfig.from_dict(rd.read_config())
+    if not rd.best.exists():
+        raise FileNotFoundError(f"{rd.path}: no best/ state yet (the run never reached an evaluation)")
     from ept.backbones import load_backbone
 
     backbone, tokenizer = load_backbone(cfg.backbone, dtype=getattr(torch, cfg.dtype))
-    return cfg, load_method(run_dir / "best", backbone, tokenizer)
+    return cfg, load_method(rd.best, backbone, tokenizer)
 
 
 def evaluate_run(run_dir, split: str = "test", task: str | None = None, data_dir=None,
@@ -30,8 +26,8 @@ def evaluate_run(run_dir, split: str = "test", task: str | None = None, data_dir
     """Metrics of the run's best prompt on `task` (default the run's own) and write them to
     RUN/eval/<task>-<split>.json. Pass `model`/`cfg` to reuse a loaded run."""
     from ept.batching import encode
-    from ept.checkpoint import atomic_write_json
     from ept.heads import make_scorer
+    from ept.rundir import RunDir, atomic_write_json
     from ept.tasks import load_task
     from ept.train import evaluate
 
@@ -48,5 +44,5 @@ def evaluate_run(run_dir, split: str = "test", task: str | None = None, data_dir
     device = next(model.parameters()).device
     metrics = evaluate(scorer, data.spec, model.tokenizer, encoded, examples, cfg.eval_batch_size, device)
     out = {"task": task, "split": split, "examples": len(examples), **metrics}
-    atomic_write_json(Path(run_dir) / "eval" / f"{task}-{split}.json", out)
+    atomic_write_json(RunDir(run_dir).eval_output(task, split), out)
     return out

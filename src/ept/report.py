@@ -12,8 +12,14 @@
 A cell is (backbone, method, task[, k]): the test main metric of each run's best state, mean ±
 std over seeds. As in the paper, fine-tuning is excluded from the ranking; the best cell of a
 column is bold and the second underlined. A task with no finished run shows "—" and a footnote.
-Runs in one cell that differ in anything but the seed (steps, lr, method switches, ...) are not
-averaged: the cell says "mixed" and a footnote names the differing settings.
+Runs in one cell that differ in anything but the seed and the learning rate (steps, method
+switches, ...) are not averaged: the cell says "mixed" and a footnote names the differing settings.
+
+Learning-rate search (Appendix B.2): when a cell holds runs at several learning rates, the lr
+with the best mean *validation* score over its seeds (each run's best checkpoint) is kept and
+its *test* scores are reported; the notes name the winner. Test scores never take part in the
+choice. Invalid generations (`invalid` in results.json: outputs that are no label word, scored
+as wrong) are summed per cell and listed in a footnote.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ept.analysis.runs import RunRecord, load_records, mean_std
+from ept.analysis.runs import RunRecord, group_by, load_records, mean_std
 
 METHOD_ORDER = ["ft", "ptuning", "resprompt", "pt", "ept", "ept_star"]
 METHOD_NAMES = {"ft": "FT", "ptuning": "P-Tuning", "resprompt": "ResPrompt", "pt": "PT", "ept": "EPT", "ept_star": "EPT*"}
@@ -38,13 +44,15 @@ TABLE2 = [("MRQA", [("nq", "NQ", "F1"), ("hotpotqa", "HP", "F1"), ("searchqa", "
           ("Others", [("winogrande", "WG", "Acc"), ("yelp", "Yelp", "Acc"), ("scitail", "SciTail", "Acc"),
                       ("paws", "PAWS", "Acc")])]
 # Settings that may differ inside a cell: the seed and where things were written.
-NOT_CONTEXT = {"seed", "out", "data_dir", "tensorboard", "eval_batch_size", "task", "method", "backbone", "few_shot"}
+NOT_CONTEXT = {"seed", "out", "data_dir", "tensorboard", "eval_batch_size", "task", "method", "backbone", "few_shot",
+               "overwrite"}
 
 
 @dataclass
 class Cell:
-    runs: list[RunRecord] = field(default_factory=list)
+    runs: list[RunRecord] = field(default_factory=list)  # after an lr search: the chosen lr's runs only
     mixed: dict = field(default_factory=dict)  # setting -> distinct values, when runs disagree
+    search: dict | None = None  # {"chosen": lr, "validation": {lr: mean}, "runs": n} after an lr search
 
     @property
     def scores(self) -> list[float]:
@@ -59,8 +67,12 @@ class Cell:
         return mean_std(self.scores)[1] if self.scores else math.nan
 
 
+# Settings a cell may hold several values of because they are searched, then chosen on validation.
+SEARCHED = {"lr"}
+
+
 def _context(record: RunRecord) -> dict:
-    return {k: v for k, v in record.config.items() if k not in NOT_CONTEXT}
+    return {k: v for k, v in record.config.items() if k not in NOT_CONTEXT and k not in SEARCHED}
 
 
 def build_cells(records: list[RunRecord]) -> dict[tuple, Cell]:
@@ -75,7 +87,43 @@ def build_cells(records: list[RunRecord]) -> dict[tuple, Cell]:
             values = {repr(c.get(k)) for c in contexts}
             if len(values) > 1:
                 cell.mixed[k] = sorted(values)
+        if not cell.mixed:
+            select_lr(cell)
     return cells
+
+
+def select_lr(cell: Cell) -> None:
+    """Appendix B.2's search: keep the runs of the lr with the best mean validation score.
+    Only `score("validation")` is read here: the test set never chooses. Ties go to the smaller lr."""
+    by_lr = group_by(cell.runs, lambda r: r.config["lr"])
+    if len(by_lr) < 2:
+        return
+    validation = {}
+    for lr, runs in by_lr.items():
+        scores = [v for v in (r.score("validation") for r in runs) if v is not None]
+        if scores:
+            validation[lr] = mean_std(scores)[0]
+    if not validation:  # nothing to choose with: refuse to average across learning rates
+        cell.mixed["lr"] = sorted(repr(lr) for lr in by_lr)
+        return
+    chosen = max(sorted(validation), key=lambda lr: validation[lr])  # sorted + max: the smaller lr on ties
+    cell.search = {"chosen": chosen, "validation": {lr: validation.get(lr) for lr in sorted(by_lr)},
+                   "runs": len(cell.runs)}
+    cell.runs = by_lr[chosen]
+
+
+def invalid_count(runs: list[RunRecord], split: str = "test") -> tuple[int, int]:
+    """(invalid predictions, predictions) on `split`, summed over runs (results.json `invalid`)."""
+    invalid = total = 0
+    for r in runs:
+        metrics = (r.results or {}).get(split) or {}
+        if metrics.get("invalid") is not None:
+            invalid += int(metrics["invalid"])
+            size = ((r.results or {}).get("split_sizes") or {}).get(split)
+            if size is None and metrics.get("invalid_rate"):  # older results.json: back from the rate
+                size = round(100.0 * metrics["invalid"] / metrics["invalid_rate"])
+            total += int(size or 0)
+    return invalid, total
 
 
 def format_params(n: int | None) -> str:
@@ -162,6 +210,7 @@ def benchmark_table(cells: dict, layout, title: str, few_shot=None) -> dict:
                         if len(cell.scores) == 1:
                             entry["note"] = notes.mark("one seed only (no std)")
                         rows[m]["params"] = rows[m]["params"] or cell.runs[0].results.get("trainable_params")
+                        _search_and_invalid(entry, cell, notes)
                     rows[m]["cols"][task] = entry
             # Avg over the tasks every method of the block has: a method is not ranked on easier tasks.
             common = [(t, h) for t, h, _ in cols if all(rows[m]["cols"][t]["mean"] is not None for m in methods)]
@@ -171,6 +220,54 @@ def benchmark_table(cells: dict, layout, title: str, few_shot=None) -> dict:
                                          "n_tasks": len(present), "of": len(cols), "tasks": [h for _, h in common]}
         blocks.append({"backbone": bb, "methods": methods, "rows": rows})
     return {"title": title, "layout": layout, "blocks": blocks, "notes": notes.texts, "few_shot": few_shot}
+
+
+LR_NOTE = ("learning rate searched (Appendix B.2): the lr with the best mean validation score is reported; "
+           "the winners are listed below")
+INVALID_NOTE = "some test outputs were invalid generations (no label word; scored as wrong): counts below"
+
+
+def _search_and_invalid(entry: dict, cell: Cell, notes: Notes) -> None:
+    """Put the lr search's winner and the invalid-generation count of a cell into its entry."""
+    entry["invalid"], entry["predictions"] = invalid_count(cell.runs)
+    entry["eval_modes"] = sorted({str(r.config.get("eval_mode") or "default") for r in cell.runs})
+    marks = []
+    if cell.search:
+        entry["lr"], entry["lr_validation"] = cell.search["chosen"], cell.search["validation"]
+        marks.append(notes.mark(LR_NOTE))
+    if entry["invalid"]:
+        marks.append(notes.mark(INVALID_NOTE))
+    if marks:
+        entry["note"] = ",".join(([entry["note"]] if entry["note"] else []) + marks)
+
+
+def _detail_notes(table: dict) -> list[str]:
+    """The footnotes' lists: which lr won where, how many generations were invalid, the scoring."""
+    won, invalid, modes = [], [], set()
+    for block in table["blocks"]:
+        bb = BACKBONE_NAMES.get(block["backbone"], Path(block["backbone"]).name)
+        for _, cols in table["layout"]:
+            for task, header, _ in cols:
+                for m in block["methods"]:
+                    e = block["rows"][m]["cols"][task]
+                    modes.update(e.get("eval_modes") or [])
+                    where = f"{bb} {header} / {METHOD_NAMES.get(m, m)}"
+                    if e.get("lr") is not None:
+                        grid = ", ".join(f"{lr:g}: {v:.1f}" if v is not None else f"{lr:g}: —"
+                                         for lr, v in e["lr_validation"].items())
+                        won.append(f"{where} lr {e['lr']:g} (validation {grid})")
+                    if e.get("invalid"):
+                        rate = 100.0 * e["invalid"] / e["predictions"] if e["predictions"] else float("nan")
+                        invalid.append(f"{where} {e['invalid']:,} of {e['predictions']:,} ({rate:.1f}%)")
+    out = []
+    if won:
+        out.append("Learning rate chosen on validation (mean over seeds; test never chooses): " + "; ".join(won))
+    if invalid:
+        out.append("Invalid generations on test, summed over seeds: " + "; ".join(invalid))
+    if modes:
+        out.append("Scoring (eval_mode): " + ", ".join(sorted(modes)) + " (generate: the paper's greedy decoding; "
+                   "rank/default: rank classification, never invalid)")
+    return out
 
 
 def _ranks_for(block, layout) -> dict:
@@ -221,6 +318,7 @@ def render(table: dict, fmt: str = "md") -> str:
     if partial_avg:
         notes.append("*: Avg over the tasks that every method has here, not the whole benchmark: " + "; ".join(
             f"{bench}: {', '.join(tasks)}" for bench, tasks in partial_avg.items()))
+    notes += _detail_notes(table)
     notes.append("Test-set main metric of the best validation checkpoint, mean ± std over seeds; fine-tuning "
                  "excluded from the ranking: best **bold**, second <ins>underlined</ins>.")
     if fmt == "md":
@@ -258,14 +356,17 @@ def fewshot_table(cells: dict, title: str = "Table 3: few-shot") -> dict:
         methods = [m for m in METHOD_ORDER if any(k[0] == bb and k[1] == m and k[3] is not None for k in cells)]
         for bench, cols in TABLE1:
             for k in shots:
-                vals, tasks = {}, []
+                vals, tasks, invalid = {}, [], {}
                 for m in methods:
                     means = [cells[(bb, m, t, k)].mean for t, _, _ in cols if (bb, m, t, k) in cells]
                     means = [x for x in means if x is not None]
                     vals[m] = sum(means) / len(means) if means else None
                     tasks = [t for t, _, _ in cols if (bb, m, t, k) in cells] or tasks
+                    counts = [invalid_count(cells[(bb, m, t, k)].runs) for t, _, _ in cols if (bb, m, t, k) in cells]
+                    invalid[m] = [sum(c[0] for c in counts), sum(c[1] for c in counts)]
                 if any(v is not None for v in vals.values()):
-                    out.append({"backbone": bb, "benchmark": bench, "k": k, "values": vals, "tasks": tasks})
+                    out.append({"backbone": bb, "benchmark": bench, "k": k, "values": vals, "tasks": tasks,
+                                "invalid": invalid})
     return {"title": title, "rows": out}
 
 
@@ -281,6 +382,12 @@ def render_fewshot(table: dict, fmt: str = "md") -> str:
         lines = [f"**{table['title']}**\n", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
         lines += ["| " + " | ".join(r) + " |" for r in body]
         lines.append("\n- Mean over the listed tasks of the per-task mean over seeds (test main metric).")
+        invalid = [f"{BACKBONE_NAMES.get(r['backbone'], r['backbone'])} {r['benchmark']} k={r['k']} "
+                   f"{METHOD_NAMES.get(m, m)} {n:,} of {total:,}"
+                   for r in table["rows"] for m, (n, total) in r.get("invalid", {}).items() if n]
+        if invalid:
+            lines.append("- Invalid generations on test (no label word; scored as wrong), summed over tasks and "
+                         "seeds: " + "; ".join(invalid))
         return "\n".join(lines) + "\n"
     lines = ["\\begin{table}[t]\n\\centering\\small", "\\begin{tabular}{lll" + "c" * len(methods) + "}", "\\toprule",
              " & ".join(head) + " \\\\", "\\midrule"]

@@ -19,9 +19,16 @@ crossed), and `out` (the root that holds one folder per run)::
     task_overrides:                 # optional: per-task TrainConfig keys (e.g. shorter runs on pairs)
       rte: {steps: 40, max_length: 96}
 
+`grids` (a list of grid mappings) instead of `grid` runs the union of several crossed grids
+under one root, for grids that depend on each other: the paper's lr search covers only the
+SuperGLUE tasks, with one lr list for prompts and another for fine-tuning (experiments/paper/).
+
 Grid keys may be plural (`tasks`, `methods`, `seeds`). Run folders are named from the grid values
 only (`sst2-ept-hidden_size=10-s0`), so the same spec always maps to the same folders and a
-re-run skips what finished. A failed run stays failed (its results.json says why) until you pass
+re-run skips what finished. A folder is only ever "finished" for the config that wrote it: when a
+fixed key of the spec changed (steps, max_length, ...), the sweep refuses to start and names the
+runs and keys (give another `out`, or `overwrite: true` to replace them). Each worker holds its run
+folder's lock and dies with the sweep's process. A failed run stays failed (its results.json says why) until you pass
 `--retry-failed`; it is never retried silently. A killed run resumes from its `last/` checkpoint.
 
 Every error of a spec (unknown key, task, method, method switch, missing data) is gathered and
@@ -31,7 +38,6 @@ raised at once, before any run starts.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import re
 import time
@@ -40,7 +46,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 PLURALS = {"tasks": "task", "methods": "method", "seeds": "seed", "backbones": "backbone", "lrs": "lr"}
-SPEC_KEYS = ("out", "grid", "task_overrides", "name", "description")
+SPEC_KEYS = ("out", "grid", "grids", "task_overrides", "name", "description")
 # Grid keys that name the run folder first, in this order; the rest follow in spec order.
 LEAD_KEYS = ("task", "method")
 
@@ -96,6 +102,77 @@ def run_name(grid_values: dict, fixed: dict) -> str:
     return "-".join(parts)
 
 
+def _backbone_kind(name: str) -> str | None:
+    """seq2seq | encoder | ... without loading weights; None when only loading can tell (a hub id)."""
+    from ept.backbones import BACKBONES, backbone_config, backbone_kind
+
+    if name in BACKBONES:
+        return BACKBONES.get(name).kind
+    if not Path(name).is_dir():
+        return None
+    try:
+        return backbone_kind(backbone_config(name))
+    except (ValueError, OSError):
+        return None  # an unsupported or unreadable folder fails when the run loads it, with its own message
+
+
+def _check_protocol(configs: list[dict]) -> list[str]:
+    """Paper-protocol keys that would fail only inside a run: generation on a backbone that cannot
+    generate, and a learning rate that is not a positive number."""
+    errors = []
+    for c in configs:
+        lr = c.get("lr")
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0):
+            hint = " (YAML reads 1e-5 as a string: write 1.0e-5)" if isinstance(lr, str) else ""
+            errors.append(f"lr: learning rates must be positive numbers, got {lr!r}{hint}")
+        if c.get("eval_mode") == "generate" and _backbone_kind(c["backbone"]) == "encoder":
+            errors.append(f"eval_mode: 'generate' needs a backbone that generates text; backbone {c['backbone']!r} "
+                          f"is an encoder (rank classification only: drop eval_mode or use a seq2seq backbone)")
+    return list(dict.fromkeys(errors))
+
+
+def _expand_union(spec: dict, out, source, check_data: bool) -> Sweep:
+    """`grids: [grid, grid, ...]`: each grid crossed on its own, runs concatenated under one root."""
+    where = f"{source}: " if source else ""
+    parts = spec["grids"]
+    if "grid" in spec or not isinstance(parts, list) or not parts or not all(isinstance(g, dict) for g in parts):
+        raise SweepError(f"{where}`grids` must be a non-empty list of grid mappings, and replaces `grid`; got {parts!r}")
+    base = {k: v for k, v in spec.items() if k not in ("grids", "task_overrides")}
+    overrides = spec.get("task_overrides") or {}
+    sweeps, errors, tasks = [], [], set()
+    for i, part in enumerate(parts):
+        part_tasks = part.get("task", part.get("tasks", [spec.get("task", "sst2")]))
+        part_tasks = part_tasks if isinstance(part_tasks, list) else []  # a bad value: expand() says so
+        tasks.update(part_tasks)
+        own = {t: v for t, v in overrides.items() if t in part_tasks} if isinstance(overrides, dict) else overrides
+        try:
+            sweeps.append(expand({**base, "grid": part, "task_overrides": own}, out=out,
+                                 source=f"{source or 'spec'} grids[{i}]", check_data=False))
+        except SweepError as err:  # keep the problems, once each (a bad fixed key fails every grid)
+            errors += [line.strip()[2:] for line in str(err).splitlines() if line.strip().startswith("- ")]
+    if isinstance(overrides, dict):
+        errors += [f"task_overrides: task {t!r} is in none of the grids" for t in overrides if t not in tasks]
+    if errors:
+        raise SweepError(where + "bad sweep spec:\n  - " + "\n  - ".join(dict.fromkeys(errors)))
+    runs, seen = [], {}
+    for sw in sweeps:
+        for r in sw.runs:
+            if r.name in seen and seen[r.name].config != r.config:
+                errors.append(f"{r.name}: two grids map to this folder with different configs")
+            elif r.name not in seen:
+                seen[r.name] = r
+                runs.append(r)
+    errors += _check_data([r.config for r in runs]) if check_data and not errors else []
+    if errors:
+        raise SweepError(where + "bad sweep spec:\n  - " + "\n  - ".join(errors))
+    grid = {}
+    for sw in sweeps:
+        for key, values in sw.grid.items():
+            grid.setdefault(key, [])
+            grid[key] += [v for v in values if v not in grid[key]]
+    return Sweep(sweeps[0].out, runs, grid, sweeps[0].fixed, spec.get("name", ""), source)
+
+
 def _check_data(configs: list[dict]) -> list[str]:
     """Load each distinct (task, data_dir, split_seed, few_shot) once: a task without training
     data here fails now, not an hour into the sweep."""
@@ -119,16 +196,14 @@ def _check_data(configs: list[dict]) -> list[str]:
     return errors
 
 
-def expand(spec: dict, out: str | Path | None = None, source: str | None = None, check_data: bool = True) -> Sweep:
-    """A validated Sweep from a spec mapping; raises SweepError listing every problem."""
+def _validate(spec: dict, out, where: str) -> tuple[dict, dict, dict, set, set]:
+    """(fixed, grid, task_overrides, TrainConfig keys, method switch names) of a spec; raises
+    SweepError listing every problem of its keys and names."""
     from ept.prompts import METHODS
     from ept.tasks import get_task
     from ept.train import TrainConfig
 
     errors: list[str] = []
-    where = f"{source}: " if source else ""
-    if not isinstance(spec, dict):
-        raise SweepError(f"{where}a sweep spec is a mapping, got {type(spec).__name__}")
     train_keys = {f.name for f in fields(TrainConfig)} - {"out"}
     option_keys = _method_option_names()
     fixed = {k: v for k, v in spec.items() if k not in SPEC_KEYS}
@@ -192,7 +267,20 @@ def expand(spec: dict, out: str | Path | None = None, source: str | None = None,
                               f"{', '.join(sorted(train_keys - set(grid) - {'task', 'method_options'}))}")
     if errors:
         raise SweepError(where + "bad sweep spec:\n  - " + "\n  - ".join(dict.fromkeys(errors)))
+    return fixed, grid, overrides, train_keys, option_keys
 
+
+def expand(spec: dict, out: str | Path | None = None, source: str | None = None, check_data: bool = True) -> Sweep:
+    """A validated Sweep from a spec mapping; raises SweepError listing every problem."""
+    if isinstance(spec, dict) and "grids" in spec:
+        return _expand_union(spec, out, source, check_data)
+    from ept.train import TrainConfig
+
+    where = f"{source}: " if source else ""
+    if not isinstance(spec, dict):
+        raise SweepError(f"{where}a sweep spec is a mapping, got {type(spec).__name__}")
+    fixed, grid, overrides, train_keys, option_keys = _validate(spec, out, where)
+    root = out or spec.get("out")
     order = [k for k in LEAD_KEYS if k in grid] + [k for k in grid if k not in LEAD_KEYS]
     runs, names, config_errors = [], {}, []
     for combo in itertools.product(*(grid[k] for k in order)):
@@ -221,6 +309,8 @@ def expand(spec: dict, out: str | Path | None = None, source: str | None = None,
             config_errors.append(f"{name}: two grid points map to the same folder ({names[name]} and {values})")
         names[name] = values
         runs.append(Run(name, resolved, values))
+    if not config_errors:
+        config_errors += _check_protocol([r.config for r in runs])
     if not config_errors and check_data:
         config_errors += _check_data([r.config for r in runs])
     if config_errors:
@@ -244,23 +334,34 @@ def load_spec(path: str | Path, out: str | Path | None = None, check_data: bool 
 
 
 # ------------------------------------------------------------------------------ state
+def stale_keys(run: Run) -> list[str]:
+    """The settings in which the run folder's config differs from this run's (fixed keys of the
+    spec included); [] when the folder is empty or holds this very run."""
+    from ept.rundir import RunDir, RunDirError, config_diff, identity, train_defaults
+
+    rd = RunDir(run.config["out"])
+    if not rd.config_path.exists():
+        return []
+    defaults = train_defaults()
+    try:
+        old = identity(rd.read_config(), defaults)
+    except RunDirError as err:
+        return [str(err)]
+    return config_diff(old, identity(run.config, defaults))
+
+
 def run_state(run: Run) -> str:
-    """finished | failed | partial (has a checkpoint, will resume) | pending."""
-    out = Path(run.config["out"])
-    results = out / "results.json"
-    if results.exists():
-        try:
-            status = json.loads(results.read_text()).get("status")
-        except json.JSONDecodeError:
-            status = "failed"
-        return "finished" if status == "finished" else "failed"
-    return "partial" if (out / "last" / "state.json").exists() else "pending"
+    """finished | failed | partial (has a checkpoint, will resume) | pending | stale (the folder
+    holds a run of another config: never reported as finished)."""
+    from ept.rundir import RunDir
+
+    return "stale" if stale_keys(run) else RunDir(run.config["out"]).status()
 
 
 def _write_manifest(sweep: Sweep, states: dict[str, str]) -> None:
-    from ept.checkpoint import atomic_write_json
+    from ept.rundir import SWEEP_MANIFEST, atomic_write_json
 
-    atomic_write_json(sweep.out / "sweep.json", {
+    atomic_write_json(sweep.out / SWEEP_MANIFEST, {
         "name": sweep.name, "spec": sweep.source, "fixed": sweep.fixed, "grid": sweep.grid,
         "runs": [{"name": r.name, "grid": r.grid, "state": states.get(r.name, run_state(r))} for r in sweep.runs],
     })
@@ -279,35 +380,57 @@ def run_one(config: dict, threads: int | None = None) -> dict:
     (with the traceback in error.txt) so the sweep reports it and does not retry it."""
     import torch
 
-    from ept.checkpoint import atomic_write_json, atomic_write_text
+    from ept.rundir import RunDir, RunLockedError, StaleRunError
     from ept.train import TrainConfig, run
 
     if threads:
         torch.set_num_threads(threads)
     start = time.time()
-    out = Path(config["out"])
+    rd = RunDir(config["out"])
+    out = rd.path
     try:
         results = run(TrainConfig.from_dict(config), progress=False)
         status = (results or {}).get("status", "failed")
         return {"out": str(out), "status": status, "error": (results or {}).get("error"),
                 "summary": _summary(results), "seconds": round(time.time() - start, 1)}
+    except (RunLockedError, StaleRunError) as err:
+        # The folder belongs to another writer or another config: report, never write into it.
+        return {"out": str(out), "status": "failed", "error": f"{type(err).__name__}: {err}", "summary": "",
+                "seconds": round(time.time() - start, 1)}
     except BaseException as err:  # noqa: BLE001 - reported, never swallowed silently
         if isinstance(err, KeyboardInterrupt):
             raise
         tb = traceback.format_exc()
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "error.txt", tb)
+        rd.write_error(tb)
         message = f"{type(err).__name__}: {err}"
-        atomic_write_json(out / "results.json", {
+        rd.write_results({
             "status": "failed", "error": message, "task": config.get("task"), "method": config.get("method"),
             "backbone": config.get("backbone"), "seed": config.get("seed"), "steps": config.get("steps"),
         })
         return {"out": str(out), "status": "failed", "error": message, "summary": "", "seconds": round(time.time() - start, 1)}
 
 
-def _init_worker(threads: int) -> None:
+def die_with_parent(parent_pid: int) -> None:
+    """Linux: the kernel sends this process SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG),
+    so killing a sweep never leaves its workers training as orphans. Elsewhere a no-op; the run
+    folder's lock still keeps a rerun from racing an orphan."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _init_worker(threads: int, parent_pid: int | None = None) -> None:
     import torch
 
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     torch.set_num_threads(threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -322,7 +445,7 @@ def _execute_local(todo: list[Run], workers: int, on_done) -> None:
     # spawn, not fork: a forked child of a process that already ran torch ops can deadlock.
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(threads,)) as pool:
+                             initargs=(threads, os.getpid())) as pool:
         futures = {pool.submit(run_one, r.config, threads): r for r in todo}
         for fut in as_completed(futures):
             run = futures[fut]
@@ -364,13 +487,20 @@ def execute(sweep: Sweep, workers: int = 1, executor: str = "local", address: st
         raise SweepError(f"executor={executor!r}; allowed: local, ray")
     if workers < 1:
         raise SweepError(f"workers must be >= 1, got {workers}")
+    from ept.rundir import RunDir
+
     states = {r.name: run_state(r) for r in sweep.runs}
-    todo = [r for r in sweep.runs if states[r.name] in ("pending", "partial")
+    stale = {r.name: stale_keys(r) for r in sweep.runs if states[r.name] == "stale" and not r.config.get("overwrite")}
+    if stale:  # checked before anything runs: a changed spec never passes for the old results
+        lines = [f"{name}: {'; '.join(diff)}" for name, diff in stale.items()]
+        raise SweepError(f"{len(stale)} run folder(s) under {sweep.out} hold runs of a different config:\n  - "
+                         + "\n  - ".join(lines[:20]) + "\ngive the sweep another `out` (or --out), or set "
+                         "`overwrite: true` in the spec to replace them")
+    todo = [r for r in sweep.runs if states[r.name] in ("pending", "partial", "stale")
             or (retry_failed and states[r.name] == "failed")]
     for r in todo:
         if states[r.name] == "failed":  # explicit --retry-failed: clear the old failure
-            for name in ("results.json", "error.txt"):
-                (Path(r.config["out"]) / name).unlink(missing_ok=True)
+            RunDir(r.config["out"]).clear_failure()
     sweep.out.mkdir(parents=True, exist_ok=True)
     _write_manifest(sweep, states)
     total = len(sweep.runs)
@@ -398,13 +528,3 @@ def execute(sweep: Sweep, workers: int = 1, executor: str = "local", address: st
     else:
         _execute_ray(todo, address, cpus_per_run, gpus_per_run, on_done)
     return states
-
-
-def sweep_runs(root: str | Path) -> list[Path]:
-    """Run folders of a sweep root (from sweep.json when present, else every child with config.json)."""
-    root = Path(root)
-    manifest = root / "sweep.json"
-    if manifest.exists():
-        names = [r["name"] for r in json.loads(manifest.read_text())["runs"]]
-        return [root / n for n in names if (root / n / "config.json").exists() or (root / n / "results.json").exists()]
-    return sorted(p.parent for p in root.glob("*/config.json"))

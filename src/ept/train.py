@@ -3,39 +3,47 @@
     ept train --task sst2 --method ept                       # embedded MiniLM, CPU-sized defaults
     ept train --task rte --method ept_star --backbone t5-base --steps 30000 --eval-every 1000
     torchrun --nproc_per_node 2 -m ept.cli train --task sst2 --method pt --steps 100
+    accelerate launch --num_processes 2 -m ept.cli train --task sst2 --method pt --steps 100
 
-Phases, top to bottom in `run`: setup (config, data, model, optimizer, resume) -> train with
-evaluation every `eval_every` steps, keeping the best state by the task's main validation metric
--> test the best state -> write results.json. The run folder is the only output; every analysis
-reads it. Writes are atomic, and a run killed at any point resumes from its last checkpoint to
-the same results (data order is a pure function of seed and epoch; RNG and optimizer state are
-checkpointed).
+A recipe in torchtune's shape: `setup_data`, `setup_model`, `setup_optimizer`, `train_step`, a
+`Checkpointer` (last/ and best/) and a `MetricLog` (steps.jsonl, TensorBoard, progress bar); `run`
+reads as its phases: claim the run folder -> setup -> resume -> train with evaluation every
+`eval_every` steps, keeping the best state by the task's main validation metric -> test the best
+state -> results.json. The run folder (`ept.rundir.RunDir`) is the only output.
 
-Multi-process (torchrun / accelerate launch): every rank sees the same global batch order and
-takes its slice of each batch; gradients of the (few) trainable parameters are averaged with one
-all_reduce each, so the effective batch is `batch_size` whatever the number of processes. Rank 0
-evaluates and writes.
+Guarantees (README "Guarantees"): one writer per run folder (a lock); a folder holds one config
+(its identity hash: a rerun with another config is refused, a finished one is skipped); a run
+killed at any point resumes from its last checkpoint to bit-identical results (data order is a pure
+function of seed and step; RNG, optimizer and schedule state are checkpointed); every checkpoint is
+validated before use.
+
+Multi-process (torchrun / accelerate launch): `accelerate.Accelerator` places the model and owns
+the process group. Every rank sees the same global batch order and takes its slice of each batch;
+the gradients of the trainable parameters are averaged in one flat all-reduce per step, so the
+effective batch is `batch_size` whatever the number of processes. Rank 0 evaluates and writes.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import json
+import functools
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from ept import __version__
 from ept.batching import batches, collate, encode, to_device
-from ept.checkpoint import (atomic_save_tensors, atomic_write_json, atomic_write_text, export_prompt, save_method,
-                            trainable_state)
+from ept.checkpoint import export_prompt, load_state, read_tensors, save_method, trainable_state, check_state, \
+    CheckpointError
+from ept.rundir import LAST_METHOD, LAST_OPTIMIZER, LAST_RNG, STATE, RunDir, RunDirError, atomic_save_tensors, \
+    atomic_write_json, config_hash, identity, read_jsonl  # noqa: F401  (read_jsonl: re-exported for older callers)
 
 PAPER_STEPS = 30_000  # the paper's budget on GPU; CPU defaults below are recorded in every run
+SCHEDULERS = ("constant", "linear")
 
 
 @dataclass
@@ -63,6 +71,13 @@ class TrainConfig:
     data_dir: str | None = field(default=None, metadata={"help": "local task data (default $EPT_DATA_DIR or ../shared/data)"})
     out: str | None = field(default=None, metadata={"help": "run folder (default runs/<task>-<method>-<backbone>-s<seed>)"})
     tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard logs to RUN/tb"})
+    # Trainer defaults (issue 10) and run identity (issue 14). Today's behaviour is the default so
+    # CPU results stay comparable; the HF Trainer's values are linear / 0 / 1.0 / false.
+    lr_scheduler: str = field(default="constant", metadata={"help": "constant | linear (decay to 0 at the last step, HF Trainer)"})
+    warmup_steps: int = field(default=0, metadata={"help": "linear warmup steps before the schedule (HF Trainer: 0)"})
+    max_grad_norm: float | None = field(default=None, metadata={"help": "clip the gradient norm to this; None = no clipping (HF Trainer: 1.0)"})
+    decay_norm_and_bias: bool = field(default=True, metadata={"help": "weight decay on biases and LayerNorm weights too (HF Trainer: false)"})
+    overwrite: bool = field(default=False, metadata={"help": "replace a run folder that holds a run of a different config"})
 
     def __post_init__(self):
         from ept.prompts import METHODS, method_config
@@ -74,6 +89,12 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype={self.dtype!r}; allowed: float32, bfloat16, float16")
+        if self.lr_scheduler not in SCHEDULERS:
+            raise ValueError(f"lr_scheduler={self.lr_scheduler!r}; allowed: {', '.join(SCHEDULERS)}")
+        if not 0 <= self.warmup_steps < self.steps:
+            raise ValueError(f"warmup_steps must be in [0, steps={self.steps}), got {self.warmup_steps}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be > 0 (or None for no clipping), got {self.max_grad_norm}")
         if self.lr is None:
             self.lr = prompt_cfg.default_lr
 
@@ -96,6 +117,13 @@ class TrainConfig:
 def mu_t(prompt: torch.Tensor | None) -> float | None:
     """Eq. 4: mean over prompt tokens of the L2 norm of the (projected) prompt."""
     return None if prompt is None else float(prompt.detach().float().norm(dim=-1).mean())
+
+
+def raw_norm(model) -> float | None:
+    """The same norm of the trainable raw prompt P (EPT: P1), before the network: Eq. 4 is written
+    on the parameters, mu_t on P' (orders of magnitude apart for EPT); steps.jsonl logs both."""
+    raw = getattr(getattr(model, "encoder", None), "prompt", None)
+    return mu_t(raw) if isinstance(raw, torch.Tensor) else None
 
 
 @functools.lru_cache(maxsize=4)
@@ -129,80 +157,57 @@ def evaluate(scorer, spec, tokenizer, encoded, examples, batch_size: int, device
     return score(spec, preds, examples)
 
 
-def _optimizer_state(opt, params) -> dict[str, torch.Tensor]:
-    """AdamW state as flat tensors (safetensors, not pickles)."""
-    out = {}
-    for i, p in enumerate(params):
-        for k, v in opt.state.get(p, {}).items():
-            out[f"{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-    return out
+# ------------------------------------------------------------------------------ setup
+@dataclass
+class RunData:
+    """The task's rows, the training order of the steps still to run, and their features."""
+
+    task: object  # ept.tasks.TaskData
+    valid: list
+    test: list
+    start: int
+    order: list[list[int]]  # rows of each global step start..steps-1
+    features: dict = field(default_factory=dict)  # train row -> encoded features (used rows only)
+    enc_valid: object = None
+    enc_test: object = None
+    truncated: int = 0
+
+    @property
+    def spec(self):
+        return self.task.spec
+
+    def encode(self, tokenizer, kind: str, max_length: int) -> "RunData":
+        # Tokenise only the training rows this run will touch (the order is known in advance):
+        # 400 steps of SST-2 need ~6K of its 66K rows. Done once here, never in the loop.
+        used = sorted(set(i for rows in self.order for i in rows))
+        enc = encode(tokenizer, [self.task.train[i] for i in used], kind, max_length)
+        self.features, self.truncated = dict(zip(used, enc.features)), enc.truncated
+        self.enc_valid, self.enc_test = (encode(tokenizer, x, kind, max_length) for x in (self.valid, self.test))
+        return self
+
+    def batch(self, tokenizer, step: int, rank: int, world: int) -> dict:
+        rows = self.order[step - self.start]
+        per_rank = len(rows) // world
+        return collate(tokenizer, [self.features[i] for i in rows[rank * per_rank:(rank + 1) * per_rank]])
 
 
-def _load_optimizer_state(opt, params, state: dict) -> None:
-    for key, v in state.items():
-        i, k = key.split(".", 1)
-        opt.state[params[int(i)]][k] = v.to(params[int(i)].device) if k != "step" else v
-
-
-def _dist():
-    """(rank, world) and the process group when launched by torchrun / accelerate launch."""
-    import torch.distributed as dist
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank() if world > 1 else 0), world
-
-
-def start_step(cfg: TrainConfig) -> int:
-    """The step a run resumes from (0 for a fresh run)."""
-    state = cfg.run_dir() / "last" / "state.json"
-    return json.loads(state.read_text())["step"] if state.exists() else 0
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-# ------------------------------------------------------------------------------ the run
-def run(cfg: TrainConfig, progress: bool = True) -> dict:
-    from ept.backbones import PromptedModel, load_backbone, param_counts
-    from ept.envinfo import collect_env
-    from ept.heads import make_scorer
-    from ept.prompts import Init, method_config
+def setup_data(cfg: TrainConfig, start: int) -> RunData:
     from ept.tasks import load_task
 
-    t_start = time.time()
-    rank, world = _dist()
-    main = rank == 0
-    run_dir = cfg.run_dir()
-    results_path = run_dir / "results.json"
-    if results_path.exists():
-        done = json.loads(results_path.read_text())
-        if done.get("status") == "finished":
-            if main:
-                test = (done.get("test") or {}).get(done.get("main_metric"))
-                print(f"ept train: {run_dir} already finished: test {done.get('main_metric')} {test} "
-                      f"(delete its results.json to rerun)")
-            return done
-    if cfg.batch_size % world:
-        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {world} processes")
-
-    # ---------------------------------------------------------------- setup
-    prev = run_dir / "config.json"
-    if prev.exists() and json.loads(prev.read_text()) != asdict(cfg):
-        raise ValueError(f"{run_dir} holds a run with a different config; pass another --out or delete the folder")
-    torch.manual_seed(cfg.seed)
-    device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
-    data = load_task(cfg.task, data_dir=cfg.data_dir, seed=cfg.split_seed, few_shot_k=cfg.few_shot)
-    spec = data.spec
+    data = load_task(cfg.task, data_dir=cfg.data_dir, seed=cfg.split_seed, few_shot_k=cfg.few_shot, sample_seed=cfg.seed)
     if not data.train:
         raise ValueError(f"task {cfg.task!r} has no training examples here ({data.source}); notes: {'; '.join(data.notes)}")
-    valid, test = data.validation[: cfg.max_eval_examples], data.test[: cfg.max_eval_examples]
-    dtype = getattr(torch, cfg.dtype)
-    backbone, tokenizer = load_backbone(cfg.backbone, dtype=dtype)
+    order = [batch_indices(len(data.train), cfg.batch_size, cfg.seed, s) for s in range(start, cfg.steps)]
+    return RunData(data, data.validation[: cfg.max_eval_examples], data.test[: cfg.max_eval_examples], start, order)
+
+
+def setup_model(cfg: TrainConfig, spec, device):
+    """(PromptedModel on `device` in train mode, its scorer)."""
+    from ept.backbones import PromptedModel, load_backbone
+    from ept.heads import make_scorer
+    from ept.prompts import Init, method_config
+
+    backbone, tokenizer = load_backbone(cfg.backbone, dtype=getattr(torch, cfg.dtype))
     prompt_cfg = method_config(cfg.method, **cfg.method_options)
     label_ids = None
     if prompt_cfg.init is Init.LABEL:
@@ -210,149 +215,359 @@ def run(cfg: TrainConfig, progress: bool = True) -> dict:
     n_labels = len(spec.label_words) if cfg.linear_head else 0
     model = PromptedModel(backbone, tokenizer, prompt_cfg, n_labels, init_token_ids=label_ids).to(device)
     model.train()
-    scorer = make_scorer(model, spec, cfg.eval_mode)
-    max_len = cfg.max_length or spec.max_length
-    # Tokenise only the training rows this run will touch (the order is known in advance):
-    # 400 steps of SST-2 need ~6K of its 66K rows. Done once here, never in the loop.
-    order = [batch_indices(len(data.train), cfg.batch_size, cfg.seed, s) for s in range(start_step(cfg), cfg.steps)]
-    used = sorted(set(i for rows in order for i in rows))
-    enc_used = encode(tokenizer, [data.train[i] for i in used], model.kind, max_len)
-    train_features = dict(zip(used, enc_used.features))
-    enc_valid, enc_test = (encode(tokenizer, x, model.kind, max_len) for x in (valid, test))
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    trainable = model.trainable_parameters()
-    counts = {"trainable": trainable, "inference": param_counts(cfg.backbone, prompt_cfg, n_labels)["inference"]}
+    return model, make_scorer(model, spec, cfg.eval_mode)
 
-    # ---------------------------------------------------------------- resume
-    start, best = 0, {"step": None, "score": -math.inf, "metrics": None}
-    last = run_dir / "last"
-    if start_step(cfg):
-        state = json.loads((last / "state.json").read_text())
-        model.load_state_dict(load_file(str(last / "method.safetensors")), strict=False)
-        _load_optimizer_state(opt, params, load_file(str(last / "optimizer.safetensors")))
-        rng = load_file(str(last / "rng.safetensors"))
+
+def _no_decay(model) -> set[str]:
+    """Names of biases and normalisation weights: the HF Trainer exempts them from weight decay
+    (its rule, written out: the module's class name says Norm, or the parameter is a bias)."""
+    names = set()
+    for mod_name, module in model.named_modules():
+        for p_name, _ in module.named_parameters(recurse=False):
+            if p_name == "bias" or "norm" in type(module).__name__.lower():
+                names.add(f"{mod_name}.{p_name}" if mod_name else p_name)
+    return names
+
+
+def setup_optimizer(cfg: TrainConfig, model, start: int = 0):
+    """(AdamW, LambdaLR at step `start`). One parameter group unless `decay_norm_and_bias` is off."""
+    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if cfg.decay_norm_and_bias:
+        groups = [{"params": [p for _, p in named], "weight_decay": cfg.weight_decay}]
+    else:
+        exempt = _no_decay(model)
+        groups = [{"params": [p for n, p in named if n not in exempt], "weight_decay": cfg.weight_decay},
+                  {"params": [p for n, p in named if n in exempt], "weight_decay": 0.0}]
+        groups = [g for g in groups if g["params"]]
+    opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    for g in opt.param_groups:
+        g.setdefault("initial_lr", g["lr"])  # LambdaLR needs it to start at step > 0 (resume)
+    if cfg.lr_scheduler == "linear":
+        sched = get_linear_schedule_with_warmup(opt, cfg.warmup_steps, cfg.steps, last_epoch=start - 1)
+    else:
+        sched = get_constant_schedule_with_warmup(opt, cfg.warmup_steps, last_epoch=start - 1)
+    return opt, sched
+
+
+def optimizer_params(opt) -> list[torch.Tensor]:
+    return [p for g in opt.param_groups for p in g["params"]]
+
+
+# ------------------------------------------------------------------------------ one step
+def sync_gradients(params, accelerator) -> None:
+    """Average gradients over processes in ONE flat all-reduce (a bucket of every trainable
+    tensor). Not DistributedDataParallel: the scorers call the model's parts, not its forward,
+    which DDP's hooks need, and the trainable set is small enough for a single bucket."""
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = accelerator.reduce(_flatten_dense_tensors(grads), reduction="mean")
+    for p, g in zip(params, _unflatten_dense_tensors(flat, grads)):
+        p.grad = g
+
+
+def train_step(model, scorer, optimizer, batch, *, scheduler=None, max_grad_norm: float | None = None,
+               accelerator=None) -> tuple[float, float | None]:
+    """One optimizer step on a collated batch: loss -> backward -> gradient sync across processes
+    -> optional clipping -> AdamW step -> schedule -> zero_grad. Returns (loss, mu_t of P')."""
+    loss = scorer.loss(batch)
+    loss.backward()
+    if (accelerator is not None and accelerator.num_processes > 1) or max_grad_norm is not None:
+        params = optimizer_params(optimizer)
+        if accelerator is not None and accelerator.num_processes > 1:
+            sync_gradients(params, accelerator)
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        mu = mu_t(model.prompt())
+    return float(loss.detach()), mu
+
+
+# ------------------------------------------------------------------------------ checkpoints
+class Checkpointer:
+    """last/ (what resuming needs) and best/ (the best validation state) of a run folder.
+    safetensors + JSON, written atomically; everything is validated before it is used."""
+
+    def __init__(self, rundir: RunDir, cfg: TrainConfig):
+        self.rd, self.cfg = rundir, cfg
+        self.remedy = f"delete {rundir.last} (and {rundir.best}) to restart the run from step 0"
+
+    def read_state(self) -> dict | None:
+        """last/state.json, checked for consistency with the config; None for a fresh run."""
+        state = self.rd.read_state()
+        if state is None:
+            return None
+        step, best = state.get("step"), state.get("best") or {}
+        problem = None
+        if not isinstance(step, int) or not 0 < step <= self.cfg.steps:
+            problem = f"step {step!r} is not in 1..steps={self.cfg.steps}"
+        elif best.get("step") is not None and not 0 < best["step"] <= step:
+            problem = f"best step {best['step']} is after the last step {step}"
+        if problem:
+            raise CheckpointError(f"{self.rd.state_path}: {problem}; {self.remedy}")
+        return state
+
+    def _optimizer_state(self, opt) -> dict[str, torch.Tensor]:
+        """AdamW state as flat tensors (safetensors, not pickles)."""
+        out = {}
+        for i, p in enumerate(optimizer_params(opt)):
+            for k, v in opt.state.get(p, {}).items():
+                out[f"{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+        return out
+
+    def _load_optimizer(self, opt, path) -> None:
+        state, params = read_tensors(path, self.remedy), optimizer_params(opt)
+        # A parameter that never got a gradient (e.g. BERT's unused pooler under ft) has no state.
+        has_state = {key.split(".", 1)[0] for key in state}
+        expected = {f"{i}.{k}": (torch.empty(()) if k == "step" else p) for i, p in enumerate(params)
+                    if str(i) in has_state for k in ("step", "exp_avg", "exp_avg_sq")}
+        check_state(state, expected, path, self.remedy)
+        for key, v in state.items():
+            i, k = key.split(".", 1)
+            opt.state[params[int(i)]][k] = v.to(params[int(i)].device) if k != "step" else v
+
+    def load_last(self, model, opt, device) -> tuple[int, dict]:
+        """Restore model, optimizer and RNG from last/; returns (step, best)."""
+        state = self.read_state()
+        last = self.rd.last
+        load_state(model, last / LAST_METHOD, self.remedy)
+        self._load_optimizer(opt, last / LAST_OPTIMIZER)
+        rng = read_tensors(last / LAST_RNG, self.remedy)
+        if "cpu" not in rng:
+            raise CheckpointError(f"{last / LAST_RNG}: no 'cpu' generator state; {self.remedy}")
         torch.set_rng_state(rng["cpu"])
         if "cuda" in rng and device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], device)
-        start, best = state["step"], state["best"]
+        if state["best"].get("step") is not None:  # fail now, not after training
+            check_state(read_tensors(self.rd.best / LAST_METHOD, self.remedy), trainable_state(model),
+                        self.rd.best / LAST_METHOD, self.remedy)
+        return state["step"], state["best"]
+
+    def save_last(self, model, opt, device, step: int, best: dict) -> None:
+        last = self.rd.last
+        atomic_save_tensors(last / LAST_METHOD, trainable_state(model))
+        atomic_save_tensors(last / LAST_OPTIMIZER, self._optimizer_state(opt))
+        rng = {"cpu": torch.get_rng_state()}
+        if device.type == "cuda":  # dropout on the GPU draws from the device's generator
+            rng["cuda"] = torch.cuda.get_rng_state(device)
+        atomic_save_tensors(last / LAST_RNG, rng)
+        # state.json last: it is what says the checkpoint is complete.
+        atomic_write_json(last / STATE, {"step": step, "best": best, "config_hash": self.cfg_hash})
+
+    def save_best(self, model, step: int) -> None:
+        save_method(model, self.rd.best, self.cfg.backbone, {"step": step, "task": self.cfg.task})
+
+    @contextlib.contextmanager
+    def best_state(self, model):
+        """The model holds best/'s state inside the block, its own state again after it."""
+        final = {k: v.detach().clone() for k, v in trainable_state(model).items()}
+        load_state(model, self.rd.best / LAST_METHOD, self.remedy)
+        try:
+            yield model
+        finally:
+            model.load_state_dict(final, strict=False)
+
+    @property
+    def cfg_hash(self) -> str:
+        return config_hash(identity(asdict(self.cfg)))
+
+
+# ------------------------------------------------------------------------------ metrics
+class MetricLog:
+    """steps.jsonl / eval.jsonl (append-only), TensorBoard and the progress bar; rank 0 only."""
+
+    def __init__(self, rundir: RunDir, cfg: TrainConfig, start: int, enabled: bool, progress: bool):
+        from tqdm.auto import tqdm
+
+        self.rd, self.enabled, self.last_val = rundir, enabled, None
+        self.steps = open(rundir.steps_path, "a") if enabled else None
+        self.writer = None
+        if enabled and cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(rundir.tb), purge_step=start + 1)
+        self.bar = tqdm(total=cfg.steps, initial=start, disable=not (enabled and progress), desc=f"{cfg.task}/{cfg.method}")
+
+    def step(self, step: int, **row) -> None:
+        if not self.enabled:
+            return
+        self.steps.write(json.dumps({"step": step, **row}) + "\n")
+        if self.writer:
+            for k, v in row.items():
+                if v is not None:
+                    self.writer.add_scalar(f"train/{k}", v, step)
+        mu = row.get("mu_t")
+        self.bar.set_postfix(loss=f"{row['loss']:.3f}", mu_t=f"{mu:.3g}" if mu is not None else "-", val=self.last_val)
+        self.bar.update(1)
+
+    def evaluation(self, step: int, metrics: dict, main_metric: str) -> None:
+        self.steps.flush()
+        self.last_val = round(metrics[main_metric], 2)
+        with open(self.rd.evals_path, "a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        if self.writer:
+            for k, v in metrics.items():
+                self.writer.add_scalar(f"validation/{k}", v, step)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.steps:
+            self.steps.close()
+        if self.writer:
+            self.writer.close()
+
+
+# ------------------------------------------------------------------------------ the run
+def claim(cfg: TrainConfig, rundir: RunDir) -> dict | None:
+    """Rank 0, lock held: the identity check, THEN the finished shortcut (a finished run of another
+    config must never pass for this one). Returns the results of a finished run of this config."""
+    rundir.check_identity(asdict(cfg), cfg.overwrite)
+    done = rundir.read_results()
+    if done and done.get("status") == "finished":
+        test = (done.get("test") or {}).get(done.get("main_metric"))
+        print(f"ept train: {rundir.path} already finished (same config): test {done.get('main_metric')} {test} "
+              f"(delete its results.json to rerun)")
+        return done
+    return None
+
+
+def run(cfg: TrainConfig, progress: bool = True) -> dict | None:
+    """Train (or resume, or skip) the run of `cfg`; returns results.json's content on rank 0."""
+    from accelerate import Accelerator
+    from accelerate.utils import broadcast_object_list
+
+    # cpu=True on a machine without CUDA: accelerate then sets up gloo for torchrun's processes.
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    rundir = RunDir(cfg.run_dir())
+    try:
+        outcome = [None]
+        if accelerator.is_main_process:
+            try:
+                rundir.acquire()
+                outcome = [("done", claim(cfg, rundir))]
+            except (RunDirError, OSError) as err:
+                outcome = [("error", err)]
+        if accelerator.num_processes > 1:
+            broadcast_object_list(outcome)
+        kind, value = outcome[0]
+        if kind == "error":
+            raise value
+        if value is not None:
+            return value
+        return _train(cfg, rundir, accelerator, progress)
+    finally:
+        rundir.release()
+        accelerator.end_training()  # destroys the process group of a multi-process run
+
+
+def _banner(cfg, data: RunData, model, counts, world, device) -> str:
+    max_len = cfg.max_length or data.spec.max_length
+    return (f"ept train: {cfg.task} ({data.task.source}) | {cfg.method} on {cfg.backbone} | "
+            f"trainable params: {counts['trainable']:,} || inference params: {counts['inference']:,} | "
+            f"train/val/test {len(data.task.train)}/{len(data.valid)}/{len(data.test)} | steps {data.start}->{cfg.steps} | "
+            f"batch {cfg.batch_size} x {world} proc | lr {cfg.lr:g} {cfg.lr_scheduler} | device {device} {cfg.dtype}"
+            + (f" | truncated {data.truncated}/{len(data.features)} train rows at {max_len}" if data.truncated else ""))
+
+
+def _train(cfg: TrainConfig, rundir: RunDir, accelerator, progress: bool) -> dict | None:
+    from ept.backbones import param_counts
+    from ept.envinfo import collect_env
+
+    t_start, main, world = time.time(), accelerator.is_main_process, accelerator.num_processes
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {world} processes")
+    device = accelerator.device
+    ckpt = Checkpointer(rundir, cfg)
+    state = ckpt.read_state()  # validated before anything heavy is loaded
+    torch.manual_seed(cfg.seed)
+    data = setup_data(cfg, state["step"] if state else 0)
+    model, scorer = setup_model(cfg, data.spec, device)
+    data.encode(model.tokenizer, model.kind, cfg.max_length or data.spec.max_length)
+    opt, sched = setup_optimizer(cfg, model, data.start)
+    # Counted before the RNG state is restored: param_counts builds a prompt encoder (draws).
+    counts = {"trainable": model.trainable_parameters(),
+              "inference": param_counts(cfg.backbone, model.prompt_config, model.head.out_features if model.head else 0)["inference"]}
+    start, best = ckpt.load_last(model, opt, device) if state else (0, {"step": None, "score": -math.inf, "metrics": None})
     if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_dir / "config.json", asdict(cfg))
-        atomic_write_json(run_dir / "env.json", collect_env())
-        # Drop log lines written after the checkpoint we resume from: they will be redone.
-        for name in ("steps.jsonl", "eval.jsonl"):
-            rows = [r for r in read_jsonl(run_dir / name) if r["step"] <= start]
-            atomic_write_text(run_dir / name, "".join(json.dumps(r) + "\n" for r in rows))
-        print(f"ept train: {cfg.task} ({data.source}) | {cfg.method} on {cfg.backbone} | "
-              f"trainable params: {trainable:,} || inference params: {counts['inference']:,} | "
-              f"train/val/test {len(data.train)}/{len(valid)}/{len(test)} | steps {start}->{cfg.steps} | "
-              f"batch {cfg.batch_size} x {world} proc | device {device} {cfg.dtype}"
-              + (f" | truncated {enc_used.truncated}/{len(used)} train rows at {max_len}" if enc_used.truncated else ""))
-        for note in data.notes:
+        rundir.write_config(asdict(cfg))
+        rundir.write_env(collect_env())
+        rundir.trim_logs(start, warn=lambda m: print(f"ept train: warning: {m}"))
+        print(_banner(cfg, data, model, counts, world, device))
+        for note in data.task.notes:
             print(f"  note: {note}")
-    writer = None
-    if main and cfg.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
+    log = MetricLog(rundir, cfg, start, main, progress)
+    try:
+        status, error, best = _loop(cfg, data, model, scorer, opt, sched, ckpt, log, accelerator, best)
+    finally:
+        log.close()
+    results = _finish(cfg, rundir, data, model, scorer, ckpt, best, status, error, counts, world, t_start) if main else None
+    accelerator.wait_for_everyone()
+    return results
 
-        writer = SummaryWriter(str(run_dir / "tb"), purge_step=start + 1)
 
-    # ---------------------------------------------------------------- train / evaluate
-    from tqdm.auto import tqdm
-
-    steps_log = open(run_dir / "steps.jsonl", "a") if main else None
-    bar = tqdm(total=cfg.steps, initial=start, disable=not (main and progress), desc=f"{cfg.task}/{cfg.method}")
-    status, error, last_val = "finished", None, None
-    per_rank = cfg.batch_size // world
-    for step in range(start, cfg.steps):
-        rows = order[step - start][rank * per_rank:(rank + 1) * per_rank]
-        batch = to_device(collate(tokenizer, [train_features[i] for i in rows]), device)
-        loss = scorer.loss(batch)
-        loss.backward()
-        if world > 1:
-            import torch.distributed as dist
-
-            for p in params:
-                dist.all_reduce(p.grad)
-                p.grad /= world
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            mu = mu_t(model.prompt())
-        loss_v = float(loss.detach())
-        if not math.isfinite(loss_v) or (mu is not None and not math.isfinite(mu)):
-            what = "loss" if not math.isfinite(loss_v) else "prompt norm mu_t"
-            status = "failed"
-            error = (f"step {step + 1}: {what} overflowed (loss={loss_v}, mu_t={mu}) with dtype {cfg.dtype}; "
+def _loop(cfg, data: RunData, model, scorer, opt, sched, ckpt: Checkpointer, log: MetricLog, accelerator, best):
+    """Steps data.start..cfg.steps; evaluation + checkpoint every eval_every. (status, error, best)."""
+    main, device, spec = accelerator.is_main_process, accelerator.device, data.spec
+    rank, world = accelerator.process_index, accelerator.num_processes
+    for step in range(data.start, cfg.steps):
+        batch = to_device(data.batch(model.tokenizer, step, rank, world), device)
+        lr = sched.get_last_lr()[0]
+        loss, mu = train_step(model, scorer, opt, batch, scheduler=sched, max_grad_norm=cfg.max_grad_norm,
+                              accelerator=accelerator)
+        if not math.isfinite(loss) or (mu is not None and not math.isfinite(mu)):
+            what = "loss" if not math.isfinite(loss) else "prompt norm mu_t"
+            error = (f"step {step + 1}: {what} overflowed (loss={loss}, mu_t={mu}) with dtype {cfg.dtype}; "
                      f"best checkpoint kept (step {best['step']})")
             if main:
                 print(f"ept train: error: {error}")
-            break
-        if main:
-            steps_log.write(json.dumps({"step": step + 1, "loss": loss_v, "mu_t": mu}) + "\n")
-            if writer:
-                writer.add_scalar("train/loss", loss_v, step + 1)
-                if mu is not None:
-                    writer.add_scalar("train/mu_t", mu, step + 1)
-            bar.set_postfix(loss=f"{loss_v:.3f}", mu_t=f"{mu:.3g}" if mu is not None else "-", val=last_val)
-            bar.update(1)
+            return "failed", error, best
+        with torch.no_grad():
+            log.step(step + 1, loss=loss, mu_t=mu, raw_norm=raw_norm(model), lr=lr)
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
             if main:
-                steps_log.flush()
-                metrics = evaluate(scorer, spec, tokenizer, enc_valid, valid, cfg.eval_batch_size, device)
-                last_val = round(metrics[spec.main_metric], 2)
-                with open(run_dir / "eval.jsonl", "a") as f:
-                    f.write(json.dumps({"step": step + 1, **metrics}) + "\n")
-                if writer:
-                    for k, v in metrics.items():
-                        writer.add_scalar(f"validation/{k}", v, step + 1)
+                metrics = evaluate(scorer, spec, model.tokenizer, data.enc_valid, data.valid, cfg.eval_batch_size, device)
+                log.evaluation(step + 1, metrics, spec.main_metric)
                 if metrics[spec.main_metric] > best["score"]:
                     best = {"step": step + 1, "score": metrics[spec.main_metric], "metrics": metrics}
-                    save_method(model, run_dir / "best", cfg.backbone, {"step": step + 1, "task": cfg.task})
+                    ckpt.save_best(model, step + 1)
                 # Checkpoint last: everything up to here is redone identically after a kill.
-                atomic_save_tensors(last / "method.safetensors", trainable_state(model))
-                atomic_save_tensors(last / "optimizer.safetensors", _optimizer_state(opt, params))
-                rng = {"cpu": torch.get_rng_state()}
-                if device.type == "cuda":  # dropout on the GPU draws from the device's generator
-                    rng["cuda"] = torch.cuda.get_rng_state(device)
-                atomic_save_tensors(last / "rng.safetensors", rng)
-                atomic_write_json(last / "state.json", {"step": step + 1, "best": best})
-            if world > 1:
-                torch.distributed.barrier()
-    bar.close()
-    if steps_log:
-        steps_log.close()
-    if writer:
-        writer.close()
+                ckpt.save_last(model, opt, device, step + 1, best)
+            accelerator.wait_for_everyone()
+    return "finished", None, best
 
-    # ---------------------------------------------------------------- test the best state
-    results = None
-    if main:
-        test_metrics = None
-        if best["step"] is not None:
-            final_state = {k: v.detach().clone() for k, v in trainable_state(model).items()}
-            model.load_state_dict(load_file(str(run_dir / "best" / "method.safetensors")), strict=False)
-            test_metrics = evaluate(scorer, spec, tokenizer, enc_test, test, cfg.eval_batch_size, device)
-            if prompt_cfg.has_prompt:
-                export_prompt(model, run_dir / "export", cfg.backbone)
-            model.load_state_dict(final_state, strict=False)
-        final_mu = read_jsonl(run_dir / "steps.jsonl")[-1]["mu_t"] if (run_dir / "steps.jsonl").stat().st_size else None
-        import transformers
 
-        results = {
-            "status": status, "error": error, "task": cfg.task, "method": cfg.method, "backbone": cfg.backbone,
-            "seed": cfg.seed, "steps": cfg.steps, "few_shot": cfg.few_shot,
-            "trainable_params": counts["trainable"], "inference_params": counts["inference"],
-            "best_step": best["step"], "main_metric": spec.main_metric,
-            "validation": best["metrics"], "test": test_metrics, "final_mu_t": final_mu,
-            "split_sizes": {"train": len(data.train), "validation": len(valid), "test": len(test)},
-            "data_source": data.source, "wall_seconds": round(time.time() - t_start, 1), "world_size": world,
-            "versions": {"ept": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
-        }
-        atomic_write_json(results_path, results)
-        if test_metrics:
-            print(f"ept train: best step {best['step']} | validation {spec.main_metric} {best['score']:.2f} | "
-                  f"test {spec.main_metric} {test_metrics[spec.main_metric]:.2f} | {run_dir}")
-    if world > 1:
-        torch.distributed.barrier()
+def _finish(cfg, rundir: RunDir, data: RunData, model, scorer, ckpt: Checkpointer, best, status, error, counts,
+            world, t_start) -> dict:
+    """Test the best state, export its prompt, write results.json."""
+    import transformers
+
+    spec, test_metrics = data.spec, None
+    if best["step"] is not None:
+        with ckpt.best_state(model):
+            test_metrics = evaluate(scorer, spec, model.tokenizer, data.enc_test, data.test, cfg.eval_batch_size,
+                                    next(model.parameters()).device)
+            if model.prompt_config.has_prompt:
+                export_prompt(model, rundir.export, cfg.backbone)
+    steps = rundir.steps()
+    results = {
+        "status": status, "error": error, "task": cfg.task, "method": cfg.method, "backbone": cfg.backbone,
+        "seed": cfg.seed, "steps": cfg.steps, "few_shot": cfg.few_shot,
+        "trainable_params": counts["trainable"], "inference_params": counts["inference"],
+        "best_step": best["step"], "main_metric": spec.main_metric,
+        "validation": best["metrics"], "test": test_metrics, "final_mu_t": steps[-1]["mu_t"] if steps else None,
+        "split_sizes": {"train": len(data.task.train), "validation": len(data.valid), "test": len(data.test)},
+        "data_source": data.task.source, "wall_seconds": round(time.time() - t_start, 1), "world_size": world,
+        "config_hash": ckpt.cfg_hash,
+        "versions": {"ept": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
+    }
+    rundir.write_results(results)
+    if test_metrics:
+        print(f"ept train: best step {best['step']} | validation {spec.main_metric} {best['score']:.2f} | "
+              f"test {spec.main_metric} {test_metrics[spec.main_metric]:.2f} | {rundir.path}")
     return results

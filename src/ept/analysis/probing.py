@@ -31,7 +31,7 @@ class Prober:
         from ept.checkpoint import load_method
 
         backbone, tokenizer = self.backbone(record.config["backbone"])
-        return load_method(record.path / "best", backbone, tokenizer).eval()
+        return load_method(record.rundir.best, backbone, tokenizer).eval()
 
     def examples(self, record, task: str | None, split: str, max_examples: int | None):
         from ept.tasks import load_task

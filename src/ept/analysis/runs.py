@@ -7,11 +7,13 @@ model: prompts come from `export/prompt.safetensors` (the best state's P', netwo
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ept.rundir import RunDir, RunDirError, find_runs, read_jsonl
 
 
 @dataclass
@@ -51,17 +53,16 @@ class RunRecord:
         value = metrics.get(self.main_metric) if self.main_metric else None
         return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
+    @property
+    def rundir(self) -> RunDir:
+        return RunDir(self.path)
+
     def steps_log(self) -> list[dict]:
-        return read_jsonl(self.path / "steps.jsonl")
+        # A live run may be mid-write: a torn last line is dropped, never an error here.
+        return read_jsonl(self.rundir.steps_path)
 
     def eval_log(self) -> list[dict]:
-        return read_jsonl(self.path / "eval.jsonl")
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return read_jsonl(self.rundir.evals_path)
 
 
 def resolved_options(config: dict) -> dict:
@@ -72,17 +73,15 @@ def resolved_options(config: dict) -> dict:
             if k != "method"}
 
 
-def _run_dirs(path: Path) -> list[Path]:
-    if (path / "config.json").exists():
-        return [path]
-    manifest = path / "sweep.json"
-    if manifest.exists():
-        names = [r["name"] for r in json.loads(manifest.read_text())["runs"]]
-        return [path / n for n in names if (path / n / "config.json").exists()]
-    found = sorted(p.parent for p in path.glob("*/config.json"))
-    if not found:
-        raise FileNotFoundError(f"{path}: neither a run folder (config.json) nor a folder of runs")
-    return found
+def read_record(rd: RunDir) -> RunRecord:
+    """A run folder as a record; its config has TrainConfig's defaults filled in for fields added
+    after it was written. Raises RunDirError (naming the file) for a broken folder."""
+    config = rd.read_config(fill_defaults=True)
+    try:
+        options = resolved_options(config)
+    except (ValueError, KeyError, TypeError) as err:
+        raise RunDirError(f"{rd.config_path}: method switches do not load ({err})") from None
+    return RunRecord(rd.path, config, rd.read_results(), options)
 
 
 def load_records(paths, finished_only: bool = True) -> tuple[list[RunRecord], list[str]]:
@@ -93,18 +92,21 @@ def load_records(paths, finished_only: bool = True) -> tuple[list[RunRecord], li
         path = Path(raw)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such run folder")
-        for run_dir in _run_dirs(path):
-            key = run_dir.resolve()
+        for rd in find_runs(path):
+            key = rd.path.resolve()
             if key in seen:
                 continue
             seen.add(key)
-            config = json.loads((run_dir / "config.json").read_text())
-            results_path = run_dir / "results.json"
-            results = json.loads(results_path.read_text()) if results_path.exists() else None
-            rec = RunRecord(run_dir, config, results, resolved_options(config))
+            try:
+                rec = read_record(rd)
+            except (RunDirError, FileNotFoundError) as err:  # one broken folder never stops the rest
+                print(f"ept: warning: skipping broken run folder {rd.path}: {err}", file=sys.stderr)
+                skipped.append(f"{rd.path.name}: broken ({err})")
+                continue
             if finished_only and not rec.finished:
+                results = rec.results
                 why = (results or {}).get("error") or "not finished"
-                skipped.append(f"{run_dir.name}: {(results or {}).get('status', 'running/killed')} ({why})")
+                skipped.append(f"{rd.path.name}: {(results or {}).get('status', 'running/killed')} ({why})")
                 continue
             records.append(rec)
     return records, skipped
@@ -128,5 +130,5 @@ def load_prompt(record: RunRecord):
     """P' (n, e) of the run's best state, from its export (EPT: one vector broadcast n times)."""
     from ept.checkpoint import load_exported
 
-    prompt, _ = load_exported(record.path / "export")
+    prompt, _ = load_exported(record.rundir.export)
     return prompt.float()

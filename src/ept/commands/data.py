@@ -3,6 +3,7 @@
     ept data check --data-dir ../shared/data        # all 21 tasks: complete / partial / missing
     ept data describe rte --data-dir ../shared/data # sizes, labels, one example, truncation rate
     ept data describe sst2 --tokenizer t5-base      # truncation for another (local or cached) tokenizer
+    ept data describe mrpc --split-protocol table5  # the paper's Table 5 sizes where they differ from B.1
 
 Handlers are thin: the work is in `ept.tasks` (loaders, check) so a notebook can call it too.
 """
@@ -17,7 +18,8 @@ EXAMPLES = """examples:
   ept data check --data-dir ../shared/data
   ept data check --skip-bad-rows
   ept data describe rte --data-dir ../shared/data
-  ept data describe multirc --tokenizer /path/to/tokenizer --seed 0"""
+  ept data describe multirc --tokenizer /path/to/tokenizer --seed 0
+  ept data describe winogrande --split-protocol table5"""
 
 
 def register(subparsers) -> None:
@@ -34,6 +36,9 @@ def register(subparsers) -> None:
     describe.add_argument("--tokenizer", default=None, metavar="NAME_OR_PATH",
                           help="tokenizer for the truncation rate (default: the embedded all-MiniLM-L6-v2)")
     describe.add_argument("--seed", type=int, default=42, help="split protocol seed (default 42)")
+    describe.add_argument("--split-protocol", choices=("b1", "table5"), default="b1",
+                          help="b1: the text of Appendix B.1 (default); table5: the paper's Table 5 sizes where "
+                               "they differ (MRPC, MNLI, HotpotQA, NewsQA, WinoGrande, SciTail, PAWS)")
     describe.add_argument("--source", choices=("auto", "local", "hub"), default="auto",
                           help="local files, hub, or local when present (default auto)")
     describe.add_argument("--max-examples", type=int, default=5000, metavar="N",
@@ -85,15 +90,18 @@ def run_check(args: argparse.Namespace) -> int:
 def run_describe(args: argparse.Namespace) -> int:
     from ept.tasks import label_distribution, load_task
 
+    from ept.tasks.splits import protocol_rule
+
     data = load_task(args.task, data_dir=args.data_dir, seed=args.seed, skip_bad_rows=args.skip_bad_rows,
-                     source=args.source)
+                     source=args.source, split_protocol=args.split_protocol)
     spec = data.spec
+    rule, sample_k, _ = protocol_rule(spec, args.split_protocol)
     print(f"task:     {spec.name} ({spec.benchmark}, {spec.kind}; metrics {', '.join(spec.metrics)}; "
           f"main {spec.main_metric}; v{spec.version})")
     print(f"source:   {data.source}")
     print("splits:   " + ", ".join(f"{k} {v:,}" for k, v in data.sizes().items()) +
-          f"  (rule for official train {spec.train_size:,}: {spec.split_rule[0]}"
-          f"{'' if spec.split_rule[0] == 'halve' else f' {spec.split_rule[1]:,}'})")
+          f"  (protocol {args.split_protocol}; rule for official train {spec.train_size:,}: {rule}"
+          f"{f' {sample_k:,}' if rule == 'sample' else ''})")
     for note in data.notes:
         print(f"  - {note}")
     if data.bad_rows:

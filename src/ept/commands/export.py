@@ -13,10 +13,8 @@ method exactly as trained (init schemes read its embeddings; the PEFT config rec
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-BEST = "best"  # a training run keeps its best checkpoint (a save_method folder) here
 # peft.TaskType values, spelled out so `--help` does not import peft.
 PEFT_TASK_TYPES = ("SEQ_2_SEQ_LM", "FEATURE_EXTRACTION", "SEQ_CLS", "CAUSAL_LM", "TOKEN_CLS", "QUESTION_ANS")
 
@@ -36,12 +34,14 @@ def register(sub) -> None:
 def method_dir(source) -> Path:
     """The folder holding method.json: SOURCE itself or SOURCE/best."""
     from ept.checkpoint import CONFIG_FILE
+    from ept.rundir import RunDir
 
     source = Path(source)
-    for folder in (source, source / BEST):
+    best = RunDir(source).best  # a training run keeps its best checkpoint (a save_method folder) there
+    for folder in (source, best):
         if (folder / CONFIG_FILE).is_file():
             return folder
-    raise FileNotFoundError(f"{source}: no saved method here or in {source / BEST} (expected {CONFIG_FILE}); "
+    raise FileNotFoundError(f"{source}: no saved method here or in {best} (expected {CONFIG_FILE}); "
                             "pass a run folder or the folder written by checkpoint.save_method")
 
 
@@ -49,6 +49,7 @@ def export_run(source, out, backbone: str | None = None, peft_task_type: str | N
     """Library form of the command: returns the written prompt.json as a dict."""
     from ept.backbones import load_backbone
     from ept.checkpoint import EXPORT_CONFIG, export_prompt, load_method, read_method_config
+    from ept.rundir import read_json
 
     folder = method_dir(source)
     meta = read_method_config(folder)
@@ -59,7 +60,7 @@ def export_run(source, out, backbone: str | None = None, peft_task_type: str | N
     prompted = load_method(folder, model, tokenizer)
     # the task it was trained on: `ept serve` takes its label words and checks a --labels count against it
     export_prompt(prompted, out, meta["backbone"], peft_task_type, {"task": meta["task"]} if meta.get("task") else None)
-    return json.loads((Path(out) / EXPORT_CONFIG).read_text())
+    return read_json(Path(out) / EXPORT_CONFIG)
 
 
 def run(args) -> int:

@@ -7,8 +7,11 @@ Writes table1.md/.tex (GLUE + SuperGLUE, Avg, Param/task), table2.md/.tex (MRQA 
 table3.md/.tex (few-shot runs) for the tasks that have runs, report.md (all tables plus the steps
 and seeds behind every number) and report.json. Cells are test main metrics, mean ± std over
 seeds; best bold, second underlined (fine-tuning excluded, as in the paper); "—" with a footnote
-where a task has no run. Runs of one cell that differ in more than the seed (e.g. step counts)
-are not averaged: the cell says "mixed" and the command exits with status 1.
+where a task has no run. Runs of one cell at several learning rates are an lr search (Appendix
+B.2): the lr with the best mean validation score is kept, its test scores reported, and the notes
+name it. Runs of one cell that differ in more than the seed and lr (e.g. step counts) are not
+averaged: the cell says "mixed" and the command exits with status 1. Invalid generations
+(results.json `invalid`) are footnoted.
 """
 
 from __future__ import annotations

@@ -33,14 +33,21 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from collections import Counter
+
     from ept.sweep import execute, load_spec, run_state
 
     sweep = load_spec(args.spec, out=args.out, check_data=not args.no_data_check)
     if args.dry_run:
         states = {r.name: run_state(r) for r in sweep.runs}
+        print("fixed: " + ", ".join(f"{k}={v}" for k, v in sweep.fixed.items()))
+        print("grid:  " + "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in sweep.grid.items()))
+        # what the folder names may not say: how each run is scored and its resolved lr
+        by = Counter((r.config.get("eval_mode") or "default", r.config["lr"]) for r in sweep.runs)
+        print("runs by eval_mode and lr: " + ", ".join(f"{m} lr={lr:g}: {n}" for (m, lr), n in sorted(by.items())))
         for r in sweep.runs:
             print(f"{states[r.name]:9s} {r.config['out']}")
-        summary = {s: sum(v == s for v in states.values()) for s in ("finished", "failed", "partial", "pending")}
+        summary = {s: sum(v == s for v in states.values()) for s in ("finished", "failed", "partial", "pending", "stale")}
         print(f"ept sweep: {len(sweep.runs)} runs | " + " | ".join(f"{k} {v}" for k, v in summary.items()))
         return 0
     states = execute(sweep, workers=args.workers, executor=args.executor, address=args.address,

@@ -35,7 +35,7 @@ def add_train_args(p) -> None:
             continue
         default = f.default if f.default is not MISSING else None
         kind = {bool: _bool, int: int, float: float}.get(type(default), str)
-        if f.name in ("lr",):
+        if f.name in ("lr", "max_grad_norm"):
             kind = float
         if f.name in ("max_eval_examples", "max_length", "few_shot"):
             kind = int

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 from ept.tasks.catalog import get_task
 from ept.tasks.readers import READ
 from ept.tasks.spec import DataError, Example, LocalFile, RowError, TaskData, TaskSpec
-from ept.tasks.splits import RawSplits, apply_protocol, few_shot
+from ept.tasks.splits import PROTOCOLS, RawSplits, apply_protocol, few_shot
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_DATA_DIR = "../shared/data"
@@ -256,16 +256,22 @@ def _dotted(row: Any, key: str) -> Any:
 
 
 def load_task(name: str, data_dir: str | os.PathLike | None = None, seed: int = 42, few_shot_k: int | None = None,
-              skip_bad_rows: bool = False, source: str = "auto") -> TaskData:
+              skip_bad_rows: bool = False, source: str = "auto", sample_seed: int | None = None,
+              split_protocol: str = "b1") -> TaskData:
     """Train / validation / test examples of a task in the paper's split protocol.
 
+    seed: the split protocol's seed (validation/test never depend on anything else).
     source: "auto" (local files under <data_dir>/<task> if any, else the hub), "local", "hub".
-    few_shot_k: keep k training examples per class (paper §5.2), sampled with `seed`.
+    few_shot_k: keep k training examples per class (paper §5.2), drawn with `sample_seed`
+      (`ept train` passes the run seed, so each run of Table 3 draws its own sample; default: `seed`).
+    split_protocol: "b1" (the text of Appendix B.1) or "table5" (Table 5's sizes where they differ).
     skip_bad_rows: skip malformed rows (counted in `bad_rows`) instead of raising RowError.
     """
     spec = get_task(name)
     if source not in ("auto", "local", "hub"):
         raise ValueError(f"unknown source {source!r}; allowed: auto, local, hub")
+    if split_protocol not in PROTOCOLS:
+        raise ValueError(f"unknown split protocol {split_protocol!r}; allowed: {', '.join(PROTOCOLS)}")
     read: LocalRead | None = None
     if source in ("auto", "local"):
         try:
@@ -289,7 +295,7 @@ def load_task(name: str, data_dir: str | os.PathLike | None = None, seed: int = 
             if source == "auto":
                 raise DataError(f"{local_error}; the hub fallback failed too: {err}") from None
             raise
-    split = apply_protocol(spec, raw, seed)
+    split = apply_protocol(spec, raw, seed, split_protocol)
     train, notes = split.train, raw.notes + split.notes
     if read is None:
         where = f"hub:{spec.hub.describe()}"
@@ -297,9 +303,10 @@ def load_task(name: str, data_dir: str | os.PathLike | None = None, seed: int = 
         where = _source_string(root / spec.name, {r: f for r, f in read.files.items()
                                                   if r != "dev" or split.rule.startswith("dev")})
     if few_shot_k is not None:
-        full = len(train)
-        train = few_shot(train, few_shot_k, seed)
-        notes.append(f"few-shot: {len(train)} training examples ({few_shot_k} per class, seed {seed}) out of {full:,}")
+        full, draw = len(train), seed if sample_seed is None else sample_seed
+        train = few_shot(train, few_shot_k, draw)
+        notes.append(f"few-shot: {len(train)} training examples ({few_shot_k} per class, sample seed {draw}) "
+                     f"out of {full:,}")
     return TaskData(spec, train, split.validation, split.test, where, notes, bad_rows)
 
 

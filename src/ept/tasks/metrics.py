@@ -12,6 +12,11 @@ strings (unparsable -> -1.0, as DePT); generation -> strings.
   constant prediction -> 0, as DePT); f1a (MultiRC: binary F1 over all answer options) and em
   (MultiRC: share of question groups with every option right, ATTEMPT `mean_group_metric`);
   squad_f1 / squad_em (MRQA: SQuAD normalisation, max over all gold answers).
+
+Classification and regression results also carry `invalid` (how many predictions are not a
+label: a generated string that is no label word, an unparsable number) and `invalid_rate` (% of
+predictions). Rank classification never produces one; greedy generation (the paper's protocol)
+can, and each counts as wrong above. Free-text tasks have no invalid answer.
 """
 
 from __future__ import annotations
@@ -43,12 +48,13 @@ def _label_index(pred: Any, spec: TaskSpec) -> int:
     return index if 0 <= index < len(spec.label_words) else INVALID
 
 
-def _float(pred: Any) -> float:
+def _float(pred: Any, invalid: float | None = -1.0) -> float | None:
+    """A prediction as a number; `invalid` (DePT: -1.0) when it is none (or not finite)."""
     try:
         value = float(pred.strip() if isinstance(pred, str) else pred)
     except (TypeError, ValueError):
-        return -1.0
-    return value if math.isfinite(value) else -1.0
+        return invalid
+    return value if math.isfinite(value) else invalid
 
 
 def _invalid_to_wrong(preds: list[int], golds: list[int]) -> list[int]:
@@ -157,14 +163,20 @@ def score(spec_or_name: TaskSpec | str, predictions: Sequence[Any], examples: Se
         raise ValueError(f"{spec.name}: {len(predictions)} predictions for {len(examples)} examples")
     if not examples:
         raise ValueError(f"{spec.name}: cannot score an empty set of examples")
+    invalid = None
     if spec.kind == "classification":
         preds = [_label_index(p, spec) for p in predictions]
         golds = [int(ex.label) for ex in examples]
+        invalid = sum(p == INVALID for p in preds)
     elif spec.kind == "regression":
         preds, golds = [_float(p) for p in predictions], [float(ex.label) for ex in examples]
+        invalid = sum(_float(p, None) is None for p in predictions)
     else:
         preds, golds = ["" if p is None else str(p) for p in predictions], [ex.target for ex in examples]
     results = {name: METRICS.get(name)(preds, golds, examples, spec) for name in spec.metrics if name != "avg"}
     if "avg" in spec.metrics:
         results["avg"] = sum(results.values()) / len(results)
-    return {name: results[name] for name in spec.metrics}
+    out = {name: results[name] for name in spec.metrics}
+    if invalid is not None:  # after avg: a count is not a metric to average
+        out.update(invalid=invalid, invalid_rate=100.0 * invalid / len(examples))
+    return out

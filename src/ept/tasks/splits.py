@@ -18,6 +18,13 @@ as written, a documented fallback is used and said in the notes (docs/tasks.md, 
   - no official validation/test file: a test set of the same size is carved from train too;
   - no train at all: validation = the extra dev set, else the official validation is halved
     (the small-task rule) so that the task can still be evaluated.
+
+`protocol="table5"` follows the sizes of the paper's Table 5 where they differ from the text of
+B.1 (`TABLE5`: MRPC, MNLI, HotpotQA, NewsQA, WinoGrande, SciTail, PAWS); every other task is the
+same under both. The default stays "b1".
+
+Few-shot samples (§5.2) are drawn from the protocol's train split with their own seed (the run
+seed in `ept train`), so the k-shot sample changes with the run while validation/test do not.
 """
 
 from __future__ import annotations
@@ -31,6 +38,21 @@ import numpy as np
 from ept.tasks.spec import Example, TaskSpec
 
 T = TypeVar("T")
+
+PROTOCOLS = ("b1", "table5")
+# Paper Table 5's split where it differs from the text of B.1: task -> (rule, what Table 5 lists).
+# "halve": the official validation halved (DePT's small-task list) although train is >= 10K;
+# "val+test": the official validation whole, and the official *labeled* test set as test;
+# "sample": B.1's sampling rule without a task's extra dev set (MNLI: no mismatched).
+TABLE5: dict[str, tuple[str, str]] = {
+    "mrpc": ("val+test", "3,668 / 408 / 1,725: the official validation, and the labeled MSR test as test"),
+    "mnli": ("sample", "382,702 / 10,000 / 9,815: 10K from train, validation_matched as test"),
+    "hotpotqa": ("halve", "72,928 / 2,950 / 2,951: the official validation halved"),
+    "newsqa": ("halve", "74,160 / 2,106 / 2,106: the official validation halved"),
+    "winogrande": ("halve", "40,398 / 633 / 634: the official validation halved"),
+    "scitail": ("halve", "23,596 / 652 / 652: the official validation halved"),
+    "paws": ("halve", "49,401 / 4,000 / 4,000: the official validation halved"),
+}
 
 
 def shuffled_indices(n: int, seed: int) -> list[int]:
@@ -49,6 +71,7 @@ class RawSplits:
     train: list[Example] | None = None    # None: no train file at all
     eval: list[Example] | None = None     # official validation (yelp: test)
     dev: list[Example] | None = None      # extra labeled set (FewGLUE dev32, MNLI mismatched)
+    test: list[Example] | None = None     # a labeled official test set (Table 5's MRPC); none read yet
     train_complete: bool = False          # the full official train (hub, or a full local copy)
     dev_name: str = ""                    # where the extra dev set comes from (for notes)
     notes: list[str] = field(default_factory=list)
@@ -63,18 +86,35 @@ class Split:
     notes: list[str]
 
 
-def apply_protocol(spec: TaskSpec, raw: RawSplits, seed: int) -> Split:
-    """Train / validation / test following Appendix B.1 and the fallbacks above."""
+def protocol_rule(spec: TaskSpec, protocol: str = "b1") -> tuple[str, int, bool]:
+    """(rule, k, prefer_dev) of a task under `protocol`: "b1" (Appendix B.1, the default) or
+    "table5" (Table 5's sizes where they differ, `TABLE5`)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"split_protocol={protocol!r}; allowed: {', '.join(PROTOCOLS)}")
     rule, k = spec.split_rule
+    if protocol == "table5" and spec.name in TABLE5:
+        override = TABLE5[spec.name][0]
+        return (override, 0 if override != "sample" else k, False)
+    return rule, k, spec.prefer_dev
+
+
+def apply_protocol(spec: TaskSpec, raw: RawSplits, seed: int, protocol: str = "b1") -> Split:
+    """Train / validation / test following Appendix B.1 (or Table 5) and the fallbacks above."""
+    rule, k, prefer_dev = protocol_rule(spec, protocol)
     train = list(raw.train or [])
     notes: list[str] = []
+    if protocol == "table5" and spec.name in TABLE5:
+        notes.append(f"split protocol table5: Table 5 lists {TABLE5[spec.name][1]}")
+    if rule == "val+test":
+        return _table5_val_test(spec, raw, train, notes)
     if rule == "halve":
         if raw.eval is None and raw.dev is None:
             note = f"no labeled validation file: validation and test are empty ({spec.name} cannot be evaluated)"
             return Split(train, [], [], "no val", [note])
         source, what = (raw.eval, "official validation") if raw.eval is not None else (raw.dev, "extra dev set")
         validation, test = _halve(source, seed)
-        notes.append(f"split rule (train {spec.train_size:,} < 10K): {what} ({len(source):,}) halved into "
+        why = f"train {spec.train_size:,} < 10K" if spec.train_size < 10_000 else "Table 5"
+        notes.append(f"split rule ({why}): {what} ({len(source):,}) halved into "
                      f"validation {len(validation):,} / test {len(test):,} (seed {seed})")
         if raw.eval is None:
             notes.append("official validation missing: halved the extra dev set instead")
@@ -83,7 +123,7 @@ def apply_protocol(spec: TaskSpec, raw: RawSplits, seed: int) -> Split:
 
     scale = "< 100K" if k == 1_000 else ">= 100K"
     test = list(raw.eval) if raw.eval is not None else None
-    if raw.train and raw.train_complete and not (spec.prefer_dev and raw.dev is not None):
+    if raw.train and raw.train_complete and not (prefer_dev and raw.dev is not None):
         order = shuffled_indices(len(train), seed)
         validation = [train[i] for i in order[:k]]
         rest = [train[i] for i in order[k:]]
@@ -96,7 +136,7 @@ def apply_protocol(spec: TaskSpec, raw: RawSplits, seed: int) -> Split:
 
     if raw.dev is not None:
         validation, rule = list(raw.dev), "dev as val"
-        why = ("the task prefers its own extra dev set" if spec.prefer_dev and raw.train_complete else
+        why = ("the task prefers its own extra dev set" if prefer_dev and raw.train_complete else
                f"split rule (train {spec.train_size:,} {scale}) samples validation from the full train set, absent here")
         notes.append(f"{why}; validation = the extra dev set ({len(validation):,}: {raw.dev_name}), "
                      f"test = the official validation ({len(test or []):,})")
@@ -120,6 +160,18 @@ def apply_protocol(spec: TaskSpec, raw: RawSplits, seed: int) -> Split:
     if test is None:
         notes.append("no official validation file and nothing to carve a test set from: test is empty")
     return Split(_cap(spec, train, notes), validation, test or [], rule, notes)
+
+
+def _table5_val_test(spec: TaskSpec, raw: RawSplits, train: list[Example], notes: list[str]) -> Split:
+    """MRPC in Table 5: the official validation whole, and the labeled official test as test.
+    GLUE's test labels are hidden (tsv and hub alike), so without a labeled test file the test
+    split is empty and says why: such a run is refused before training, never tested on validation."""
+    validation = list(raw.eval or [])
+    test = list(raw.test or [])
+    if not test:
+        notes.append(f"{spec.name}: Table 5's test set is the labeled official test, which is not here (GLUE's "
+                     f"test labels are hidden): test is empty; use split protocol b1 to train")
+    return Split(_cap(spec, train, notes), validation, test, "val + labeled test", notes)
 
 
 def _halve(examples: Sequence[T], seed: int) -> tuple[list[T], list[T]]:
