@@ -247,3 +247,55 @@ def test_cli_seq2seq_rank_from_a_local_backbone_folder(t5_bb, tmp_path, capsys):
     expected = server.score(rows)
     assert [(r["task"], r["prediction"], r["label"]) for r in out] == [(r["task"], r["prediction"], r["label"]) for r in expected]
     torch.testing.assert_close(torch.tensor([r["scores"] for r in out]), torch.tensor([r["scores"] for r in expected]))
+
+
+def test_bad_serving_input_is_refused_naming_it(mini_bb, tmp_path, capsys):
+    """Issue 14 item 6: non-string text, NaN prompts, label counts, empty label words, BOMs."""
+    from safetensors.torch import save_file
+
+    from ept.cli import main
+
+    model, tok = mini_bb
+    e = model.config.hidden_size
+    server = MultiTaskServer(model, tok)
+    server.add_task("a", _prompt(1, e, 0), label_words=("no", "yes"))
+    for bad, kind in ((None, "NoneType"), (["x"], "list"), ({"a": 1}, "dict"), (3, "int")):
+        with pytest.raises(ValueError, match=f"row 1: \"text\" must be a string, got {kind}"):
+            server.score([{"task": "a", "text": "fine"}, {"task": "a", "text": bad}])
+    with pytest.raises(ValueError, match=r"row 0: \"fields\"\[1\] must be a string, got NoneType"):
+        server.score([{"task": "a", "fields": ["x", None]}])
+    nan = _prompt(1, e, 0)
+    nan[0, 3] = float("nan")
+    with pytest.raises(ValueError, match="'b' has 1 NaN/inf values"):
+        server.add_task("b", nan, label_words=("no", "yes"))
+    assert list(server.tasks) == ["a"]
+    with pytest.raises(ValueError, match="label words must be non-empty"):
+        LabelSpec("c", label_words=("good", ""))
+
+    a, _ = _export(model, tok, "ept", tmp_path / "a", 0)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_bytes("\ufeff".encode() + b'{"task": "a", "text": "a gem"}\n')  # a UTF-8 BOM, as Windows editors write
+    assert main(["serve", "--prompt", f"a={a}", "--labels", "a=negative,positive", "--input", str(rows)]) == 0
+    assert json.loads(capsys.readouterr().out)["label"] in ("negative", "positive")
+
+    def fails(args, words):
+        try:
+            code = main(["serve", "--prompt", f"a={a}", *args])
+        except SystemExit as stop:  # argparse's own range errors
+            code = stop.code
+        assert code == 2
+        assert words in capsys.readouterr().err
+
+    rows.write_text('{"task": "a", "text": null}\n')
+    fails(["--labels", "a=negative,positive", "--input", str(rows)], 'row 0: "text" must be a string, got NoneType')
+    rows.write_text('{"task": "a", "text": "ok"}\n')
+    fails(["--labels", "a=negative,", "--input", str(rows)], "an empty label word")
+    fails(["--labels", "a=negative,positive", "--input", str(rows), "--batch-size", "0"], "must be >= 1")
+    # an export that records its task (sst2: 2 labels) refuses a 3-label --labels
+    meta = json.loads((a / "prompt.json").read_text())
+    (a / "prompt.json").write_text(json.dumps({**meta, "task": "sst2"}))
+    pytest.importorskip("ept.tasks")
+    fails(["--labels", "a=x,y,z", "--input", str(rows)], "3 label words ['x', 'y', 'z'], but the export was trained with 2 labels (sst2)")
+    # a NaN in an export: refused at load, before any output
+    save_file({"prompt": torch.full((1, e), float("nan"))}, str(a / "prompt.safetensors"))
+    fails(["--labels", "a=negative,positive", "--input", str(rows)], "NaN/inf")

@@ -53,6 +53,16 @@ def _encode_texts(model, texts) -> torch.Tensor:
     return nn.functional.normalize(((out * mask).sum(1) / mask.sum(1)).float(), dim=-1)
 
 
+def label_logits(pooled: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+    """Cosine logits (B, C) of pooled inputs (B, e) against label text embeddings (C, e)."""
+    return pooled @ text_embeddings.T / TEMPERATURE
+
+
+def anchor_value(logit: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """Encoder regression: lo + sigmoid(cos_hi - cos_lo) (hi - lo)."""
+    return lo + torch.sigmoid(logit) * (hi - lo)
+
+
 class _EncoderScorer(Scorer):
     """Shared: label/anchor text embeddings, cached while the backbone is frozen."""
 
@@ -73,7 +83,7 @@ class _EncoderScorer(Scorer):
         pooled = self.model.pooled(batch, prompt, prompt_mask)  # (B, e)
         if self.model.head is not None:
             return self.model.head(pooled)
-        return pooled @ self.text_embeddings().T / TEMPERATURE  # (B, C)
+        return label_logits(pooled, self.text_embeddings())  # (B, C)
 
 
 class EncoderLabelScorer(_EncoderScorer):
@@ -105,7 +115,7 @@ class EncoderRegressionScorer(_EncoderScorer):
 
     @torch.no_grad()
     def predict(self, batch, prompt=None, prompt_mask=None):
-        return (self.lo + torch.sigmoid(self._logit(batch, prompt, prompt_mask)) * (self.hi - self.lo)).tolist()
+        return anchor_value(self._logit(batch, prompt, prompt_mask), self.lo, self.hi).tolist()
 
 
 class Seq2SeqScorer(Scorer):

@@ -58,7 +58,8 @@ def export_run(source, out, backbone: str | None = None, peft_task_type: str | N
     name = backbone or meta["backbone"]
     model, tokenizer = load_backbone(name)
     prompted = load_method(folder, model, tokenizer)
-    export_prompt(prompted, out, meta["backbone"], peft_task_type)
+    # the task it was trained on: `ept serve` takes its label words and checks a --labels count against it
+    export_prompt(prompted, out, meta["backbone"], peft_task_type, {"task": meta["task"]} if meta.get("task") else None)
     return read_json(Path(out) / EXPORT_CONFIG)
 
 
