@@ -85,7 +85,7 @@ def _solo(model, tok, spec, prompt, examples, kind, eval_mode=None):
         if kind == "encoder":
             return scorer.logits(batch, prompt), scorer.predict(batch, prompt)
         if scorer.eval_mode == "rank":
-            scores = wrapped.label_loglik(batch, scorer.label_ids(), prompt)
+            scores = scorer.label_scores(batch, prompt)
             return scores, scores.argmax(-1).tolist()
         return None, scorer.predict(batch, prompt)
 
@@ -165,6 +165,36 @@ def test_mixed_batch_equals_each_task_alone_tiny_t5(t5_bb):
     for name, t in tasks.items():
         server.add_task(name, t["prompt"], t["spec"], eval_mode=t.get("eval_mode"))
     _check_equal(server, model, tok, tasks, "seq2seq")
+
+
+def test_mixed_batch_equals_each_task_alone_tiny_llama(minilm_tokenizer):
+    """Decoder-only: prompts of 1, 10 and 3 rows in one pass (masked slots never at position 0),
+    rank over multi-token labels and greedy generation, each equal to the task's own scorer."""
+    import copy
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = copy.deepcopy(minilm_tokenizer)
+    tok.eos_token = "[SEP]"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64,
+                                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                             pad_token_id=tok.pad_token_id, eos_token_id=tok.sep_token_id))
+    model.eval().requires_grad_(False)
+    e = model.config.hidden_size
+    tasks = {
+        "sst2_ept": dict(spec=LabelSpec("sst2_ept", label_words=("negative", "positive")), prompt=_prompt(1, e, 1),
+                         examples=[_example([s]) for s in SENTENCES]),
+        "rte_pt": dict(spec=LabelSpec("rte_pt", label_words=("entailment", "not_entailment")), prompt=_prompt(10, e, 2),
+                       examples=[_example([" ".join(p)]) for p in PAIRS]),
+        "gen_n3": dict(spec=LabelSpec("gen_n3", label_words=("no", "yes")), prompt=_prompt(3, e, 4),
+                       examples=[_example([s]) for s in SENTENCES[:4]], eval_mode="generate"),
+    }
+    server = MultiTaskServer(model, tok)
+    for name, t in tasks.items():
+        server.add_task(name, t["prompt"], t["spec"], eval_mode=t.get("eval_mode"))
+    _check_equal(server, model, tok, tasks, "causal")
 
 
 def _export(model, tok, method, folder, seed):
@@ -290,7 +320,7 @@ def test_bad_serving_input_is_refused_naming_it(mini_bb, tmp_path, capsys):
     fails(["--labels", "a=negative,positive", "--input", str(rows)], 'row 0: "text" must be a string, got NoneType')
     rows.write_text('{"task": "a", "text": "ok"}\n')
     fails(["--labels", "a=negative,", "--input", str(rows)], "an empty label word")
-    fails(["--labels", "a=negative,positive", "--input", str(rows), "--batch-size", "0"], "must be >= 1")
+    fails(["--labels", "a=negative,positive", "--input", str(rows), "--batch-size", "0"], ">= 1, got '0'")
     # an export that records its task (sst2: 2 labels) refuses a 3-label --labels
     meta = json.loads((a / "prompt.json").read_text())
     (a / "prompt.json").write_text(json.dumps({**meta, "task": "sst2"}))

@@ -129,13 +129,17 @@ class Seq2SeqKernel(Kernel):
             if t.mode == "generate":
                 by_len.setdefault(t.scorer.max_new_tokens(), []).append(i)
         for max_new, sel in by_len.items():
-            batch, prompt, mask = server.inputs([features[i] for i in sel], [tasks[i] for i in sel])
-            for i, text in zip(sel, self.model.generate(batch, max_new, prompt, mask)):
+            texts = self._generate(server, [features[i] for i in sel], [tasks[i] for i in sel], max_new)
+            for i, text in zip(sel, texts):
                 r = {"task": tasks[i].name, "prediction": text}  # as Seq2SeqScorer.predict: the text
                 if tasks[i].spec.kind == "classification":  # generated text may be no label at all
                     r["label"] = text if text in tasks[i].spec.label_words else None
                 results[i] = r
         return results
+
+    def _generate(self, server, features, tasks, max_new) -> list[str]:
+        batch, prompt, mask = server.inputs(features, tasks)
+        return self.model.generate(batch, max_new, prompt, mask)
 
     def _rank_scores(self, server, features, tasks) -> torch.Tensor:
         """Summed log p(label | input) for each row against its own task's labels (B, C_max)."""
@@ -157,6 +161,51 @@ class Seq2SeqKernel(Kernel):
         return scores
 
 
+def prompts_first(prompt: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded per-row prompts (masked slots first) -> real rows first, masked slots after.
+    A causal model must not see a masked slot at position 0: its query would attend to nothing
+    (a NaN that the next layer's values spread). Positions come from the mask, so the order of
+    masked slots does not change what a row computes."""
+    n = mask.shape[1]
+    pads = (mask == 0).sum(1, keepdim=True)  # (B, 1)
+    idx = (torch.arange(n, device=mask.device).unsqueeze(0) + pads) % n  # (B, n)
+    return prompt.gather(1, idx.unsqueeze(-1).expand_as(prompt)), mask.gather(1, idx)
+
+
+class CausalKernel(Seq2SeqKernel):
+    """Decoder-only: one cached prefix pass over [BOS][P'_row][input] for every row, then the
+    labels of each row's own task as continuations (ept.causal); generation greedy on the cache."""
+
+    def _inputs(self, server, features, tasks):
+        batch, prompt, mask = server.inputs(features, tasks)
+        prompt, mask = prompts_first(prompt, mask)
+        return batch, prompt, mask
+
+    def _rank_scores(self, server, features, tasks) -> torch.Tensor:
+        from ept.causal import continuation_loglik, prefix_pass
+
+        prefix = prefix_pass(self.model, *self._inputs(server, features, tasks))
+        tables, offset, count = ragged(tasks, lambda t: t.scorer.label_ids())
+        width = max(x.shape[1] for x in tables)
+        flat = torch.cat([torch.nn.functional.pad(x, (0, width - x.shape[1]), value=-100) for x in tables])
+        device = prefix["logp"].device
+        rep = torch.repeat_interleave(torch.arange(len(features)), count)
+        within = torch.arange(len(rep)) - torch.repeat_interleave(count.cumsum(0) - count, count)
+        labels = flat[offset[rep] + within]
+        labels = labels[:, : int((labels != -100).sum(1).max())].to(device)
+        rep, within = rep.to(device), within.to(device)
+        scores = torch.full((len(features), int(count.max())), float("-inf"), device=device)
+        scores[rep, within] = continuation_loglik(self.model, prefix, rep, labels)
+        return scores
+
+    def _generate(self, server, features, tasks, max_new) -> list[str]:
+        from ept.causal import greedy_generate
+
+        batch, prompt, mask = self._inputs(server, features, tasks)
+        return greedy_generate(self.model, batch, max_new, prompt, mask)
+
+
 KERNELS: Registry[type[Kernel]] = Registry("serving kernel")
 KERNELS.register("encoder", EncoderKernel)
 KERNELS.register("seq2seq", Seq2SeqKernel)
+KERNELS.register("causal", CausalKernel)

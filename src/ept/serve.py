@@ -219,14 +219,24 @@ class MultiTaskServer:
         for i, (task, _, second) in enumerate(parsed):
             groups.setdefault((task.max_length, second is not None), []).append(i)
         for (max_length, pair), idx in groups.items():
-            firsts = [parsed[i][1] for i in idx]
-            seconds = [parsed[i][2] for i in idx] if pair else None
-            enc = self.tokenizer(firsts, seconds, truncation=True, max_length=max_length)
-            for j, i in enumerate(idx):
-                f = {k: enc[k][j] for k in enc.keys()}
+            for i, f in zip(idx, self._tokenize([parsed[i][1] for i in idx],
+                                                [parsed[i][2] for i in idx] if pair else None, max_length)):
                 f.update(labels=None, index=i, task=parsed[i][0].name)
                 features[i] = f
         return features
+
+    def _tokenize(self, firsts: list[str], seconds: list[str] | None, max_length: int) -> list[dict]:
+        if self.kind == "causal":  # the text-to-text source + answer cue, exactly as in training
+            from types import SimpleNamespace
+
+            from ept.causal import encode_causal
+
+            rows = [SimpleNamespace(source=f if s is None else f"{f} {s}", target=None)
+                    for f, s in zip(firsts, seconds or [None] * len(firsts))]
+            return [{k: v for k, v in f.items() if k in ("input_ids", "attention_mask")}
+                    for f in encode_causal(self.tokenizer, rows, max_length).features]
+        enc = self.tokenizer(firsts, seconds, truncation=True, max_length=max_length)
+        return [{k: enc[k][j] for k in enc.keys()} for j in range(len(firsts))]
 
     # ------------------------------------------------------------------ scoring
     @torch.inference_mode()
