@@ -8,7 +8,7 @@ PIP := $(PYTHON) -m pip
 TORCH_SPEC ?= torch==2.13.0
 STAMP := .make/setup-$(shell $(PYTHON) -c "import sys;print('%d%d'%sys.version_info[:2])").stamp
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast bench bench-serve clean
 setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)"
@@ -21,11 +21,15 @@ demo: setup
 test: setup
 	$(PYTHON) -m pytest -q tests
 
+# Under 3 minutes on 2 cores: skips the real-data trainings (slow) and the whole-process runs (integration).
 test-fast: setup
-	$(PYTHON) -m pytest -q -m "not slow" tests
+	$(PYTHON) -m pytest -q -m "not slow and not integration" tests
 
 bench: setup
 	$(PYTHON) benchmarks/run_all.py
+
+bench-serve: setup
+	$(PYTHON) benchmarks/bench_serve.py
 
 clean:
 	rm -rf .make runs build dist src/*.egg-info

@@ -72,6 +72,19 @@ def data_dir() -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def mini_data(data_dir, tmp_path_factory) -> Path:
+    """The header and first 300 train / 60 dev rows of the real SST-2 and CoLA files: real data
+    that loads in a blink. The one mini data folder of the suite (train, sweep, analysis, report)."""
+    root = tmp_path_factory.mktemp("mini-data")
+    for task in ("sst2", "cola"):
+        (root / task).mkdir()
+        for name, n in (("train.tsv", 300), ("dev.tsv", 60)):
+            lines = (data_dir / task / name).read_text().splitlines(keepends=True)
+            (root / task / name).write_text("".join(lines[: n + 1]))
+    return root
+
+
 @pytest.fixture(autouse=True)
 def _reset_shared_models(request):
     yield

@@ -23,22 +23,11 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def make_mini_data(data_dir: Path, root: Path, rows: int = 300, eval_rows: int = 60) -> Path:
-    """The first rows of the real SST-2 and CoLA files: real data, seconds to load."""
-    for task, files in {"sst2": {"train.tsv": rows, "dev.tsv": eval_rows},
-                        "cola": {"train.tsv": rows, "dev.tsv": eval_rows}}.items():
-        (root / task).mkdir(parents=True, exist_ok=True)
-        for name, n in files.items():
-            lines = (data_dir / task / name).read_text().splitlines(keepends=True)
-            (root / task / name).write_text("".join(lines[: n + 1]))
-    return root
-
-
 @pytest.fixture(scope="module")
-def runs(tiny_bert, data_dir, tmp_path_factory):
+def runs(tiny_bert, mini_data, tmp_path_factory):
     """13 short runs covering every analysis: 5 methods, 2 seeds of EPT, ablation, n, h, lr, init, 2 tasks."""
     root = tmp_path_factory.mktemp("runs")
-    mini = make_mini_data(data_dir, root / "data")
+    mini = mini_data
     base = dict(backbone=tiny_bert, steps=4, eval_every=2, batch_size=8, max_eval_examples=24, max_length=32,
                 data_dir=str(mini), tensorboard=False)
     grid = [("sst2", m, {}, 0.3, 0) for m in ("pt", "ptuning", "resprompt", "ept", "ept_star")]

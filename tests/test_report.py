@@ -17,14 +17,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def sweep(tiny_bert, data_dir, tmp_path_factory):
+def sweep(tiny_bert, mini_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
-    mini = root / "data"
-    for task in ("sst2", "cola"):
-        (mini / task).mkdir(parents=True)
-        for name, n in (("train.tsv", 300), ("dev.tsv", 60)):
-            lines = (data_dir / task / name).read_text().splitlines(keepends=True)
-            (mini / task / name).write_text("".join(lines[: n + 1]))
+    mini = mini_data
     base = dict(backbone=tiny_bert, steps=4, eval_every=2, batch_size=8, max_eval_examples=24, max_length=32,
                 data_dir=str(mini), tensorboard=False)
     for task, method, seed, few in [("sst2", "pt", 0, None), ("sst2", "pt", 1, None), ("sst2", "ept", 0, None),

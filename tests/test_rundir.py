@@ -23,17 +23,6 @@ from ept.train import TrainConfig, run
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def mini_data(data_dir, tmp_path_factory) -> Path:
-    """The first 300 rows of the real SST-2 files: real data that loads in a blink."""
-    root = tmp_path_factory.mktemp("data")
-    (root / "sst2").mkdir()
-    for name, n in (("train.tsv", 300), ("dev.tsv", 60)):
-        lines = (data_dir / "sst2" / name).read_text().splitlines(keepends=True)
-        (root / "sst2" / name).write_text("".join(lines[: n + 1]))
-    return root
-
-
 def _cfg(tiny_bert, data, out, **kw):
     base = dict(task="sst2", method="ept", backbone=tiny_bert, steps=8, eval_every=4, batch_size=8,
                 max_eval_examples=16, max_length=32, data_dir=str(data), out=str(out), tensorboard=False)

@@ -85,7 +85,7 @@ def _solo(model, tok, spec, prompt, examples, kind, eval_mode=None):
         if kind == "encoder":
             return scorer.logits(batch, prompt), scorer.predict(batch, prompt)
         if scorer.eval_mode == "rank":
-            scores = wrapped.label_loglik(batch, scorer.label_ids(), prompt)
+            scores = scorer.label_scores(batch, prompt)
             return scores, scores.argmax(-1).tolist()
         return None, scorer.predict(batch, prompt)
 
@@ -122,7 +122,9 @@ def _check_equal(server, model, tok, tasks, kind):
     # passes of 8 rows sorted by prompt and input length (still mixing tasks): same, in input order
     chunked = server.score(rows, batch_size=8)
     assert [r["task"] for r in chunked] == [r["task"] for r in results]
-    assert [r["prediction"] for r in chunked] == pytest.approx([r["prediction"] for r in results], rel=1e-5)
+    for a, b in zip(chunked, results):  # numbers up to rounding; labels and generated text exactly
+        want = b["prediction"]
+        assert a["prediction"] == (pytest.approx(want, rel=1e-5) if isinstance(want, float) else want)
 
 
 def test_mixed_batch_equals_each_task_alone_minilm(mini_bb):
@@ -163,6 +165,36 @@ def test_mixed_batch_equals_each_task_alone_tiny_t5(t5_bb):
     for name, t in tasks.items():
         server.add_task(name, t["prompt"], t["spec"], eval_mode=t.get("eval_mode"))
     _check_equal(server, model, tok, tasks, "seq2seq")
+
+
+def test_mixed_batch_equals_each_task_alone_tiny_llama(minilm_tokenizer):
+    """Decoder-only: prompts of 1, 10 and 3 rows in one pass (masked slots never at position 0),
+    rank over multi-token labels and greedy generation, each equal to the task's own scorer."""
+    import copy
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = copy.deepcopy(minilm_tokenizer)
+    tok.eos_token = "[SEP]"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64,
+                                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                             pad_token_id=tok.pad_token_id, eos_token_id=tok.sep_token_id))
+    model.eval().requires_grad_(False)
+    e = model.config.hidden_size
+    tasks = {
+        "sst2_ept": dict(spec=LabelSpec("sst2_ept", label_words=("negative", "positive")), prompt=_prompt(1, e, 1),
+                         examples=[_example([s]) for s in SENTENCES]),
+        "rte_pt": dict(spec=LabelSpec("rte_pt", label_words=("entailment", "not_entailment")), prompt=_prompt(10, e, 2),
+                       examples=[_example([" ".join(p)]) for p in PAIRS]),
+        "gen_n3": dict(spec=LabelSpec("gen_n3", label_words=("no", "yes")), prompt=_prompt(3, e, 4),
+                       examples=[_example([s]) for s in SENTENCES[:4]], eval_mode="generate"),
+    }
+    server = MultiTaskServer(model, tok)
+    for name, t in tasks.items():
+        server.add_task(name, t["prompt"], t["spec"], eval_mode=t.get("eval_mode"))
+    _check_equal(server, model, tok, tasks, "causal")
 
 
 def _export(model, tok, method, folder, seed):
@@ -245,3 +277,55 @@ def test_cli_seq2seq_rank_from_a_local_backbone_folder(t5_bb, tmp_path, capsys):
     expected = server.score(rows)
     assert [(r["task"], r["prediction"], r["label"]) for r in out] == [(r["task"], r["prediction"], r["label"]) for r in expected]
     torch.testing.assert_close(torch.tensor([r["scores"] for r in out]), torch.tensor([r["scores"] for r in expected]))
+
+
+def test_bad_serving_input_is_refused_naming_it(mini_bb, tmp_path, capsys):
+    """Issue 14 item 6: non-string text, NaN prompts, label counts, empty label words, BOMs."""
+    from safetensors.torch import save_file
+
+    from ept.cli import main
+
+    model, tok = mini_bb
+    e = model.config.hidden_size
+    server = MultiTaskServer(model, tok)
+    server.add_task("a", _prompt(1, e, 0), label_words=("no", "yes"))
+    for bad, kind in ((None, "NoneType"), (["x"], "list"), ({"a": 1}, "dict"), (3, "int")):
+        with pytest.raises(ValueError, match=f"row 1: \"text\" must be a string, got {kind}"):
+            server.score([{"task": "a", "text": "fine"}, {"task": "a", "text": bad}])
+    with pytest.raises(ValueError, match=r"row 0: \"fields\"\[1\] must be a string, got NoneType"):
+        server.score([{"task": "a", "fields": ["x", None]}])
+    nan = _prompt(1, e, 0)
+    nan[0, 3] = float("nan")
+    with pytest.raises(ValueError, match="'b' has 1 NaN/inf values"):
+        server.add_task("b", nan, label_words=("no", "yes"))
+    assert list(server.tasks) == ["a"]
+    with pytest.raises(ValueError, match="label words must be non-empty"):
+        LabelSpec("c", label_words=("good", ""))
+
+    a, _ = _export(model, tok, "ept", tmp_path / "a", 0)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_bytes("\ufeff".encode() + b'{"task": "a", "text": "a gem"}\n')  # a UTF-8 BOM, as Windows editors write
+    assert main(["serve", "--prompt", f"a={a}", "--labels", "a=negative,positive", "--input", str(rows)]) == 0
+    assert json.loads(capsys.readouterr().out)["label"] in ("negative", "positive")
+
+    def fails(args, words):
+        try:
+            code = main(["serve", "--prompt", f"a={a}", *args])
+        except SystemExit as stop:  # argparse's own range errors
+            code = stop.code
+        assert code == 2
+        assert words in capsys.readouterr().err
+
+    rows.write_text('{"task": "a", "text": null}\n')
+    fails(["--labels", "a=negative,positive", "--input", str(rows)], 'row 0: "text" must be a string, got NoneType')
+    rows.write_text('{"task": "a", "text": "ok"}\n')
+    fails(["--labels", "a=negative,", "--input", str(rows)], "an empty label word")
+    fails(["--labels", "a=negative,positive", "--input", str(rows), "--batch-size", "0"], ">= 1, got '0'")
+    # an export that records its task (sst2: 2 labels) refuses a 3-label --labels
+    meta = json.loads((a / "prompt.json").read_text())
+    (a / "prompt.json").write_text(json.dumps({**meta, "task": "sst2"}))
+    pytest.importorskip("ept.tasks")
+    fails(["--labels", "a=x,y,z", "--input", str(rows)], "3 label words ['x', 'y', 'z'], but the export was trained with 2 labels (sst2)")
+    # a NaN in an export: refused at load, before any output
+    save_file({"prompt": torch.full((1, e), float("nan"))}, str(a / "prompt.safetensors"))
+    fails(["--labels", "a=negative,positive", "--input", str(rows)], "NaN/inf")

@@ -26,12 +26,17 @@ class Encoded:
         return len(self.features)
 
 
+def encoder_segments(fields) -> tuple[str, str | None]:
+    """Encoder-only models read raw fields as a [SEP]-joined pair (token types 0/1): the first
+    field, then the rest joined (None for a single field). Training and serving both call this."""
+    first, rest = fields[0], fields[1:]
+    return first, (" ".join(rest) if rest else None)
+
+
 def _segments(example, kind: str):
-    """Encoder-only models read the raw fields as a [SEP]-joined pair (token types 0/1);
-    seq2seq models read the T5 text-to-text source."""
+    """Encoders read the raw fields (`encoder_segments`); seq2seq models the text-to-text source."""
     if kind == "encoder" and example.fields:
-        first, rest = example.fields[0], example.fields[1:]
-        return first, (" ".join(rest) if rest else None)
+        return encoder_segments(example.fields)
     return example.source, None
 
 

@@ -54,7 +54,7 @@ def encode_causal(tokenizer, examples, max_length: int) -> Encoded:
         truncated += len(ids) > room
         ids = ids[:room] + cue
         features.append({"input_ids": ids, "attention_mask": [1] * len(ids),
-                         "labels": target_ids(tokenizer, x.target) if x.target is not None else None, "index": i})
+                         "labels": target_ids(tokenizer, x.target) if x.target else None, "index": i})
     return Encoded(features, truncated)
 
 

@@ -118,7 +118,7 @@ def attach_pair_head(model, meta: dict) -> None:
 
 
 # ------------------------------------------------------------------------------- export
-def export_prompt(model, out, backbone: str, peft_task_type: str | None = None) -> Path:
+def export_prompt(model, out, backbone: str, peft_task_type: str | None = None, extra: dict | None = None) -> Path:
     """Write the inference artifact and a PEFT adapter folder `out/peft`.
 
     `prompt.safetensors` stores the distinct vectors only (EPT: 1 x e, broadcast n times at load);
@@ -149,7 +149,7 @@ def export_prompt(model, out, backbone: str, peft_task_type: str | None = None) 
         "ept_version": __version__, "backbone": backbone, "method": model.prompt_config.method,
         "num_tokens": n, "embed_dim": e, "broadcast": broadcast,
         "stored_vectors": vectors.shape[0], "inference_params": vectors.numel() + head_params,
-        **pair_meta(model),
+        **pair_meta(model), **(extra or {}),
     })
     task_type = peft_task_type or {"seq2seq": "SEQ_2_SEQ_LM", "causal": "CAUSAL_LM"}.get(model.kind, "FEATURE_EXTRACTION")
     cfg = PromptTuningConfig(task_type=task_type, num_virtual_tokens=n, token_dim=e, num_transformer_submodules=1,

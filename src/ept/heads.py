@@ -66,6 +66,16 @@ def _encode_texts(model, texts) -> torch.Tensor:
     return nn.functional.normalize(((out * mask).sum(1) / mask.sum(1)).float(), dim=-1)
 
 
+def label_logits(pooled: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+    """Cosine logits (B, C) of pooled inputs (B, e) against label text embeddings (C, e)."""
+    return pooled @ text_embeddings.T / TEMPERATURE
+
+
+def anchor_value(logit: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """Encoder regression: lo + sigmoid(cos_hi - cos_lo) (hi - lo)."""
+    return lo + torch.sigmoid(logit) * (hi - lo)
+
+
 class _EncoderScorer(Scorer):
     """Shared: label/anchor text embeddings, cached while the backbone is frozen."""
 
@@ -87,7 +97,7 @@ class _EncoderScorer(Scorer):
         if self.model.head is not None:
             return self.model.head(pooled)
         pooled = nn.functional.normalize(pooled, dim=-1)  # a cosine even if the recipe does not normalise
-        return pooled @ self.text_embeddings().T / TEMPERATURE  # (B, C)
+        return label_logits(pooled, self.text_embeddings())  # (B, C)
 
 
 class EncoderLabelScorer(_EncoderScorer):
@@ -119,7 +129,7 @@ class EncoderRegressionScorer(_EncoderScorer):
 
     @torch.no_grad()
     def predict(self, batch, prompt=None, prompt_mask=None):
-        return (self.lo + torch.sigmoid(self._logit(batch, prompt, prompt_mask)) * (self.hi - self.lo)).tolist()
+        return anchor_value(self._logit(batch, prompt, prompt_mask), self.lo, self.hi).tolist()
 
 
 # ------------------------------------------------------------------------------ siamese pairs

@@ -8,20 +8,15 @@
 
 An EPT task is one vector (paper Section 3.3), so what tells tasks apart is the few input
 positions in front of each row. PEFT can only switch the active prompt adapter between batches
-(reference-spec §1.7); here every row carries its own prompt:
+(reference-spec §1.7); here every row carries its own prompt. The pieces, each small:
 
-- The prompts of all served tasks sit in one bank (T, n_max, e), each LEFT-padded to the longest
-  one with a mask (T, n_max). A batch gathers its rows' prompts with one index and keeps the last
-  n_b columns, n_b being the longest prompt among its rows (EPT n=1 beside PT/EPT* n=10).
-  Left padding keeps T5's relative distances; `PromptedModel.build_inputs` gives BERT-family
-  encoders the positions each row has alone. The backbone runs once for the whole batch.
-- Encoder label scoring: each task's label (or anchor) text embeddings are computed once, when
-  the task is added, and stacked (sum C_t, e); one matmul scores every row against every label and
-  each row keeps its own task's columns.
-- Seq2seq rank classification: one encoder pass; then each row's encoder output is repeated once
-  per label of ITS task (sum over rows of C_t decoder rows, no padding label sets) and one
-  decoder pass scores them all. Generation-mode tasks are decoded in one `generate` call per
-  distinct `max_new_tokens`.
+- `PromptBank` (ept.bank): the prompts of all served tasks; `bank(task_ids)` gives a batch its
+  rows' prompts, left-padded, and their mask.
+- `TaskRegistry` (here): name -> `ServedTask` (spec, scorer, mode, max length) plus the bank;
+  add, replace and remove at any time (the HTTP server's hot reload).
+- `parse_row` (here): one input row -> the segments to tokenise, or a `RowError` naming the row.
+- Kernels (ept.kernels): one mixed-task scoring kernel per backbone kind, in a registry; each
+  scores one backbone pass and formats the rows' results.
 
 Scores and predictions equal those of each task's own scorer (`ept.heads.make_scorer`) on a
 single-task batch, up to float summation order (tests/test_serve.py).
@@ -29,19 +24,28 @@ single-task batch, up to float summation order (tests/test_serve.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 
 from ept.backbones import PromptedModel
-from ept.batching import collate, to_device
+from ept.bank import PromptBank
+from ept.batching import collate, encoder_segments, to_device
 from ept.checkpoint import load_exported
-from ept.heads import TEMPERATURE, make_scorer
+from ept.heads import make_scorer
 from ept.prompts import PTConfig
 
 MAX_LENGTH = 256  # paper Appendix B.2; a task spec's own max_length wins
+
+
+class RowError(ValueError):
+    """One input row is unusable; `.row` is its index in the request / file."""
+
+    def __init__(self, row: int, message: str):
+        super().__init__(f"row {row}: {message}")
+        self.row = row
 
 
 @dataclass(frozen=True)
@@ -60,148 +64,179 @@ class LabelSpec:
             raise ValueError(f"task {self.name!r}: kind={self.kind!r}; allowed: classification, regression, generation")
         if self.kind == "classification" and len(self.label_words) < 2:
             raise ValueError(f"task {self.name!r}: a classification task needs at least 2 label words, got {self.label_words!r}")
+        for word in (*self.label_words, *self.anchor_words):
+            if not isinstance(word, str) or not word.strip():
+                raise ValueError(f"task {self.name!r}: label words must be non-empty strings, got {word!r} in {self.label_words!r}")
+        if len(set(self.label_words)) != len(self.label_words):
+            raise ValueError(f"task {self.name!r}: label words repeat: {self.label_words!r}")
 
 
 @dataclass
 class ServedTask:
     name: str
     spec: Any
-    scorer: Any  # the task's own scorer: its cached label embeddings / label ids are reused here
-    prompt: torch.Tensor  # P' (n, e), fp32
-    index: int  # row in the prompt bank
-    mode: str  # "embed" (encoder) | "rank" | "generate" (seq2seq)
+    scorer: Any  # the task's own scorer: eval mode, label ids, max_new_tokens come from it
+    prompt: torch.Tensor  # P' (n, e), fp32, as held by the bank
+    mode: str  # "embed" (encoder) | "rank" | "generate" (seq2seq); kernels may add their own
     max_length: int
-    meta: dict
+    meta: dict = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        """What `GET /v1/prompts` shows."""
+        return {"name": self.name, "method": self.meta.get("method"), "backbone": self.meta.get("backbone"),
+                "kind": self.spec.kind, "mode": self.mode, "num_tokens": int(self.prompt.shape[0]),
+                "embed_dim": int(self.prompt.shape[1]), "label_words": list(getattr(self.spec, "label_words", ()) or ())}
+
+
+class TaskRegistry:
+    """The served tasks by name, and their prompts in one `PromptBank`. Not thread-safe: the HTTP
+    server changes it only under its lock, between backbone passes."""
+
+    def __init__(self, embed_dim: int):
+        self.bank = PromptBank(embed_dim)
+        self.tasks: dict[str, ServedTask] = {}
+
+    def put(self, task: ServedTask, replace: bool = False) -> None:
+        self.bank.add(task.name, task.prompt, replace=replace)
+        task.prompt = self.bank.get(task.name)
+        self.tasks[task.name] = task
+
+    def remove(self, name: str) -> ServedTask:
+        self.bank.remove(name)
+        return self.tasks.pop(name)
+
+    def get(self, name, row: int | None = None) -> ServedTask:
+        if not isinstance(name, str) or name not in self.tasks:
+            where = f"row {row}: " if row is not None else ""
+            raise KeyError(f"{where}task {name!r} is not served; served: {', '.join(self.tasks) or '(none)'}")
+        return self.tasks[name]
+
+
+def parse_row(row, i: int, registry: TaskRegistry, kind: str) -> tuple[ServedTask, str, str | None]:
+    """(task, first segment, second segment or None) of one input row, or a RowError naming it.
+
+    "text" must be a string and "fields" a non-empty list of strings: a null, list or dict is an
+    error, never scored as the string "None" or "{'a': 1}".
+    """
+    if not isinstance(row, dict):
+        raise RowError(i, f"expected an object with \"task\" and \"text\" or \"fields\", got {type(row).__name__}")
+    try:
+        task = registry.get(row.get("task"), i)
+    except KeyError as err:
+        raise RowError(i, str(err.args[0]).removeprefix(f"row {i}: ")) from None
+    if "text" in row and "fields" in row:
+        raise RowError(i, "give \"text\" or \"fields\", not both")
+    if "text" in row:
+        if not isinstance(row["text"], str):
+            raise RowError(i, f"\"text\" must be a string, got {type(row['text']).__name__} {row['text']!r:.40}")
+        return task, row["text"], None
+    fields = row.get("fields")
+    if not isinstance(fields, (list, tuple)) or not fields:
+        raise RowError(i, f"needs \"text\" or a non-empty \"fields\" list, got keys {sorted(row)}")
+    for j, value in enumerate(fields):
+        if not isinstance(value, str):
+            raise RowError(i, f"\"fields\"[{j}] must be a string, got {type(value).__name__} {value!r:.40}")
+    if kind == "encoder":
+        return (task, *encoder_segments(fields))
+    spec_fields = getattr(task.spec, "fields", None)
+    if spec_fields and hasattr(task.spec, "template"):
+        if len(spec_fields) != len(fields):
+            raise RowError(i, f"task {task.name!r} has fields {list(spec_fields)}, got {len(fields)} values")
+        return task, task.spec.template(dict(zip(spec_fields, fields))), None
+    return task, " ".join(fields), None
 
 
 class MultiTaskServer:
     """Holds one frozen backbone and any number of task prompts; scores mixed-task batches.
 
-    The backbone is put in eval mode and frozen. Tasks: `add_task`. Rows: dicts with "task" and
-    either "text" (encoder: one segment; seq2seq: the text-to-text source) or "fields" (a list of
-    raw segments: encoders read them as a [SEP] pair, seq2seq renders them with the task spec's
-    template when it has one).
+    The backbone is put in eval mode and frozen. Tasks: `add_task` / `remove_task`. Rows: dicts
+    with "task" and either "text" (encoder: one segment; seq2seq: the text-to-text source) or
+    "fields" (a list of raw segments: encoders read them as a [SEP] pair, seq2seq renders them
+    with the task spec's template when it has one).
     """
 
     def __init__(self, backbone, tokenizer, max_length: int | None = None):
+        from ept.kernels import KERNELS
+
         backbone.eval()
-        # The wrapper's own prompt is never used: every call passes per-row prompts.
+        # The wrapper's own prompt is never used: every call passes per-row prompts from the bank.
         self.model = PromptedModel(backbone, tokenizer, PTConfig(num_tokens=1))
         self.model.eval()
         self.tokenizer, self.kind, self.max_length = tokenizer, self.model.kind, max_length
         self.device = next(backbone.parameters()).device
-        self.tasks: dict[str, ServedTask] = {}
-        self._banks: dict | None = None
+        self.registry = TaskRegistry(self.model.embed_dim)
+        self.registry.bank.to(self.device)
+        if self.kind not in KERNELS:
+            raise ValueError(f"no mixed-task serving kernel for {self.kind} backbones; available: {', '.join(KERNELS.names())}")
+        self.kernel = KERNELS.get(self.kind)(self.model)
+
+    @property
+    def tasks(self) -> dict[str, ServedTask]:
+        return self.registry.tasks
+
+    @property
+    def bank(self) -> PromptBank:
+        return self.registry.bank
 
     # ------------------------------------------------------------------ tasks
     def add_task(self, name: str, prompt: torch.Tensor | str | Path, spec=None, *, label_words=None,
-                 kind: str = "classification", eval_mode: str | None = None) -> ServedTask:
+                 kind: str = "classification", eval_mode: str | None = None, replace: bool = False) -> ServedTask:
         """Serve `name` with `prompt`: a P' tensor (n, e) or an `ept export` folder.
 
         `spec` is a TaskSpec (or anything with name/kind/label_words); without one, `label_words`
-        (and `kind`) describe the task. `eval_mode` (seq2seq): rank | generate.
+        (and `kind`) describe the task. `eval_mode` (seq2seq): rank | generate. `replace` swaps an
+        already served task (its next batch uses the new prompt).
         """
-        if name in self.tasks:
+        if name in self.tasks and not replace:
             raise ValueError(f"task {name!r} is already served; served: {', '.join(self.tasks)}")
         meta: dict = {}
         if not torch.is_tensor(prompt):
             prompt, meta = load_exported(prompt)
-        prompt = prompt.detach().float()
-        if prompt.dim() != 2 or prompt.shape[1] != self.model.embed_dim:
-            raise ValueError(f"task {name!r}: prompt has shape {tuple(prompt.shape)}; this backbone needs (n, {self.model.embed_dim})")
         if spec is None:
             if not label_words and kind != "generation":
                 raise ValueError(f"task {name!r}: give a task spec or its label_words")
             spec = LabelSpec(name, kind, tuple(label_words or ()))
         scorer = make_scorer(self.model, spec, eval_mode)
-        if self.kind == "encoder":
-            mode = "embed"
-            scorer.text_embeddings()  # computed once, now, with no prompt (frozen backbone)
-        else:
-            mode = scorer.eval_mode
-            if mode == "rank":
-                scorer.label_ids()
         max_length = self.max_length or getattr(spec, "max_length", None) or MAX_LENGTH
-        task = ServedTask(name, spec, scorer, prompt.to(self.device), len(self.tasks), mode, max_length, meta)
-        self.tasks[name] = task
-        self._banks = None
+        task = ServedTask(name, spec, scorer, prompt, "", max_length, meta)
+        prompt = PromptBank.check(name, prompt, self.model.embed_dim)  # shape / NaN check before any label pass
+        task.mode = self.kernel.prepare_task(task)  # label embeddings / ids, computed once, now
+        self.registry.put(task, replace=replace)
         return task
 
-    def _build_banks(self) -> dict:
-        """Stack every task's prompt (left-padded) and labels once; batches only index them."""
-        tasks = list(self.tasks.values())
-        T, e = len(tasks), self.model.embed_dim
-        n = torch.tensor([t.prompt.shape[0] for t in tasks])
-        n_max = int(n.max())
-        prompts = torch.zeros(T, n_max, e, device=self.device)
-        mask = torch.zeros(T, n_max, dtype=torch.long, device=self.device)
-        for i, t in enumerate(tasks):
-            prompts[i, n_max - n[i]:] = t.prompt  # left padding: real rows last, next to the input
-            mask[i, n_max - n[i]:] = 1
-        banks = {"prompt": prompts, "mask": mask, "n": n.to(self.device)}
-        # label sets: one flat table, task t owns rows offset[t] .. offset[t]+count[t]-1
-        if self.kind == "encoder":
-            tables = [t.scorer.text_embeddings() for t in tasks]
-        else:
-            tables = [t.scorer.label_ids() if t.mode == "rank" else torch.empty(0, 1, dtype=torch.long) for t in tasks]
-        count = torch.tensor([len(x) for x in tables])
-        banks["offset"] = (count.cumsum(0) - count).to(self.device)
-        banks["count"] = count.to(self.device)
-        if self.kind == "encoder":
-            banks["labels"] = torch.cat(tables).to(self.device)  # (sum C, e)
-        else:
-            width = max(x.shape[1] for x in tables)
-            padded = [torch.nn.functional.pad(x, (0, width - x.shape[1]), value=-100) for x in tables]
-            banks["labels"] = torch.cat(padded).to(self.device)  # (sum C, T) padded with -100
-        return banks
-
-    @property
-    def banks(self) -> dict:
-        if self._banks is None:
-            self._banks = self._build_banks()
-        return self._banks
+    def remove_task(self, name: str) -> ServedTask:
+        return self.registry.remove(name)
 
     # ------------------------------------------------------------------ rows -> features
-    def _task(self, row: dict, i: int) -> ServedTask:
-        name = row.get("task") if isinstance(row, dict) else None
-        if name not in self.tasks:
-            raise ValueError(f"row {i}: task {name!r} is not served; served: {', '.join(self.tasks) or '(none)'}")
-        return self.tasks[name]
-
-    def _segments(self, row: dict, task: ServedTask, i: int) -> tuple[str, str | None]:
-        if "text" in row:
-            return str(row["text"]), None
-        fields = row.get("fields")
-        if not fields or not isinstance(fields, (list, tuple)):
-            raise ValueError(f"row {i}: needs \"text\" or a non-empty \"fields\" list, got keys {sorted(row)}")
-        fields = [str(f) for f in fields]
-        if self.kind == "encoder":  # as ept.batching: first segment, then the rest joined after [SEP]
-            return fields[0], (" ".join(fields[1:]) or None)
-        spec_fields = getattr(task.spec, "fields", None)
-        if spec_fields and hasattr(task.spec, "template"):
-            if len(spec_fields) != len(fields):
-                raise ValueError(f"row {i}: task {task.name!r} has fields {list(spec_fields)}, got {len(fields)} values")
-            return task.spec.template(dict(zip(spec_fields, fields))), None
-        return " ".join(fields), None
-
     def prepare(self, rows: Iterable[dict]) -> list[dict]:
-        """Tokenise rows (grouped by max length and single/pair, one tokenizer call per group)."""
+        """Validate and tokenise rows (grouped by max length and single/pair, one tokenizer call
+        per group). Each feature names its task; ids are resolved per pass, so a feature stays
+        valid while other tasks are added or removed."""
         rows = list(rows)
-        tasks = [self._task(r, i) for i, r in enumerate(rows)]
-        segs = [self._segments(r, t, i) for i, (r, t) in enumerate(zip(rows, tasks))]
+        parsed = [parse_row(r, i, self.registry, self.kind) for i, r in enumerate(rows)]
         features: list[dict | None] = [None] * len(rows)
         groups: dict[tuple[int, bool], list[int]] = {}
-        for i, (t, (_, second)) in enumerate(zip(tasks, segs)):
-            groups.setdefault((t.max_length, second is not None), []).append(i)
+        for i, (task, _, second) in enumerate(parsed):
+            groups.setdefault((task.max_length, second is not None), []).append(i)
         for (max_length, pair), idx in groups.items():
-            firsts = [segs[i][0] for i in idx]
-            seconds = [segs[i][1] for i in idx] if pair else None
-            enc = self.tokenizer(firsts, seconds, truncation=True, max_length=max_length)
-            for j, i in enumerate(idx):
-                f = {k: enc[k][j] for k in enc.keys()}
-                f.update(labels=None, index=i, task=tasks[i].index)
+            for i, f in zip(idx, self._tokenize([parsed[i][1] for i in idx],
+                                                [parsed[i][2] for i in idx] if pair else None, max_length)):
+                f.update(labels=None, index=i, task=parsed[i][0].name)
                 features[i] = f
         return features
+
+    def _tokenize(self, firsts: list[str], seconds: list[str] | None, max_length: int) -> list[dict]:
+        if self.kind == "causal":  # the text-to-text source + answer cue, exactly as in training
+            from types import SimpleNamespace
+
+            from ept.causal import encode_causal
+
+            rows = [SimpleNamespace(source=f if s is None else f"{f} {s}", target=None)
+                    for f, s in zip(firsts, seconds or [None] * len(firsts))]
+            return [{k: v for k, v in f.items() if k in ("input_ids", "attention_mask")}
+                    for f in encode_causal(self.tokenizer, rows, max_length).features]
+        enc = self.tokenizer(firsts, seconds, truncation=True, max_length=max_length)
+        return [{k: enc[k][j] for k in enc.keys()} for j in range(len(firsts))]
 
     # ------------------------------------------------------------------ scoring
     @torch.inference_mode()
@@ -213,129 +248,127 @@ class MultiTaskServer:
         still mixing tasks: a pass is as wide as its longest prompt plus its longest input, and
         padding, not the number of passes, is what costs on a CPU.
         """
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}; must be at least 1")
         if batch_size is None or batch_size >= len(features):
-            return self._predict_one_pass(features)
-        n = self.banks["n"].tolist()
-        order = sorted(range(len(features)), key=lambda i: (-n[features[i]["task"]], -len(features[i]["input_ids"])))
+            return self.predict_pass(features)
+        n = [self.registry.get(f["task"]).prompt.shape[0] for f in features]
+        order = sorted(range(len(features)), key=lambda i: (-n[i], -len(features[i]["input_ids"])))
         out: list[dict | None] = [None] * len(features)
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            for i, r in zip(chunk, self._predict_one_pass([features[i] for i in chunk])):
+            for i, r in zip(chunk, self.predict_pass([features[i] for i in chunk])):
                 out[i] = r
         return out
 
     def score(self, rows: Iterable[dict], batch_size: int = 64, sort_by_length: bool = True) -> list[dict]:
         """Tokenise and score rows of any mix of tasks, `batch_size` rows per backbone pass
         (rows of similar length together when sort_by_length; results in input order)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}; must be at least 1")
         features = self.prepare(rows)
         if sort_by_length:
             return self.predict(features, batch_size)
         out: list[dict] = []
         for start in range(0, len(features), batch_size):
-            out.extend(self._predict_one_pass(features[start:start + batch_size]))
+            out.extend(self.predict_pass(features[start:start + batch_size]))
         return out
 
     @torch.inference_mode()
-    def _predict_one_pass(self, features: list[dict]) -> list[dict]:
+    def predict_pass(self, features: list[dict]) -> list[dict]:
+        """One backbone pass (per kernel mode) over rows of any mix of tasks."""
         if not features:
             return []
-        names = list(self.tasks)
-        task_idx = torch.tensor([f["task"] for f in features], device=self.device)
-        modes = {self.tasks[names[i]].mode for i in task_idx.tolist()}
-        if self.kind == "encoder":
-            scores = self._embed_scores(features, task_idx)
-            return self._results(features, task_idx, scores)
-        results: list[dict | None] = [None] * len(features)
-        if "rank" in modes:
-            sel = [i for i, f in enumerate(features) if self.tasks[names[f["task"]]].mode == "rank"]
-            sub = [features[i] for i in sel]
-            part = self._results(sub, task_idx[sel], self._rank_scores(sub, task_idx[sel]))
-            for i, r in zip(sel, part):
-                results[i] = r
-        if "generate" in modes:
-            self._generate(features, task_idx, results)
-        return results
+        tasks = [self.registry.get(f["task"]) for f in features]
+        return self.kernel.score(self, features, tasks)
 
-    def _batch(self, features: list[dict], task_idx: torch.Tensor):
-        """Padded inputs plus the rows' prompts (B, n_b, e) and prompt mask (B, n_b)."""
+    def inputs(self, features: list[dict], tasks: list[ServedTask]):
+        """Padded inputs plus the rows' prompts (B, n_b, e) and prompt mask (B, n_b) from the bank."""
         plain = [{k: v for k, v in f.items() if k != "task"} for f in features]
         batch = to_device(collate(self.tokenizer, plain), self.device)
-        banks = self.banks
-        n_b = int(banks["n"][task_idx].max())
-        prompt = banks["prompt"][task_idx, -n_b:]  # (B, n_b, e), left-padded
-        mask = banks["mask"][task_idx, -n_b:]  # (B, n_b)
+        prompt, mask = self.bank(self.bank.ids([t.name for t in tasks]))
         return batch, prompt, mask
 
-    def _embed_scores(self, features, task_idx) -> torch.Tensor:
-        batch, prompt, mask = self._batch(features, task_idx)
-        pooled = self.model.pooled(batch, prompt, mask)  # (B, e), one backbone pass
-        every = pooled @ self.banks["labels"].T / TEMPERATURE  # (B, sum C): as EncoderLabelScorer.logits
-        return self._own_columns(every, task_idx)
 
-    def _own_columns(self, every: torch.Tensor, task_idx: torch.Tensor) -> torch.Tensor:
-        """(B, sum C) -> (B, C_max): each row's own task's labels, -inf where a task has fewer."""
-        offset, count = self.banks["offset"][task_idx], self.banks["count"][task_idx]  # (B,)
-        cols = torch.arange(int(count.max()), device=every.device)  # (C_max,)
-        valid = cols < count.unsqueeze(1)  # (B, C_max)
-        index = (offset.unsqueeze(1) + cols).clamp(max=every.shape[1] - 1)
-        return every.gather(1, index).masked_fill(~valid, float("-inf"))
+# ---------------------------------------------------------------------- loading served prompts
+def spec_for(name: str, meta: dict, label_words=None):
+    """The task spec of a served prompt: its label words when given (checked against the label
+    count the export records), else the registered task the export was trained on, else the
+    registered task called NAME."""
+    try:
+        from ept.tasks import get_task
+    except ImportError:  # a serving-only install without the task catalog
+        get_task = None
 
-    def _rank_scores(self, features, task_idx) -> torch.Tensor:
-        """Summed log p(label | input) for each row against its own task's labels (B, C_max)."""
-        batch, prompt, mask = self._batch(features, task_idx)
-        kwargs = self.model.build_inputs(batch, prompt, mask)
-        backbone = self.model.backbone
-        enc = backbone.get_encoder()(inputs_embeds=kwargs["inputs_embeds"], attention_mask=kwargs["attention_mask"])
-        banks = self.banks
-        count, offset = banks["count"][task_idx], banks["offset"][task_idx]  # (B,)
-        rep = torch.repeat_interleave(torch.arange(len(features), device=self.device), count)  # (R,) R = sum C_row
-        within = torch.arange(len(rep), device=self.device) - torch.repeat_interleave(count.cumsum(0) - count, count)
-        labels = banks["labels"][offset[rep] + within]  # (R, T)
-        labels = labels[:, : int((labels != -100).sum(1).max())]  # drop columns no selected label uses
-        hidden = enc.last_hidden_state[rep]  # (R, n+L, e)
-        flat = self.model.sequence_loglik(hidden, kwargs["attention_mask"][rep], labels)  # (R,)
-        scores = torch.full((len(features), int(count.max())), float("-inf"), device=self.device)
-        scores[rep, within] = flat
-        return scores
+    def registered(task):
+        try:
+            return get_task(task) if get_task is not None and task else None
+        except (KeyError, ValueError):
+            return None
 
-    def _generate(self, features, task_idx, results) -> None:
-        names = list(self.tasks)
-        by_len: dict[int, list[int]] = {}
-        for i, f in enumerate(features):
-            task = self.tasks[names[f["task"]]]
-            if task.mode != "generate":
-                continue
-            # as Seq2SeqScorer.predict: same max_new_tokens, so the same greedy output
-            spec = task.spec
-            max_new = 32 if spec.kind == "generation" else max(len(task.scorer.label_ids()[0]), 8)
-            by_len.setdefault(max_new, []).append(i)
-        for max_new, sel in by_len.items():
-            sub = [features[i] for i in sel]
-            batch, prompt, mask = self._batch(sub, task_idx[sel])
-            texts = self.model.generate(batch, max_new, prompt, mask)
-            for i, text in zip(sel, texts):
-                task = self.tasks[names[features[i]["task"]]]
-                words = tuple(getattr(task.spec, "label_words", ()) or ())
-                r = {"task": task.name, "prediction": text}  # as Seq2SeqScorer.predict: the text
-                if task.spec.kind == "classification":  # generated text may be no label at all
-                    r["label"] = text if text in words else None
-                results[i] = r
+    trained = registered(meta.get("task"))
+    expected = meta.get("num_labels") or (len(trained.label_words) if trained is not None and trained.label_words else None)
+    if label_words is not None:
+        words = tuple(w.strip() if isinstance(w, str) else w for w in label_words)
+        if expected and len(words) != expected:
+            raise ValueError(f"prompt {name!r}: {len(words)} label words {list(words)}, but the export was trained "
+                             f"with {expected} labels ({meta.get('task') or 'its task'}); give {expected}")
+        return LabelSpec(name, "classification", words)
+    spec = trained or registered(name)
+    if spec is None:
+        raise ValueError(f"prompt {name!r}: no label words; pass --labels {name}=word,word,... or name a registered task (ept ls)")
+    return spec
 
-    def _results(self, features, task_idx, scores: torch.Tensor) -> list[dict]:
-        names = list(self.tasks)
-        best = scores.argmax(-1).tolist()
-        # encoder regression: lo + sigmoid(s_hi - s_lo) (hi - lo), as EncoderRegressionScorer
-        diff = (scores[:, 1] - scores[:, 0]).float().sigmoid().tolist() if scores.shape[1] > 1 else None
-        rows, counts = scores.tolist(), self.banks["count"].tolist()
-        out = []
-        for i, (t, b) in enumerate(zip(task_idx.tolist(), best)):
-            task = self.tasks[names[t]]
-            spec, own = task.spec, rows[i][: counts[t]]
-            if spec.kind == "regression" and self.kind == "encoder":
-                lo, hi = spec.value_range
-                out.append({"task": task.name, "prediction": lo + diff[i] * (hi - lo), "scores": own})
-            elif spec.kind == "regression":  # seq2seq: rank over numeric label strings
-                out.append({"task": task.name, "prediction": float(task.scorer.label_texts[b]), "scores": own})
-            else:
-                out.append({"task": task.name, "prediction": b, "label": spec.label_words[b], "scores": own})
-        return out
+
+def find_exports(prompts: dict[str, str] | None = None, prompts_dir: str | None = None) -> dict[str, Path]:
+    """NAME -> export folder: the explicit NAME=DIR pairs plus, from `prompts_dir`, every
+    DIR/NAME/ holding prompt.json (an export) or DIR/NAME/export/ (a run folder's export)."""
+    from ept.checkpoint import EXPORT_CONFIG
+
+    found: dict[str, Path] = {}
+    if prompts_dir is not None:
+        root = Path(prompts_dir)
+        if not root.is_dir():
+            raise FileNotFoundError(f"--prompts-dir {root}: not a folder")
+        for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+            for folder in (sub, sub / "export"):
+                if (folder / EXPORT_CONFIG).is_file():
+                    found[sub.name] = folder
+                    break
+        if not found:
+            raise FileNotFoundError(f"--prompts-dir {root}: no export folders (NAME/{EXPORT_CONFIG} or NAME/export/{EXPORT_CONFIG})")
+    for name, folder in (prompts or {}).items():
+        if name in found:
+            raise ValueError(f"prompt {name!r} is given by --prompt and found in --prompts-dir {prompts_dir}")
+        found[name] = Path(folder)
+    return found
+
+
+def load_prompts(folders: dict[str, Path], labels: dict[str, tuple[str, ...]] | None = None):
+    """Read every export and resolve its spec, before any weights load: {name: (prompt, meta, spec)}."""
+    labels = labels or {}
+    unknown = sorted(set(labels) - set(folders))
+    if unknown:
+        raise ValueError(f"--labels for {unknown} but no prompt of that name; prompts: {', '.join(folders)}")
+    loaded = {}
+    for name, folder in folders.items():
+        prompt, meta = load_exported(folder)
+        if not torch.isfinite(prompt).all():
+            raise ValueError(f"{folder}: the prompt has NaN/inf values; re-export it from a healthy checkpoint")
+        loaded[name] = (prompt, meta, spec_for(name, meta, labels.get(name)))
+    return loaded
+
+
+def build_server(loaded: dict, backbone: str | None = None, max_length: int | None = None,
+                 eval_mode: str | None = None) -> MultiTaskServer:
+    """Load the backbone the exports name (they must agree) unless `backbone`, and add every prompt."""
+    from ept.backbones import load_backbone
+
+    names = {meta.get("backbone") for _, meta, _ in loaded.values()}
+    if backbone is None and len(names) != 1:
+        raise ValueError(f"the exports name different backbones {sorted(map(str, names))}; pick one with --backbone")
+    server = MultiTaskServer(*load_backbone(backbone or names.pop()), max_length=max_length)
+    for name, (prompt, meta, spec) in loaded.items():
+        task = server.add_task(name, prompt, spec, eval_mode=eval_mode if server.kind == "seq2seq" else None)
+        task.meta = meta
+    return server

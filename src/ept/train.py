@@ -30,7 +30,7 @@ import json
 import functools
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -39,88 +39,10 @@ from ept import __version__
 from ept.batching import batches, collate, to_device
 from ept.checkpoint import export_prompt, load_state, read_tensors, save_method, trainable_state, check_state, \
     CheckpointError
+# TrainConfig lives in the torch-free ept.config; re-exported so `from ept.train import TrainConfig` works.
+from ept.config import PAPER_STEPS, SCHEDULERS, TrainConfig  # noqa: F401
 from ept.rundir import LAST_METHOD, LAST_OPTIMIZER, LAST_RNG, STATE, RunDir, RunDirError, atomic_save_tensors, \
     atomic_write_json, config_hash, identity, read_jsonl  # noqa: F401  (read_jsonl: re-exported for older callers)
-
-PAPER_STEPS = 30_000  # the paper's budget on GPU; CPU defaults below are recorded in every run
-SCHEDULERS = ("constant", "linear")
-
-
-@dataclass
-class TrainConfig:
-    """Everything a run depends on; the resolved copy is written to RUN/config.json."""
-
-    task: str = field(default="sst2", metadata={"help": "task name (ept ls)"})
-    method: str = field(default="ept", metadata={"help": "pt | ptuning | resprompt | ept | ept_star | ft"})
-    backbone: str = field(default="minilm", metadata={"help": "minilm | t5-small | t5-base | t5-large | a model folder or hub id"})
-    method_options: dict = field(default_factory=dict, metadata={"help": "method switches, e.g. {hidden_size: 5}"})
-    steps: int = field(default=400, metadata={"help": f"optimizer steps (paper: {PAPER_STEPS})"})
-    lr: float | None = field(default=None, metadata={"help": "learning rate; default 0.3 for prompts, 1e-5 for ft, 1e-3 for lora/ia3"})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
-    batch_size: int = field(default=16, metadata={"help": "global batch size (split over processes)"})
-    eval_every: int = field(default=100, metadata={"help": "steps between validation runs and checkpoints (paper: 1000)"})
-    eval_batch_size: int = field(default=64, metadata={"help": "evaluation batch size"})
-    max_eval_examples: int | None = field(default=None, metadata={"help": "cap validation/test size (CPU budgets); None = all"})
-    max_length: int | None = field(default=None, metadata={"help": "max input tokens; None = the task's (256/348/512)"})
-    few_shot: int | None = field(default=None, metadata={"help": "k training examples per class (4, 16, 32)"})
-    seed: int = field(default=0, metadata={"help": "seed for init, data order and dropout"})
-    split_seed: int = field(default=42, metadata={"help": "seed of the split protocol (paper/DePT: 42)"})
-    eval_mode: str | None = field(default=None, metadata={"help": "seq2seq: rank | generate"})
-    linear_head: bool = field(default=False, metadata={"help": "encoder: trainable linear head instead of label scoring"})
-    dtype: str = field(default="float32", metadata={"help": "backbone dtype: float32 | bfloat16 | float16 (prompt stays fp32)"})
-    data_dir: str | None = field(default=None, metadata={"help": "local task data (default $EPT_DATA_DIR or ../shared/data)"})
-    out: str | None = field(default=None, metadata={"help": "run folder (default runs/<task>-<method>-<backbone>-s<seed>)"})
-    tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard logs to RUN/tb"})
-    # Trainer defaults (issue 10) and run identity (issue 14). Today's behaviour is the default so
-    # CPU results stay comparable; the HF Trainer's values are linear / 0 / 1.0 / false.
-    lr_scheduler: str = field(default="constant", metadata={"help": "constant | linear (decay to 0 at the last step, HF Trainer)"})
-    warmup_steps: int = field(default=0, metadata={"help": "linear warmup steps before the schedule (HF Trainer: 0)"})
-    max_grad_norm: float | None = field(default=None, metadata={"help": "clip the gradient norm to this; None = no clipping (HF Trainer: 1.0)"})
-    decay_norm_and_bias: bool = field(default=True, metadata={"help": "weight decay on biases and LayerNorm weights too (HF Trainer: false)"})
-    overwrite: bool = field(default=False, metadata={"help": "replace a run folder that holds a run of a different config"})
-    # ---- sentence pairs on an encoder backbone (h-pair; see ept.heads.PairHead, docs/tasks.md)
-    pair_encoding: str = field(default="siamese", metadata={"help": "pair tasks on an encoder: siamese (each side pooled apart, scored by cosine) | cross (joint [SEP] encoding)"})
-    pair_head: str = field(default="trainable", metadata={"help": "siamese: trainable (threshold + temperature / per-label anchors, counted) | fixed (fitted on training data, 0 trainable)"})
-    pair_fit_examples: int = field(default=512, metadata={"help": "siamese: training pairs used to fit the head's threshold/anchors at setup"})
-
-    def __post_init__(self):
-        from ept.prompts import METHODS, method_config
-
-        self.method = METHODS.canonical(self.method)
-        prompt_cfg = method_config(self.method, **self.method_options)  # validates the switches now
-        for name in ("steps", "batch_size", "eval_every", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"dtype={self.dtype!r}; allowed: float32, bfloat16, float16")
-        if self.lr_scheduler not in SCHEDULERS:
-            raise ValueError(f"lr_scheduler={self.lr_scheduler!r}; allowed: {', '.join(SCHEDULERS)}")
-        if not 0 <= self.warmup_steps < self.steps:
-            raise ValueError(f"warmup_steps must be in [0, steps={self.steps}), got {self.warmup_steps}")
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be > 0 (or None for no clipping), got {self.max_grad_norm}")
-        if self.lr is None:
-            self.lr = prompt_cfg.default_lr
-        # Literal (torch-free) copies of ept.heads.PAIR_ENCODINGS / PAIR_HEADS.
-        if self.pair_encoding not in ("cross", "siamese") or self.pair_head not in ("trainable", "fixed"):
-            raise ValueError(f"pair_encoding={self.pair_encoding!r} / pair_head={self.pair_head!r}; "
-                             f"allowed: cross, siamese / trainable, fixed")
-        if self.pair_fit_examples < 2:
-            raise ValueError(f"pair_fit_examples must be >= 2, got {self.pair_fit_examples}")
-
-    def run_dir(self) -> Path:
-        if self.out:
-            return Path(self.out)
-        name = f"{self.task}-{self.method}-{Path(self.backbone).name}-s{self.seed}"
-        return Path("runs") / name
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        allowed = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - allowed)
-        if unknown:
-            raise ValueError(f"unknown config key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
-        return cls(**d)
 
 
 # ------------------------------------------------------------------------------ helpers

@@ -1,56 +1,37 @@
-"""Flags shared by several subcommands, generated from the method config dataclasses so that
-every switch of every method (and its help text) exists exactly once."""
+"""Flags shared by several subcommands, generated from the method config dataclasses' type
+annotations (`ept.flags`) so that every switch of every method (its type and help text) exists
+exactly once. Torch-free: `ept --help` stays fast."""
 
 from __future__ import annotations
-
-import enum
-from dataclasses import MISSING, fields
 
 SKIP = {"method"}
 
 
-def _method_fields():
-    from ept.prompts import METHODS
+def _method_fields() -> set[str]:
+    """Every switch of every method (the union of their config fields)."""
+    from ept.method_configs import option_names
 
-    seen = {}
-    for _, method in METHODS.items():
-        for f in fields(method.config_cls):
-            seen.setdefault(f.name, f)
-    return seen
-
-
-def _parse_bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"expected true/false, got {text!r}")
+    return option_names()
 
 
 def add_method_args(parser, default_method: str | None = "ept", linear_head: bool = True) -> None:
     """--method plus one flag per config field of any method (e.g. --hidden-size, --num-tokens).
 
     Flags default to None, meaning "the method's own default"; giving a flag a method does not
-    have is an error that lists the method's options.
+    have is an error that lists the method's options. A switch shared by several methods has one
+    flag, typed from the first method that declares it (the types agree; tests/test_cli.py checks).
     """
-    from ept.prompts import METHODS
+    from ept.flags import add_field_flags, positive_int
+    from ept.method_configs import METHODS
 
     g = parser.add_argument_group("method")
     g.add_argument("--method", default=default_method, help=f"one of: {', '.join(METHODS.names())} (ept* = ept_star)")
-    for name, f in _method_fields().items():
-        if name in SKIP:
-            continue
-        default = f.default if f.default is not MISSING else None
-        typ = {bool: _parse_bool, int: int}.get(type(default), str)
-        if name in ("hidden_size",):
-            typ = int
-        if isinstance(default, enum.Enum):
-            typ = str
-        g.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None,
-                       help=f.metadata.get("help", ""))
+    seen = set(SKIP)
+    for _, method in METHODS.items():
+        add_field_flags(g, method.config_cls, seen=seen)
     if not linear_head:  # the caller has its own --linear-head (ept train: TrainConfig.linear_head)
         return
-    g.add_argument("--linear-head", type=int, default=None,
+    g.add_argument("--linear-head", type=positive_int, default=None, metavar="LABELS",
                    help="encoder-only: add a trainable linear head with this many labels (counted)")
 
 
@@ -59,6 +40,6 @@ def method_overrides(args) -> dict:
 
 
 def method_from_args(args):
-    from ept.prompts import method_config
+    from ept.method_configs import method_config
 
     return method_config(args.method, **method_overrides(args))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ept.flags import positive_int
+
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a saved run", description=__doc__,
@@ -24,23 +26,26 @@ def register(sub) -> None:
     p.add_argument("--backbone", default="minilm", help="with --no-prompt: the backbone")
     p.add_argument("--pair-encoding", default="siamese", choices=["siamese", "cross"], help="with --no-prompt")
     p.add_argument("--data-dir", help="local task data")
-    p.add_argument("--max-eval-examples", type=int, help="cap the split size (default: the run's)")
+    p.add_argument("--max-eval-examples", type=positive_int, help="cap the split size (default: the run's)")
     p.add_argument("--json", action="store_true", help="print metrics as JSON")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from ept.tasks import TASKS
+
+    task = TASKS.canonical(args.task) if args.task else None  # `CB` -> `cb`; unknown names fail before loading
     from ept.evaluation import evaluate_run, evaluate_zero_shot
 
     if args.no_prompt:
-        if args.run or not args.task:
+        if args.run or not task:
             raise ValueError("--no-prompt evaluates the frozen backbone: give --task and no run folder")
-        metrics = evaluate_zero_shot(args.task, args.backbone, args.split, args.data_dir, args.max_eval_examples,
+        metrics = evaluate_zero_shot(task, args.backbone, args.split, args.data_dir, args.max_eval_examples,
                                      args.pair_encoding)
     elif not args.run:
         raise ValueError("give a run folder (or --no-prompt --task TASK)")
     else:
-        metrics = evaluate_run(args.run, split=args.split, task=args.task, data_dir=args.data_dir,
+        metrics = evaluate_run(args.run, split=args.split, task=task, data_dir=args.data_dir,
                                max_examples=args.max_eval_examples)
     if args.json:
         print(json.dumps(metrics))

@@ -58,11 +58,17 @@ def export_run(source, out, backbone: str | None = None, peft_task_type: str | N
     name = backbone or meta["backbone"]
     model, tokenizer = load_backbone(name)
     prompted = load_method(folder, model, tokenizer)
-    export_prompt(prompted, out, meta["backbone"], peft_task_type)
+    # the task it was trained on: `ept serve` takes its label words and checks a --labels count against it
+    export_prompt(prompted, out, meta["backbone"], peft_task_type, {"task": meta["task"]} if meta.get("task") else None)
     return read_json(Path(out) / EXPORT_CONFIG)
 
 
 def run(args) -> int:
+    from ept.config import check_backbone, check_out_dir
+
+    check_out_dir(args.out)  # a file or an unwritable folder fails before the backbone loads
+    if args.backbone:
+        check_backbone(args.backbone)
     info = export_run(args.source, args.out, args.backbone, args.peft_task_type)
     print(f"exported {info['method']} ({info['backbone']}): {info['stored_vectors']} x {info['embed_dim']} floats "
           f"stored, broadcast to n={info['num_tokens']} -> {args.out}/prompt.safetensors; PEFT adapter -> {args.out}/peft")

@@ -30,7 +30,7 @@ def register(sub) -> None:
 
 def table_rows(backbones=TABLE_BACKBONES) -> list[dict]:
     from ept.backbones import param_counts
-    from ept.prompts import METHODS, method_config
+    from ept.method_configs import METHODS, method_config
 
     rows = []
     for name in METHODS.names():
@@ -55,6 +55,10 @@ def task_head_params(args) -> int:
 
 
 def run(args) -> int:
+    from ept.config import check_backbone
+
+    config = None if args.table else method_from_args(args)  # bad switches fail before torch loads
+    check_backbone(args.backbone)
     from ept.backbones import param_counts
 
     if args.table:
@@ -69,8 +73,10 @@ def run(args) -> int:
             cells = [f"{r[b]['trainable']:,} / {r[b]['inference']:,}" for b in TABLE_BACKBONES]
             print(f"| {r['method']} | " + " | ".join(cells) + " |")
         return 0
-    config = method_from_args(args)
-    counts = param_counts(args.backbone, config, args.linear_head or 0, task_head_params(args))
+    try:
+        counts = param_counts(args.backbone, config, args.linear_head or 0, task_head_params(args))
+    except OSError as err:  # a hub id without internet, a folder without config.json
+        raise FileNotFoundError(f"backbone {args.backbone!r}: cannot read its config: {' '.join(str(err).split())}") from None
     if args.json:
         print(json.dumps(counts))
     else:

@@ -1,17 +1,24 @@
 """`ept serve`: score rows of many tasks with one frozen backbone, mixed in the same batches.
 
+Batch mode (a JSONL file in, a JSONL file out):
+
     ept serve --prompt sst2=runs/sst2-ept/export --prompt rte=runs/rte-pt/export --input rows.jsonl
     ept serve --prompt mine=export/ --labels mine=bad,good --input - < rows.jsonl > preds.jsonl
 
-Each input line is {"task": NAME, "text": "..."} or {"task": NAME, "fields": ["...", "..."]}
-(encoders read fields as a [SEP] pair; seq2seq renders them with the task's template). Each output
-line is the input's task plus "prediction" (label index, number, or generated text with
---eval-mode generate), "label" (the label word; null when generation produced none) and "scores"
-(one per label; not with generation), in input order. Rows are sorted by length into passes of
---batch-size rows, each pass mixing tasks.
+HTTP mode (a FastAPI service with dynamic batching across callers; README "Serving over HTTP"):
 
-A prompt's label set comes from `--labels NAME=w1,w2,...`, else from the registered task named
-NAME (`ept ls`). The backbone is the one the exports name (they must agree) unless --backbone.
+    ept serve --http --prompt sst2=runs/sst2-ept/export --port 8000
+    ept serve --http --prompts-dir exports/ --token-file token.txt --host 0.0.0.0
+
+Each input row is {"task": NAME, "text": "..."} or {"task": NAME, "fields": ["...", "..."]}
+(encoders read fields as a [SEP] pair; seq2seq renders them with the task's template). Each result
+is the row's task plus "prediction" (label index, number, or generated text with --eval-mode
+generate), "label" (the label word; null when generation produced none) and "scores" (one per
+label; not with generation), in input order.
+
+A prompt's label set comes from `--labels NAME=w1,w2,...`, else from the registered task the
+export was trained on, else the registered task named NAME (`ept ls`). The backbone is the one the
+exports name (they must agree) unless --backbone.
 """
 
 from __future__ import annotations
@@ -20,24 +27,51 @@ import argparse
 import json
 import sys
 
+from ept.flags import positive_int
+
 EXAMPLES = """examples:
   ept serve --prompt sst2=runs/sst2-ept/export --prompt rte=runs/rte-pt/export --input rows.jsonl
-  echo '{"task": "mine", "text": "a gem"}' | ept serve --prompt mine=export/ --labels mine=bad,good --input -"""
+  echo '{"task": "mine", "text": "a gem"}' | ept serve --prompt mine=export/ --labels mine=bad,good --input -
+  ept serve --http --prompt sst2=runs/sst2-ept/export --port 8000"""
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if value < (0 if kind is float else 1):
+            raise argparse.ArgumentTypeError(f"{text!r}: must be {'>= 0' if kind is float else '>= 1'}")
+        return value
+    return parse
 
 
 def register(sub) -> None:
-    p = sub.add_parser("serve", help="score mixed-task rows with many exported prompts on one backbone",
+    p = sub.add_parser("serve", help="score mixed-task rows with many exported prompts on one backbone (JSONL or HTTP)",
                        description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--prompt", action="append", required=True, metavar="NAME=EXPORT_DIR",
+    p.add_argument("--prompt", action="append", default=[], metavar="NAME=EXPORT_DIR",
                    help="a task name and its `ept export` folder; repeat for every task")
+    p.add_argument("--prompts-dir", default=None, metavar="DIR",
+                   help="serve every export under DIR: DIR/NAME/prompt.json or DIR/NAME/export/prompt.json")
     p.add_argument("--labels", action="append", default=[], metavar="NAME=W1,W2,...",
                    help="label words of a prompt whose NAME is not a registered task")
-    p.add_argument("--input", required=True, help="jsonl rows, or - for stdin")
-    p.add_argument("--output", default="-", help="jsonl predictions, or - for stdout (default)")
     p.add_argument("--backbone", default=None, help="override the backbone the exports name")
     p.add_argument("--eval-mode", default=None, choices=("rank", "generate"), help="seq2seq classification: rank (default) | generate")
-    p.add_argument("--batch-size", type=int, default=64, help="rows per backbone pass (any mix of tasks)")
-    p.add_argument("--max-length", type=int, default=None, help="max input tokens (default: each task's, else 256)")
+    p.add_argument("--max-length", type=positive_int, default=None, help="max input tokens (default: each task's, else 256)")
+    batch = p.add_argument_group("batch mode")
+    batch.add_argument("--input", default=None, help="jsonl rows, or - for stdin (a UTF-8 BOM is fine)")
+    batch.add_argument("--output", default="-", help="jsonl predictions, or - for stdout (default)")
+    batch.add_argument("--batch-size", type=positive_int, default=64, help="rows per backbone pass (any mix of tasks)")
+    http = p.add_argument_group("HTTP mode")
+    http.add_argument("--http", action="store_true", help="run an HTTP server instead of reading --input")
+    http.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    http.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    http.add_argument("--max-batch", type=positive_int, default=32, help="most rows per backbone pass (default 32)")
+    http.add_argument("--max-wait-ms", type=_positive(float), default=5.0, help="longest wait for a pass to fill (default 5)")
+    http.add_argument("--max-queue", type=positive_int, default=1024, help="rows waiting before 429 (default 1024)")
+    http.add_argument("--max-body-bytes", type=positive_int, default=1 << 20, help="request body limit, 413 above (default 1 MiB)")
+    http.add_argument("--token-file", default=None, help="file holding a bearer token every request must send")
     p.set_defaults(func=run)
 
 
@@ -53,29 +87,23 @@ def _pairs(items: list[str], flag: str) -> dict[str, str]:
     return out
 
 
-def _spec(name: str, meta: dict, labels: dict[str, str]):
-    from ept.serve import LabelSpec
-
-    if name in labels:
-        words = tuple(w.strip() for w in labels[name].split(","))
-        return LabelSpec(name, "classification", words)
-    try:
-        from ept.tasks import get_task
-    except ImportError:
-        get_task = None
-    task = meta.get("task") or name
-    if get_task is not None:
-        try:
-            return get_task(task)
-        except (KeyError, ValueError):
-            pass
-    raise ValueError(f"prompt {name!r}: no label words; pass --labels {name}=word,word,... or name a registered task (ept ls)")
+def label_words(labels: list[str]) -> dict[str, tuple[str, ...]]:
+    out = {}
+    for name, value in _pairs(labels, "--labels").items():
+        words = tuple(w.strip() for w in value.split(","))
+        if any(not w for w in words):
+            raise ValueError(f"--labels {name}={value!r}: an empty label word; give comma-separated non-empty words")
+        out[name] = words
+    return out
 
 
 def _read_rows(path: str) -> list[dict]:
-    lines = sys.stdin.read().splitlines() if path == "-" else open(path, encoding="utf-8").read().splitlines()
+    try:
+        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8-sig").read()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 ({err.reason} at byte {err.start})") from None
     rows = []
-    for i, line in enumerate(lines, 1):
+    for i, line in enumerate(text.removeprefix("\ufeff").splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -85,35 +113,62 @@ def _read_rows(path: str) -> list[dict]:
     return rows
 
 
+def _check_rows(rows: list, names) -> None:
+    """Task names and text types, before any weights load (the server checks them again)."""
+    from ept.serve import RowError
+
+    for i, row in enumerate(rows):
+        task = row.get("task") if isinstance(row, dict) else None
+        if task not in names:
+            raise RowError(i, f"task {task!r} has no --prompt; prompts: {', '.join(names)}")
+        text = row.get("text", "")
+        if not isinstance(text, str):
+            raise RowError(i, f"\"text\" must be a string, got {type(text).__name__} {text!r:.40}")
+
+
 def run(args) -> int:
-    from ept.backbones import load_backbone
-    from ept.checkpoint import load_exported
-    from ept.serve import MultiTaskServer
+    from ept.serve import build_server, find_exports, load_prompts
 
-    prompts, labels = _pairs(args.prompt, "--prompt"), _pairs(args.labels, "--labels")
-    unknown = sorted(set(labels) - set(prompts))
-    if unknown:
-        raise ValueError(f"--labels for {unknown} but no --prompt of that name; prompts: {', '.join(prompts)}")
-    exports = {name: load_exported(folder) for name, folder in prompts.items()}
-    backbones = {meta.get("backbone") for _, meta in exports.values()}
-    if args.backbone is None and len(backbones) != 1:
-        raise ValueError(f"the exports name different backbones {sorted(map(str, backbones))}; pick one with --backbone")
-    specs = {name: _spec(name, meta, labels) for name, (_, meta) in exports.items()}  # fail before loading weights
+    if not args.prompt and not args.prompts_dir:
+        raise ValueError("give at least one --prompt NAME=EXPORT_DIR or --prompts-dir DIR")
+    folders = find_exports(_pairs(args.prompt, "--prompt"), args.prompts_dir)
+    loaded = load_prompts(folders, label_words(args.labels))  # fail before loading weights
+    if args.http and args.input is not None:
+        raise ValueError("--input is for batch mode; with --http, clients POST rows to /v1/predict")
+    if args.http:
+        from ept.httpserve import ServeConfig, serve_forever
+
+        token = _read_token(args.token_file)
+        if args.host not in (None, "127.0.0.1", "localhost", "::1") and token is None:
+            print(f"ept serve: warning: binding {args.host} without --token-file: anyone who reaches it can call it", file=sys.stderr)
+        config = ServeConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+                             max_body_bytes=args.max_body_bytes, token=token, eval_mode=args.eval_mode)
+        server = build_server(loaded, args.backbone, args.max_length, args.eval_mode)
+        return serve_forever(server, config, args.host or "127.0.0.1", args.port)
+    if args.input is None:
+        raise ValueError("batch mode needs --input FILE (or - for stdin); or pass --http to run a server")
     rows = _read_rows(args.input)
-    for i, row in enumerate(rows):  # before any weights load
-        if not isinstance(row, dict) or row.get("task") not in prompts:
-            task = row.get("task") if isinstance(row, dict) else None
-            raise ValueError(f"input row {i}: task {task!r} has no --prompt; prompts: {', '.join(prompts)}")
-
-    server = MultiTaskServer(*load_backbone(args.backbone or backbones.pop()), max_length=args.max_length)
-    for name, (prompt, _) in exports.items():
-        mode = args.eval_mode if server.kind == "seq2seq" else None
-        server.add_task(name, prompt, specs[name], eval_mode=mode)
+    _check_rows(rows, list(folders))
+    server = build_server(loaded, args.backbone, args.max_length, args.eval_mode)
     results = server.score(rows, batch_size=args.batch_size)
-    text = "".join(json.dumps(r) + "\n" for r in results)
+    # allow_nan=False: the output is standard JSON (the kernels already refuse non-finite scores)
+    text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in results)
     if args.output == "-":
         sys.stdout.write(text)
     else:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(text)
+        from ept.checkpoint import atomic_write_text
+
+        atomic_write_text(args.output, text)
     return 0
+
+
+def _read_token(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        token = open(path, encoding="utf-8-sig").read().strip()
+    except OSError as err:
+        raise FileNotFoundError(f"--token-file {path}: {err.strerror}") from None
+    if not token:
+        raise ValueError(f"--token-file {path} is empty")
+    return token

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import MISSING, fields
+from dataclasses import fields
 from pathlib import Path
 
 from ept.commands.common import add_method_args, method_overrides
@@ -19,28 +19,13 @@ from ept.commands.common import add_method_args, method_overrides
 _NOT_FLAGS = {"method", "method_options"}
 
 
-def _bool(text: str) -> bool:
-    from ept.commands.common import _parse_bool
-
-    return _parse_bool(text)
-
-
 def add_train_args(p) -> None:
-    from ept.train import TrainConfig
+    from ept.config import TrainConfig
+    from ept.flags import add_field_flags
 
     g = p.add_argument_group("run")
     g.add_argument("--config", help="YAML or JSON file of TrainConfig keys; flags override it")
-    for f in fields(TrainConfig):
-        if f.name in _NOT_FLAGS:
-            continue
-        default = f.default if f.default is not MISSING else None
-        kind = {bool: _bool, int: int, float: float}.get(type(default), str)
-        if f.name in ("lr", "max_grad_norm"):
-            kind = float
-        if f.name in ("max_eval_examples", "max_length", "few_shot"):
-            kind = int
-        flag = "--" + f.name.replace("_", "-")
-        g.add_argument(flag, dest=f.name, type=kind, default=None, help=f"{f.metadata.get('help', '')} (default: {default})")
+    add_field_flags(g, TrainConfig, skip=_NOT_FLAGS, default_note=True)
     add_method_args(p, default_method=None, linear_head=False)
 
 
@@ -58,8 +43,8 @@ def load_config_file(path: str) -> dict:
 
 
 def config_from_args(args):
-    """defaults < --config file < flags."""
-    from ept.train import TrainConfig
+    """defaults < --config file < flags; every value is typed and range-checked by TrainConfig."""
+    from ept.config import TrainConfig
 
     data = load_config_file(args.config) if getattr(args, "config", None) else {}
     for f in fields(TrainConfig):
@@ -82,7 +67,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ept.config import check_out_dir
+
+    config = config_from_args(args)
+    check_out_dir(config.run_dir(), create=True)  # a file or an unwritable folder fails now, before any loading
     from ept.train import run as train_run
 
-    results = train_run(config_from_args(args), progress=not args.quiet)
+    results = train_run(config, progress=not args.quiet)
     return 0 if results is None or results["status"] == "finished" else 1

@@ -165,6 +165,10 @@ class TaskSpec:
 
     def to_example(self, record: Mapping[str, Any]) -> Example:
         """A record whose `label` is already canonical (index / float / answers tuple)."""
+        for key in self.fields:  # JSON rows may hold null/objects: never score them as "None"
+            if not isinstance(record.get(key), str):
+                raise ValueError(f"text field {key!r} must be a string, got {type(record.get(key)).__name__} "
+                                 f"{record.get(key)!r}")
         rec = self._prepared(record)
         label = rec["label"]
         return Example(

@@ -1,0 +1,127 @@
+"""`TrainConfig`: everything a training run depends on, apart from the torch code (`ept.train`)
+so that `ept --help`, config files and sweep specs are read and validated without torch.
+
+Types come from the annotations and ranges from the field metadata (`ept.flags`): the CLI, a
+YAML/JSON `--config` file and a sweep spec go through the same checks and messages.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Literal
+
+from ept.flags import validate
+
+PAPER_STEPS = 30_000  # the paper's budget on GPU; CPU defaults below are recorded in every run
+SCHEDULERS = ("constant", "linear")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; the resolved copy is written to RUN/config.json."""
+
+    task: str = field(default="sst2", metadata={"help": "task name (ept ls)"})
+    method: str = field(default="ept", metadata={"help": "pt | ptuning | resprompt | ept | ept_star | ft | lora | ia3"})
+    backbone: str = field(default="minilm", metadata={"help": "minilm | t5-small | t5-base | t5-large | a model folder or hub id"})
+    method_options: dict = field(default_factory=dict, metadata={"help": "method switches, e.g. {hidden_size: 5}"})
+    steps: int = field(default=400, metadata={"help": f"optimizer steps (paper: {PAPER_STEPS})", "min": 1})
+    lr: float | None = field(default=None, metadata={
+        "help": "learning rate; default 0.3 for prompts, 1e-5 for ft, 1e-3 for lora/ia3", "gt": 0,
+        "unset": "the method's default"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay", "min": 0})
+    batch_size: int = field(default=16, metadata={"help": "global batch size (split over processes)", "min": 1})
+    eval_every: int = field(default=100, metadata={"help": "steps between validation runs and checkpoints (paper: 1000)", "min": 1})
+    eval_batch_size: int = field(default=64, metadata={"help": "evaluation batch size", "min": 1})
+    max_eval_examples: int | None = field(default=None, metadata={
+        "help": "cap validation/test size (CPU budgets); None = all", "min": 1, "unset": "all examples"})
+    max_length: int | None = field(default=None, metadata={
+        "help": "max input tokens; None = the task's (256/348/512)", "min": 1, "unset": "the task's default"})
+    few_shot: int | None = field(default=None, metadata={
+        "help": "k training examples per class (4, 16, 32)", "min": 1, "unset": "the full training set"})
+    seed: int = field(default=0, metadata={"help": "seed for init, data order and dropout", "min": 0})
+    split_seed: int = field(default=42, metadata={"help": "seed of the split protocol (paper/DePT: 42)", "min": 0})
+    eval_mode: Literal["rank", "generate"] | None = field(default=None, metadata={"help": "seq2seq: rank | generate"})
+    linear_head: bool = field(default=False, metadata={"help": "encoder: trainable linear head instead of label scoring"})
+    dtype: Literal["float32", "bfloat16", "float16"] = field(default="float32", metadata={
+        "help": "backbone dtype: float32 | bfloat16 | float16 (prompt stays fp32)"})
+    data_dir: str | None = field(default=None, metadata={"help": "local task data (default $EPT_DATA_DIR or ../shared/data)"})
+    out: str | None = field(default=None, metadata={"help": "run folder (default runs/<task>-<method>-<backbone>-s<seed>)"})
+    tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard logs to RUN/tb"})
+    # Trainer defaults (issue 10) and run identity (issue 14). Today's behaviour is the default so
+    # CPU results stay comparable; the HF Trainer's values are linear / 0 / 1.0 / false.
+    lr_scheduler: Literal["constant", "linear"] = field(default="constant", metadata={
+        "help": "constant | linear (decay to 0 at the last step, HF Trainer)"})
+    warmup_steps: int = field(default=0, metadata={"help": "linear warmup steps before the schedule (HF Trainer: 0)", "min": 0})
+    max_grad_norm: float | None = field(default=None, metadata={
+        "help": "clip the gradient norm to this; None = no clipping (HF Trainer: 1.0)", "gt": 0, "unset": "no clipping"})
+    decay_norm_and_bias: bool = field(default=True, metadata={"help": "weight decay on biases and LayerNorm weights too (HF Trainer: false)"})
+    overwrite: bool = field(default=False, metadata={"help": "replace a run folder that holds a run of a different config"})
+    # ---- sentence pairs on an encoder backbone (h-pair; see ept.heads.PairHead, docs/tasks.md)
+    pair_encoding: Literal["siamese", "cross"] = field(default="siamese", metadata={
+        "help": "pair tasks on an encoder: siamese (each side pooled apart, scored by cosine) | cross (joint [SEP] encoding)"})
+    pair_head: Literal["trainable", "fixed"] = field(default="trainable", metadata={
+        "help": "siamese: trainable (threshold + temperature / per-label anchors, counted) | fixed (fitted on training data, 0 trainable)"})
+    pair_fit_examples: int = field(default=512, metadata={
+        "help": "siamese: training pairs used to fit the head's threshold/anchors at setup", "min": 2})
+
+    def __post_init__(self):
+        from ept.method_configs import METHODS, method_config
+        from ept.tasks import TASKS
+
+        validate(self)  # types and ranges of every field
+        self.task = TASKS.canonical(self.task)  # `CB` -> `cb`: run names and results use the registry's name
+        self.method = METHODS.canonical(self.method)
+        prompt_cfg = method_config(self.method, **self.method_options)  # validates the switches now
+        typed = prompt_cfg.to_dict()  # the options as their fields' types ("5" from a file -> 5)
+        self.method_options = {k: typed[k] for k in self.method_options if self.method_options[k] is not None}
+        check_backbone(self.backbone)
+        if self.warmup_steps >= self.steps:
+            raise ValueError(f"warmup_steps={self.warmup_steps}: must be < steps={self.steps}")
+        if self.lr is None:
+            self.lr = prompt_cfg.default_lr
+
+    def run_dir(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        name = f"{self.task}-{self.method}-{Path(self.backbone).name}-s{self.seed}"
+        return Path("runs") / name
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        allowed = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - allowed)
+        if unknown:
+            raise ValueError(f"unknown config key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        return cls(**d)
+
+
+def check_backbone(name: str) -> None:
+    """A backbone spelled as a path ("/x", "./x", "~/x") must be a folder; registry names and hub
+    ids (`org/model`) are checked when loaded."""
+    if name.startswith(("/", "./", "../", "~")) and not Path(name).expanduser().is_dir():
+        raise FileNotFoundError(f"backbone {name!r}: no such model folder; allowed: a registered backbone "
+                                "(`ept ls`), a local model folder or a hub id")
+
+
+def check_out_dir(path, flag: str = "--out", create: bool = False) -> Path:
+    """An output folder that exists as a folder, or can be created, and is writable: fails now
+    with the path named, not after the backbone has loaded or a run has trained for an hour.
+    `create` makes it (the caller writes into it anyway)."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {str(path)!r} is a file; expected a folder (existing or to be created)")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{flag} {str(path)!r}: cannot create the folder, {str(parent)!r} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {str(path)!r}: {str(parent)!r} is not writable")
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ValueError(f"{flag} {str(path)!r}: cannot create the folder ({err.strerror})") from None
+    return path

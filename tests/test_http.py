@@ -1,0 +1,204 @@
+"""`ept serve --http` (ept.httpserve): a real server in a subprocess on a loopback port, two tiny
+exports on a 2-layer BERT. Concurrent callers of different tasks get the batch mode's numbers;
+prompts are added and deleted live; every bad request gets its status code and the server still
+answers correctly after it; SIGTERM finishes a request in flight."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+TOKEN = "s3cret-token"
+TEXTS = ["a gripping , funny and moving film .", "dull", "an utterly charming surprise", "not worth the ticket",
+         "the plot goes nowhere and the actors seem to know it .", "it 's a mess , but an ambitious one ."]
+PAIRS = [["A man is sleeping.", "The man is awake."], ["Paris is in France.", "France has a capital."]]
+LABELS = {"a": "negative,positive", "b": "yes,no,maybe", "c": "bad,good"}
+
+
+@pytest.fixture(scope="module")
+def exports(tiny_bert, tmp_path_factory):
+    """Three exports on the tiny BERT: a (EPT), b (PT, n=10), c (added later over HTTP)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from ept.backbones import PromptedModel
+    from ept.checkpoint import export_prompt
+    from ept.prompts import method_config
+
+    root = tmp_path_factory.mktemp("exports")
+    model, tok = AutoModel.from_pretrained(tiny_bert).eval(), AutoTokenizer.from_pretrained(tiny_bert)
+    for seed, (name, method) in enumerate((("a", "ept"), ("b", "pt"), ("c", "ept"))):
+        torch.manual_seed(seed)
+        export_prompt(PromptedModel(model, tok, method_config(method)), root / name, tiny_bert)
+    (root / "token").write_text(TOKEN + "\n")
+    return root
+
+
+def _start(exports, *flags, names=("a", "b")):
+    cmd = [sys.executable, "-m", "ept.cli", "serve", "--http", "--port", "0", "--token-file", str(exports / "token")]
+    for name in names:
+        cmd += ["--prompt", f"{name}={exports / name}", "--labels", f"{name}={LABELS[name]}"]
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd + list(flags), stderr=subprocess.PIPE, text=True, env=env)
+    lines = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        lines.append(line)
+        match = re.search(r"Uvicorn running on http://[\d.]+:(\d+)", line)
+        if match:
+            threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep the pipe drained
+            return proc, f"http://127.0.0.1:{match.group(1)}"
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError("server did not start:\n" + "".join(lines))
+
+
+def _stop(proc) -> int:
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def server(exports):
+    proc, url = _start(exports, "--max-batch", "8", "--max-wait-ms", "20", "--max-queue", "40", "--max-body-bytes", "4000")
+    client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+    yield client
+    client.close()
+    assert _stop(proc) == 0
+
+
+def _rows():
+    rows = []
+    for i, text in enumerate(TEXTS):
+        rows.append({"task": "a", "text": text})
+        rows.append({"task": "b", "fields": PAIRS[i % 2]} if i % 2 else {"task": "b", "text": text})
+    return rows
+
+
+def _batch_mode(exports, rows, tmp_path, names=("a", "b")):
+    """The reference: `ept serve --input` on the same exports."""
+    from ept.cli import main
+
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["serve", "--input", str(tmp_path / "rows.jsonl"), "--output", str(tmp_path / "out.jsonl")]
+    for name in names:
+        args += ["--prompt", f"{name}={exports / name}", "--labels", f"{name}={LABELS[name]}"]
+    assert main(args) == 0
+    return [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+
+
+def _same(got, expected):
+    assert [(r["task"], r["prediction"], r["label"]) for r in got] == [(r["task"], r["prediction"], r["label"]) for r in expected]
+    for g, e in zip(got, expected):  # other rows in the pass change padding, hence float summation order only
+        assert g["scores"] == pytest.approx(e["scores"], abs=1e-4)
+
+
+def test_concurrent_clients_get_the_batch_mode_numbers(server, exports, tmp_path):
+    rows = _rows()
+    expected = _batch_mode(exports, rows, tmp_path)
+    # 12 callers at once, one row each, tasks interleaved: the worker mixes them into shared passes
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda r: server.post("/v1/predict", json={"rows": [r]}), rows))
+    assert [a.status_code for a in answers] == [200] * len(rows)
+    _same([a.json()["predictions"][0] for a in answers], expected)
+    whole = server.post("/v1/predict", json={"rows": rows})  # one request of 12 rows > --max-batch 8
+    _same(whole.json()["predictions"], expected)
+    metrics = server.get("/metrics").text
+    assert 'ept_rows_total{task="a"}' in metrics and "ept_batch_rows_bucket" in metrics and "ept_queue_rows" in metrics
+    batches = float(re.search(r"^ept_batch_rows_count (\S+)", metrics, re.M).group(1))
+    assert batches < 2 * len(rows)  # callers shared passes (12 single-row calls + 1 call of 12 rows)
+
+
+def test_hot_add_replace_delete(server, exports, tmp_path):
+    row = {"task": "c", "text": TEXTS[0]}
+    assert server.post("/v1/predict", json={"rows": [row]}).status_code == 404
+    put = server.put("/v1/prompts/c", json={"path": str(exports / "c"), "labels": LABELS["c"].split(",")})
+    assert put.status_code == 200, put.text
+    assert put.json()["loaded"]["label_words"] == ["bad", "good"]
+    assert {p["name"] for p in server.get("/v1/prompts").json()["prompts"]} == {"a", "b", "c"}
+    expected = _batch_mode(exports, [row, {"task": "a", "text": TEXTS[1]}], tmp_path, names=("a", "c"))
+    _same(server.post("/v1/predict", json={"rows": [row, {"task": "a", "text": TEXTS[1]}]}).json()["predictions"], expected)
+
+    # replace c with an uploaded prompt.safetensors (a's vector): c now scores exactly as a does
+    body = (exports / "a" / "prompt.safetensors").read_bytes()
+    n = json.loads((exports / "a" / "prompt.json").read_text())["num_tokens"]
+    put = server.put(f"/v1/prompts/c?labels=negative,positive&num_tokens={n}", content=body,
+                     headers={"content-type": "application/octet-stream"})
+    assert put.status_code == 200, put.text
+    both = server.post("/v1/predict", json={"rows": [{"task": "a", "text": TEXTS[2]}, {"task": "c", "text": TEXTS[2]}]})
+    pa, pc = both.json()["predictions"]
+    assert pa["scores"] == pytest.approx(pc["scores"], abs=1e-5) and pc["label"] == pa["label"]
+
+    assert server.delete("/v1/prompts/c").status_code == 200
+    gone = server.post("/v1/predict", json={"rows": [row]})
+    assert gone.status_code == 404 and "'c' is not loaded; loaded: a, b" in gone.json()["detail"]
+    assert server.delete("/v1/prompts/c").status_code == 404
+
+
+def test_bad_requests_get_their_codes_and_the_server_carries_on(server, exports, tmp_path):
+    good = {"rows": [{"task": "a", "text": TEXTS[0]}, {"task": "b", "fields": PAIRS[0]}]}
+    expected = _batch_mode(exports, good["rows"], tmp_path)
+    cases = [
+        (dict(content=b'{"rows": [', headers={"content-type": "application/json"}), 400, "malformed JSON"),
+        (dict(json={"rows": [{"task": "a", "text": None}]}), 422, "rows[0]"),
+        (dict(json={"rows": [{"task": "a", "text": ["x"]}]}), 422, "rows[0].text"),
+        (dict(json={"rows": [{"task": "a", "text": {"a": 1}}]}), 422, "rows[0].text"),
+        (dict(json={"rows": [{"task": "a", "fields": [1, 2]}]}), 422, "rows[0].fields[0]"),
+        (dict(json={"rows": [{"task": "a", "text": "x", "extra": 1}]}), 422, "rows[0].extra"),
+        (dict(json={"rows": []}), 422, "rows"),
+        (dict(json={"rows": [{"task": "a", "text": "ok"}, {"task": "zz", "text": "x"}]}), 404, "rows[1].task: 'zz' is not loaded; loaded: a, b"),
+        (dict(json={"rows": [{"task": "a", "text": "x" * 5000}]}), 413, "--max-body-bytes"),
+        (dict(json={"rows": [{"task": "a", "text": "x"}] * 41}), 413, "--max-queue is 40"),
+        (dict(json=good, headers={"Authorization": "Bearer wrong"}), 401, "bearer token"),
+        (dict(json=good, headers={"Authorization": ""}), 401, "bearer token"),
+    ]
+    for kwargs, code, words in cases:
+        answer = server.post("/v1/predict", **kwargs)
+        assert answer.status_code == code, (kwargs, answer.text)
+        assert words in answer.text, (words, answer.text)
+        again = server.post("/v1/predict", json=good)
+        assert again.status_code == 200
+        _same(again.json()["predictions"], expected)
+    assert server.get("/healthz", headers={"Authorization": ""}).json()["status"] == "ok"  # open without a token
+    assert server.put("/v1/prompts/x", json={"path": str(tmp_path)}).status_code == 404  # not an export
+    assert server.put("/v1/prompts/x", json={"path": str(exports / "a"), "labels": ["a", ""]}).status_code == 422
+
+
+def test_429_when_the_queue_is_full_and_sigterm_drains(exports, tmp_path):
+    # a 2 s fill window and a 10-row queue: the first 8-row request waits, the next one overflows
+    proc, url = _start(exports, "--max-batch", "64", "--max-wait-ms", "2000", "--max-queue", "10")
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    rows = [{"task": "a", "text": t} for t in TEXTS] + [{"task": "b", "fields": p} for p in PAIRS]
+    expected = _batch_mode(exports, rows, tmp_path)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(httpx.post, f"{url}/v1/predict", json={"rows": rows}, headers=headers, timeout=60)
+            deadline = time.monotonic() + 30
+            while httpx.get(f"{url}/healthz").json()["queued_rows"] < len(rows) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            full = httpx.post(f"{url}/v1/predict", json={"rows": rows[:3]}, headers=headers)
+            assert full.status_code == 429 and int(full.headers["Retry-After"]) >= 1, full.text
+            proc.send_signal(signal.SIGTERM)  # the first request is still waiting in the queue
+            answer = first.result(timeout=60)
+        assert answer.status_code == 200, answer.text
+        _same(answer.json()["predictions"], expected)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -1,0 +1,54 @@
+"""Ray Serve (ept.rayserve): the HTTP app behind Ray's proxy with 2 replicas gives the batch mode's
+predictions, and both replicas answer."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+pytest.importorskip("ray.serve")
+httpx = pytest.importorskip("httpx")
+
+from test_http import LABELS, TEXTS, _batch_mode, _same, exports  # noqa: E402,F401  (shared fixture)
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_replicas_give_the_batch_mode_predictions(exports, tmp_path, monkeypatch):
+    import ray
+    from ray import serve
+
+    from ept.rayserve import build
+
+    rows = [{"task": "a", "text": t} for t in TEXTS] + [{"task": "b", "text": t} for t in TEXTS]
+    expected = _batch_mode(exports, rows, tmp_path)
+    port = _free_port()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}})
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        app = build({"prompt": f"a={exports / 'a'},b={exports / 'b'}", "labels": f"a={LABELS['a'].replace(',', '/')};"
+                     f"b={LABELS['b'].replace(',', '/')}", "replicas": "2", "num_cpus": "0.5", "max_wait_ms": "2"})
+        serve.run(app, name="ept", route_prefix="/", blocking=False)
+        status = serve.status().applications["ept"]
+        replicas = status.deployments["EptServe"].replica_states
+        assert replicas.get("RUNNING") == 2, replicas
+        url = f"http://127.0.0.1:{port}"
+        got = [httpx.post(f"{url}/v1/predict", json={"rows": [r]}, timeout=60).json()["predictions"][0] for r in rows]
+        _same(got, expected)
+        whole = httpx.post(f"{url}/v1/predict", json={"rows": rows}, timeout=60)
+        _same(whole.json()["predictions"], expected)
+        pids = {httpx.get(f"{url}/healthz", timeout=30).json()["pid"] for _ in range(40)}
+        assert len(pids) == 2, pids  # Ray's proxy spread the calls over both replicas
+    finally:
+        serve.shutdown()
+        ray.shutdown()
