@@ -321,3 +321,12 @@ def test_zero_shot_table_full_dev(data_dir, task, metric, expected):
 
     out = evaluate_zero_shot(task, split="dev", data_dir=data_dir)
     assert out[metric] == pytest.approx(expected, abs=1.0)
+
+
+def test_serving_refuses_a_siamese_export(tmp_path):
+    """Until serving has a siamese kernel, a siamese export is refused by name, never scored jointly."""
+    from ept.checkpoint import refuse_siamese
+
+    with pytest.raises(ValueError, match="siamese"):
+        refuse_siamese(tmp_path, {"pair_encoding": "siamese"})
+    refuse_siamese(tmp_path, {"pair_encoding": "cross"})  # joint encoding: served as before

@@ -341,9 +341,10 @@ def _prompt_routes(app: FastAPI, auth: list, config: ServeConfig) -> None:
                 prompt, meta, labels, eval_mode = _uploaded(body, request.query_params)
             else:
                 source = PromptSource.model_validate_json(body)
-                from ept.checkpoint import load_exported
+                from ept.checkpoint import load_exported, refuse_siamese
 
                 prompt, meta = await run_in_threadpool(load_exported, source.path)
+                refuse_siamese(source.path, meta)
                 labels, eval_mode = source.labels, source.eval_mode or config.eval_mode
             info = await run_in_threadpool(service.put_prompt, name, prompt, labels, eval_mode, meta)
         except FileNotFoundError as err:

@@ -33,7 +33,7 @@ import torch
 from ept.backbones import PromptedModel
 from ept.bank import PromptBank
 from ept.batching import collate, encoder_segments, to_device
-from ept.checkpoint import load_exported
+from ept.checkpoint import load_exported, refuse_siamese
 from ept.heads import make_scorer
 from ept.prompts import PTConfig
 
@@ -192,6 +192,7 @@ class MultiTaskServer:
         meta: dict = {}
         if not torch.is_tensor(prompt):
             prompt, meta = load_exported(prompt)
+            refuse_siamese(name, meta)
         if spec is None:
             if not label_words and kind != "generation":
                 raise ValueError(f"task {name!r}: give a task spec or its label_words")
@@ -353,6 +354,7 @@ def load_prompts(folders: dict[str, Path], labels: dict[str, tuple[str, ...]] | 
     loaded = {}
     for name, folder in folders.items():
         prompt, meta = load_exported(folder)
+        refuse_siamese(folder, meta)
         if not torch.isfinite(prompt).all():
             raise ValueError(f"{folder}: the prompt has NaN/inf values; re-export it from a healthy checkpoint")
         loaded[name] = (prompt, meta, spec_for(name, meta, labels.get(name)))
