@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ept.analysis import curves, geometry, probes
+from ept.analysis import curves, geometry, swaps
 from ept.analysis.output import write_json
 from ept.analysis.runs import load_records
 from ept.registry import Registry
@@ -51,7 +51,7 @@ _SCORE = ("split",)
 _EVAL = ("split", "max_examples", "data_dir")
 register_analysis("norms", curves.norms, "mu_t per step beside the validation score (Fig. 2, 11)")
 register_analysis("similarity", geometry.similarity, "cosine heatmap between prompt tokens (Fig. 3)")
-register_analysis("concat", probes.concat, "token P_i repeated l=1..10 times, no training (Fig. 4)",
+register_analysis("concat", swaps.concat, "token P_i repeated l=1..10 times, no training (Fig. 4)",
                   _EVAL + ("token", "lengths"))
 register_analysis("hidden", curves.hidden, "score vs EPT hidden size h (Fig. 5, 12)", _SCORE)
 register_analysis("broadcast", curves.broadcast, "score vs broadcast length n (Fig. 7)", _SCORE)
@@ -60,7 +60,7 @@ register_analysis("ablation", curves.ablation, "EPT + LayerNorm/residual/activat
 register_analysis("init", curves.init, "uniform / vocab / label initialisation (Table 6)", _SCORE)
 register_analysis("neighbors", geometry.neighbors, "nearest vocabulary tokens of each prompt token (App. A.1)",
                   ("top_k",))
-register_analysis("transfer", probes.transfer, "zero-shot transfer matrix and task similarity (Fig. 10)",
+register_analysis("transfer", swaps.transfer, "zero-shot transfer matrix and task similarity (Fig. 10)",
                   _EVAL + ("method", "normalize"))
 
 

@@ -1,6 +1,6 @@
 """Where an analysis writes: one PNG, the numbers behind it as CSV, and a JSON summary.
 
-Matplotlib runs on the Agg backend (no display); figures are closed after saving so a long
+Matplotlib runs on the Agg backend (no display) unless the user picked another; figures are closed after saving so a long
 analysis session does not accumulate them.
 """
 
@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 from pathlib import Path
 
 from ept.checkpoint import atomic_write_json, atomic_write_text
 
 
 def pyplot():
+    """matplotlib.pyplot, on the file-only Agg backend unless the user chose one ($MPLBACKEND or
+    an earlier `matplotlib.use`): analyses write files, and a GUI backend on a headless machine
+    fails. Chosen once, never forced over the user's choice."""
+    import os
+
     import matplotlib
 
-    matplotlib.use("Agg", force=True)
+    if "MPLBACKEND" not in os.environ and "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt

@@ -1,4 +1,4 @@
-"""Analyses that evaluate trained prompts in new ways, with no training.
+"""The two no-training analyses on trained prompts (prompt swaps), run through `prober.Prober`.
 
 - concat:   P_c = [P_i; ...; P_i] (l, e), the i-th token of a trained prompt repeated l = 1..10
             times, scored on the run's task; the full prompt's score is the dotted line (Fig. 4).
@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ept.analysis.output import pyplot, save_figure, write_csv, write_json
-from ept.analysis.probing import Prober
+from ept.analysis.prober import Prober
 from ept.analysis.runs import RunRecord, group_by, load_prompt, mean_std
 
 
