@@ -166,3 +166,15 @@ def test_params_unknown_backbone(backbone, needles, capsys, monkeypatch):
 def test_eval_task_name_is_checked_before_loading(capsys, tmp_path):
     assert main(["eval", str(tmp_path), "--task", "sst3"]) == 2
     assert "unknown task 'sst3'" in _one_line_error(capsys, "eval")
+
+
+def test_max_length_over_the_model_limit_is_refused_before_training(tiny_bert, mini_data, tmp_path, capsys):
+    """tiny_bert has 128 positions: 125 tokens + EPT*'s 10 prompt tokens cannot fit."""
+    from ept.cli import main
+
+    code = main(["train", "--task", "sst2", "--method", "ept_star", "--backbone", tiny_bert, "--max-length", "125",
+                 "--steps", "2", "--data-dir", str(mini_data), "--out", str(tmp_path / "run"), "--tensorboard", "false"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "max_length=125 plus 10 prompt token(s) is 135 positions" in err and "--max-length 118" in err
+    assert not (tmp_path / "run" / "results.json").exists()

@@ -162,6 +162,16 @@ def _no_decay(model) -> set[str]:
     return names
 
 
+def check_context(max_length: int, model, explicit: bool) -> None:
+    """Refuse, before training, inputs the backbone cannot position: max_length plus the prompt
+    (and BOS) over its `max_position_embeddings` would crash mid-run on absolute positions (BERT)."""
+    limit = getattr(model.backbone.config, "max_position_embeddings", None)
+    need = max_length + model.num_prompt_tokens() + (1 if model.kind == "causal" else 0)
+    if limit and need > limit and (explicit or model.kind == "encoder"):
+        raise ValueError(f"max_length={max_length} plus {model.num_prompt_tokens()} prompt token(s) is {need} positions; "
+                         f"this backbone has {limit} (max_position_embeddings): use --max-length {limit - need + max_length} or less")
+
+
 def setup_optimizer(cfg: TrainConfig, model, start: int = 0):
     """(AdamW, LambdaLR at step `start`). One parameter group unless `decay_norm_and_bias` is off."""
     from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
@@ -430,6 +440,7 @@ def _train(cfg: TrainConfig, rundir: RunDir, accelerator, progress: bool) -> dic
     torch.manual_seed(cfg.seed)
     data = setup_data(cfg, state["step"] if state else 0)
     model, scorer = setup_model(cfg, data.spec, device)
+    check_context(cfg.max_length or data.spec.max_length, model, cfg.max_length is not None)
     data.encode(scorer, cfg.max_length or data.spec.max_length)
     if model.pair_head is not None:  # siamese: threshold / anchors from training pairs (a resume overwrites them)
         fit = scorer.encode(data.task.train[: cfg.pair_fit_examples], cfg.max_length or data.spec.max_length)
