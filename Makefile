@@ -6,6 +6,8 @@ PIP := $(PYTHON) -m pip
 # CPU build of torch, pinned: an unpinned torch pulls the multi-GB CUDA wheel.
 # GPU users: install the torch build you want first; `make setup` keeps an importable torch.
 TORCH_SPEC ?= torch==2.13.0
+# Tests use tiny models: one intra-op thread is as fast on an idle machine and ~4x faster on a
+# shared one (two OpenMP threads spin-wait on each other); set OMP_NUM_THREADS to override.
 STAMP := .make/setup-$(shell $(PYTHON) -c "import sys;print('%d%d'%sys.version_info[:2])").stamp
 
 .PHONY: setup demo test test-fast bench bench-serve clean
@@ -19,11 +21,11 @@ demo: setup
 	ept train --task sst2 --method ept
 
 test: setup
-	$(PYTHON) -m pytest -q tests
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PYTHON) -m pytest -q tests
 
 # Under 3 minutes on 2 cores: skips the real-data trainings (slow) and the whole-process runs (integration).
 test-fast: setup
-	$(PYTHON) -m pytest -q -m "not slow and not integration" tests
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PYTHON) -m pytest -q -m "not slow and not integration" tests
 
 bench: setup
 	$(PYTHON) benchmarks/run_all.py
