@@ -108,5 +108,5 @@ def evaluate_zero_shot(task: str, backbone: str = "minilm", split: str = "test",
         metrics = evaluate_pairs(scorer, encoded, examples, batch_size, device)
     else:
         metrics = evaluate(scorer, data.spec, tokenizer, encoded, examples, batch_size, device)
-    return {"task": data.spec.name, "split": split, "examples": len(examples), "backbone": backbone,
-            "pair_encoding": scorer.pair_encoding, "pooling": model.pooling.source, **metrics}
+    pairs = {"pair_encoding": scorer.pair_encoding, "pooling": model.pooling.source} if model.kind == "encoder" else {}
+    return {"task": data.spec.name, "split": split, "examples": len(examples), "backbone": backbone, **pairs, **metrics}
