@@ -67,6 +67,21 @@ def own_columns(every: torch.Tensor, offset: torch.Tensor, count: torch.Tensor) 
     return every.gather(1, index).masked_fill(~valid, float("-inf"))
 
 
+def label_pairs(tasks: list, device):
+    """One (row, label) pair per label of each row's OWN task, for rank classification:
+    rep (R,) the row, within (R,) the label's index in its task, labels (R, T) token ids padded
+    with -100 (columns no pair uses dropped), and a (B, C_max) score table filled with -inf."""
+    tables, offset, count = ragged(tasks, lambda t: t.scorer.label_ids())
+    width = max(x.shape[1] for x in tables)
+    flat = torch.cat([torch.nn.functional.pad(x, (0, width - x.shape[1]), value=-100) for x in tables])
+    rep = torch.repeat_interleave(torch.arange(len(tasks)), count)  # (R,) R = sum C_row
+    within = torch.arange(len(rep)) - torch.repeat_interleave(count.cumsum(0) - count, count)
+    labels = flat[offset[rep] + within]
+    labels = labels[:, : int((labels != -100).sum(1).max())].to(device)
+    scores = torch.full((len(tasks), int(count.max())), float("-inf"), device=device)
+    return rep.to(device), within.to(device), labels, scores
+
+
 def format_result(task, scores: list[float], row: int, value: float | None = None) -> dict:
     """One row's result from its own task's scores; a NaN/inf score is an error, never output."""
     from ept.serve import RowError
@@ -146,18 +161,8 @@ class Seq2SeqKernel(Kernel):
         batch, prompt, mask = server.inputs(features, tasks)
         kwargs = self.model.build_inputs(batch, prompt, mask)
         enc = self.model.backbone.get_encoder()(inputs_embeds=kwargs["inputs_embeds"], attention_mask=kwargs["attention_mask"])
-        tables, offset, count = ragged(tasks, lambda t: t.scorer.label_ids())
-        width = max(x.shape[1] for x in tables)
-        flat = torch.cat([torch.nn.functional.pad(x, (0, width - x.shape[1]), value=-100) for x in tables])
-        device = enc.last_hidden_state.device
-        rep = torch.repeat_interleave(torch.arange(len(features)), count)  # (R,) R = sum C_row
-        within = torch.arange(len(rep)) - torch.repeat_interleave(count.cumsum(0) - count, count)
-        labels = flat[offset[rep] + within].to(device)  # (R, T)
-        labels = labels[:, : int((labels != -100).sum(1).max())]  # drop columns no selected label uses
-        rep, within = rep.to(device), within.to(device)
-        loglik = self.model.sequence_loglik(enc.last_hidden_state[rep], kwargs["attention_mask"][rep], labels)  # (R,)
-        scores = torch.full((len(features), int(count.max())), float("-inf"), device=device)
-        scores[rep, within] = loglik
+        rep, within, labels, scores = label_pairs(tasks, enc.last_hidden_state.device)
+        scores[rep, within] = self.model.sequence_loglik(enc.last_hidden_state[rep], kwargs["attention_mask"][rep], labels)
         return scores
 
 
@@ -185,16 +190,7 @@ class CausalKernel(Seq2SeqKernel):
         from ept.causal import continuation_loglik, prefix_pass
 
         prefix = prefix_pass(self.model, *self._inputs(server, features, tasks))
-        tables, offset, count = ragged(tasks, lambda t: t.scorer.label_ids())
-        width = max(x.shape[1] for x in tables)
-        flat = torch.cat([torch.nn.functional.pad(x, (0, width - x.shape[1]), value=-100) for x in tables])
-        device = prefix["logp"].device
-        rep = torch.repeat_interleave(torch.arange(len(features)), count)
-        within = torch.arange(len(rep)) - torch.repeat_interleave(count.cumsum(0) - count, count)
-        labels = flat[offset[rep] + within]
-        labels = labels[:, : int((labels != -100).sum(1).max())].to(device)
-        rep, within = rep.to(device), within.to(device)
-        scores = torch.full((len(features), int(count.max())), float("-inf"), device=device)
+        rep, within, labels, scores = label_pairs(tasks, prefix["logp"].device)
         scores[rep, within] = continuation_loglik(self.model, prefix, rep, labels)
         return scores
 
