@@ -46,6 +46,20 @@ class TrainConfig:
     linear_head: bool = field(default=False, metadata={"help": "encoder: trainable linear head instead of label scoring"})
     dtype: Literal["float32", "bfloat16", "float16"] = field(default="float32", metadata={
         "help": "backbone dtype: float32 | bfloat16 | float16 (prompt stays fp32)"})
+    # ---- speed (issue 13; ept.precision): how fast, not what is computed (threads/compile/fallback
+    # are left out of a run's identity; precision and group_by_length change the numbers and are in it)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = field(default="auto", metadata={
+        "help": "compute precision; auto = bf16 on hardware with fast bf16 (CUDA bf16, CPU AMX/AVX512-BF16) "
+                "for pre-LN backbones (causal, seq2seq), else fp32. Prompt and optimizer state stay fp32"})
+    precision_fallback: bool = field(default=False, metadata={
+        "help": "an explicit bf16/fp16 on hardware without it falls back to fp32 with a warning (default: error)"})
+    threads: int | None = field(default=None, metadata={
+        "help": "torch intra-op CPU threads (torch.set_num_threads)", "min": 1, "unset": "torch's default"})
+    compile: bool = field(default=False, metadata={
+        "help": "torch.compile the backbone (falls back to eager with a warning if compiling fails)"})
+    group_by_length: bool = field(default=False, metadata={
+        "help": "training batches of similar length: each window of 50 steps holds the same rows as without, "
+                "sorted by length into batches (less padding)"})
     data_dir: str | None = field(default=None, metadata={"help": "local task data (default $EPT_DATA_DIR or ../shared/data)"})
     out: str | None = field(default=None, metadata={"help": "run folder (default runs/<task>-<method>-<backbone>-s<seed>)"})
     tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard logs to RUN/tb"})
@@ -81,6 +95,10 @@ class TrainConfig:
             raise ValueError(f"warmup_steps={self.warmup_steps}: must be < steps={self.steps}")
         if self.lr is None:
             self.lr = prompt_cfg.default_lr
+        low = {"bfloat16": "bf16", "float16": "fp16"}.get(self.dtype)
+        if low and self.precision not in ("auto", low):
+            raise ValueError(f"precision={self.precision} contradicts dtype={self.dtype}; leave dtype at float32 "
+                             f"(precision bf16/fp16 casts a frozen backbone itself)")
 
     def run_dir(self) -> Path:
         if self.out:

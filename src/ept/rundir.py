@@ -34,7 +34,7 @@ STATE, LAST_METHOD, LAST_OPTIMIZER, LAST_RNG = "state.json", "method.safetensors
 LOCK, OWNER = ".lock", ".owner.json"
 SWEEP_MANIFEST = "sweep.json"
 # TrainConfig fields that do not change a run's numbers: left out of its identity.
-NOT_IDENTITY = ("out", "tensorboard", "overwrite")
+NOT_IDENTITY = ("out", "tensorboard", "overwrite", "threads", "compile", "precision_fallback")
 
 
 class RunDirError(ValueError):
