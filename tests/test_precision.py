@@ -61,8 +61,8 @@ def test_config_rejects_bad_precision_and_a_contradicting_dtype():
         TrainConfig(precision="bf17")
     with pytest.raises(ValueError, match="precision=fp32 contradicts dtype=bfloat16"):
         TrainConfig(precision="fp32", dtype="bfloat16")
-    with pytest.raises(ValueError, match="threads=0: must be >= 1"):
-        TrainConfig(threads=0)
+    with pytest.raises(ValueError, match="threads=-1: must be >= 0"):
+        TrainConfig(threads=-1)
 
 
 def test_a_norm_1e6_prompt_stays_finite_in_bf16_through_the_first_rmsnorm(tiny_llama):

@@ -102,8 +102,10 @@ def autocast(model, precision: str):
 
 
 def set_threads(threads: int | None) -> int:
-    """torch's intra-op threads: `threads`, or torch's own default when None. Returns the count."""
-    if threads is not None:
+    """torch's intra-op threads: `threads`; None or 0 leave torch's own default. Returns the count.
+    `ept train` defaults to 1 (TrainConfig.threads): with other jobs on few cores, OpenMP threads
+    spin-wait on each other (measured in benchmarks/RESULTS.md §7)."""
+    if threads:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
 

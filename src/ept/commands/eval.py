@@ -31,9 +31,15 @@ def register(sub) -> None:
                    help="compute precision (default: the run's; auto = bf16 only on fast-bf16 hardware for pre-LN backbones)")
     p.add_argument("--precision-fallback", action="store_true",
                    help="an explicit bf16/fp16 on hardware without it falls back to fp32 with a warning")
-    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=_threads, default=1, help="torch CPU threads; 0 = torch's default (default: 1, as ept train)")
     p.add_argument("--json", action="store_true", help="print metrics as JSON")
     p.set_defaults(func=run)
+
+
+def _threads(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 (0 = torch's default), got {text!r}")
+    return int(text)
 
 
 def run(args) -> int:
