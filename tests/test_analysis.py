@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from ept.cli import main
+from ept.method_configs import method_config
 from ept.train import TrainConfig, run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -37,7 +38,7 @@ def runs(tiny_bert, mini_data, tmp_path_factory):
              ("sst2", "pt", {}, 0.01, 0), ("sst2", "ept", {}, 0.01, 0), ("cola", "ept_star", {}, 0.3, 0)]
     for task, method, options, lr, seed in grid:
         name = f"{task}-{method}-{'-'.join(f'{k}={v}' for k, v in options.items()) or 'default'}-lr{lr}-s{seed}"
-        results = run(TrainConfig(task=task, method=method, method_options=options, lr=lr, seed=seed,
+        results = run(TrainConfig(task=task, method=method_config(method, **options), lr=lr, seed=seed,
                                   out=str(root / "sweep" / name), **base), progress=False)
         assert results["status"] == "finished", results
     # a failed run must be skipped and reported, not analysed

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ept.pooling import pool, read_pooling
-from ept.prompts import Init, PromptConfig, build_encoder
+from ept.prompts import Init, MethodConfig, build_encoder
 from ept.registry import Registry
 
 
@@ -176,7 +176,7 @@ def backbone_num_params(name: str, peft_config=None) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def param_counts(backbone: str, config: PromptConfig, linear_head_labels: int = 0, pair_head: int = 0) -> dict[str, int]:
+def param_counts(backbone: str, config: MethodConfig, linear_head_labels: int = 0, pair_head: int = 0) -> dict[str, int]:
     """{"trainable": params trained per task, "inference": floats stored per task at inference}
     (paper Table 1 "Param/task" and Table 4). Prompt counts need only e; ft needs the backbone.
     `pair_head`: the siamese pair head's scalars (`ept.heads.pair_head_params`), trained and shipped."""
@@ -218,7 +218,7 @@ def prepend_prompt(embeds, mask, prompt, prompt_mask=None, token_type_ids=None):
 class PromptedModel(nn.Module):
     """A frozen backbone (trainable for `ft`) plus a prompt encoder and, optionally, a linear head."""
 
-    def __init__(self, backbone: nn.Module, tokenizer, prompt_config: PromptConfig, linear_head_labels: int = 0,
+    def __init__(self, backbone: nn.Module, tokenizer, prompt_config: MethodConfig, linear_head_labels: int = 0,
                  init_token_ids: list[int] | None = None):
         super().__init__()
         self.backbone, self.tokenizer, self.prompt_config = backbone, tokenizer, prompt_config
@@ -243,10 +243,9 @@ class PromptedModel(nn.Module):
 
     # ------------------------------------------------------------------ prompt
     def _init_prompt(self, token_ids: list[int] | None) -> None:
-        init = self.prompt_config.init
-        if not self.prompt_config.has_prompt or init is Init.UNIFORM:
+        if not self.prompt_config.has_prompt or self.prompt_config.init is Init.UNIFORM:
             return  # uniform is done at construction
-        table = self.backbone.get_input_embeddings().weight.detach().float()
+        init, table = self.prompt_config.init, self.backbone.get_input_embeddings().weight.detach().float()
         if init is Init.VOCAB:
             # The global RNG: `ept train` seeds it with the run's seed before building the model.
             token_ids = torch.randint(0, table.shape[0], (self.encoder.prompt.shape[0],)).tolist()
