@@ -68,6 +68,12 @@ class MethodConfig:
     def inference_params(self, embed_dim: int) -> int:
         return 0  # no prompt: ft counts the whole backbone, lora/ia3 their layers (backbones.param_counts)
 
+    def encoder_params(self, embed_dim: int) -> int | None:
+        """Trainable parameters of the prompt encoder (`ept.prompts`), counted from the config
+        alone so `ept params` needs no torch; None when they depend on the backbone's layers
+        (ft, lora, ia3). tests/test_params.py checks every formula against the torch module."""
+        return None
+
 
 @dataclass
 class PromptConfig(MethodConfig):
@@ -88,6 +94,9 @@ class PromptConfig(MethodConfig):
         """Floats needed at inference: the projected prompt, network discarded (paper Table 4)."""
         return self.num_tokens * embed_dim
 
+    def encoder_params(self, embed_dim: int) -> int | None:
+        return self.num_tokens * embed_dim  # the raw prompt P (n, e); subclasses add their network
+
 
 # --------------------------------------------------------------------------- PT (Lester et al.)
 @dataclass
@@ -107,6 +116,15 @@ class PTuningConfig(PromptConfig):
     lstm_layers: int = field(default=2, metadata={"help": "LSTM layers (PEFT encoder_num_layers; lstm only)", "min": 1})
     method: ClassVar[str] = "ptuning"
 
+    def encoder_params(self, embed_dim: int) -> int:
+        e, h = embed_dim, self.hidden_size or embed_dim
+        if self.encoder == "mlp":  # Linear(e,h) ReLU Linear(h,h) ReLU Linear(h,e), with biases
+            return super().encoder_params(e) + (e * h + h) + (h * h + h) + (h * e + e)
+        # bi-LSTM: per layer and direction 4h x (input + h) weights and two 4h biases; layer 0 reads
+        # e, the others 2h; then Linear(2h,2h) ReLU Linear(2h,e)
+        lstm = sum(2 * (4 * h * ((e if i == 0 else 2 * h) + h) + 8 * h) for i in range(self.lstm_layers))
+        return super().encoder_params(e) + lstm + (4 * h * h + 2 * h) + (2 * h * e + e)
+
     def __post_init__(self):
         super().__post_init__()
         if self.encoder == "mlp" and self.lstm_layers != 2:
@@ -124,6 +142,10 @@ class ResPromptConfig(PromptConfig):
     layer_norm: bool = field(default=True, metadata={"help": "LayerNorm at the end of the branch"})
     residual: bool = field(default=True, metadata={"help": "add the raw prompt to the branch output"})
     method: ClassVar[str] = "resprompt"
+
+    def encoder_params(self, embed_dim: int) -> int:
+        e, b = embed_dim, self.bottleneck  # Linear(e,b) ReLU Linear(b,e) [LayerNorm(e)]
+        return super().encoder_params(e) + (e * b + b) + (b * e + e) + (2 * e if self.layer_norm else 0)
 
 
 # --------------------------------------------------------------------------- EPT / EPT*
@@ -143,6 +165,10 @@ class EPTConfig(PromptConfig):
 
     def inference_params(self, embed_dim: int) -> int:
         return embed_dim  # one vector, broadcast n times at no cost
+
+    def encoder_params(self, embed_dim: int) -> int:
+        e, h = embed_dim, self.hidden_size  # P1 (1, e), W_down (h, e), W_up (e, h) [+ biases] [LayerNorm(e)]
+        return e + 2 * e * h + ((h + e) if self.bias else 0) + (2 * e if self.layer_norm else 0)
 
 
 @dataclass

@@ -104,7 +104,8 @@ def run_name(grid_values: dict, fixed: dict) -> str:
 
 def _backbone_kind(name: str) -> str | None:
     """seq2seq | encoder | ... without loading weights; None when only loading can tell (a hub id)."""
-    from ept.backbones import BACKBONES, backbone_config, backbone_kind
+    from ept.backbone_specs import BACKBONES
+    from ept.backbones import backbone_config, backbone_kind
 
     if name in BACKBONES:
         return BACKBONES.get(name).kind
