@@ -130,7 +130,8 @@ def test_run_records_precision_and_threads(tiny_bert, data_dir, tmp_path, fast_b
 
     assert all(t.dtype == torch.float32 for t in load_file(tmp_path / "r" / "best" / "method.safetensors").values())
     # threads is how fast, not what: a rerun with other threads is the same run (skipped, finished)
-    again = run(TrainConfig(**{**json.loads((tmp_path / "r" / "config.json").read_text()), "threads": 2}), progress=False)
+    again = run(TrainConfig.from_dict({**json.loads((tmp_path / "r" / "config.json").read_text()), "threads": 2}),
+                progress=False)
     assert again == results
 
 
