@@ -152,3 +152,19 @@ def test_compile_falls_back_to_eager_naming_the_error(tiny_llama):
     assert "torch.compile failed" in warned[0] and "no C compiler here" in warned[0] and "running eager" in warned[0]
     assert torch.equal(target_loss(model, batch), eager)  # eager again, same numbers
     assert all(p.grad is None for p in model.parameters())  # the warm-up left no gradients behind
+
+
+def test_compile_warm_up_leaves_the_run_unchanged(tiny_bert, data_dir, tmp_path, monkeypatch):
+    """--compile warms up on the first batch and a validation batch at setup; RNG, gradients and
+    optimizer must come out untouched (module.compile is a no-op here: no compiler, no minutes)."""
+    def cfg(out, **kw):
+        return TrainConfig(task="sst2", method="ept", backbone=tiny_bert, steps=6, eval_every=3, batch_size=8,
+                           max_eval_examples=16, max_length=32, data_dir=str(data_dir), out=str(tmp_path / out),
+                           tensorboard=False, **kw)
+
+    plain = run(cfg("plain"), progress=False)
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: None)
+    warmed = run(cfg("compiled", compile=True), progress=False)
+    assert warmed["compiled"] is True and plain["compiled"] is False
+    assert {k: warmed[k] for k in ("validation", "test", "final_mu_t")} == \
+        {k: plain[k] for k in ("validation", "test", "final_mu_t")}
