@@ -271,6 +271,34 @@ def test_causal_prefix_cache_equals_uncached(minilm_tokenizer, padding_side, bos
     _assert_same_results(cached.score(rows, batch_size=3), plain.score(rows, batch_size=3))  # sorted passes of 3
 
 
+@pytest.mark.parametrize("window", [12, 4])
+def test_causal_prefix_cache_with_sliding_window_layers(minilm_tokenizer, window):
+    """Gemma 3 mixes sliding-window and full layers: with a window longer than every prompt but
+    shorter than prompt + input (12), the cache gives the uncached scores; a prompt longer than the
+    window (4 < 10) keeps no cache, and passes with its task run uncached, with the same results."""
+    import copy
+
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    tok = copy.deepcopy(minilm_tokenizer)
+    tok.eos_token = "[SEP]"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = Gemma3ForCausalLM(Gemma3TextConfig(
+            vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=8, sliding_window=window, layer_types=["sliding_attention", "full_attention"] * 2,
+            pad_token_id=tok.pad_token_id, eos_token_id=tok.sep_token_id))
+    model.eval().requires_grad_(False)
+    tasks = _causal_tasks(model.config.hidden_size)
+    cached, plain = _causal_server(model, tok, tasks), _causal_server(model, tok, tasks, prefix_cache=False)
+    kept = {name for name, t in cached.tasks.items() if t.prefix_kv is not None}
+    assert kept == (set(tasks) if window > 10 else {"sst2_ept", "gen_n3"})
+    rows = _causal_rows(tasks)
+    assert max(len(f["input_ids"]) for f in cached.prepare(rows)) + 10 > window
+    _assert_same_results(cached.score(rows, batch_size=len(rows)), plain.score(rows, batch_size=len(rows)))
+    _assert_same_results(cached.score(rows, batch_size=3), plain.score(rows, batch_size=3))
+
+
 def test_causal_prefix_cache_follows_replace_and_delete(minilm_tokenizer):
     """Replacing a prompt recomputes its cache (scores equal a fresh server's with the new prompt)
     and drops the old one; deleting a task frees its cache and leaves the others' scores as they were."""

@@ -133,14 +133,18 @@ def _layer_kv(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 @torch.no_grad()
-def prompt_kv(model, prompt: torch.Tensor) -> torch.Tensor:
+def prompt_kv(model, prompt: torch.Tensor) -> torch.Tensor | None:
     """Keys and values of [BOS][P'] for one task's prompt P' (n, e): (layers, 2, kv_heads, m, head_dim),
-    m = n (+1 with BOS), in the backbone's dtype."""
+    m = n (+1 with BOS), in the backbone's dtype. None when a sliding-window layer (Gemma 3) is
+    shorter than the prompt: it keeps only its last keys, so such a task is served uncached."""
     weight = model.backbone.get_input_embeddings().weight
     embeds = prompt.to(weight.device, weight.dtype).unsqueeze(0)  # (1, n, e)
     kwargs = model._causal_inputs(embeds, torch.ones(1, embeds.shape[1], dtype=torch.long, device=weight.device))
     _, cache = _run(model, **kwargs, use_cache=True)
-    return torch.stack([torch.stack([k[0], v[0]]) for k, v in _layer_kv(cache)])
+    layers = _layer_kv(cache)
+    if any(k.shape[2] != kwargs["inputs_embeds"].shape[1] for k, _ in layers):
+        return None
+    return torch.stack([torch.stack([k[0], v[0]]) for k, v in layers])
 
 
 def gather_prompt_kv(kvs: list[torch.Tensor], rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -184,32 +184,29 @@ class CausalKernel(Seq2SeqKernel):
 
     With `prefix_cache` (the default) the keys/values of [BOS][P'] are computed once per task, when
     it is added (`ServedTask.prefix_kv`), and a pass gathers them per row and runs only the inputs;
-    without it, every pass recomputes the prompt positions. The two give the same scores."""
+    without it, every pass recomputes the prompt positions. The two give the same scores. A pass
+    with a task that has no cache (added with the cache off, or a sliding window shorter than its
+    prompt, see `ept.causal.prompt_kv`) runs uncached as a whole."""
 
     def prepare_task(self, task) -> str:
-        mode = super().prepare_task(task)
-        if self.prefix_cache:
-            task.prefix_kv = self._prompt_kv(task)
-        return mode
-
-    def _prompt_kv(self, task) -> torch.Tensor:
         from ept.causal import prompt_kv
 
-        with torch.inference_mode():
-            return prompt_kv(self.model, task.prompt)
+        mode = super().prepare_task(task)
+        if self.prefix_cache:
+            with torch.inference_mode():
+                task.prefix_kv = prompt_kv(self.model, task.prompt)
+        return mode
 
     def _prefix(self, server, features, tasks) -> dict:
         from ept.causal import cached_prefix_pass, gather_prompt_kv, prefix_pass
 
-        if not self.prefix_cache:
+        if not self.prefix_cache or any(t.prefix_kv is None for t in tasks):
             batch, prompt, mask = server.inputs(features, tasks)
             return prefix_pass(self.model, batch, *prompts_first(prompt, mask))
         order: dict[str, int] = {}  # the pass's distinct tasks, each row's index among them
         kvs = []
         for t in tasks:
             if t.name not in order:
-                if t.prefix_kv is None:  # added while the cache was off
-                    t.prefix_kv = self._prompt_kv(t)
                 order[t.name] = len(kvs)
                 kvs.append(t.prefix_kv)
         kv, kv_mask = gather_prompt_kv(kvs, torch.tensor([order[t.name] for t in tasks], device=kvs[0].device))
