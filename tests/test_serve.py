@@ -467,3 +467,38 @@ def test_bad_serving_input_is_refused_naming_it(mini_bb, tmp_path, capsys):
     # a NaN in an export: refused at load, before any output
     save_file({"prompt": torch.full((1, e), float("nan"))}, str(a / "prompt.safetensors"))
     fails(["--labels", "a=negative,positive", "--input", str(rows)], "NaN/inf")
+
+
+def test_serve_cli_no_prefix_cache_gives_the_cached_results(minilm_tokenizer, tmp_path, monkeypatch):
+    """`ept serve --no-prefix-cache` on a decoder-only backbone folder: the flag reaches the server
+    (its tasks hold no prompt cache) and the predictions and scores equal the default cached mode."""
+    from ept.checkpoint import export_prompt
+    from ept.cli import main
+    from ept.prompts import method_config
+
+    model, tok = _tiny_llama(minilm_tokenizer)
+    model.save_pretrained(tmp_path / "llama")
+    tok.save_pretrained(tmp_path / "llama")
+    torch.manual_seed(3)
+    export_prompt(PromptedModel(model, tok, method_config("pt", num_tokens=4)), tmp_path / "a", str(tmp_path / "llama"))
+    rows = [{"task": "a", "text": s} for s in SENTENCES[:4]]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    caches = []
+    add_task = MultiTaskServer.add_task
+
+    def recording_add_task(self, *args, **kwargs):
+        task = add_task(self, *args, **kwargs)
+        caches.append(task.prefix_kv is not None)
+        return task
+
+    monkeypatch.setattr(MultiTaskServer, "add_task", recording_add_task)
+    outs = {}
+    for flags in ((), ("--no-prefix-cache",)):
+        out = tmp_path / f"out{len(flags)}.jsonl"
+        assert main(["serve", "--prompt", f"a={tmp_path / 'a'}", "--labels", "a=no,yes", *flags,
+                     "--input", str(tmp_path / "rows.jsonl"), "--output", str(out)]) == 0
+        outs[flags] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert caches == [True, False]
+    cached, plain = outs[()], outs[("--no-prefix-cache",)]
+    assert [r["prediction"] for r in cached] == [r["prediction"] for r in plain]
+    torch.testing.assert_close(torch.tensor([r["scores"] for r in cached]), torch.tensor([r["scores"] for r in plain]))

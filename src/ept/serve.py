@@ -370,14 +370,14 @@ def load_prompts(folders: dict[str, Path], labels: dict[str, tuple[str, ...]] | 
 
 
 def build_server(loaded: dict, backbone: str | None = None, max_length: int | None = None,
-                 eval_mode: str | None = None) -> MultiTaskServer:
+                 eval_mode: str | None = None, prefix_cache: bool = True) -> MultiTaskServer:
     """Load the backbone the exports name (they must agree) unless `backbone`, and add every prompt."""
     from ept.backbones import load_backbone
 
     names = {meta.get("backbone") for _, meta, _ in loaded.values()}
     if backbone is None and len(names) != 1:
         raise ValueError(f"the exports name different backbones {sorted(map(str, names))}; pick one with --backbone")
-    server = MultiTaskServer(*load_backbone(backbone or names.pop()), max_length=max_length)
+    server = MultiTaskServer(*load_backbone(backbone or names.pop()), max_length=max_length, prefix_cache=prefix_cache)
     for name, (prompt, meta, spec) in loaded.items():
         task = server.add_task(name, prompt, spec, eval_mode=eval_mode if server.kind == "seq2seq" else None)
         task.meta = meta
