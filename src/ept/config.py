@@ -56,10 +56,10 @@ class TrainConfig:
         "help": "compute precision; auto = bf16 on hardware with fast bf16 (CUDA bf16, CPU AMX/AVX512-BF16) "
                 "for pre-LN backbones (causal, seq2seq), else fp32. Prompt and optimizer state stay fp32"})
     precision_fallback: bool = field(default=False, metadata={
-        "help": "an explicit bf16/fp16 on hardware without it falls back to fp32 with a warning (default: error)"})
+        "help": "true: an explicit bf16/fp16 on hardware without it falls back to fp32 with a warning, not an error"})
     threads: int = field(default=1, metadata={
-        "help": "torch intra-op CPU threads; 0 = torch's default (all cores). Default 1: on a shared 2-core "
-                "machine 2 threads measured 5.6x slower (benchmarks/RESULTS.md §7)", "min": 0})
+        "help": "torch intra-op CPU threads; 0 = torch's default (all cores). 1 by default: on a shared 2-core "
+                "machine 2 threads measured 5.6-6.6x slower (benchmarks/RESULTS.md §7b)", "min": 0})
     compile: bool = field(default=False, metadata={
         "help": "torch.compile the backbone (falls back to eager with a warning if compiling fails)"})
     group_by_length: bool = field(default=False, metadata={
