@@ -168,3 +168,18 @@ def test_compile_warm_up_leaves_the_run_unchanged(tiny_bert, data_dir, tmp_path,
     assert warmed["compiled"] is True and plain["compiled"] is False
     assert {k: warmed[k] for k in ("validation", "test", "final_mu_t")} == \
         {k: plain[k] for k in ("validation", "test", "final_mu_t")}
+
+
+def test_resume_refuses_a_different_precision(tiny_bert, data_dir, tmp_path):
+    """`auto` resolves per machine: a run saved in bf16 is not resumed in fp32 (or back)."""
+    from ept.checkpoint import CheckpointError
+
+    cfg = dict(task="sst2", method="pt", backbone=tiny_bert, steps=4, eval_every=2, batch_size=8, max_eval_examples=16,
+               max_length=32, data_dir=str(data_dir), out=str(tmp_path / "r"), tensorboard=False)
+    assert run(TrainConfig(**cfg), progress=False)["precision"] == "fp32"
+    (tmp_path / "r" / "results.json").unlink()
+    state = tmp_path / "r" / "last" / "state.json"
+    assert json.loads(state.read_text())["precision"] == "fp32"
+    state.write_text(json.dumps({**json.loads(state.read_text()), "precision": "bf16"}))
+    with pytest.raises(CheckpointError, match="trained in bf16; here precision=auto is fp32"):
+        run(TrainConfig(**cfg), progress=False)

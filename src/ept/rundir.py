@@ -35,6 +35,9 @@ LOCK, OWNER = ".lock", ".owner.json"
 SWEEP_MANIFEST = "sweep.json"
 # TrainConfig fields that do not change a run's numbers: left out of its identity.
 NOT_IDENTITY = ("out", "tensorboard", "overwrite", "threads", "compile", "precision_fallback")
+# Fields added after runs existed, left out of the identity while at these values (what every
+# earlier run did): the config_hash of a run that does not use them stays what it was.
+NEUTRAL_WHEN = {"precision": "auto", "group_by_length": False}
 
 
 class RunDirError(ValueError):
@@ -144,6 +147,9 @@ def identity(config: dict, defaults: dict | None = None) -> dict:
     out = {**(defaults or {}), **config}
     for key in NOT_IDENTITY:
         out.pop(key, None)
+    for key, value in NEUTRAL_WHEN.items():
+        if key in out and out[key] == value:
+            del out[key]
     if out.get("method") and isinstance(out.get("method_options"), dict):
         from ept.config import canonical_options  # torch-free
 

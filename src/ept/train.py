@@ -309,6 +309,10 @@ class Checkpointer:
         """Restore model, optimizer and RNG from last/; returns (step, best)."""
         state = self.read_state()
         last = self.rd.last
+        saved = state.get("precision")  # `auto` resolves per machine: a resume must not switch mid-run
+        if saved is not None and saved != getattr(model, "precision", saved):
+            raise CheckpointError(f"{self.rd.state_path}: the run trained in {saved}; here precision={self.cfg.precision} "
+                                  f"is {model.precision}. Resume where it ran, or delete {self.rd.last} to restart")
         load_state(model, last / LAST_METHOD, self.remedy)
         self._load_optimizer(opt, last / LAST_OPTIMIZER)
         rng = read_tensors(last / LAST_RNG, self.remedy)
@@ -331,7 +335,8 @@ class Checkpointer:
             rng["cuda"] = torch.cuda.get_rng_state(device)
         atomic_save_tensors(last / LAST_RNG, rng)
         # state.json last: it is what says the checkpoint is complete.
-        atomic_write_json(last / STATE, {"step": step, "best": best, "config_hash": self.cfg_hash})
+        atomic_write_json(last / STATE, {"step": step, "best": best, "config_hash": self.cfg_hash,
+                                         "precision": getattr(model, "precision", "fp32")})
 
     def save_best(self, model, step: int) -> None:
         save_method(model, self.rd.best, self.cfg.backbone, {"step": step, "task": self.cfg.task})
