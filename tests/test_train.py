@@ -116,9 +116,12 @@ def test_two_processes(tiny_bert, data_dir, tmp_path):
     assert len((out / "steps.jsonl").read_text().splitlines()) == 6
     assert [json.loads(line)["step"] for line in (out / "eval.jsonl").read_text().splitlines()] == [3, 6]
     assert results["split_sizes"]["test"] == 32 and results["best_step"] in (3, 6)
-    # the best state the two processes saved reproduces their test score in one process
-    assert main(["eval", str(out), "--json"]) == 0
-    assert json.loads((out / "eval" / "sst2-test.json").read_text())["accuracy"] == results["test"]["accuracy"]
+    # the best state the two processes saved reproduces, in one process, the validation and test
+    # metrics the two processes computed each on its shard (gathered)
+    for split in ("test", "validation"):
+        assert main(["eval", str(out), "--json", "--split", split]) == 0
+        one = json.loads((out / "eval" / f"sst2-{split}.json").read_text())
+        assert {k: one[k] for k in results[split]} == results[split]
 
 
 @pytest.mark.slow
@@ -172,3 +175,56 @@ def test_backbone_changing_methods_train_and_reload(tiny_bert, data_dir, tmp_pat
     assert not (out / "export").exists()  # no prompt to export
     assert main(["eval", str(out), "--json"]) == 0
     assert json.loads((out / "eval" / "sst2-test.json").read_text())["accuracy"] == results["test"]["accuracy"]
+
+
+def test_eval_shards_cover_every_row_once_and_restore_the_order(minilm_tokenizer):
+    """7 rows of distinct lengths, batches of 2, over 2 (and 3) processes: each process gets whole
+    batches of the one-process sequence, together every row exactly once, put back in row order."""
+    import torch
+
+    from ept.batching import Encoded, sorted_batches
+    from ept.train import in_row_order
+
+    lengths = [3, 5, 2, 6, 4, 1, 5]
+    enc = Encoded([{"input_ids": [7] * k, "attention_mask": [1] * k, "labels": 0, "index": i}
+                   for i, k in enumerate(lengths)], 0)
+    one = [(rows, batch) for rows, batch in sorted_batches(minilm_tokenizer, enc, 2)]
+    assert [r for r, _ in one] == [[3, 1], [6, 4], [0, 2], [5]]  # longest first, ties in row order
+    for world in (2, 3):
+        shards = [list(sorted_batches(minilm_tokenizer, enc, 2, rank, world)) for rank in range(world)]
+        for rank, shard in enumerate(shards):
+            assert [r for r, _ in shard] == [r for r, _ in one[rank::world]]
+            for (_, got), (_, want) in zip(shard, one[rank::world]):
+                assert torch.equal(got["input_ids"], want["input_ids"])  # the same padded batches
+        # a "prediction" that names its row: gathered shard after shard, restored to row order
+        gathered = [(i, f"p{i}") for shard in shards for rows, _ in shard for i in rows]
+        assert sorted(len(rows) for shard in shards for rows, _ in shard) == [1, 2, 2, 2]
+        assert in_row_order(gathered, 7) == [f"p{i}" for i in range(7)]
+    with pytest.raises(RuntimeError, match="row 3 came twice"):
+        in_row_order([(i, i) for i in range(7)] + [(3, 3)], 7)
+    with pytest.raises(RuntimeError, match=r"missing: \[6\]"):
+        in_row_order([(i, i) for i in range(6)], 7)
+
+
+@pytest.mark.integration  # two torchrun launches (~20 s)
+@pytest.mark.parametrize("backbone, task, eval_mode", [("tiny_bert", "sst2", "rank"), ("tiny_t5_dir", "rte", "generate")])
+def test_sharded_evaluation_equals_one_process(backbone, task, eval_mode, data_dir, tmp_path, request):
+    """Two gloo processes each evaluate their share of 13 rows (batches 4+4 | 4+1) of the same model;
+    the gathered predictions (labels; generated strings for T5) and metrics equal one process's."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    from _shard_eval import evaluate_rows
+
+    path = request.getfixturevalue(backbone)
+    one = evaluate_rows(path, str(data_dir), task, eval_mode, 13)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           os.path.join(os.path.dirname(__file__), "_shard_eval.py"), path, str(data_dir), task, eval_mode, "13",
+           str(tmp_path / "out")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in (0, 1):
+        two = json.loads((tmp_path / f"out.{rank}.json").read_text())
+        assert two["world"] == 2
+        assert two["preds"] == one["preds"] and len(two["preds"]) == 13
+        assert two["metrics"] == one["metrics"]
+    if eval_mode == "generate":
+        assert all(isinstance(p, str) for p in one["preds"])

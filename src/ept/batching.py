@@ -167,12 +167,13 @@ def feature_length(feature: dict) -> int:
     return len(feature["input_ids"]) + (len(labels) if isinstance(labels, list) else 0)
 
 
-def sorted_batches(tokenizer, encoded: Encoded, batch_size: int):
+def sorted_batches(tokenizer, encoded: Encoded, batch_size: int, rank: int = 0, world: int = 1):
     """Evaluation batches of rows of similar length, longest first (an out-of-memory shows on the
     first batch): yields (positions of the rows in `encoded`, batch), so the caller puts results
-    back in their original order."""
+    back in their original order. With `world` > 1, process `rank` gets batches rank, rank+world, ...
+    of the one-process sequence: the very same batches (same padding, same numbers), no row twice."""
     order = sorted(range(len(encoded)), key=lambda i: -feature_length(encoded.features[i]))  # stable: ties keep order
-    for start in range(0, len(order), batch_size):
+    for start in range(rank * batch_size, len(order), batch_size * world):
         rows = order[start:start + batch_size]
         yield rows, collate(tokenizer, [encoded.features[i] for i in rows])
 

@@ -20,7 +20,9 @@ validated before use.
 Multi-process (torchrun / accelerate launch): `accelerate.Accelerator` places the model and owns
 the process group. Every rank sees the same global batch order and takes its slice of each batch;
 the gradients of the trainable parameters are averaged in one flat all-reduce per step, so the
-effective batch is `batch_size` whatever the number of processes. Rank 0 evaluates and writes.
+effective batch is `batch_size` whatever the number of processes. Every process evaluates its share
+of the validation/test batches (`evaluate`: predictions gathered, the metrics equal one process's);
+rank 0 writes.
 """
 
 from __future__ import annotations
@@ -76,21 +78,43 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
     return out
 
 
-def evaluate(scorer, spec, tokenizer, encoded, examples, batch_size: int, device) -> dict:
+def evaluate(scorer, spec, tokenizer, encoded, examples, batch_size: int, device, accelerator=None) -> dict:
     """Metrics of `scorer` on `examples`: batches sorted by length (less padding), predictions put
-    back in the rows' order, so the result equals in-order batching."""
+    back in the rows' order, so the result equals in-order batching.
+
+    With a multi-process `accelerator`, every process predicts its share of those batches and the
+    (row, prediction) pairs of all processes are gathered (`accelerate.utils.gather_object`: any
+    picklable prediction, generated strings included, and no padding rows to drop, unlike
+    `gather_for_metrics` on tensors) before scoring: every process returns the one-process metrics."""
     from ept.precision import autocast
     from ept.tasks import score
 
-    preds: list = [None] * len(encoded)
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
+    pairs: list = []
     was_training = scorer.model.training
     scorer.model.eval()
     with torch.no_grad(), autocast(scorer.model, getattr(scorer.model, "precision", "fp32")):
-        for rows, batch in sorted_batches(tokenizer, encoded, batch_size):
-            for i, pred in zip(rows, scorer.predict(to_device(batch, device))):
-                preds[i] = pred
+        for rows, batch in sorted_batches(tokenizer, encoded, batch_size, rank, world):
+            pairs.extend(zip(rows, scorer.predict(to_device(batch, device))))
     scorer.model.train(was_training)
-    return score(spec, preds, examples)
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        pairs = gather_object(pairs)
+    return score(spec, in_row_order(pairs, len(encoded)), examples)
+
+
+def in_row_order(pairs, n: int) -> list:
+    """The predictions of (row, prediction) pairs as a list indexed by row; every row 0..n-1 must
+    come exactly once (a shard lost or doubled would silently change the metrics)."""
+    preds, seen = [None] * n, [False] * n
+    for i, pred in pairs:
+        if not 0 <= i < n or seen[i]:
+            raise RuntimeError(f"evaluation row {i} {'is out of 0..' + str(n - 1) if not 0 <= i < n else 'came twice'}")
+        preds[i], seen[i] = pred, True
+    if not all(seen):
+        raise RuntimeError(f"evaluation rows missing: {[i for i in range(n) if not seen[i]][:10]}")
+    return preds
 
 
 # ------------------------------------------------------------------------------ setup
@@ -496,7 +520,9 @@ def _train(cfg: TrainConfig, rundir: RunDir, accelerator, progress: bool) -> dic
         status, error, best = _loop(cfg, data, model, scorer, opt, sched, ckpt, log, accelerator, best)
     finally:
         log.close()
-    results = _finish(cfg, rundir, data, model, scorer, ckpt, best, status, error, counts, world, t_start) if main else None
+    test_metrics = _test(cfg, rundir, data, model, scorer, ckpt, best, accelerator)
+    results = _finish(cfg, rundir, data, model, ckpt, best, status, error, counts, world, t_start, test_metrics) \
+        if main else None
     accelerator.wait_for_everyone()
     return results
 
@@ -512,7 +538,7 @@ def _compile(cfg, data: RunData, model, scorer, accelerator) -> bool:
         batch = to_device(data.batch(tok, data.start, accelerator.process_index, accelerator.num_processes), device)
         with autocast(model, model.precision):
             scorer.loss(batch).backward()
-        if accelerator.is_main_process and len(data.enc_valid):  # the no-grad graph too (rank 0 evaluates)
+        if len(data.enc_valid):  # the no-grad graph too (every process evaluates its shard)
             _, first = next(sorted_batches(tok, data.enc_valid, cfg.eval_batch_size))
             model.eval()
             with torch.no_grad(), autocast(model, model.precision):
@@ -545,30 +571,40 @@ def _loop(cfg, data: RunData, model, scorer, opt, sched, ckpt: Checkpointer, log
         with torch.no_grad():
             log.step(step + 1, loss=loss, mu_t=mu, raw_norm=raw_norm(model), lr=lr)
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+            # Every process evaluates its shard and gets the same metrics, so `best` agrees on all.
+            metrics = evaluate(scorer, spec, model.tokenizer, data.enc_valid, data.valid, cfg.eval_batch_size, device,
+                               accelerator)
+            improved = metrics[spec.main_metric] > best["score"]
+            if improved:
+                best = {"step": step + 1, "score": metrics[spec.main_metric], "metrics": metrics}
             if main:
-                metrics = evaluate(scorer, spec, model.tokenizer, data.enc_valid, data.valid, cfg.eval_batch_size, device)
                 log.evaluation(step + 1, metrics, spec.main_metric)
-                if metrics[spec.main_metric] > best["score"]:
-                    best = {"step": step + 1, "score": metrics[spec.main_metric], "metrics": metrics}
+                if improved:
                     ckpt.save_best(model, step + 1)
                 # Checkpoint last: everything up to here is redone identically after a kill.
                 ckpt.save_last(model, opt, device, step + 1, best)
-            accelerator.wait_for_everyone()
+            accelerator.wait_for_everyone()  # best/ is written before any process reads it (_finish)
     return "finished", None, best
 
 
-def _finish(cfg, rundir: RunDir, data: RunData, model, scorer, ckpt: Checkpointer, best, status, error, counts,
-            world, t_start) -> dict:
-    """Test the best state, export its prompt, write results.json."""
+def _test(cfg, rundir: RunDir, data: RunData, model, scorer, ckpt: Checkpointer, best, accelerator) -> dict | None:
+    """Test metrics of the best state (every process its shard); rank 0 exports its prompt."""
+    if best["step"] is None:
+        return None
+    with ckpt.best_state(model):
+        metrics = evaluate(scorer, data.spec, model.tokenizer, data.enc_test, data.test, cfg.eval_batch_size,
+                           accelerator.device, accelerator)
+        if accelerator.is_main_process and model.prompt_config.has_prompt:
+            export_prompt(model, rundir.export, cfg.backbone)
+    return metrics
+
+
+def _finish(cfg, rundir: RunDir, data: RunData, model, ckpt: Checkpointer, best, status, error, counts,
+            world, t_start, test_metrics) -> dict:
+    """Write results.json (rank 0)."""
     import transformers
 
-    spec, test_metrics = data.spec, None
-    if best["step"] is not None:
-        with ckpt.best_state(model):
-            test_metrics = evaluate(scorer, spec, model.tokenizer, data.enc_test, data.test, cfg.eval_batch_size,
-                                    next(model.parameters()).device)
-            if model.prompt_config.has_prompt:
-                export_prompt(model, rundir.export, cfg.backbone)
+    spec = data.spec
     steps = rundir.steps()
     results = {
         "status": status, "error": error, "task": cfg.task, "method": cfg.method.name, "backbone": cfg.backbone,
