@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ept.config import ENCODER_TYPES  # noqa: F401  (torch-free home: the config's lr default reads it)
 from ept.pooling import pool, read_pooling
 from ept.prompts import Init, PromptConfig, build_encoder
 from ept.registry import Registry
@@ -91,7 +92,6 @@ def resolve_backbone(name: str) -> tuple[str, BackboneSpec | None]:
     raise AssertionError  # unreachable
 
 
-ENCODER_TYPES = ("bert", "roberta", "distilbert", "electra", "xlm-roberta", "deberta", "deberta-v2", "mpnet")
 
 
 def backbone_kind(config) -> str:

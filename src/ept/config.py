@@ -15,6 +15,12 @@ from typing import Literal
 from ept.flags import validate
 
 PAPER_STEPS = 30_000  # the paper's budget on GPU; CPU defaults below are recorded in every run
+# The prompt lr of siamese pair tasks on an encoder (docs/tasks.md, "Learning rate"). The frozen
+# sentence-embedding model already scores these tasks (STS-B Pearson 0.87 zero-shot), and AdamW
+# moves every trainable coordinate by ~lr per step whatever the gradient: at the paper's 0.3 the
+# first step alone is ~5x MiniLM's embedding scale (coordinate std 0.056), EPT's mu_t jumps
+# 0.3 -> 400, and the run never recovers the zero-shot score. Chosen on STS-B validation.
+PAIR_PROMPT_LR = 0.01
 SCHEDULERS = ("constant", "linear")
 
 
@@ -28,8 +34,8 @@ class TrainConfig:
     method_options: dict = field(default_factory=dict, metadata={"help": "method switches, e.g. {hidden_size: 5}"})
     steps: int = field(default=400, metadata={"help": f"optimizer steps (paper: {PAPER_STEPS})", "min": 1})
     lr: float | None = field(default=None, metadata={
-        "help": "learning rate; default 0.3 for prompts, 1e-5 for ft, 1e-3 for lora/ia3", "gt": 0,
-        "unset": "the method's default"})
+        "help": f"learning rate; default 0.3 for prompts ({PAIR_PROMPT_LR:g} on siamese pair tasks), 1e-5 for ft, "
+                "1e-3 for lora/ia3", "gt": 0, "unset": "the method's default"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay", "min": 0})
     batch_size: int = field(default=16, metadata={"help": "global batch size (split over processes)", "min": 1})
     eval_every: int = field(default=100, metadata={"help": "steps between validation runs and checkpoints (paper: 1000)", "min": 1})
@@ -80,7 +86,7 @@ class TrainConfig:
         if self.warmup_steps >= self.steps:
             raise ValueError(f"warmup_steps={self.warmup_steps}: must be < steps={self.steps}")
         if self.lr is None:
-            self.lr = prompt_cfg.default_lr
+            self.lr = PAIR_PROMPT_LR if siamese_prompt_run(self, prompt_cfg) else prompt_cfg.default_lr
 
     def run_dir(self) -> Path:
         if self.out:
@@ -95,6 +101,38 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown config key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
         return cls(**d)
+
+
+def siamese_prompt_run(cfg: TrainConfig, prompt_cfg) -> bool:
+    """Does this run train a prompt for a siamese pair task on an encoder (`ept.heads.resolve_pair_encoding`)?
+    Reads the backbone's kind only in that case (a registry fact or the folder's config)."""
+    from ept.tasks import TASKS
+    from ept.tasks.spec import is_pair_task
+
+    spec = TASKS.get(cfg.task)
+    if not (prompt_cfg.has_prompt and cfg.pair_encoding == "siamese" and is_pair_task(spec) and spec.kind != "generation"):
+        return False
+    return is_encoder_backbone(cfg.backbone)
+
+
+# Torch-free backbone facts for the lr default above: the registered encoder backbone names
+# (`ept.backbones.BACKBONES`, kept in step by tests/test_pairs.py) and the BERT-family model types.
+ENCODER_BACKBONES = ("minilm", "all-minilm-l6-v2")
+ENCODER_TYPES = ("bert", "roberta", "distilbert", "electra", "xlm-roberta", "deberta", "deberta-v2", "mpnet")
+
+
+def is_encoder_backbone(name: str) -> bool:
+    """A registered encoder, or a local model folder whose config.json names a BERT-family type
+    (a hub id: unknown until loaded, so False: such runs keep the method's lr unless given)."""
+    import json
+
+    if name.lower() in ENCODER_BACKBONES:
+        return True
+    config = Path(name).expanduser() / "config.json"
+    try:
+        return json.loads(config.read_text()).get("model_type") in ENCODER_TYPES
+    except (OSError, ValueError):
+        return False
 
 
 def check_backbone(name: str) -> None:
