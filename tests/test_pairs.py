@@ -293,6 +293,27 @@ def test_train_run_both_encodings(tiny_bert, data_dir, tmp_path, pair_encoding):
     again = evaluate_run(tmp_path / "r")
     assert again["accuracy"] == pytest.approx(res["test"]["accuracy"])
     assert ("best_threshold_accuracy" in again) == siamese
+    # siamese: the init is validated too (step 0), so the best state is never below it
+    steps = [json.loads(line)["step"] for line in (tmp_path / "r" / "eval.jsonl").read_text().splitlines()]
+    assert steps == ([0, 2] if siamese else [2])
+    assert res["best_step"] in steps
+
+
+def test_pair_prompt_lr_default(tiny_bert):
+    """Unset lr: PAIR_PROMPT_LR for a prompt on a siamese pair task on an encoder, the method's
+    own default everywhere else; an explicit lr always wins."""
+    from ept.backbones import BACKBONES
+    from ept.config import ENCODER_BACKBONES, PAIR_PROMPT_LR, TrainConfig
+
+    assert PAIR_PROMPT_LR < 0.3
+    for kw in (dict(task="stsb"), dict(task="mrpc", method="pt"), dict(task="cb", backbone=tiny_bert)):
+        assert TrainConfig(**kw).lr == PAIR_PROMPT_LR, kw
+    for kw, lr in ((dict(task="sst2"), 0.3), (dict(task="stsb", pair_encoding="cross"), 0.3),
+                   (dict(task="rte", backbone="t5-base"), 0.3), (dict(task="stsb", method="ft"), 1e-5),
+                   (dict(task="stsb", lr=0.3), 0.3)):
+        assert TrainConfig(**kw).lr == lr, kw
+    registered = {n for n in BACKBONES.names() if BACKBONES.get(n).kind == "encoder"}
+    assert registered <= set(ENCODER_BACKBONES)  # the torch-free copy of the registry's encoders
 
 
 def test_zero_shot_matches_sentence_transformers_on_real_data(minilm, data_dir):
