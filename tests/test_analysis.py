@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from ept.cli import main
+from ept.method_configs import method_config
 from ept.train import TrainConfig, run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -37,7 +38,7 @@ def runs(tiny_bert, mini_data, tmp_path_factory):
              ("sst2", "pt", {}, 0.01, 0), ("sst2", "ept", {}, 0.01, 0), ("cola", "ept_star", {}, 0.3, 0)]
     for task, method, options, lr, seed in grid:
         name = f"{task}-{method}-{'-'.join(f'{k}={v}' for k, v in options.items()) or 'default'}-lr{lr}-s{seed}"
-        results = run(TrainConfig(task=task, method=method, method_options=options, lr=lr, seed=seed,
+        results = run(TrainConfig(task=task, method=method_config(method, **options), lr=lr, seed=seed,
                                   out=str(root / "sweep" / name), **base), progress=False)
         assert results["status"] == "finished", results
     # a failed run must be skipped and reported, not analysed
@@ -187,3 +188,63 @@ def test_bad_input(runs, tmp_path, capsys):
     assert main(["analyze", "norms", str(runs), "--out", str(tmp_path), "--token", "3"]) == 2
     assert "takes no option(s) token" in capsys.readouterr().err
     assert main(["analyze", "norms", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
+
+
+# ---------------------------------------------------------------- rows apart from drawing (issue 12)
+def test_rows_are_computed_without_matplotlib(runs, monkeypatch):
+    """Each analysis's tidy rows come from `*_rows` with matplotlib unimportable; only `draw_*` needs it."""
+    import sys
+
+    from ept.analysis import curves, geometry
+    from ept.analysis.runs import load_records
+
+    records, _ = load_records([str(runs)])
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith(("matplotlib.", "mpl_toolkits"))]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
+
+    norms = curves.norms_rows([r for r in records if r.name == "sst2-pt-default-lr0.3-s0"])
+    logged = [json.loads(x) for x in (runs / "sst2-pt-default-lr0.3-s0" / "steps.jsonl").read_text().splitlines()]
+    assert [(s["step"], s["mu_t"]) for s in norms["steps"]] == [(x["step"], x["mu_t"]) for x in logged]
+    assert [e["step"] for e in norms["evals"]] == [2, 4] and norms["metrics"] == {"sst2": "accuracy"}
+
+    hidden = curves.sweep_rows(curves._ept_only(records, "hidden_size"), "hidden",
+                               lambda r: r.options["hidden_size"], "test", lambda r: f"{r.method} (n={r.options['num_tokens']})")
+    h1 = next(g for g in hidden["groups"] if g["series"] == "ept (n=1)" and g["x"] == 1)
+    seeds = [_test_score(runs / f"sst2-ept-default-lr0.3-s{s}") for s in (0, 1)]
+    assert h1["n_seeds"] == 2 and math.isclose(h1["mean"], sum(seeds) / 2)
+
+    ablation = curves.ablation_rows(records)
+    assert ablation["variants"] == ["None", "+LayerNorm", "+RELU"]
+    assert {g["variant"]: g["n_seeds"] for g in ablation["groups"]} == {"None": 2, "+LayerNorm": 1, "+RELU": 1}
+    init = curves.init_rows(records)
+    assert init["inits"] == ["uniform", "label"] and [t["task"] for t in init["table"]] == ["cola", "sst2"]
+    assert init["table"][0]["label"] == "—"  # no label-init run on cola
+
+    sim = geometry.similarity_rows([r for r in records if r.name == "sst2-ept_star-default-lr0.3-s0"])
+    assert len(sim["cells"]) == 100 and math.isclose(sim["runs"][0]["mean_offdiag_cosine"], 1.0, abs_tol=1e-5)
+    with pytest.raises(ImportError):
+        curves.draw_ablation(ablation)  # drawing is the only step that needs matplotlib
+
+
+_BACKEND = """
+import sys, matplotlib
+matplotlib.use("pdf")  # the user's choice, made before
+from ept.analysis import run_analysis
+run_analysis("hidden", [sys.argv[1]], sys.argv[2])
+assert "matplotlib.pyplot" not in sys.modules, "an analysis imported pyplot"
+assert matplotlib.get_backend() == "pdf", matplotlib.get_backend()
+"""
+
+
+def test_analyses_leave_the_backend_alone(runs, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    env.update(PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"), OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", _BACKEND, str(runs), str(tmp_path)], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    _png_ok(tmp_path / "hidden.png")

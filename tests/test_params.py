@@ -191,3 +191,65 @@ def test_resprompt_switch_counts(layer_norm, b):
     config = method_config("resprompt", bottleneck=b, layer_norm=layer_norm, residual=False)
     expected = 10 * e + e * b + b + b * e + e + (2 * e if layer_norm else 0)
     assert param_counts("t5-large", config)["trainable"] == expected
+
+
+# ---------------------------------------------------------------- analytic counts, no torch (issue 12)
+_VARIANTS = [("pt", {}), ("pt", {"num_tokens": 3}), ("ptuning", {}), ("ptuning", {"hidden_size": 7}),
+             ("ptuning", {"encoder": "lstm"}), ("ptuning", {"encoder": "lstm", "lstm_layers": 3, "hidden_size": 5}),
+             ("resprompt", {}), ("resprompt", {"bottleneck": 9, "layer_norm": False, "num_tokens": 4}),
+             ("ept", {}), ("ept", {"hidden_size": 6, "bias": True, "layer_norm": True, "residual": True}),
+             ("ept_star", {"activation": "relu", "bias": True}), ("ept", {"num_tokens": 50})]
+
+
+@pytest.mark.parametrize("name,options", _VARIANTS, ids=[f"{n}-{o}" for n, o in _VARIANTS])
+@pytest.mark.parametrize("e", [32, 384])
+def test_encoder_params_formula_equals_the_torch_module(name, options, e):
+    from ept.prompts import build_encoder
+
+    config = method_config(name, **options)
+    assert config.encoder_params(e) == sum(p.numel() for p in build_encoder(config, e).parameters())
+
+
+@pytest.mark.parametrize("name", ["ft", "lora", "ia3"])
+def test_no_prompt_methods_have_no_analytic_count(name):
+    assert method_config(name).encoder_params(384) is None  # they depend on the backbone's layers
+
+
+@pytest.mark.parametrize("name", [n for n in ALL_METHODS if n not in ("ft", "lora", "ia3")])
+@pytest.mark.parametrize("backbone", ["t5-small", "minilm", "smollm2-135m"])
+def test_cli_counts_equal_param_counts(name, backbone):
+    from ept.commands.params import count_params
+
+    config = method_config(name)
+    assert count_params(backbone, config, 3, 2) == param_counts(backbone, config, 3, 2)
+
+
+def test_cli_counts_a_local_folder_from_its_config_json(tiny_t5_dir, tiny_bert):
+    from ept.backbone_specs import offline_embed_dim
+    from ept.commands.params import count_params
+
+    assert offline_embed_dim(tiny_t5_dir) == offline_embed_dim(tiny_bert) == 32
+    assert offline_embed_dim("google/t5-v1_1-base") is None  # a hub id: only transformers can tell
+    for folder in (tiny_t5_dir, tiny_bert):
+        for name in ("ept", "ptuning", "ft", "lora"):
+            assert count_params(folder, method_config(name)) == param_counts(folder, method_config(name))
+
+
+_NO_TORCH_PARAMS = """
+import json, sys
+from ept.cli import main
+assert main(['params', '--backbone', 'minilm', '--method', 'ept', '--json']) == 0
+assert "torch" not in sys.modules, sorted(m for m in sys.modules if m.startswith("torch"))[:5]
+"""
+
+
+def test_params_of_a_prompt_method_does_not_import_torch():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", _NO_TORCH_PARAMS], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout) == {"trainable": 3 * 384, "inference": 384}  # EPT on MiniLM: e + 2eh, h = 1

@@ -117,10 +117,8 @@ def _fake_run(root: Path, name: str, method: str, lr: float, seed: int, val: flo
     """A finished run folder as `ept train` leaves it (config.json + results.json), numbers chosen here."""
     folder = root / name
     folder.mkdir(parents=True)
-    from dataclasses import asdict
-
-    config = asdict(TrainConfig(task=task, method=method, backbone="t5-base", lr=lr, seed=seed, steps=30000,
-                                eval_mode=eval_mode, out=str(folder)))
+    config = TrainConfig(task=task, method=method, backbone="t5-base", lr=lr, seed=seed, steps=30000,
+                         eval_mode=eval_mode, out=str(folder)).to_dict()
     (folder / "config.json").write_text(json.dumps(config))
     main_metric = "avg" if task == "cb" else "accuracy"
     results = {"status": "finished", "task": task, "method": method, "backbone": "t5-base", "seed": seed,

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ import torch
 
 import ept.train as train_mod
 from ept.checkpoint import CheckpointError
+from ept.method_configs import EPTConfig
 from ept.rundir import RunDir, RunDirError, RunLockedError, StaleRunError, atomic_write_text, read_jsonl
 from ept.train import TrainConfig, run
 
@@ -312,7 +313,7 @@ def test_linear_schedule_decays_to_zero_at_the_last_step(tiny_bert, mini_data, t
     assert sched.get_last_lr() == [0.0]
     _, resumed = setup_optimizer(cfg, model, start=2)
     assert resumed.get_last_lr() == pytest.approx([0.1])
-    warm = TrainConfig(**{**asdict(cfg), "warmup_steps": 2, "lr_scheduler": "constant"})
+    warm = dataclasses.replace(cfg, warmup_steps=2, lr_scheduler="constant")
     _, sched = setup_optimizer(warm, model)
     assert sched.get_last_lr() == [0.0]
 
@@ -343,8 +344,8 @@ def test_no_decay_on_biases_and_norm_weights(tiny_bert, mini_data, tmp_path):
     from ept.tasks import get_task
     from ept.train import setup_model, setup_optimizer
 
-    opts = {"layer_norm": True, "bias": True}
-    cfg = _cfg(tiny_bert, mini_data, tmp_path / "d", method_options=opts, decay_norm_and_bias=False)
+    opts = EPTConfig(layer_norm=True, bias=True)
+    cfg = _cfg(tiny_bert, mini_data, tmp_path / "d", method=opts, decay_norm_and_bias=False)
     model, _ = setup_model(cfg, get_task("sst2"), torch.device("cpu"))
     opt, _ = setup_optimizer(cfg, model)
     names = {id(p): n for n, p in model.named_parameters()}
@@ -352,7 +353,7 @@ def test_no_decay_on_biases_and_norm_weights(tiny_bert, mini_data, tmp_path):
     assert opt.param_groups[0]["weight_decay"] == 0.01 and opt.param_groups[1]["weight_decay"] == 0.0
     assert sorted(decay) == ["encoder.phi.0.weight", "encoder.phi.2.weight", "encoder.prompt"]
     assert sorted(no_decay) == ["encoder.phi.0.bias", "encoder.phi.2.bias", "encoder.phi.3.bias", "encoder.phi.3.weight"]
-    default, _ = setup_optimizer(_cfg(tiny_bert, mini_data, tmp_path / "d", method_options=opts), model)
+    default, _ = setup_optimizer(_cfg(tiny_bert, mini_data, tmp_path / "d", method=opts), model)
     assert len(default.param_groups) == 1  # today's behaviour stays the default
 
 

@@ -203,3 +203,26 @@ def test_generation_on_an_encoder_folder_is_caught_too(tiny_bert, tiny_t5_dir, t
     with pytest.raises(SweepError, match=r"eval_mode: 'generate' needs .* is an encoder"):
         expand({"out": str(tmp_path), "backbone": tiny_bert, "eval_mode": "generate"}, check_data=False)
     assert expand({"out": str(tmp_path), "backbone": tiny_t5_dir, "eval_mode": "generate"}, check_data=False).runs
+
+
+def test_grid_over_method_options_keeps_folders_written_before_typed_configs(tmp_path):
+    """A grid `hidden_size: [1, 5]` once recorded `{hidden_size: 1}` (the default, as given); the same
+    spec now records `{}`: the folder is the same run (not stale), and typed configs come back."""
+    from ept.config import TrainConfig
+    from ept.method_configs import LoRAConfig
+    from ept.rundir import RunDir
+    from ept.sweep import run_state, stale_keys
+
+    spec = {"out": str(tmp_path), "steps": 10, "grid": {"methods": ["ept"], "hidden_size": [1, 5]}}
+    runs = {r.name: r for r in expand(spec, check_data=False).runs}
+    h1, h5 = runs["sst2-ept-hidden_size=1-s0"], runs["sst2-ept-hidden_size=5-s0"]
+    assert (h1.config["method_options"], h5.config["method_options"]) == ({}, {"hidden_size": 5})
+    assert TrainConfig.from_dict(h5.config).method.hidden_size == 5
+    RunDir(h1.config["out"]).path.mkdir(parents=True)
+    RunDir(h1.config["out"]).write_config({**h1.config, "method_options": {"hidden_size": 1}})  # the old spelling
+    assert stale_keys(h1) == [] and run_state(h1) == "pending"
+    RunDir(h5.config["out"]).path.mkdir(parents=True)
+    RunDir(h5.config["out"]).write_config({**h5.config, "method_options": {"hidden_size": 4}})
+    assert stale_keys(h5) == ["method_options: {'hidden_size': 4} -> {'hidden_size': 5}"]
+    lora = expand({"out": str(tmp_path), "steps": 10, "method": "lora", "grid": {"lora_r": [4, 8]}}, check_data=False)
+    assert [TrainConfig.from_dict(r.config).method for r in lora.runs] == [LoRAConfig(lora_r=4), LoRAConfig(lora_r=8)]

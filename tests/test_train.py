@@ -93,7 +93,7 @@ def test_config_precedence_and_bad_input(tiny_bert, data_dir, tmp_path, capsys):
     cfg_file.write_text("task: rte\nsteps: 7\nlr: 0.1\nmethod_options: {hidden_size: 5}\n")
     args = build_parser().parse_args(["train", "--config", str(cfg_file), "--steps", "9", "--method", "ept"])
     cfg = config_from_args(args)
-    assert (cfg.task, cfg.steps, cfg.lr, cfg.method_options) == ("rte", 9, 0.1, {"hidden_size": 5})
+    assert (cfg.task, cfg.steps, cfg.lr, cfg.method.name, cfg.method.hidden_size) == ("rte", 9, 0.1, "ept", 5)
     cfg_file.write_text("task: rte\nstepz: 7\n")
     assert main(["train", "--config", str(cfg_file)]) == 2
     assert "stepz" in capsys.readouterr().err

@@ -72,7 +72,7 @@ def test_config_file_values_are_validated(text, needles, capsys, tmp_path):
 
 def test_task_names_are_normalised_to_the_registry():
     cfg = TrainConfig(task="CB", method="EPT*")
-    assert (cfg.task, cfg.method) == ("cb", "ept_star")
+    assert (cfg.task, cfg.method.name) == ("cb", "ept_star")
     assert cfg.run_dir().name.startswith("cb-ept_star-")
 
 
@@ -81,7 +81,8 @@ def test_typed_values_from_files_are_coerced():
                                  "method_options": {"hidden_size": "5", "activation": "relu", "bias": "true"}})
     assert (cfg.steps, cfg.lr, cfg.max_length, cfg.tensorboard) == (10, 1e-3, 64, False)
     assert type(cfg.steps) is int and type(cfg.lr) is float and type(cfg.max_length) is int
-    assert cfg.method_options == {"hidden_size": 5, "activation": "relu", "bias": True}  # recorded typed
+    assert (cfg.method.hidden_size, cfg.method.activation.value, cfg.method.bias) == (5, "relu", True)  # typed
+    assert cfg.to_dict()["method_options"] == {"hidden_size": 5, "bias": True, "activation": "relu"}  # recorded typed
 
 
 def test_out_pointing_at_a_file(capsys, tmp_path):

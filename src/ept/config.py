@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from ept.flags import validate
+from ept.method_configs import EPTConfig, MethodConfig, drop_legacy, method_config
 
 PAPER_STEPS = 30_000  # the paper's budget on GPU; CPU defaults below are recorded in every run
 # The prompt lr of siamese pair tasks on an encoder (docs/tasks.md, "Learning rate"). The frozen
@@ -29,9 +30,12 @@ class TrainConfig:
     """Everything a run depends on; the resolved copy is written to RUN/config.json."""
 
     task: str = field(default="sst2", metadata={"help": "task name (ept ls)"})
-    method: str = field(default="ept", metadata={"help": "pt | ptuning | resprompt | ept | ept_star | ft | lora | ia3"})
+    # The typed method config (`ept.method_configs`): `TrainConfig(method=EPTConfig(hidden_size=5))`,
+    # or a registry name (`method="ept*"`). In files and config.json it is `method: NAME` plus
+    # `method_options: {switches that differ from the method's defaults}` (`to_dict`, `from_dict`).
+    method: MethodConfig = field(default_factory=EPTConfig, metadata={
+        "help": "pt | ptuning | resprompt | ept | ept_star | ft | lora | ia3"})
     backbone: str = field(default="minilm", metadata={"help": "minilm | t5-small | t5-base | t5-large | a model folder or hub id"})
-    method_options: dict = field(default_factory=dict, metadata={"help": "method switches, e.g. {hidden_size: 5}"})
     steps: int = field(default=400, metadata={"help": f"optimizer steps (paper: {PAPER_STEPS})", "min": 1})
     lr: float | None = field(default=None, metadata={
         "help": f"learning rate; default 0.3 for prompts ({PAIR_PROMPT_LR:g} on siamese pair tasks), 1e-5 for ft, "
@@ -73,66 +77,98 @@ class TrainConfig:
         "help": "siamese: training pairs used to fit the head's threshold/anchors at setup", "min": 2})
 
     def __post_init__(self):
-        from ept.method_configs import METHODS, method_config
         from ept.tasks import TASKS
 
-        validate(self)  # types and ranges of every field
+        if isinstance(self.method, str):
+            self.method = method_config(self.method)  # `ept*` -> EPTStarConfig()
+        if not isinstance(self.method, MethodConfig):
+            raise ValueError(f"method={self.method!r}: expected a method name (`ept ls`) or a method config")
+        validate(self)  # types and ranges of every field (the method config validated itself)
         self.task = TASKS.canonical(self.task)  # `CB` -> `cb`: run names and results use the registry's name
-        self.method = METHODS.canonical(self.method)
-        prompt_cfg = method_config(self.method, **self.method_options)  # validates the switches now
-        typed = prompt_cfg.to_dict()  # the options as their fields' types ("5" from a file -> 5)
-        self.method_options = {k: typed[k] for k in self.method_options if self.method_options[k] is not None}
         check_backbone(self.backbone)
         if self.warmup_steps >= self.steps:
             raise ValueError(f"warmup_steps={self.warmup_steps}: must be < steps={self.steps}")
         if self.lr is None:
-            self.lr = PAIR_PROMPT_LR if siamese_prompt_run(self, prompt_cfg) else prompt_cfg.default_lr
+            self.lr = PAIR_PROMPT_LR if siamese_prompt_run(self) else self.method.default_lr
 
     def run_dir(self) -> Path:
         if self.out:
             return Path(self.out)
-        name = f"{self.task}-{self.method}-{Path(self.backbone).name}-s{self.seed}"
+        name = f"{self.task}-{self.method.name}-{Path(self.backbone).name}-s{self.seed}"
         return Path("runs") / name
 
     @classmethod
+    def keys(cls) -> set[str]:
+        """The keys of a config file, a sweep spec and config.json."""
+        return {f.name for f in fields(cls)} | {"method_options"}
+
+    def to_dict(self) -> dict:
+        """The JSON form (RUN/config.json, the identity hash): the fields in order, `method` as its
+        name and `method_options` after `backbone`: the same keys and values as before the method
+        became typed, so existing run folders keep their identity."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.name if f.name == "method" else value
+            if f.name == "backbone":
+                out["method_options"] = self.method.options()
+        return out
+
+    @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        allowed = {f.name for f in fields(cls)}
+        """From a config file, a sweep run or config.json: `method` a name (or a method config),
+        `method_options` its switches (typed and range-checked by the method's config)."""
+        allowed = cls.keys()
         unknown = sorted(set(d) - allowed)
         if unknown:
             raise ValueError(f"unknown config key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        d = dict(d)
+        options = d.pop("method_options", None) or {}
+        if not isinstance(options, dict):
+            raise ValueError(f"method_options={options!r}: expected a mapping of method switches, e.g. {{hidden_size: 5}}")
+        method = d.get("method", "ept")
+        if isinstance(method, MethodConfig):
+            options, method = {**method.options(), **options}, method.name
+        if not isinstance(method, str):
+            raise ValueError(f"method={method!r}: expected a method name (`ept ls`)")
+        d["method"] = method_config(method, **drop_legacy(method, options))
         return cls(**d)
 
+    @classmethod
+    def defaults(cls) -> dict:
+        """`to_dict()` of the defaults, without validating them (a config.json written before a
+        field existed lacks it; the identity check fills it in)."""
+        from dataclasses import MISSING
 
-def siamese_prompt_run(cfg: TrainConfig, prompt_cfg) -> bool:
+        out = {}
+        for f in fields(cls):
+            value = f.default if f.default is not MISSING else f.default_factory()
+            out[f.name] = value.name if f.name == "method" else value
+            if f.name == "backbone":
+                out["method_options"] = {}
+        return out
+
+
+def canonical_options(method: str, options: dict) -> dict:
+    """`method_options` as `to_dict` writes them today: typed, defaults dropped, the prompt fields
+    of an older ft/lora/ia3 config.json gone. Unreadable ones (an unknown method) stay as they are."""
+    try:
+        return method_config(method, **drop_legacy(method, options)).options()
+    except (KeyError, ValueError, TypeError):
+        return options
+
+
+def siamese_prompt_run(cfg: TrainConfig) -> bool:
     """Does this run train a prompt for a siamese pair task on an encoder (`ept.heads.resolve_pair_encoding`)?
     Reads the backbone's kind only in that case (a registry fact or the folder's config)."""
+    from ept.backbone_specs import is_encoder_backbone
     from ept.tasks import TASKS
     from ept.tasks.spec import is_pair_task
 
     spec = TASKS.get(cfg.task)
-    if not (prompt_cfg.has_prompt and cfg.pair_encoding == "siamese" and is_pair_task(spec) and spec.kind != "generation"):
+    if not (cfg.method.has_prompt and cfg.pair_encoding == "siamese" and is_pair_task(spec) and spec.kind != "generation"):
         return False
     return is_encoder_backbone(cfg.backbone)
-
-
-# Torch-free backbone facts for the lr default above: the registered encoder backbone names
-# (`ept.backbones.BACKBONES`, kept in step by tests/test_pairs.py) and the BERT-family model types.
-ENCODER_BACKBONES = ("minilm", "all-minilm-l6-v2")
-ENCODER_TYPES = ("bert", "roberta", "distilbert", "electra", "xlm-roberta", "deberta", "deberta-v2", "mpnet")
-
-
-def is_encoder_backbone(name: str) -> bool:
-    """A registered encoder, or a local model folder whose config.json names a BERT-family type
-    (a hub id: unknown until loaded, so False: such runs keep the method's lr unless given)."""
-    import json
-
-    if name.lower() in ENCODER_BACKBONES:
-        return True
-    config = Path(name).expanduser() / "config.json"
-    try:
-        return json.loads(config.read_text()).get("model_type") in ENCODER_TYPES
-    except (OSError, ValueError):
-        return False
 
 
 def check_backbone(name: str) -> None:

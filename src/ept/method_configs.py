@@ -37,12 +37,11 @@ class Activation(str, enum.Enum):
 
 
 @dataclass
-class PromptConfig:
-    """Fields shared by every prompt method."""
+class MethodConfig:
+    """What every method config has: its registry name and class-level facts, the type/range
+    validation of its fields and the dict form written into checkpoints. No fields of its own:
+    prompt methods add theirs in `PromptConfig`, ft/lora/ia3 theirs in their own classes."""
 
-    num_tokens: int = field(default=10, metadata={"help": "n: prompt tokens prepended to the input", "min": 1})
-    init: Init = field(default=Init.UNIFORM, metadata={"help": "uniform | vocab | label | text (paper Table 6)"})
-    init_text: str | None = field(default=None, metadata={"help": "text for init=text"})
     method: ClassVar[str] = ""
     trains_backbone: ClassVar[bool] = False
     has_prompt: ClassVar[bool] = True  # False for ft and the PEFT-injected baselines
@@ -50,18 +49,53 @@ class PromptConfig:
 
     def __post_init__(self):
         validate(self)  # types and ranges of every field, from its annotation and metadata
-        if self.init is Init.TEXT and not self.init_text:
-            raise ValueError("init=text needs init_text")
-        if self.init is not Init.TEXT and self.init_text:
-            raise ValueError(f"init_text is only used with init=text, not init={self.init.value}")
+
+    @property
+    def name(self) -> str:
+        """The registry name (`ept_star` for `ept*`), as in run folders and results."""
+        return self.method
 
     def to_dict(self) -> dict:
         d = {k: (v.value if isinstance(v, enum.Enum) else v) for k, v in asdict(self).items()}
         return {"method": self.method, **d}
 
+    def options(self) -> dict:
+        """The fields that differ from the method's defaults: `method_options` in config.json.
+        A default given explicitly is the same run as one left out."""
+        default = type(self)().to_dict()
+        return {k: v for k, v in self.to_dict().items() if k != "method" and v != default[k]}
+
+    def inference_params(self, embed_dim: int) -> int:
+        return 0  # no prompt: ft counts the whole backbone, lora/ia3 their layers (backbones.param_counts)
+
+    def encoder_params(self, embed_dim: int) -> int | None:
+        """Trainable parameters of the prompt encoder (`ept.prompts`), counted from the config
+        alone so `ept params` needs no torch; None when they depend on the backbone's layers
+        (ft, lora, ia3). tests/test_params.py checks every formula against the torch module."""
+        return None
+
+
+@dataclass
+class PromptConfig(MethodConfig):
+    """Fields shared by every prompt method."""
+
+    num_tokens: int = field(default=10, metadata={"help": "n: prompt tokens prepended to the input", "min": 1})
+    init: Init = field(default=Init.UNIFORM, metadata={"help": "uniform | vocab | label | text (paper Table 6)"})
+    init_text: str | None = field(default=None, metadata={"help": "text for init=text"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.init is Init.TEXT and not self.init_text:
+            raise ValueError("init=text needs init_text")
+        if self.init is not Init.TEXT and self.init_text:
+            raise ValueError(f"init_text is only used with init=text, not init={self.init.value}")
+
     def inference_params(self, embed_dim: int) -> int:
         """Floats needed at inference: the projected prompt, network discarded (paper Table 4)."""
         return self.num_tokens * embed_dim
+
+    def encoder_params(self, embed_dim: int) -> int | None:
+        return self.num_tokens * embed_dim  # the raw prompt P (n, e); subclasses add their network
 
 
 # --------------------------------------------------------------------------- PT (Lester et al.)
@@ -82,6 +116,15 @@ class PTuningConfig(PromptConfig):
     lstm_layers: int = field(default=2, metadata={"help": "LSTM layers (PEFT encoder_num_layers; lstm only)", "min": 1})
     method: ClassVar[str] = "ptuning"
 
+    def encoder_params(self, embed_dim: int) -> int:
+        e, h = embed_dim, self.hidden_size or embed_dim
+        if self.encoder == "mlp":  # Linear(e,h) ReLU Linear(h,h) ReLU Linear(h,e), with biases
+            return super().encoder_params(e) + (e * h + h) + (h * h + h) + (h * e + e)
+        # bi-LSTM: per layer and direction 4h x (input + h) weights and two 4h biases; layer 0 reads
+        # e, the others 2h; then Linear(2h,2h) ReLU Linear(2h,e)
+        lstm = sum(2 * (4 * h * ((e if i == 0 else 2 * h) + h) + 8 * h) for i in range(self.lstm_layers))
+        return super().encoder_params(e) + lstm + (4 * h * h + 2 * h) + (2 * h * e + e)
+
     def __post_init__(self):
         super().__post_init__()
         if self.encoder == "mlp" and self.lstm_layers != 2:
@@ -99,6 +142,10 @@ class ResPromptConfig(PromptConfig):
     layer_norm: bool = field(default=True, metadata={"help": "LayerNorm at the end of the branch"})
     residual: bool = field(default=True, metadata={"help": "add the raw prompt to the branch output"})
     method: ClassVar[str] = "resprompt"
+
+    def encoder_params(self, embed_dim: int) -> int:
+        e, b = embed_dim, self.bottleneck  # Linear(e,b) ReLU Linear(b,e) [LayerNorm(e)]
+        return super().encoder_params(e) + (e * b + b) + (b * e + e) + (2 * e if self.layer_norm else 0)
 
 
 # --------------------------------------------------------------------------- EPT / EPT*
@@ -119,6 +166,10 @@ class EPTConfig(PromptConfig):
     def inference_params(self, embed_dim: int) -> int:
         return embed_dim  # one vector, broadcast n times at no cost
 
+    def encoder_params(self, embed_dim: int) -> int:
+        e, h = embed_dim, self.hidden_size  # P1 (1, e), W_down (h, e), W_up (e, h) [+ biases] [LayerNorm(e)]
+        return e + 2 * e * h + ((h + e) if self.bias else 0) + (2 * e if self.layer_norm else 0)
+
 
 @dataclass
 class EPTStarConfig(EPTConfig):
@@ -128,44 +179,26 @@ class EPTStarConfig(EPTConfig):
 
 # --------------------------------------------------------------------------- FT (baseline)
 @dataclass
-class FTConfig(PromptConfig):
-    """Full fine-tuning of the backbone: no prompt at all (num_tokens is ignored and must stay 1)."""
+class FTConfig(MethodConfig):
+    """Full fine-tuning of the backbone: no prompt, no switches."""
 
-    num_tokens: int = field(default=1, metadata={"help": "unused by ft", "min": 1})
     method: ClassVar[str] = "ft"
     trains_backbone: ClassVar[bool] = True
     has_prompt: ClassVar[bool] = False
     default_lr: ClassVar[float] = 1e-5  # the paper's fine-tuning lr
 
-    def __post_init__(self):
-        super().__post_init__()
-        if self.num_tokens != 1 or self.init is not Init.UNIFORM:
-            raise ValueError("ft has no prompt: num_tokens and init cannot be set")
-
-    def inference_params(self, embed_dim: int) -> int:
-        return 0  # counted by the caller as the whole backbone
-
 
 # --------------------------------------------------------------------------- PEFT-library baselines
 @dataclass
-class _InjectedConfig(PromptConfig):
+class _InjectedConfig(MethodConfig):
     """Methods that add no prompt but inject trainable layers through the PEFT library
-    (`peft.inject_adapter_in_model`), for the paper's Table 4 comparison. num_tokens/init unused."""
+    (`peft.inject_adapter_in_model`), for the paper's Table 4 comparison."""
 
-    num_tokens: int = field(default=1, metadata={"help": "unused by PEFT-injected methods", "min": 1})
     has_prompt: ClassVar[bool] = False
     default_lr: ClassVar[float] = 1e-3  # LoRA/(IA)^3's usual order; 0.3 would diverge
 
-    def __post_init__(self):
-        super().__post_init__()
-        if self.num_tokens != 1 or self.init is not Init.UNIFORM:
-            raise ValueError(f"{self.method} has no prompt: num_tokens and init cannot be set")
-
     def peft_config(self):
         raise NotImplementedError
-
-    def inference_params(self, embed_dim: int) -> int:
-        return 0  # counted on the backbone by backbones.param_counts
 
 
 @dataclass
@@ -200,7 +233,7 @@ class IA3Config(_InjectedConfig):
 @dataclass(frozen=True)
 class Method:
     name: str
-    config_cls: type[PromptConfig]
+    config_cls: type[MethodConfig]
     summary: str
 
     @property
@@ -228,19 +261,36 @@ register_method("lora", LoRAConfig, "LoRA through the PEFT library (r=8, no prom
 register_method("ia3", IA3Config, "(IA)^3 through the PEFT library (no prompt)")
 
 
-def method_config(name: str, **overrides) -> PromptConfig:
+def method_config(name: str, **overrides) -> MethodConfig:
     """Build a method's config; a switch the method does not have is an error naming the allowed ones."""
     method = METHODS.get(name)
     allowed = {f.name for f in fields(method.config_cls)}
     unknown = sorted(k for k, v in overrides.items() if k not in allowed and v is not None)
     if unknown:
-        raise ValueError(f"method {method.name!r} has no option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        what = f"{method.name} has no prompt: " if not method.config_cls.has_prompt and _PROMPT_FIELDS & set(unknown) else ""
+        raise ValueError(f"{what}method {method.name!r} has no option(s) {', '.join(unknown)}; "
+                         f"allowed: {', '.join(sorted(allowed)) or 'none'}")
     return method.config_cls(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def config_from_dict(d: dict) -> PromptConfig:
+# What configs of ft/lora/ia3 held before they stopped inheriting the prompt fields: checkpoints
+# and config.json files written then still carry them, at these values (nothing else was allowed).
+_PROMPT_FIELDS = {"num_tokens", "init", "init_text"}
+_LEGACY_NO_PROMPT = {"num_tokens": 1, "init": "uniform", "init_text": None}
+
+
+def config_from_dict(d: dict) -> MethodConfig:
+    """The config of a stored dict (`MethodConfig.to_dict()`, a checkpoint's `prompt` entry)."""
     d = dict(d)
-    return method_config(d.pop("method"), **d)
+    name = d.pop("method")
+    return method_config(name, **drop_legacy(name, d))
+
+
+def drop_legacy(name: str, options: dict) -> dict:
+    """`options` without the prompt fields an older ft/lora/ia3 config stored at their only values."""
+    if METHODS.get(name).config_cls.has_prompt:
+        return dict(options)
+    return {k: v for k, v in options.items() if not (k in _LEGACY_NO_PROMPT and v == _LEGACY_NO_PROMPT[k])}
 
 
 def option_names() -> set[str]:

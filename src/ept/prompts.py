@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ept.method_configs import (METHODS, Activation, EPTConfig, EPTStarConfig, FTConfig, IA3Config,  # noqa: F401
-                                Init, LoRAConfig, Method, PromptConfig, PTConfig, PTuningConfig, ResPromptConfig,
+                                Init, LoRAConfig, Method, MethodConfig, PromptConfig, PTConfig, PTuningConfig, ResPromptConfig,
                                 config_from_dict, method_config, register_method)
 
 ACTIVATIONS: dict[Activation, Callable[[], nn.Module]] = {
@@ -138,7 +138,7 @@ ENCODERS: dict[str, type[nn.Module]] = {
 }
 
 
-def build_encoder(config: PromptConfig, embed_dim: int) -> nn.Module:
+def build_encoder(config: MethodConfig, embed_dim: int) -> nn.Module:
     return ENCODERS[METHODS.canonical(config.method)](config, embed_dim)
 
 

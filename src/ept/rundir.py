@@ -150,6 +150,12 @@ def identity(config: dict, defaults: dict | None = None) -> dict:
     out = {**(defaults or {}), **config}
     for key in NOT_IDENTITY + (PAIR_KEYS if not _is_pair_task(out.get("task")) else ()):
         out.pop(key, None)
+    if out.get("method") and isinstance(out.get("method_options"), dict):
+        from ept.config import canonical_options  # torch-free
+
+        # `{hidden_size: 1}` (ept's default, written by older versions when given) is `{}`: the same
+        # run. (Such a folder's stored config_hash, taken on the old spelling, differs; none is compared.)
+        out["method_options"] = canonical_options(out["method"], out["method_options"])
     if out.get("data_dir"):
         out["data_dir"] = normalise_path(out["data_dir"])
     if out.get("backbone") and os.path.exists(os.path.expanduser(str(out["backbone"]))):
@@ -177,16 +183,11 @@ def config_diff(old: dict, new: dict) -> list[str]:
 
 
 def train_defaults() -> dict:
-    """TrainConfig's field defaults (a config.json written before a field existed lacks it)."""
-    from dataclasses import MISSING, fields
+    """TrainConfig's defaults as config.json spells them (a config.json written before a field
+    existed lacks it)."""
+    from ept.config import TrainConfig
 
-    try:  # the torch-free home of the config, where it exists
-        from ept.config import TrainConfig
-    except ImportError:
-        from ept.train import TrainConfig
-
-    return {f.name: (f.default if f.default is not MISSING else f.default_factory())
-            for f in fields(TrainConfig) if f.default is not MISSING or f.default_factory is not MISSING}
+    return TrainConfig.defaults()
 
 
 # ------------------------------------------------------------------------------ the folder

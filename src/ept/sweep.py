@@ -42,7 +42,7 @@ import os
 import re
 import time
 import traceback
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PLURALS = {"tasks": "task", "methods": "method", "seeds": "seed", "backbones": "backbone", "lrs": "lr"}
@@ -75,9 +75,9 @@ class Sweep:
 
 # ------------------------------------------------------------------------------ spec -> runs
 def _method_option_names() -> set[str]:
-    from ept.prompts import METHODS
+    from ept.method_configs import option_names
 
-    return {f.name for _, m in METHODS.items() for f in fields(m.config_cls)} - {"method"}
+    return option_names()
 
 
 def _slug(value) -> str:
@@ -104,7 +104,8 @@ def run_name(grid_values: dict, fixed: dict) -> str:
 
 def _backbone_kind(name: str) -> str | None:
     """seq2seq | encoder | ... without loading weights; None when only loading can tell (a hub id)."""
-    from ept.backbones import BACKBONES, backbone_config, backbone_kind
+    from ept.backbone_specs import BACKBONES
+    from ept.backbones import backbone_config, backbone_kind
 
     if name in BACKBONES:
         return BACKBONES.get(name).kind
@@ -199,12 +200,12 @@ def _check_data(configs: list[dict]) -> list[str]:
 def _validate(spec: dict, out, where: str) -> tuple[dict, dict, dict, set, set]:
     """(fixed, grid, task_overrides, TrainConfig keys, method switch names) of a spec; raises
     SweepError listing every problem of its keys and names."""
-    from ept.prompts import METHODS
+    from ept.config import TrainConfig
+    from ept.method_configs import METHODS
     from ept.tasks import get_task
-    from ept.train import TrainConfig
 
     errors: list[str] = []
-    train_keys = {f.name for f in fields(TrainConfig)} - {"out"}
+    train_keys = TrainConfig.keys() - {"out"}
     option_keys = _method_option_names()
     fixed = {k: v for k, v in spec.items() if k not in SPEC_KEYS}
     for key in sorted(set(fixed) - train_keys):
@@ -274,7 +275,7 @@ def expand(spec: dict, out: str | Path | None = None, source: str | None = None,
     """A validated Sweep from a spec mapping; raises SweepError listing every problem."""
     if isinstance(spec, dict) and "grids" in spec:
         return _expand_union(spec, out, source, check_data)
-    from ept.train import TrainConfig
+    from ept.config import TrainConfig
 
     where = f"{source}: " if source else ""
     if not isinstance(spec, dict):
@@ -301,7 +302,7 @@ def expand(spec: dict, out: str | Path | None = None, source: str | None = None,
         name = run_name(values, fixed)
         config["out"] = str(Path(root).expanduser().resolve() / name)
         try:
-            resolved = asdict(TrainConfig.from_dict(config))
+            resolved = TrainConfig.from_dict(config).to_dict()
         except (ValueError, KeyError, TypeError) as err:
             config_errors.append(f"{name}: {err}")
             continue

@@ -30,7 +30,7 @@ import json
 import functools
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -138,12 +138,12 @@ def setup_model(cfg: TrainConfig, spec, device):
     """(PromptedModel on `device` in train mode, its scorer)."""
     from ept.backbones import PromptedModel, load_backbone
     from ept.heads import make_scorer
-    from ept.prompts import Init, method_config
+    from ept.prompts import Init
 
     backbone, tokenizer = load_backbone(cfg.backbone, dtype=getattr(torch, cfg.dtype))
-    prompt_cfg = method_config(cfg.method, **cfg.method_options)
+    prompt_cfg = cfg.method  # the typed method config
     label_ids = None
-    if prompt_cfg.init is Init.LABEL:
+    if getattr(prompt_cfg, "init", None) is Init.LABEL:  # ft/lora/ia3 have no prompt init
         label_ids = tokenizer(" ".join(spec.label_words), add_special_tokens=False)["input_ids"]
     n_labels = len(spec.label_words) if cfg.linear_head else 0
     model = PromptedModel(backbone, tokenizer, prompt_cfg, n_labels, init_token_ids=label_ids).to(device)
@@ -327,7 +327,7 @@ class Checkpointer:
 
     @property
     def cfg_hash(self) -> str:
-        return config_hash(identity(asdict(self.cfg)))
+        return config_hash(identity(self.cfg.to_dict()))
 
 
 # ------------------------------------------------------------------------------ metrics
@@ -344,7 +344,7 @@ class MetricLog:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(rundir.tb), purge_step=start + 1)
-        self.bar = tqdm(total=cfg.steps, initial=start, disable=not (enabled and progress), desc=f"{cfg.task}/{cfg.method}")
+        self.bar = tqdm(total=cfg.steps, initial=start, disable=not (enabled and progress), desc=f"{cfg.task}/{cfg.method.name}")
 
     def step(self, step: int, **row) -> None:
         if not self.enabled:
@@ -379,7 +379,7 @@ class MetricLog:
 def claim(cfg: TrainConfig, rundir: RunDir) -> dict | None:
     """Rank 0, lock held: the identity check, THEN the finished shortcut (a finished run of another
     config must never pass for this one). Returns the results of a finished run of this config."""
-    rundir.check_identity(asdict(cfg), cfg.overwrite)
+    rundir.check_identity(cfg.to_dict(), cfg.overwrite)
     done = rundir.read_results()
     if done and done.get("status") == "finished":
         test = (done.get("test") or {}).get(done.get("main_metric"))
@@ -420,7 +420,7 @@ def run(cfg: TrainConfig, progress: bool = True) -> dict | None:
 
 def _banner(cfg, data: RunData, model, counts, world, device) -> str:
     max_len = cfg.max_length or data.spec.max_length
-    return (f"ept train: {cfg.task} ({data.task.source}) | {cfg.method} on {cfg.backbone} | "
+    return (f"ept train: {cfg.task} ({data.task.source}) | {cfg.method.name} on {cfg.backbone} | "
             f"trainable params: {counts['trainable']:,} || inference params: {counts['inference']:,} | "
             f"train/val/test {len(data.task.train)}/{len(data.valid)}/{len(data.test)} | steps {data.start}->{cfg.steps} | "
             f"batch {cfg.batch_size} x {world} proc | lr {cfg.lr:g} {cfg.lr_scheduler} | device {device} {cfg.dtype}"
@@ -453,7 +453,7 @@ def _train(cfg: TrainConfig, rundir: RunDir, accelerator, progress: bool) -> dic
                                         head_params)["inference"]}
     start, best = ckpt.load_last(model, opt, device) if state else (0, {"step": None, "score": -math.inf, "metrics": None})
     if main:
-        rundir.write_config(asdict(cfg))
+        rundir.write_config(cfg.to_dict())
         rundir.write_env(collect_env())
         rundir.trim_logs(start, warn=lambda m: print(f"ept train: warning: {m}"))
         print(_banner(cfg, data, model, counts, world, device))
@@ -522,7 +522,7 @@ def _finish(cfg, rundir: RunDir, data: RunData, model, scorer, ckpt: Checkpointe
                 export_prompt(model, rundir.export, cfg.backbone)
     steps = rundir.steps()
     results = {
-        "status": status, "error": error, "task": cfg.task, "method": cfg.method, "backbone": cfg.backbone,
+        "status": status, "error": error, "task": cfg.task, "method": cfg.method.name, "backbone": cfg.backbone,
         "seed": cfg.seed, "steps": cfg.steps, "few_shot": cfg.few_shot,
         "trainable_params": counts["trainable"], "inference_params": counts["inference"],
         "best_step": best["step"], "main_metric": spec.main_metric,

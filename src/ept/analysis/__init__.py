@@ -18,6 +18,11 @@
 
 Each analysis is registered once below with the options it accepts; passing another option is
 an error naming the allowed ones (no silent settings).
+
+Each is three functions: `<name>_rows(records, ...)` computes the tidy rows (what the CSV/JSON
+files hold, no matplotlib), `draw_<name>(rows, ...)` turns them into a `matplotlib.figure.Figure`
+(made without pyplot: the user's backend is never touched), and `<name>(records, out, ...)`,
+registered here, writes both. To restyle a figure, call `draw_*` on the rows (or the CSVs).
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from ept.analysis.output import label, pyplot, save_figure, write_csv, write_json
-from ept.analysis.runs import RunRecord, load_prompt
+from ept.analysis.output import figure, label, save_figure, write_csv, write_json
+from ept.analysis.runs import RunRecord, group_by, load_prompt
 
 
 def cosine_matrix(prompt: torch.Tensor) -> torch.Tensor:
@@ -30,17 +30,14 @@ def mean_off_diagonal(sim: torch.Tensor) -> float:
     return float((sim.sum() - sim.diagonal().sum()) / (n * n - n))
 
 
-def similarity(records: list[RunRecord], out: Path, **_) -> dict:
-    """Fig. 3: one heatmap per run (rows/cols = prompt tokens), mean off-diagonal cosine in CSV."""
+def similarity_rows(records: list[RunRecord]) -> dict:
+    """{"cells": the cosine of every pair of prompt tokens per run, "runs": one summary row per run
+    (mean off-diagonal and min cosine)}."""
     records = [r for r in records if r.method != "ft"]
     if not records:
         raise ValueError("similarity needs finished prompt runs (not ft)")
     cells, summary = [], []
-    plt = pyplot()
-    cols = min(4, len(records))
-    rows_n = -(-len(records) // cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(3.3 * cols + 0.8, 3.2 * rows_n), squeeze=False, layout="constrained")
-    for k, r in enumerate(records):
+    for r in records:
         sim = cosine_matrix(load_prompt(r))
         n = sim.shape[0]
         for i in range(n):
@@ -49,27 +46,46 @@ def similarity(records: list[RunRecord], out: Path, **_) -> dict:
                               "cosine": float(sim[i, j])})
         summary.append({"run": r.name, "task": r.task, "method": r.method, "seed": r.seed, "num_tokens": n,
                         "mean_offdiag_cosine": mean_off_diagonal(sim), "min_cosine": float(sim.min())})
+    return {"cells": cells, "runs": summary}
+
+
+def draw_similarity(tables: dict):
+    """Fig. 3: one heatmap per run (rows/cols = prompt tokens), the cosines written in when n <= 12."""
+    import numpy as np
+
+    runs, cells = tables["runs"], group_by(tables["cells"], lambda c: c["run"])
+    cols = min(4, len(runs))
+    rows_n = -(-len(runs) // cols)
+    # Constrained layout, not tight_layout: the colorbar spans several axes.
+    fig, axes = figure((3.3 * cols + 0.8, 3.2 * rows_n), rows_n, cols, layout="constrained")
+    for k, run in enumerate(runs):
+        n = run["num_tokens"]
+        sim = np.zeros((n, n), dtype=np.float32)  # the float32 cosines the cells were read from
+        for c in cells[run["run"]]:
+            sim[c["i"], c["j"]] = c["cosine"]
         ax = axes[k // cols][k % cols]
-        im = ax.imshow(sim.numpy(), vmin=-1, vmax=1, cmap="RdBu_r")
+        im = ax.imshow(sim, vmin=-1, vmax=1, cmap="RdBu_r")
         if n <= 12:
             for i in range(n):
                 for j in range(n):
                     ax.text(j, i, f"{float(sim[i, j]):.1f}", ha="center", va="center", fontsize=5,
                             color="white" if abs(float(sim[i, j])) > 0.6 else "black")
-        ax.set_title(f"{label(r)}\nmean off-diag {summary[-1]['mean_offdiag_cosine']:.2f}", fontsize=8)
+        ax.set_title(f"{label(run)}\nmean off-diag {run['mean_offdiag_cosine']:.2f}", fontsize=8)
         ax.set_xticks(range(n))
         ax.set_yticks(range(n))
         ax.tick_params(labelsize=6)
-    for k in range(len(records), rows_n * cols):
+    for k in range(len(runs), rows_n * cols):
         axes[k // cols][k % cols].axis("off")
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6)
-    # Constrained layout, not tight_layout: the colorbar spans several axes.
-    out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / "similarity.png", dpi=120)
-    plt.close(fig)
-    write_csv(out / "similarity.csv", summary)
-    write_csv(out / "similarity_cells.csv", cells)
-    write_json(out / "similarity.json", {"runs": summary})
+    return fig
+
+
+def similarity(records: list[RunRecord], out: Path, **_) -> dict:
+    tables = similarity_rows(records)
+    save_figure(draw_similarity(tables), out / "similarity.png", tight=False)
+    write_csv(out / "similarity.csv", tables["runs"])
+    write_csv(out / "similarity_cells.csv", tables["cells"])
+    write_json(out / "similarity.json", {"runs": tables["runs"]})
     return {"png": str(out / "similarity.png"), "csv": [str(out / "similarity.csv"), str(out / "similarity_cells.csv")]}
 
 
@@ -82,9 +98,9 @@ def nearest_tokens(prompt: torch.Tensor, table: torch.Tensor, tokenizer, top_k: 
     return [[(tokenizer.convert_ids_to_tokens(int(i)), float(v)) for v, i in zip(vs, is_)] for vs, is_ in zip(values, ids)]
 
 
-def neighbors(records: list[RunRecord], out: Path, top_k: int = 5, **_) -> dict:
-    """Appendix A.1: nearest vocabulary tokens of each distinct prompt token (cosine); a table
-    figure of the top-5, all neighbours in CSV/JSON, and whether a label word is among them."""
+def neighbors_rows(records: list[RunRecord], top_k: int = 5) -> dict:
+    """{"rows": the top_k vocabulary neighbours of each distinct prompt token per run (cosine,
+    whether a label word), "runs": per run its tokens and how many have a label word among them}."""
     from ept.backbones import load_backbone
     from ept.tasks import get_task
 
@@ -110,9 +126,14 @@ def neighbors(records: list[RunRecord], out: Path, top_k: int = 5, **_) -> dict:
         per_run.append({"run": r.name, "tokens": [[t for t, _ in near] for near in lists],
                         "label_word_in_top_k": sum(any(t in label_tokens for t, _ in near) for near in lists),
                         "distinct_prompt_tokens": len(lists)})
-    plt = pyplot()
+    return {"rows": rows, "runs": per_run}
+
+
+def draw_neighbors(tables: dict, top_k: int = 5):
+    """Appendix A.1 as a table figure: the top-5 neighbours of each prompt token."""
+    rows = tables["rows"]
     lines = [(r["run"], r["token_index"]) for r in rows if r["rank"] == 1]
-    fig, ax = plt.subplots(figsize=(10, 0.3 * len(lines) + 1))
+    fig, ((ax,),) = figure((10, 0.3 * len(lines) + 1))
     ax.axis("off")
     cell_text = []
     for run, i in lines:
@@ -120,7 +141,14 @@ def neighbors(records: list[RunRecord], out: Path, top_k: int = 5, **_) -> dict:
         cell_text.append([run, str(i)] + toks + [""] * (5 - len(toks)))
     ax.table(cellText=cell_text, colLabels=["run", "P'_i"] + [f"#{k}" for k in range(1, 6)], loc="center", fontsize=6)
     ax.set_title(f"nearest vocabulary tokens (cosine) of each prompt token, top {min(5, top_k)}")
-    png = save_figure(fig, out / "neighbors.png")
-    write_csv(out / "neighbors.csv", rows)
-    write_json(out / "neighbors.json", {"top_k": top_k, "runs": per_run})
+    return fig
+
+
+def neighbors(records: list[RunRecord], out: Path, top_k: int = 5, **_) -> dict:
+    """Appendix A.1: nearest vocabulary tokens of each distinct prompt token (cosine); a table
+    figure of the top-5, all neighbours in CSV/JSON, and whether a label word is among them."""
+    tables = neighbors_rows(records, top_k)
+    png = save_figure(draw_neighbors(tables, top_k), out / "neighbors.png")
+    write_csv(out / "neighbors.csv", tables["rows"])
+    write_json(out / "neighbors.json", {"top_k": top_k, "runs": tables["runs"]})
     return {"png": str(png), "csv": str(out / "neighbors.csv"), "json": str(out / "neighbors.json")}

@@ -1,40 +1,36 @@
 """Where an analysis writes: one PNG, the numbers behind it as CSV, and a JSON summary.
 
-Matplotlib runs on the Agg backend (no display) unless the user picked another; figures are closed after saving so a long
-analysis session does not accumulate them.
+Every analysis is two steps: a `*_rows` function computes its tidy rows (lists of flat dicts,
+what the CSV/JSON files hold; no matplotlib), and a `draw_*` function turns those rows into a
+figure. Figures are `matplotlib.figure.Figure` objects made without pyplot: no backend is chosen,
+none forced over the user's, and nothing accumulates in pyplot's figure registry (a long
+analysis session or a notebook keeps its own state).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import sys
 from pathlib import Path
 
-from ept.checkpoint import atomic_write_json, atomic_write_text
+from ept.rundir import atomic_write_json, atomic_write_text
 
 
-def pyplot():
-    """matplotlib.pyplot, on the file-only Agg backend unless the user chose one ($MPLBACKEND or
-    an earlier `matplotlib.use`): analyses write files, and a GUI backend on a headless machine
-    fails. Chosen once, never forced over the user's choice."""
-    import os
+def figure(figsize: tuple[float, float], rows: int = 1, cols: int = 1, **kwargs):
+    """(Figure, axes as a rows x cols array) without pyplot; kwargs go to `Figure` (e.g. layout)."""
+    from matplotlib.figure import Figure
 
-    import matplotlib
-
-    if "MPLBACKEND" not in os.environ and "matplotlib.pyplot" not in sys.modules:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize, **kwargs)
+    return fig, fig.subplots(rows, cols, squeeze=False)
 
 
-def save_figure(fig, path: Path) -> Path:
+def save_figure(fig, path: Path, tight: bool = True) -> Path:
+    """PNG at 120 dpi (Agg, whatever the user's backend). `tight=False` for constrained layouts."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     fig.savefig(path, dpi=120)
-    pyplot().close(fig)
     return path
 
 
@@ -55,5 +51,8 @@ def write_json(path: Path, obj) -> Path:
     return Path(path)
 
 
-def label(record) -> str:
-    return f"{record.task}/{record.method}/s{record.seed}"
+def label(run) -> str:
+    """task/method/s<seed> of a RunRecord or of a row that has those keys."""
+    if isinstance(run, dict):
+        return f"{run['task']}/{run['method']}/s{run['seed']}"
+    return f"{run.task}/{run.method}/s{run.seed}"

@@ -67,9 +67,9 @@ class RunRecord:
 
 def resolved_options(config: dict) -> dict:
     """Every switch of the run's method, defaults included (ept_star -> num_tokens 10)."""
-    from ept.prompts import method_config
+    from ept.method_configs import config_from_dict  # torch-free; tolerates older ft/lora/ia3 configs
 
-    return {k: v for k, v in method_config(config["method"], **config.get("method_options", {})).to_dict().items()
+    return {k: v for k, v in config_from_dict({**config.get("method_options", {}), "method": config["method"]}).to_dict().items()
             if k != "method"}
 
 

@@ -20,7 +20,7 @@ def register(sub) -> None:
 
 def catalog() -> dict:
     """{"methods": [...], "backbones": [...], "tasks": {tag: [names]} or None if ept.tasks is absent}."""
-    from ept.backbones import BACKBONES
+    from ept.backbone_specs import BACKBONES
     from ept.method_configs import METHODS
 
     methods = [{"name": name, "aliases": METHODS.aliases_of(name), "summary": m.summary} for name, m in METHODS.items()]

@@ -3,6 +3,10 @@
     ept params --backbone t5-base --method ept            # 2304
     ept params --backbone t5-large --method ptuning --json
     ept params --table                                     # every method x backbone
+
+Prompt methods on a registered backbone or a local model folder are counted from the config
+alone (no torch). ft, lora and ia3 depend on the backbone's layers: they build it on the meta
+device through torch (no weights), as do hub ids, `--table` and `--task` (the pair head).
 """
 
 from __future__ import annotations
@@ -28,6 +32,21 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def count_params(backbone: str, config, linear_head_labels: int = 0, pair_head: int = 0) -> dict[str, int]:
+    """`ept.backbones.param_counts`, analytic and torch-free where it can be: a prompt method on a
+    backbone whose e is known offline. Otherwise torch is imported here, lazily."""
+    from ept.backbone_specs import offline_embed_dim
+
+    e = offline_embed_dim(backbone)
+    trainable = config.encoder_params(e) if e is not None else None
+    if trainable is None:
+        from ept.backbones import param_counts
+
+        return param_counts(backbone, config, linear_head_labels, pair_head)
+    head = (e + 1) * linear_head_labels + pair_head
+    return {"trainable": trainable + head, "inference": config.inference_params(e) + head}
+
+
 def table_rows(backbones=TABLE_BACKBONES) -> list[dict]:
     from ept.backbones import param_counts
     from ept.method_configs import METHODS, method_config
@@ -43,12 +62,17 @@ def task_head_params(args) -> int:
     """The siamese pair head's scalars for --task on --backbone (0 without --task)."""
     if not args.task:
         return 0
-    from ept.backbones import BACKBONES, backbone_config, backbone_kind
+    from ept.backbone_specs import BACKBONES
     from ept.heads import pair_head_params
     from ept.tasks import get_task
 
     spec = get_task(args.task)
-    kind = BACKBONES.get(args.backbone).kind if args.backbone in BACKBONES else backbone_kind(backbone_config(args.backbone))
+    if args.backbone in BACKBONES:
+        kind = BACKBONES.get(args.backbone).kind
+    else:
+        from ept.backbones import backbone_config, backbone_kind
+
+        kind = backbone_kind(backbone_config(args.backbone))
     if args.linear_head and pair_head_params(spec, kind, args.pair_encoding, args.pair_head):
         raise ValueError("--linear-head scores a joint encoding; add --pair-encoding cross")
     return pair_head_params(spec, kind, args.pair_encoding, args.pair_head)
@@ -59,8 +83,6 @@ def run(args) -> int:
 
     config = None if args.table else method_from_args(args)  # bad switches fail before torch loads
     check_backbone(args.backbone)
-    from ept.backbones import param_counts
-
     if args.table:
         rows = table_rows()
         if args.json:
@@ -74,7 +96,7 @@ def run(args) -> int:
             print(f"| {r['method']} | " + " | ".join(cells) + " |")
         return 0
     try:
-        counts = param_counts(args.backbone, config, args.linear_head or 0, task_head_params(args))
+        counts = count_params(args.backbone, config, args.linear_head or 0, task_head_params(args))
     except OSError as err:  # a hub id without internet, a folder without config.json
         raise FileNotFoundError(f"backbone {args.backbone!r}: cannot read its config: {' '.join(str(err).split())}") from None
     if args.json:
