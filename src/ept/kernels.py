@@ -172,14 +172,12 @@ class EncoderKernel(Kernel):
 
     @staticmethod
     def _pair_result(task, cos: torch.Tensor, row: int) -> dict:
-        """A siamese row: as `SiameseScorer.predict`; "scores" are the head's logits (regression:
-        the cosine), "cosine" the raw cosine of the two sides."""
+        """A siamese row, as `SiameseScorer.predict`: "scores" are the head's logits (one per
+        label), for regression the cosine of the two sides (the prediction maps it to the range)."""
         head = task.pair_head
         if head.kind == "regression":
-            result = format_result(task, cos.tolist(), row, float(head.predict(cos)[0]))
-        else:
-            result = format_result(task, head.logits(cos)[0].tolist(), row)
-        return {**result, "cosine": float(cos)}
+            return format_result(task, cos.tolist(), row, float(head.predict(cos)[0]))
+        return format_result(task, head.logits(cos)[0].tolist(), row)
 
 
 class Seq2SeqKernel(Kernel):

@@ -35,7 +35,7 @@ LOCK, OWNER = ".lock", ".owner.json"
 SWEEP_MANIFEST = "sweep.json"
 # TrainConfig fields that do not change a run's numbers: left out of its identity.
 NOT_IDENTITY = ("out", "tensorboard", "overwrite")
-# Fields that only change sentence-pair tasks: left out of a single-sentence task's identity.
+# Fields that only change sentence-pair tasks: their defaults in a single-sentence task's identity.
 PAIR_KEYS = ("pair_encoding", "pair_head", "pair_fit_examples")
 # What a config.json WITHOUT a key means, where that differs from today's default: the value
 # the code had before the key existed. Folders from before `pair_encoding` encoded every pair
@@ -148,8 +148,13 @@ def identity(config: dict, defaults: dict | None = None) -> dict:
     """The keys that decide a run's numbers: the config with defaults filled in (so folders written
     before a field existed compare equal), minus `NOT_IDENTITY`, paths normalised."""
     out = {**(defaults or {}), **config}
-    for key in NOT_IDENTITY + (PAIR_KEYS if not _is_pair_task(out.get("task")) else ()):
+    for key in NOT_IDENTITY:
         out.pop(key, None)
+    if not _is_pair_task(out.get("task")):
+        # The pair settings do not change a single-sentence task: they read as today's defaults
+        # (a legacy `cross` too), so the stored hashes of such runs stay what they were.
+        base = train_defaults()
+        out.update({k: base[k] for k in PAIR_KEYS if k in out})
     if out.get("method") and isinstance(out.get("method_options"), dict):
         from ept.config import canonical_options  # torch-free
 
