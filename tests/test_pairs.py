@@ -424,3 +424,17 @@ def test_serving_siamese_rows_need_two_sides(tiny_bert, data_dir, tmp_path):
         server.score([{"task": "mrpc", "text": "only one"}])
     with pytest.raises(ValueError, match="pair head scores 2 labels, the task has 3"):
         server.add_task("cb", out / "export", get_task("cb"))
+
+
+def test_http_upload_of_a_siamese_prompt_file_names_the_fix():
+    """Raw prompt.safetensors bytes carry no pair head kind or pooling: refused, naming the way
+    that works (the export folder)."""
+    pytest.importorskip("fastapi")
+    from safetensors.torch import save
+
+    from ept.httpserve import _uploaded
+
+    body = save({"prompt": torch.zeros(1, 8), "pair_head.threshold": torch.zeros(1)})
+    with pytest.raises(ValueError, match="siamese pair head: load its export folder"):
+        _uploaded(body, {})
+    assert _uploaded(save({"prompt": torch.zeros(1, 8)}), {})[0].shape == (1, 8)
