@@ -12,6 +12,14 @@ p50/p99 latency, the 429 rate, server RSS; per T: the offline `MultiTaskServer.s
 the SAME rows in this process (same thread count, same passes of 32), so the ratio HTTP/offline is
 from one run; and the mean backbone-pass time (from the server's /metrics) for the p99 target.
 Prompt load: `--load-prompts` export folders read and added in-process (time and RSS growth).
+
+    python benchmarks/bench_serve.py --prefix-cache        # ~2 CPU minutes: causal prompt KV cache only
+
+`--prefix-cache` instead compares the offline `MultiTaskServer` on SmolLM2-135M (`ept fetch
+smollm2-135m`) with each task's prompt keys/values cached at load (the default) and recomputed in
+every pass (`prefix_cache=False`): 4 tasks per configuration (EPT n=1; PT n=10; PT n=100; one task
+each of n=1, 10, 100 and 10), real SST-2 validation rows for random tasks, rank classification,
+passes of `--prefix-batch` rows tokenised beforehand, both servers interleaved on the same passes.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA_DIR, machine, table  # noqa: E402
+from _common import DATA_DIR, interleaved, machine, median, paired_ratio, table  # noqa: E402
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 MAX_BATCH, MAX_WAIT_MS, MAX_LENGTH = 32, 5.0, 64  # 64 tokens: SST-2 whole, RTE cut (CPU scale)
@@ -207,6 +215,55 @@ def bench_load(count: int, root: Path, backbone, tok) -> dict:
     return {"prompts": count, "load_s": loaded, "first_pass_s": first, "rss_growth_mib": rss_mib() - before}
 
 
+PREFIX_CONFIGS = {"EPT n=1": (1, 1, 1, 1), "PT n=10": (10, 10, 10, 10), "PT n=100": (100, 100, 100, 100),
+                  "mixed n=1/10/100/10": (1, 10, 100, 10)}
+
+
+def bench_prefix_cache(args) -> None:
+    """Causal serving with and without the prompt KV cache (module docstring)."""
+    from ept.backbones import load_backbone
+    from ept.serve import LabelSpec, MultiTaskServer
+    from ept.tasks import load_task
+
+    backbone, tok = load_backbone("smollm2-135m")
+    e = backbone.get_input_embeddings().embedding_dim
+    scale = float(backbone.get_input_embeddings().weight.detach().std())  # prompts of the vocabulary's scale
+    sst2 = load_task("sst2", DATA_DIR).validation
+    rng = random.Random(0)
+    examples = [sst2[rng.randrange(len(sst2))] for _ in range(args.prefix_batch * args.prefix_passes)]
+    spec = LabelSpec("sst2", label_words=("negative", "positive"))
+    rows_out, checks = [], []
+    for label, lengths in PREFIX_CONFIGS.items():
+        g = torch.Generator().manual_seed(len(rows_out))
+        prompts = {f"t{k}": torch.randn(n, e, generator=g) * scale for k, n in enumerate(lengths)}
+        servers, load_s = {}, {}
+        for cached in (False, True):
+            server = MultiTaskServer(backbone, tok, prefix_cache=cached)
+            start = time.process_time()
+            for name, prompt in prompts.items():
+                server.add_task(name, prompt, spec)
+            load_s[cached] = (time.process_time() - start) / len(prompts)
+            servers[cached] = server
+        rows = [{"task": f"t{rng.randrange(len(lengths))}", "text": ex.fields[0]} for ex in examples]
+        feats = servers[True].prepare(rows)
+        passes = [feats[i:i + args.prefix_batch] for i in range(0, len(feats), args.prefix_batch)]
+        with torch.inference_mode():
+            a, b = servers[False].predict_pass(passes[0]), servers[True].predict_pass(passes[0])
+            checks.append(max(abs(x - y) for ra, rb in zip(a, b) for x, y in zip(ra["scores"], rb["scores"])))
+            same = [ra["prediction"] for ra in a] == [rb["prediction"] for rb in b]
+            times = interleaved({"uncached": servers[False].predict_pass, "cached": servers[True].predict_pass},
+                                passes, args.reps)
+        kv_kib = sum(t.prefix_kv.numel() * t.prefix_kv.element_size() for t in servers[True].tasks.values()) / 1024 / len(prompts)
+        plain, fast = (args.prefix_batch / median(times[k]) for k in ("uncached", "cached"))
+        rows_out.append([label, plain, fast, paired_ratio(times["uncached"], times["cached"]), f"{checks[-1]:.1e}", same,
+                         1000 * load_s[False], 1000 * load_s[True], kv_kib])
+        print(f"{label}: uncached {plain:.2f} rows/s, cached {fast:.2f} rows/s", flush=True)
+    print(f"\nSmolLM2-135M fp32, SST-2 validation rows, rank classification, passes of {args.prefix_batch} rows "
+          f"(4 tasks mixed), {args.prefix_passes} passes x {args.reps} interleaved reps, median CPU time, 1 thread\n")
+    table(["prompts", "uncached rows/s", "cached rows/s", "cached/uncached (paired)", "max |score diff|",
+           "same predictions", "add_task ms uncached", "add_task ms cached", "cache KiB/task"], rows_out)
+
+
 def main(argv=None) -> int:
     from ept.backbones import load_backbone
 
@@ -217,10 +274,16 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=2, help="interleaved repetitions of every cell (median reported)")
     p.add_argument("--rows", type=int, default=512, help="distinct rows drawn from SST-2/RTE validation")
     p.add_argument("--load-prompts", type=int, default=10000, help="prompts for the load-time / memory figure (0: skip)")
+    p.add_argument("--prefix-cache", action="store_true", help="only the causal prompt KV cache comparison (SmolLM2)")
+    p.add_argument("--prefix-batch", type=int, default=8, help="--prefix-cache: rows per pass (default 8)")
+    p.add_argument("--prefix-passes", type=int, default=2, help="--prefix-cache: distinct passes per rep (default 2)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     print(f"machine: {machine()}", flush=True)
+    if args.prefix_cache:
+        bench_prefix_cache(args)
+        return 0
     backbone, tok = load_backbone("minilm")
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         cells, offline_rates = bench_http(args, Path(tmp), backbone, tok)

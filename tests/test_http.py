@@ -202,3 +202,67 @@ def test_429_when_the_queue_is_full_and_sigterm_drains(exports, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_causal_prefix_cache_follows_put_and_delete(minilm_tokenizer):
+    """A decoder-only backbone in-process (fastapi's TestClient): the prompt keys/values cached at
+    load give the uncached server's scores; PUT replaces a prompt and its cache (an uploaded row
+    broadcast to 10 tokens: the next pass scores as a fresh server would), DELETE drops the task
+    with its cache."""
+    import copy
+    import io
+
+    from fastapi.testclient import TestClient
+    from safetensors.torch import save
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ept.httpserve import ServeConfig, create_app
+    from ept.serve import LabelSpec, MultiTaskServer
+
+    tok = copy.deepcopy(minilm_tokenizer)
+    tok.eos_token, tok.padding_side = "[SEP]", "left"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64,
+                                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                             pad_token_id=tok.pad_token_id, eos_token_id=tok.sep_token_id))
+    model.eval().requires_grad_(False)
+    g = torch.Generator().manual_seed(0)
+    prompts = {"a": torch.randn(1, 32, generator=g), "b": torch.randn(10, 32, generator=g)}
+    new_b = torch.randn(1, 32, generator=g)
+
+    def served(prompts, **options):
+        server = MultiTaskServer(model, tok, **options)
+        for name, p in prompts.items():
+            server.add_task(name, p, LabelSpec(name, label_words=tuple(LABELS["a"].split(","))))
+        return server
+
+    rows = [{"task": t, "text": x} for x in TEXTS for t in ("a", "b")]
+
+    def reference(prompts, rows):
+        return [r["scores"] for r in served(prompts, prefix_cache=False).score(rows, batch_size=len(rows))]
+
+    def check(got, want):
+        torch.testing.assert_close(torch.tensor(got), torch.tensor(want), rtol=1e-5, atol=1e-6)
+
+    server = served(prompts)
+    with TestClient(create_app(ServeConfig(max_batch=16, max_wait_ms=20), server)) as client:
+        first = client.post("/v1/predict", json={"rows": rows})
+        assert first.status_code == 200, first.text
+        check([p["scores"] for p in first.json()["predictions"]], reference(prompts, rows))
+
+        buf = io.BytesIO(save({"prompt": new_b}))
+        put = client.put("/v1/prompts/b?labels=negative,positive&num_tokens=10", content=buf.getvalue(),
+                         headers={"content-type": "application/octet-stream"})
+        assert put.status_code == 200, put.text
+        assert server.tasks["b"].prefix_kv.shape[3] == 10  # the new prompt's cache (no BOS with this tokenizer)
+        second = client.post("/v1/predict", json={"rows": rows})
+        check([p["scores"] for p in second.json()["predictions"]], reference({"a": prompts["a"], "b": new_b.expand(10, -1)}, rows))
+        assert [p["scores"] for p in second.json()["predictions"]][1] != [p["scores"] for p in first.json()["predictions"]][1]
+
+        assert client.delete("/v1/prompts/a").status_code == 200
+        assert "a" not in server.tasks
+        assert client.post("/v1/predict", json={"rows": rows[:1]}).status_code == 404
+        only_b = [r for r in rows if r["task"] == "b"]
+        third = client.post("/v1/predict", json={"rows": only_b})
+        check([p["scores"] for p in third.json()["predictions"]], reference({"b": new_b.expand(10, -1)}, only_b))

@@ -167,21 +167,28 @@ def test_mixed_batch_equals_each_task_alone_tiny_t5(t5_bb):
     _check_equal(server, model, tok, tasks, "seq2seq")
 
 
-def test_mixed_batch_equals_each_task_alone_tiny_llama(minilm_tokenizer):
-    """Decoder-only: prompts of 1, 10 and 3 rows in one pass (masked slots never at position 0),
-    rank over multi-token labels and greedy generation, each equal to the task's own scorer."""
+def _tiny_llama(minilm_tokenizer, padding_side="right", bos=False):
     import copy
 
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = copy.deepcopy(minilm_tokenizer)
     tok.eos_token = "[SEP]"
+    tok.padding_side = padding_side
+    if bos:  # [CLS] opens every text: PromptedModel puts BOS before the prompt
+        tok.bos_token = "[CLS]"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = LlamaForCausalLM(LlamaConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64,
                                              num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                                              pad_token_id=tok.pad_token_id, eos_token_id=tok.sep_token_id))
-    model.eval().requires_grad_(False)
+    return model.eval().requires_grad_(False), tok
+
+
+def test_mixed_batch_equals_each_task_alone_tiny_llama(minilm_tokenizer):
+    """Decoder-only: prompts of 1, 10 and 3 rows in one pass (masked slots never at position 0),
+    rank over multi-token labels and greedy generation, each equal to the task's own scorer."""
+    model, tok = _tiny_llama(minilm_tokenizer)
     e = model.config.hidden_size
     tasks = {
         "sst2_ept": dict(spec=LabelSpec("sst2_ept", label_words=("negative", "positive")), prompt=_prompt(1, e, 1),
@@ -195,6 +202,137 @@ def test_mixed_batch_equals_each_task_alone_tiny_llama(minilm_tokenizer):
     for name, t in tasks.items():
         server.add_task(name, t["prompt"], t["spec"], eval_mode=t.get("eval_mode"))
     _check_equal(server, model, tok, tasks, "causal")
+
+
+# ---------------------------------------------------------------------- causal prompt KV cache
+def _causal_tasks(e):
+    return {  # EPT n=1, PT n=10, EPT* n=10 (one row broadcast), greedy generation behind n=3
+        "sst2_ept": dict(spec=LabelSpec("sst2_ept", label_words=("negative", "positive")), prompt=_prompt(1, e, 1)),
+        "rte_pt": dict(spec=LabelSpec("rte_pt", label_words=("entailment", "not_entailment")), prompt=_prompt(10, e, 2)),
+        "cb_eptstar": dict(spec=LabelSpec("cb_eptstar", label_words=("entailment", "contradiction", "neutral")),
+                           prompt=_prompt(10, e, 3, broadcast=True)),
+        "gen_n3": dict(spec=LabelSpec("gen_n3", label_words=("no", "yes")), prompt=_prompt(3, e, 4), eval_mode="generate"),
+    }
+
+
+def _causal_server(model, tok, tasks, **options):
+    server = MultiTaskServer(model, tok, **options)
+    for name, t in tasks.items():
+        server.add_task(name, t["prompt"], t["spec"], eval_mode=t.get("eval_mode"))
+    return server
+
+
+def _causal_rows(tasks, k=len(SENTENCES)):
+    return [{"task": name, "text": SENTENCES[(i + j) % len(SENTENCES)]} for i in range(k) for j, name in enumerate(tasks)]
+
+
+def _assert_same_results(got, want):
+    assert [r["task"] for r in got] == [r["task"] for r in want]
+    assert [r["prediction"] for r in got] == [r["prediction"] for r in want]
+    assert [r.get("label") for r in got] == [r.get("label") for r in want]
+    for a, b in zip(got, want):
+        if "scores" in b:
+            torch.testing.assert_close(torch.tensor(a["scores"]), torch.tensor(b["scores"]), rtol=1e-5, atol=1e-6)
+
+
+def _input_widths(model):
+    """Record the sequence length of every base-model call (prompt + input, or input alone)."""
+    widths = []
+    handle = model.base_model.register_forward_pre_hook(
+        lambda mod, args, kwargs: widths.append(kwargs["inputs_embeds"].shape[1]), with_kwargs=True)
+    return widths, handle
+
+
+@pytest.mark.parametrize("padding_side, bos", [("right", False), ("left", True)])
+def test_causal_prefix_cache_equals_uncached(minilm_tokenizer, padding_side, bos):
+    """Prompt keys/values computed once per task give the uncached pass's scores, predictions and
+    generated text, for a batch mixing prompt lengths 1, 10, 10 (broadcast) and 3, left- or
+    right-padded inputs, with and without BOS; and a cached pass runs the inputs only."""
+    model, tok = _tiny_llama(minilm_tokenizer, padding_side, bos)
+    tasks = _causal_tasks(model.config.hidden_size)
+    cached, plain = _causal_server(model, tok, tasks), _causal_server(model, tok, tasks, prefix_cache=False)
+    for name, t in tasks.items():  # (layers, K/V, kv heads, [BOS] + n, head dim), once per task
+        assert cached.tasks[name].prefix_kv.shape == (2, 2, 2, t["prompt"].shape[0] + bos, 8)
+        assert plain.tasks[name].prefix_kv is None
+    rows = _causal_rows(tasks)
+    features = cached.prepare(rows)
+    widths, handle = _input_widths(model)
+    try:
+        want = plain.predict(features)  # ONE pass of every task, as wide as the longest prompt + input
+        uncached_width = widths[0]
+        widths.clear()
+        got = cached.predict(features)
+    finally:
+        handle.remove()
+    longest_input = max(len(f["input_ids"]) for f in features)
+    assert uncached_width == longest_input + 10 + bos and widths[0] == longest_input  # the prompt is not rerun
+    _assert_same_results(got, want)
+    assert {r["task"] for r in got if isinstance(r["prediction"], str)} == {"gen_n3"}
+    _assert_same_results(cached.score(rows, batch_size=3), plain.score(rows, batch_size=3))  # sorted passes of 3
+
+
+@pytest.mark.parametrize("window", [12, 4])
+def test_causal_prefix_cache_with_sliding_window_layers(minilm_tokenizer, window):
+    """Gemma 3 mixes sliding-window and full layers: with a window longer than every prompt but
+    shorter than prompt + input (12), the cache gives the uncached scores; a prompt longer than the
+    window (4 < 10) keeps no cache, and passes with its task run uncached, with the same results."""
+    import copy
+
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    tok = copy.deepcopy(minilm_tokenizer)
+    tok.eos_token = "[SEP]"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = Gemma3ForCausalLM(Gemma3TextConfig(
+            vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=8, sliding_window=window, layer_types=["sliding_attention", "full_attention"] * 2,
+            pad_token_id=tok.pad_token_id, eos_token_id=tok.sep_token_id))
+    model.eval().requires_grad_(False)
+    tasks = _causal_tasks(model.config.hidden_size)
+    cached, plain = _causal_server(model, tok, tasks), _causal_server(model, tok, tasks, prefix_cache=False)
+    kept = {name for name, t in cached.tasks.items() if t.prefix_kv is not None}
+    assert kept == (set(tasks) if window > 10 else {"sst2_ept", "gen_n3"})
+    rows = _causal_rows(tasks)
+    assert max(len(f["input_ids"]) for f in cached.prepare(rows)) + 10 > window
+    _assert_same_results(cached.score(rows, batch_size=len(rows)), plain.score(rows, batch_size=len(rows)))
+    _assert_same_results(cached.score(rows, batch_size=3), plain.score(rows, batch_size=3))
+
+
+def test_causal_prefix_cache_follows_replace_and_delete(minilm_tokenizer):
+    """Replacing a prompt recomputes its cache (scores equal a fresh server's with the new prompt)
+    and drops the old one; deleting a task frees its cache and leaves the others' scores as they were."""
+    import gc
+    import weakref
+
+    from ept.serve import RowError
+
+    model, tok = _tiny_llama(minilm_tokenizer, "left")
+    e = model.config.hidden_size
+    tasks = _causal_tasks(e)
+    server = _causal_server(model, tok, tasks)
+    rows = _causal_rows(tasks, k=3)
+    before = server.score(rows, batch_size=len(rows))
+    old = weakref.ref(server.tasks["rte_pt"].prefix_kv)
+    new_prompt = _prompt(4, e, 9)  # a different length, too
+    server.add_task("rte_pt", new_prompt, tasks["rte_pt"]["spec"], replace=True)
+    gc.collect()
+    assert old() is None and server.tasks["rte_pt"].prefix_kv.shape[3] == 4
+    after = server.score(rows, batch_size=len(rows))
+    fresh = _causal_server(model, tok, {**tasks, "rte_pt": {**tasks["rte_pt"], "prompt": new_prompt}})
+    _assert_same_results(after, fresh.score(rows, batch_size=len(rows)))
+    changed = [a["scores"] != b["scores"] for a, b in zip(after, before) if a["task"] == "rte_pt"]
+    assert changed and all(changed)  # the old cache is really gone from the passes
+    _assert_same_results([r for r in after if r["task"] != "rte_pt"], [r for r in before if r["task"] != "rte_pt"])
+
+    gone = weakref.ref(server.tasks["cb_eptstar"].prefix_kv)
+    server.remove_task("cb_eptstar")
+    gc.collect()
+    assert gone() is None
+    with pytest.raises(RowError, match="cb_eptstar"):
+        server.score([{"task": "cb_eptstar", "text": "a gem"}])
+    kept = [r for r in rows if r["task"] != "cb_eptstar"]
+    _assert_same_results(server.score(kept, batch_size=len(kept)), [r for r in after if r["task"] != "cb_eptstar"])
 
 
 def _export(model, tok, method, folder, seed):
@@ -329,3 +467,38 @@ def test_bad_serving_input_is_refused_naming_it(mini_bb, tmp_path, capsys):
     # a NaN in an export: refused at load, before any output
     save_file({"prompt": torch.full((1, e), float("nan"))}, str(a / "prompt.safetensors"))
     fails(["--labels", "a=negative,positive", "--input", str(rows)], "NaN/inf")
+
+
+def test_serve_cli_no_prefix_cache_gives_the_cached_results(minilm_tokenizer, tmp_path, monkeypatch):
+    """`ept serve --no-prefix-cache` on a decoder-only backbone folder: the flag reaches the server
+    (its tasks hold no prompt cache) and the predictions and scores equal the default cached mode."""
+    from ept.checkpoint import export_prompt
+    from ept.cli import main
+    from ept.prompts import method_config
+
+    model, tok = _tiny_llama(minilm_tokenizer)
+    model.save_pretrained(tmp_path / "llama")
+    tok.save_pretrained(tmp_path / "llama")
+    torch.manual_seed(3)
+    export_prompt(PromptedModel(model, tok, method_config("pt", num_tokens=4)), tmp_path / "a", str(tmp_path / "llama"))
+    rows = [{"task": "a", "text": s} for s in SENTENCES[:4]]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    caches = []
+    add_task = MultiTaskServer.add_task
+
+    def recording_add_task(self, *args, **kwargs):
+        task = add_task(self, *args, **kwargs)
+        caches.append(task.prefix_kv is not None)
+        return task
+
+    monkeypatch.setattr(MultiTaskServer, "add_task", recording_add_task)
+    outs = {}
+    for flags in ((), ("--no-prefix-cache",)):
+        out = tmp_path / f"out{len(flags)}.jsonl"
+        assert main(["serve", "--prompt", f"a={tmp_path / 'a'}", "--labels", "a=no,yes", *flags,
+                     "--input", str(tmp_path / "rows.jsonl"), "--output", str(out)]) == 0
+        outs[flags] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert caches == [True, False]
+    cached, plain = outs[()], outs[("--no-prefix-cache",)]
+    assert [r["prediction"] for r in cached] == [r["prediction"] for r in plain]
+    torch.testing.assert_close(torch.tensor([r["scores"] for r in cached]), torch.tensor([r["scores"] for r in plain]))

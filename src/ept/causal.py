@@ -12,6 +12,9 @@ spells a word after a colon) and EOS, so greedy generation knows where to stop.
   is scored from the last position, the rest of each label by a short continuation pass over
   the cache gathered once per (row, label). The prefix is never recomputed.
 - Generation: greedy decoding over the same cache, stopping at EOS or a newline.
+- Serving: [BOS][P'] does not depend on the input, so its keys and values are computed once per
+  task (`prompt_kv`) and each pass runs only the inputs over the rows' gathered caches
+  (`cached_prefix_pass`); the scores equal the uncached pass's (tests/test_serve.py).
 
 Positions always come from the attention mask, so padding on either side and masked prompt
 slots leave every row's rotary positions exactly as when it runs alone (tests/test_causal.py).
@@ -103,11 +106,71 @@ def prefix_pass(model, batch: dict, prompt=None, prompt_mask=None) -> dict:
     """[BOS][P'][source] once, with the cache: log p(next token) at the last position (B, V)."""
     kwargs = model.build_inputs(batch, prompt, prompt_mask)
     hidden, cache = _run(model, **kwargs, use_cache=True)
-    last = _last_index(kwargs["attention_mask"])
+    return _prefix_result(model, hidden, cache, kwargs["attention_mask"], kwargs["position_ids"])
+
+
+def _prefix_result(model, hidden, cache, mask, position_ids) -> dict:
+    """What the continuation and greedy passes need from a prefix pass. `hidden` covers the last
+    hidden.shape[1] positions of `mask` (all of them, or only the input after a cached prompt)."""
+    last = _last_index(mask)
     rows = torch.arange(len(last), device=last.device)
-    return {"logp": lm_logits(model, hidden[rows, last]).log_softmax(-1),
-            "cache": cache, "mask": kwargs["attention_mask"],
-            "pos": kwargs["position_ids"][rows, last]}
+    at = last - (mask.shape[1] - hidden.shape[1])  # the input always ends past the prompt (answer cue)
+    return {"logp": lm_logits(model, hidden[rows, at]).log_softmax(-1),
+            "cache": cache, "mask": mask, "pos": position_ids[rows, last]}
+
+
+# ------------------------------------------------------------------------------ prompt KV cache
+# [BOS][P'] opens every row of a task and a causal model's keys and values at a position depend
+# only on the positions before it, so they are the same for every input: a server computes them
+# once per task (`prompt_kv`) and runs only the input over them (`cached_prefix_pass`). Rotary
+# positions are already applied to cached keys; the input continues at position m (the prompt's
+# length), exactly as in the uncached pass, whose masked prompt slots come after the real ones
+# (ept.kernels.prompts_first) just as the zero-padded slots of a gathered cache do.
+def _layer_kv(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    if hasattr(cache, "layers"):  # transformers >= 4.56
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache))
+
+
+@torch.no_grad()
+def prompt_kv(model, prompt: torch.Tensor) -> torch.Tensor | None:
+    """Keys and values of [BOS][P'] for one task's prompt P' (n, e): (layers, 2, kv_heads, m, head_dim),
+    m = n (+1 with BOS), in the backbone's dtype. None when a sliding-window layer (Gemma 3) is
+    shorter than the prompt: it keeps only its last keys, so such a task is served uncached."""
+    weight = model.backbone.get_input_embeddings().weight
+    embeds = prompt.to(weight.device, weight.dtype).unsqueeze(0)  # (1, n, e)
+    kwargs = model._causal_inputs(embeds, torch.ones(1, embeds.shape[1], dtype=torch.long, device=weight.device))
+    _, cache = _run(model, **kwargs, use_cache=True)
+    layers = _layer_kv(cache)
+    if any(k.shape[2] != kwargs["inputs_embeds"].shape[1] for k, _ in layers):
+        return None
+    return torch.stack([torch.stack([k[0], v[0]]) for k, v in layers])
+
+
+def gather_prompt_kv(kvs: list[torch.Tensor], rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row caches from the distinct tasks' `prompt_kv`s and each row's index into them:
+    (B, layers, 2, kv_heads, m_max, head_dim), real positions first then zeros, and the mask (B, m_max)."""
+    m = torch.tensor([kv.shape[3] for kv in kvs], device=rows.device)
+    m_max = int(m.max())
+    table = torch.stack([nn.functional.pad(kv, (0, 0, 0, m_max - kv.shape[3])) for kv in kvs])
+    mask = (torch.arange(m_max, device=rows.device) < m.unsqueeze(1)).long()
+    return table[rows], mask[rows]
+
+
+def cached_prefix_pass(model, batch: dict, kv: torch.Tensor, kv_mask: torch.Tensor) -> dict:
+    """`prefix_pass` with [BOS][P'] already cached (`gather_prompt_kv`): only the input runs."""
+    from transformers import DynamicCache
+
+    config = model.backbone.config  # a config gives each layer its kind (sliding window or full)
+    cache = DynamicCache(config=config) if "config" in inspect.signature(DynamicCache).parameters else DynamicCache()
+    for layer in range(kv.shape[1]):
+        cache.update(kv[:, layer, 0], kv[:, layer, 1], layer)
+    mask = torch.cat([kv_mask.to(batch["attention_mask"]), batch["attention_mask"]], dim=1)
+    position_ids = (mask.long().cumsum(1) - 1).clamp(min=0)  # as PromptedModel._causal_inputs
+    embeds = model.backbone.get_input_embeddings()(batch["input_ids"])
+    hidden, cache = _run(model, inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids[:, kv.shape[4]:],
+                         cache=cache, use_cache=True)
+    return _prefix_result(model, hidden, cache, mask, position_ids)
 
 
 def continuation_loglik(model, prefix: dict, rep: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -147,8 +210,13 @@ def _stop_ids(tokenizer) -> frozenset[int]:
 
 @torch.no_grad()
 def greedy_generate(model, batch: dict, max_new_tokens: int, prompt=None, prompt_mask=None) -> list[str]:
+    return greedy_decode(model, prefix_pass(model, batch, prompt, prompt_mask), max_new_tokens)
+
+
+@torch.no_grad()
+def greedy_decode(model, prefix: dict, max_new_tokens: int) -> list[str]:
+    """Greedy continuation of a prefix pass (cached or not) until EOS or a newline."""
     tok = model.tokenizer
-    prefix = prefix_pass(model, batch, prompt, prompt_mask)
     logp, cache, mask, pos = prefix["logp"], prefix["cache"], prefix["mask"], prefix["pos"]
     stops = torch.tensor(sorted(_stop_ids(tok)), device=mask.device)
     B = mask.shape[0]

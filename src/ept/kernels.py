@@ -37,8 +37,9 @@ class Kernel:
     """Interface: `prepare_task(task) -> mode` once per added task (cache what does not depend on
     the input), `score(server, features, tasks) -> results` per pass."""
 
-    def __init__(self, model):
+    def __init__(self, model, prefix_cache: bool = True):
         self.model = model
+        self.prefix_cache = prefix_cache  # causal kernels: reuse each task's prompt keys/values
 
     def prepare_task(self, task) -> str:
         raise NotImplementedError
@@ -116,8 +117,8 @@ def expand_sides(features: list[dict], tasks: list) -> tuple[list[dict], list, l
 
 
 class EncoderKernel(Kernel):
-    def __init__(self, model):
-        super().__init__(model)
+    def __init__(self, model, **options):
+        super().__init__(model, **options)
         self._embeddings: dict[tuple[str, ...], torch.Tensor] = {}  # label texts -> (C, e)
 
     def prepare_task(self, task) -> str:
@@ -233,27 +234,51 @@ def prompts_first(prompt: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tenso
 
 
 class CausalKernel(Seq2SeqKernel):
-    """Decoder-only: one cached prefix pass over [BOS][P'_row][input] for every row, then the
-    labels of each row's own task as continuations (ept.causal); generation greedy on the cache."""
+    """Decoder-only: one prefix pass over [BOS][P'_row][input] for every row, then the labels of
+    each row's own task as continuations (ept.causal); generation greedy on the same cache.
 
-    def _inputs(self, server, features, tasks):
-        batch, prompt, mask = server.inputs(features, tasks)
-        prompt, mask = prompts_first(prompt, mask)
-        return batch, prompt, mask
+    With `prefix_cache` (the default) the keys/values of [BOS][P'] are computed once per task, when
+    it is added (`ServedTask.prefix_kv`), and a pass gathers them per row and runs only the inputs;
+    without it, every pass recomputes the prompt positions. The two give the same scores. A pass
+    with a task that has no cache (added with the cache off, or a sliding window shorter than its
+    prompt, see `ept.causal.prompt_kv`) runs uncached as a whole."""
+
+    def prepare_task(self, task) -> str:
+        from ept.causal import prompt_kv
+
+        mode = super().prepare_task(task)
+        if self.prefix_cache:
+            with torch.inference_mode():
+                task.prefix_kv = prompt_kv(self.model, task.prompt)
+        return mode
+
+    def _prefix(self, server, features, tasks) -> dict:
+        from ept.causal import cached_prefix_pass, gather_prompt_kv, prefix_pass
+
+        if not self.prefix_cache or any(t.prefix_kv is None for t in tasks):
+            batch, prompt, mask = server.inputs(features, tasks)
+            return prefix_pass(self.model, batch, *prompts_first(prompt, mask))
+        order: dict[str, int] = {}  # the pass's distinct tasks, each row's index among them
+        kvs = []
+        for t in tasks:
+            if t.name not in order:
+                order[t.name] = len(kvs)
+                kvs.append(t.prefix_kv)
+        kv, kv_mask = gather_prompt_kv(kvs, torch.tensor([order[t.name] for t in tasks], device=kvs[0].device))
+        return cached_prefix_pass(self.model, server.collate(features), kv, kv_mask)
 
     def _rank_scores(self, server, features, tasks) -> torch.Tensor:
-        from ept.causal import continuation_loglik, prefix_pass
+        from ept.causal import continuation_loglik
 
-        prefix = prefix_pass(self.model, *self._inputs(server, features, tasks))
+        prefix = self._prefix(server, features, tasks)
         rep, within, labels, scores = label_pairs(tasks, prefix["logp"].device)
         scores[rep, within] = continuation_loglik(self.model, prefix, rep, labels)
         return scores
 
     def _generate(self, server, features, tasks, max_new) -> list[str]:
-        from ept.causal import greedy_generate
+        from ept.causal import greedy_decode
 
-        batch, prompt, mask = self._inputs(server, features, tasks)
-        return greedy_generate(self.model, batch, max_new, prompt, mask)
+        return greedy_decode(self.model, self._prefix(server, features, tasks), max_new)
 
 
 KERNELS: Registry[type[Kernel]] = Registry("serving kernel")

@@ -80,6 +80,9 @@ class ServedTask:
     mode: str  # "embed" (encoder) | "rank" | "generate" (seq2seq); kernels may add their own
     max_length: int
     meta: dict = field(default_factory=dict)
+    # causal: keys/values of [BOS][P'] (ept.kernels.CausalKernel), computed once when the task is
+    # added; they live and die with this task, so a replaced or removed task drops its cache
+    prefix_kv: torch.Tensor | None = None
     # Siamese pair exports (mode "siamese"): the export's pair head (its scalars loaded) and the
     # pooling recipe it was trained with; each side is prompted and pooled on its own.
     pair_head: Any = None
@@ -197,7 +200,9 @@ class MultiTaskServer:
     with the task spec's template when it has one).
     """
 
-    def __init__(self, backbone, tokenizer, max_length: int | None = None):
+    def __init__(self, backbone, tokenizer, max_length: int | None = None, prefix_cache: bool = True):
+        """prefix_cache (causal backbones): compute each task's prompt keys/values once, when it is
+        added, and run only the inputs per pass; False recomputes them in every pass."""
         from ept.kernels import KERNELS
 
         backbone.eval()
@@ -210,7 +215,7 @@ class MultiTaskServer:
         self.registry.bank.to(self.device)
         if self.kind not in KERNELS:
             raise ValueError(f"no mixed-task serving kernel for {self.kind} backbones; available: {', '.join(KERNELS.names())}")
-        self.kernel = KERNELS.get(self.kind)(self.model)
+        self.kernel = KERNELS.get(self.kind)(self.model, prefix_cache=prefix_cache)
 
     @property
     def tasks(self) -> dict[str, ServedTask]:
@@ -250,8 +255,8 @@ class MultiTaskServer:
         else:
             scorer = make_scorer(self.model, spec, eval_mode)
         max_length = self.max_length or getattr(spec, "max_length", None) or MAX_LENGTH
-        task = ServedTask(name, spec, scorer, prompt, "", max_length, meta, head, pooling)
         prompt = PromptBank.check(name, prompt, self.model.embed_dim)  # shape / NaN check before any label pass
+        task = ServedTask(name, spec, scorer, prompt, "", max_length, meta, pair_head=head, pooling=pooling)
         task.mode = self.kernel.prepare_task(task)  # label embeddings / ids, computed once, now
         self.registry.put(task, replace=replace)
         return task
@@ -342,10 +347,13 @@ class MultiTaskServer:
 
     def inputs(self, features: list[dict], tasks: list[ServedTask]):
         """Padded inputs plus the rows' prompts (B, n_b, e) and prompt mask (B, n_b) from the bank."""
-        plain = [{k: v for k, v in f.items() if k != "task"} for f in features]
-        batch = to_device(collate(self.tokenizer, plain), self.device)
         prompt, mask = self.bank(self.bank.ids([t.name for t in tasks]))
-        return batch, prompt, mask
+        return self.collate(features), prompt, mask
+
+    def collate(self, features: list[dict]) -> dict:
+        """The rows' padded inputs, without prompts, on the backbone's device."""
+        plain = [{k: v for k, v in f.items() if k != "task"} for f in features]
+        return to_device(collate(self.tokenizer, plain), self.device)
 
 
 def input_length(feature: dict) -> int:
@@ -425,14 +433,14 @@ def load_prompts(folders: dict[str, Path], labels: dict[str, tuple[str, ...]] | 
 
 
 def build_server(loaded: dict, backbone: str | None = None, max_length: int | None = None,
-                 eval_mode: str | None = None) -> MultiTaskServer:
+                 eval_mode: str | None = None, prefix_cache: bool = True) -> MultiTaskServer:
     """Load the backbone the exports name (they must agree) unless `backbone`, and add every prompt."""
     from ept.backbones import load_backbone
 
     names = {meta.get("backbone") for _, meta, _ in loaded.values()}
     if backbone is None and len(names) != 1:
         raise ValueError(f"the exports name different backbones {sorted(map(str, names))}; pick one with --backbone")
-    server = MultiTaskServer(*load_backbone(backbone or names.pop()), max_length=max_length)
+    server = MultiTaskServer(*load_backbone(backbone or names.pop()), max_length=max_length, prefix_cache=prefix_cache)
     for name, (prompt, meta, spec) in loaded.items():
         server.add_task(name, prompt, spec, eval_mode=eval_mode if server.kind == "seq2seq" else None, meta=meta)
     return server

@@ -58,6 +58,8 @@ def register(sub) -> None:
                    help="label words of a prompt whose NAME is not a registered task")
     p.add_argument("--backbone", default=None, help="override the backbone the exports name")
     p.add_argument("--eval-mode", default=None, choices=("rank", "generate"), help="seq2seq classification: rank (default) | generate")
+    p.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false",
+                   help="causal backbones: recompute each prompt's keys/values every pass instead of once per task")
     p.add_argument("--max-length", type=positive_int, default=None, help="max input tokens (default: each task's, else 256)")
     batch = p.add_argument_group("batch mode")
     batch.add_argument("--input", default=None, help="jsonl rows, or - for stdin (a UTF-8 BOM is fine)")
@@ -143,13 +145,13 @@ def run(args) -> int:
             print(f"ept serve: warning: binding {args.host} without --token-file: anyone who reaches it can call it", file=sys.stderr)
         config = ServeConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                              max_body_bytes=args.max_body_bytes, token=token, eval_mode=args.eval_mode)
-        server = build_server(loaded, args.backbone, args.max_length, args.eval_mode)
+        server = build_server(loaded, args.backbone, args.max_length, args.eval_mode, args.prefix_cache)
         return serve_forever(server, config, args.host or "127.0.0.1", args.port)
     if args.input is None:
         raise ValueError("batch mode needs --input FILE (or - for stdin); or pass --http to run a server")
     rows = _read_rows(args.input)
     _check_rows(rows, list(folders))
-    server = build_server(loaded, args.backbone, args.max_length, args.eval_mode)
+    server = build_server(loaded, args.backbone, args.max_length, args.eval_mode, args.prefix_cache)
     results = server.score(rows, batch_size=args.batch_size)
     # allow_nan=False: the output is standard JSON (the kernels already refuse non-finite scores)
     text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in results)
