@@ -293,11 +293,16 @@ class PromptedModel(nn.Module):
         kwargs = self.build_inputs(batch, prompt, prompt_mask)
         hidden = self.backbone(**kwargs).last_hidden_state  # (B, n+L, e)
         n = hidden.shape[1] - batch["input_ids"].shape[1]
-        return pool(hidden[:, n:], batch["attention_mask"], self.pooling)
+        return pool(hidden[:, n:], batch["attention_mask"], self.pooling).float()  # fp32 heads and losses
 
     # ------------------------------------------------------------------ seq2seq
     def seq2seq_loss(self, batch: dict) -> torch.Tensor:
-        return self.backbone(**self.build_inputs(batch), labels=batch["labels"]).loss
+        """The model's own loss (mean token cross-entropy), computed here on fp32 logits: a bf16
+        backbone's would otherwise be taken in bf16 (ept.precision)."""
+        labels = batch["labels"].contiguous()
+        decoder_input_ids = self.backbone.prepare_decoder_input_ids_from_labels(labels=labels)
+        logits = self.backbone(**self.build_inputs(batch), decoder_input_ids=decoder_input_ids).logits
+        return nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
 
     def label_loglik(self, batch: dict, label_ids: torch.Tensor, prompt=None, prompt_mask=None) -> torch.Tensor:
         """Rank classification: summed log p(label_c | input) for every row and label, (B, C).

@@ -155,5 +155,52 @@ def batches(tokenizer, encoded: Encoded, batch_size: int):
         yield collate(tokenizer, encoded.features[start:start + batch_size])
 
 
+def feature_length(feature: dict) -> int:
+    """Tokens a row adds to its padded batch: input (+ target ids: seq2seq/causal labels);
+    a siamese pair, its longer side."""
+    if "a" in feature:
+        return max(len(feature["a"]["input_ids"]), len(feature["b"]["input_ids"]))
+    labels = feature.get("labels")
+    return len(feature["input_ids"]) + (len(labels) if isinstance(labels, list) else 0)
+
+
+def sorted_batches(tokenizer, encoded: Encoded, batch_size: int):
+    """Evaluation batches of rows of similar length, longest first (an out-of-memory shows on the
+    first batch): yields (positions of the rows in `encoded`, batch), so the caller puts results
+    back in their original order."""
+    order = sorted(range(len(encoded)), key=lambda i: -feature_length(encoded.features[i]))  # stable: ties keep order
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        yield rows, collate(tokenizer, [encoded.features[i] for i in rows])
+
+
+# Steps per length-grouping window: HF Trainer's group_by_length sorts mega-batches of 50 batches.
+GROUP_WINDOW = 50
+
+
+def group_by_length(order: list[list[int]], first_step: int, length, seed: int,
+                    window: int = GROUP_WINDOW) -> list[list[int]]:
+    """Length-grouped training batches. `order` holds the (random) rows of steps first_step,
+    first_step+1, ... in whole windows (first_step % window == 0). Each window's rows are sorted by
+    `length(row)` (ties by row), cut into batches of the same sizes, and the batches are put in an
+    order drawn from (seed, window index). So a step's batch is a pure function of (seed, step)
+    like the random order's, and every window of `window` steps trains on exactly the same rows
+    as without grouping, only less padded (hand-written: HF's LengthGroupedSampler draws from a
+    stateful generator, and a resumed run must not replay the data order from step 0)."""
+    if first_step % window:
+        raise ValueError(f"first_step={first_step}: must start a window of {window} steps")
+    out = []
+    for k in range(0, len(order), window):
+        chunk = order[k:k + window]
+        rows = sorted((i for batch in chunk for i in batch), key=lambda i: (length(i), i))
+        grouped, at = [], 0
+        for batch in chunk:
+            grouped.append(rows[at:at + len(batch)])
+            at += len(batch)
+        g = torch.Generator().manual_seed(seed * 100_003 + 50_021 + (first_step + k) // window)
+        out.extend(grouped[j] for j in torch.randperm(len(grouped), generator=g).tolist())
+    return out
+
+
 def to_device(batch: dict, device) -> dict:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}

@@ -56,6 +56,21 @@ class TrainConfig:
     linear_head: bool = field(default=False, metadata={"help": "encoder: trainable linear head instead of label scoring"})
     dtype: Literal["float32", "bfloat16", "float16"] = field(default="float32", metadata={
         "help": "backbone dtype: float32 | bfloat16 | float16 (prompt stays fp32)"})
+    # ---- speed (issue 13; ept.precision): how fast, not what is computed (threads/compile/fallback
+    # are left out of a run's identity; precision and group_by_length change the numbers and are in it)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = field(default="auto", metadata={
+        "help": "compute precision; auto = bf16 on hardware with fast bf16 (CUDA bf16, CPU AMX/AVX512-BF16) "
+                "for pre-LN backbones (causal, seq2seq), else fp32. Prompt and optimizer state stay fp32"})
+    precision_fallback: bool = field(default=False, metadata={
+        "help": "true: an explicit bf16/fp16 on hardware without it falls back to fp32 with a warning, not an error"})
+    threads: int = field(default=1, metadata={
+        "help": "torch intra-op CPU threads; 0 = torch's default (all cores). 1 by default: on a shared 2-core "
+                "machine 2 threads measured 5.6-6.6x slower (benchmarks/RESULTS.md §7b)", "min": 0})
+    compile: bool = field(default=False, metadata={
+        "help": "torch.compile the backbone (falls back to eager with a warning if compiling fails)"})
+    group_by_length: bool = field(default=False, metadata={
+        "help": "training batches of similar length: each window of 50 steps holds the same rows as without, "
+                "sorted by length into batches (less padding)"})
     data_dir: str | None = field(default=None, metadata={"help": "local task data (default $EPT_DATA_DIR or ../shared/data)"})
     out: str | None = field(default=None, metadata={"help": "run folder (default runs/<task>-<method>-<backbone>-s<seed>)"})
     tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard logs to RUN/tb"})
@@ -90,6 +105,10 @@ class TrainConfig:
             raise ValueError(f"warmup_steps={self.warmup_steps}: must be < steps={self.steps}")
         if self.lr is None:
             self.lr = PAIR_PROMPT_LR if siamese_prompt_run(self) else self.method.default_lr
+        low = {"bfloat16": "bf16", "float16": "fp16"}.get(self.dtype)
+        if low and self.precision not in ("auto", low):
+            raise ValueError(f"precision={self.precision} contradicts dtype={self.dtype}; leave dtype at float32 "
+                             f"(precision bf16/fp16 casts a frozen backbone itself)")
 
     def run_dir(self) -> Path:
         if self.out:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 
-def load_run(run_dir, data_dir=None):
-    """(TrainConfig, PromptedModel with the best state) of a run folder."""
+def load_run(run_dir, data_dir=None, precision: str | None = None, precision_fallback: bool = False):
+    """(TrainConfig, PromptedModel with the best state) of a run folder, in `precision` (default:
+    the run's own setting, resolved for this machine; ept.precision)."""
     from ept.checkpoint import load_method
     from ept.rundir import RunDir
     from ept.train import TrainConfig
@@ -19,21 +20,31 @@ def load_run(run_dir, data_dir=None):
         raise FileNotFoundError(f"{rd.path}: no best/ state yet (the run never reached an evaluation)")
     from ept.backbones import load_backbone
 
+    from ept.precision import apply_precision
+
     backbone, tokenizer = load_backbone(cfg.backbone, dtype=getattr(torch, cfg.dtype))
-    return cfg, load_method(rd.best, backbone, tokenizer)
+    model = load_method(rd.best, backbone, tokenizer)
+    apply_precision(model, precision or cfg.precision, cfg.dtype, precision_fallback,
+                    warn=lambda m: print(f"ept eval: warning: {m}"))
+    return cfg, model
 
 
 def evaluate_run(run_dir, split: str = "test", task: str | None = None, data_dir=None,
-                 max_examples: int | None = None, model=None, cfg=None) -> dict:
+                 max_examples: int | None = None, model=None, cfg=None, precision: str | None = None,
+                 precision_fallback: bool = False, threads: int | None = None) -> dict:
     """Metrics of the run's best prompt on `task` (default the run's own) and write them to
-    RUN/eval/<task>-<split>.json. Pass `model`/`cfg` to reuse a loaded run."""
+    RUN/eval/<task>-<split>.json. Pass `model`/`cfg` to reuse a loaded run. `precision` and
+    `threads` as for training (default: the run's precision, torch's threads)."""
     from ept.heads import make_scorer
     from ept.rundir import RunDir, atomic_write_json
     from ept.tasks import load_task
     from ept.train import evaluate
 
+    from ept.precision import set_threads
+
+    set_threads(threads)
     if model is None:
-        cfg, model = load_run(run_dir, data_dir)
+        cfg, model = load_run(run_dir, data_dir, precision, precision_fallback)
     model.eval()
     task = task or cfg.task
     data = load_task(task, data_dir=data_dir or cfg.data_dir, seed=cfg.split_seed)

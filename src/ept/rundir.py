@@ -34,7 +34,10 @@ STATE, LAST_METHOD, LAST_OPTIMIZER, LAST_RNG = "state.json", "method.safetensors
 LOCK, OWNER = ".lock", ".owner.json"
 SWEEP_MANIFEST = "sweep.json"
 # TrainConfig fields that do not change a run's numbers: left out of its identity.
-NOT_IDENTITY = ("out", "tensorboard", "overwrite")
+NOT_IDENTITY = ("out", "tensorboard", "overwrite", "threads", "compile", "precision_fallback")
+# Fields added after runs existed, left out of the identity while at these values (what every
+# earlier run did): the config_hash of a run that does not use them stays what it was.
+NEUTRAL_WHEN = {"precision": "auto", "group_by_length": False}
 # Fields that only change sentence-pair tasks: their defaults in a single-sentence task's identity.
 PAIR_KEYS = ("pair_encoding", "pair_head", "pair_fit_examples")
 # What a config.json WITHOUT a key means, where that differs from today's default: the value
@@ -150,6 +153,9 @@ def identity(config: dict, defaults: dict | None = None) -> dict:
     out = {**(defaults or {}), **config}
     for key in NOT_IDENTITY:
         out.pop(key, None)
+    for key, value in NEUTRAL_WHEN.items():
+        if key in out and out[key] == value:
+            del out[key]
     if not _is_pair_task(out.get("task")):
         # The pair settings do not change a single-sentence task: they read as today's defaults
         # (a legacy `cross` too), so the stored hashes of such runs stay what they were.

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from ept import __version__
-from ept.batching import batches, collate, to_device
+from ept.batching import GROUP_WINDOW, batches, collate, feature_length, group_by_length, sorted_batches, to_device
 from ept.checkpoint import export_prompt, load_state, read_tensors, save_method, trainable_state, check_state, \
     CheckpointError
 # TrainConfig lives in the torch-free ept.config; re-exported so `from ept.train import TrainConfig` works.
@@ -77,14 +77,18 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
 
 
 def evaluate(scorer, spec, tokenizer, encoded, examples, batch_size: int, device) -> dict:
+    """Metrics of `scorer` on `examples`: batches sorted by length (less padding), predictions put
+    back in the rows' order, so the result equals in-order batching."""
+    from ept.precision import autocast
     from ept.tasks import score
 
-    preds: list = []
+    preds: list = [None] * len(encoded)
     was_training = scorer.model.training
     scorer.model.eval()
-    with torch.no_grad():
-        for batch in batches(tokenizer, encoded, batch_size):
-            preds.extend(scorer.predict(to_device(batch, device)))
+    with torch.no_grad(), autocast(scorer.model, getattr(scorer.model, "precision", "fp32")):
+        for rows, batch in sorted_batches(tokenizer, encoded, batch_size):
+            for i, pred in zip(rows, scorer.predict(to_device(batch, device))):
+                preds[i] = pred
     scorer.model.train(was_training)
     return score(spec, preds, examples)
 
@@ -98,11 +102,14 @@ class RunData:
     valid: list
     test: list
     start: int
-    order: list[list[int]]  # rows of each global step start..steps-1
+    order: list[list[int]]  # rows of each global step start..steps-1 (from order_from while grouping)
     features: dict = field(default_factory=dict)  # train row -> encoded features (used rows only)
     enc_valid: object = None
     enc_test: object = None
     truncated: int = 0
+    order_from: int | None = None  # group_by_length: `order` covers whole windows from here, regrouped in encode()
+    seed: int = 0
+    steps: int = 0
 
     @property
     def spec(self):
@@ -116,6 +123,10 @@ class RunData:
         enc = scorer.encode([self.task.train[i] for i in used], max_length)
         self.features, self.truncated = dict(zip(used, enc.features)), enc.truncated
         self.enc_valid, self.enc_test = (scorer.encode(x, max_length) for x in (self.valid, self.test))
+        if self.order_from is not None:  # group_by_length: now that lengths are known
+            grouped = group_by_length(self.order, self.order_from, lambda i: feature_length(self.features[i]), self.seed)
+            self.order = grouped[self.start - self.order_from: self.steps - self.order_from]
+            self.order_from = None
         return self
 
     def batch(self, tokenizer, step: int, rank: int, world: int) -> dict:
@@ -130,14 +141,20 @@ def setup_data(cfg: TrainConfig, start: int) -> RunData:
     data = load_task(cfg.task, data_dir=cfg.data_dir, seed=cfg.split_seed, few_shot_k=cfg.few_shot, sample_seed=cfg.seed)
     if not data.train:
         raise ValueError(f"task {cfg.task!r} has no training examples here ({data.source}); notes: {'; '.join(data.notes)}")
-    order = [batch_indices(len(data.train), cfg.batch_size, cfg.seed, s) for s in range(start, cfg.steps)]
-    return RunData(data, data.validation[: cfg.max_eval_examples], data.test[: cfg.max_eval_examples], start, order)
+    first, last = start, cfg.steps
+    if cfg.group_by_length:  # whole windows of steps, regrouped once their lengths are known (RunData.encode)
+        first, last = start - start % GROUP_WINDOW, -(-cfg.steps // GROUP_WINDOW) * GROUP_WINDOW
+    order = [batch_indices(len(data.train), cfg.batch_size, cfg.seed, s) for s in range(first, last)]
+    return RunData(data, data.validation[: cfg.max_eval_examples], data.test[: cfg.max_eval_examples], start, order,
+                   order_from=first if cfg.group_by_length else None, seed=cfg.seed, steps=cfg.steps)
 
 
-def setup_model(cfg: TrainConfig, spec, device):
-    """(PromptedModel on `device` in train mode, its scorer)."""
+def setup_model(cfg: TrainConfig, spec, device, warn=print):
+    """(PromptedModel on `device` in train mode, its scorer); `model.precision` is the resolved
+    compute precision (ept.precision), a frozen backbone already cast to it."""
     from ept.backbones import PromptedModel, load_backbone
     from ept.heads import make_scorer
+    from ept.precision import apply_precision
     from ept.prompts import Init
 
     backbone, tokenizer = load_backbone(cfg.backbone, dtype=getattr(torch, cfg.dtype))
@@ -147,6 +164,7 @@ def setup_model(cfg: TrainConfig, spec, device):
         label_ids = tokenizer(" ".join(spec.label_words), add_special_tokens=False)["input_ids"]
     n_labels = len(spec.label_words) if cfg.linear_head else 0
     model = PromptedModel(backbone, tokenizer, prompt_cfg, n_labels, init_token_ids=label_ids).to(device)
+    apply_precision(model, cfg.precision, cfg.dtype, cfg.precision_fallback, warn=lambda m: warn(f"ept train: warning: {m}"))
     model.train()
     return model, make_scorer(model, spec, cfg.eval_mode, pair_encoding=cfg.pair_encoding, pair_head=cfg.pair_head)
 
@@ -224,7 +242,10 @@ def train_step(model, scorer, optimizer, batch, *, scheduler=None, max_grad_norm
                accelerator=None) -> tuple[float, float | None]:
     """One optimizer step on a collated batch: loss -> backward -> gradient sync across processes
     -> optional clipping -> AdamW step -> schedule -> zero_grad. Returns (loss, mu_t of P')."""
-    loss = scorer.loss(batch)
+    from ept.precision import autocast
+
+    with autocast(model, getattr(model, "precision", "fp32")):
+        loss = scorer.loss(batch).float()
     loss.backward()
     if (accelerator is not None and accelerator.num_processes > 1) or max_grad_norm is not None:
         params = optimizer_params(optimizer)
@@ -288,6 +309,10 @@ class Checkpointer:
         """Restore model, optimizer and RNG from last/; returns (step, best)."""
         state = self.read_state()
         last = self.rd.last
+        saved = state.get("precision")  # `auto` resolves per machine: a resume must not switch mid-run
+        if saved is not None and saved != getattr(model, "precision", saved):
+            raise CheckpointError(f"{self.rd.state_path}: the run trained in {saved}; here precision={self.cfg.precision} "
+                                  f"is {model.precision}. Resume where it ran, or delete {self.rd.last} to restart")
         load_state(model, last / LAST_METHOD, self.remedy)
         self._load_optimizer(opt, last / LAST_OPTIMIZER)
         rng = read_tensors(last / LAST_RNG, self.remedy)
@@ -310,7 +335,8 @@ class Checkpointer:
             rng["cuda"] = torch.cuda.get_rng_state(device)
         atomic_save_tensors(last / LAST_RNG, rng)
         # state.json last: it is what says the checkpoint is complete.
-        atomic_write_json(last / STATE, {"step": step, "best": best, "config_hash": self.cfg_hash})
+        atomic_write_json(last / STATE, {"step": step, "best": best, "config_hash": self.cfg_hash,
+                                         "precision": getattr(model, "precision", "fp32")})
 
     def save_best(self, model, step: int) -> None:
         save_method(model, self.rd.best, self.cfg.backbone, {"step": step, "task": self.cfg.task})
@@ -423,15 +449,19 @@ def _banner(cfg, data: RunData, model, counts, world, device) -> str:
     return (f"ept train: {cfg.task} ({data.task.source}) | {cfg.method.name} on {cfg.backbone} | "
             f"trainable params: {counts['trainable']:,} || inference params: {counts['inference']:,} | "
             f"train/val/test {len(data.task.train)}/{len(data.valid)}/{len(data.test)} | steps {data.start}->{cfg.steps} | "
-            f"batch {cfg.batch_size} x {world} proc | lr {cfg.lr:g} {cfg.lr_scheduler} | device {device} {cfg.dtype}"
+            f"batch {cfg.batch_size} x {world} proc | lr {cfg.lr:g} {cfg.lr_scheduler} | device {device} "
+            f"{model.precision}{' compiled' if model.compiled else ''} | {torch.get_num_threads()} thread(s)"
+            + (" | grouped by length" if cfg.group_by_length else "")
             + (f" | truncated {data.truncated}/{len(data.features)} train rows at {max_len}" if data.truncated else ""))
 
 
 def _train(cfg: TrainConfig, rundir: RunDir, accelerator, progress: bool) -> dict | None:
     from ept.backbones import param_counts
     from ept.envinfo import collect_env
+    from ept.precision import set_threads
 
     t_start, main, world = time.time(), accelerator.is_main_process, accelerator.num_processes
+    set_threads(cfg.threads)
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {world} processes")
     device = accelerator.device
@@ -452,6 +482,8 @@ def _train(cfg: TrainConfig, rundir: RunDir, accelerator, progress: bool) -> dic
               "inference": param_counts(cfg.backbone, model.prompt_config, model.head.out_features if model.head else 0,
                                         head_params)["inference"]}
     start, best = ckpt.load_last(model, opt, device) if state else (0, {"step": None, "score": -math.inf, "metrics": None})
+    if cfg.compile:
+        model.compiled = _compile(cfg, data, model, scorer, accelerator)
     if main:
         rundir.write_config(cfg.to_dict())
         rundir.write_env(collect_env())
@@ -467,6 +499,31 @@ def _train(cfg: TrainConfig, rundir: RunDir, accelerator, progress: bool) -> dic
     results = _finish(cfg, rundir, data, model, scorer, ckpt, best, status, error, counts, world, t_start) if main else None
     accelerator.wait_for_everyone()
     return results
+
+
+def _compile(cfg, data: RunData, model, scorer, accelerator) -> bool:
+    """torch.compile the backbone, warmed up on the first step's batch (forward + backward) and a
+    validation batch, so that a compiler error falls back to eager now, not mid-run."""
+    from ept.precision import autocast, compile_backbone
+
+    device, tok = accelerator.device, model.tokenizer
+
+    def warmup():
+        batch = to_device(data.batch(tok, data.start, accelerator.process_index, accelerator.num_processes), device)
+        with autocast(model, model.precision):
+            scorer.loss(batch).backward()
+        if accelerator.is_main_process and len(data.enc_valid):  # the no-grad graph too (rank 0 evaluates)
+            _, first = next(sorted_batches(tok, data.enc_valid, cfg.eval_batch_size))
+            model.eval()
+            with torch.no_grad(), autocast(model, model.precision):
+                scorer.predict(to_device(first, device))
+            model.train()
+
+    t = time.time()
+    ok = compile_backbone(model, warmup, warn=lambda m: print(f"ept train: warning: {m}"))
+    if ok and accelerator.is_main_process:
+        print(f"ept train: backbone compiled in {time.time() - t:.0f}s (torch.compile, warmed up)")
+    return ok
 
 
 def _loop(cfg, data: RunData, model, scorer, opt, sched, ckpt: Checkpointer, log: MetricLog, accelerator, best):
@@ -488,7 +545,7 @@ def _loop(cfg, data: RunData, model, scorer, opt, sched, ckpt: Checkpointer, log
                               accelerator=accelerator)
         if not math.isfinite(loss) or (mu is not None and not math.isfinite(mu)):
             what = "loss" if not math.isfinite(loss) else "prompt norm mu_t"
-            error = (f"step {step + 1}: {what} overflowed (loss={loss}, mu_t={mu}) with dtype {cfg.dtype}; "
+            error = (f"step {step + 1}: {what} overflowed (loss={loss}, mu_t={mu}) in {model.precision}; "
                      f"best checkpoint kept (step {best['step']})")
             if main:
                 print(f"ept train: error: {error}")
@@ -529,7 +586,8 @@ def _finish(cfg, rundir: RunDir, data: RunData, model, scorer, ckpt: Checkpointe
         "validation": best["metrics"], "test": test_metrics, "final_mu_t": steps[-1]["mu_t"] if steps else None,
         "split_sizes": {"train": len(data.task.train), "validation": len(data.valid), "test": len(data.test)},
         "data_source": data.task.source, "wall_seconds": round(time.time() - t_start, 1), "world_size": world,
-        "config_hash": ckpt.cfg_hash,
+        "config_hash": ckpt.cfg_hash, "precision": model.precision, "threads": torch.get_num_threads(),
+        "compiled": model.compiled,
         "versions": {"ept": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
     }
     rundir.write_results(results)

@@ -27,12 +27,26 @@ def register(sub) -> None:
     p.add_argument("--pair-encoding", default="siamese", choices=["siamese", "cross"], help="with --no-prompt")
     p.add_argument("--data-dir", help="local task data")
     p.add_argument("--max-eval-examples", type=positive_int, help="cap the split size (default: the run's)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="compute precision (default: the run's; auto = bf16 only on fast-bf16 hardware for pre-LN backbones)")
+    p.add_argument("--precision-fallback", action="store_true",
+                   help="an explicit bf16/fp16 on hardware without it falls back to fp32 with a warning")
+    p.add_argument("--threads", type=_threads, default=1, help="torch CPU threads; 0 = torch's default (default: 1, as ept train)")
     p.add_argument("--json", action="store_true", help="print metrics as JSON")
     p.set_defaults(func=run)
 
 
+def _threads(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 (0 = torch's default), got {text!r}")
+    return int(text)
+
+
 def run(args) -> int:
+    from ept.precision import set_threads
     from ept.tasks import TASKS
+
+    set_threads(args.threads)
 
     task = TASKS.canonical(args.task) if args.task else None  # `CB` -> `cb`; unknown names fail before loading
     from ept.evaluation import evaluate_run, evaluate_zero_shot
@@ -46,7 +60,8 @@ def run(args) -> int:
         raise ValueError("give a run folder (or --no-prompt --task TASK)")
     else:
         metrics = evaluate_run(args.run, split=args.split, task=task, data_dir=args.data_dir,
-                               max_examples=args.max_eval_examples)
+                               max_examples=args.max_eval_examples, precision=args.precision,
+                               precision_fallback=args.precision_fallback, threads=args.threads)
     if args.json:
         print(json.dumps(metrics))
     else:
