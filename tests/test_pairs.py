@@ -293,6 +293,25 @@ def test_train_run_both_encodings(tiny_bert, data_dir, tmp_path, pair_encoding):
     again = evaluate_run(tmp_path / "r")
     assert again["accuracy"] == pytest.approx(res["test"]["accuracy"])
     assert ("best_threshold_accuracy" in again) == siamese
+    # siamese: the init is validated too (step 0), so the best state is never below it
+    steps = [json.loads(line)["step"] for line in (tmp_path / "r" / "eval.jsonl").read_text().splitlines()]
+    assert steps == ([0, 2] if siamese else [2])
+    assert res["best_step"] in steps
+
+
+def test_pair_prompt_lr_default(tiny_bert):
+    """Unset lr: PAIR_PROMPT_LR for a prompt on a siamese pair task on an encoder, the method's
+    own default everywhere else; an explicit lr always wins."""
+    from ept.config import PAIR_PROMPT_LR, TrainConfig
+
+    assert PAIR_PROMPT_LR < 0.3
+    for kw in (dict(task="stsb"), dict(task="mrpc", method="pt"), dict(task="cb", backbone=tiny_bert)):
+        assert TrainConfig(**kw).lr == PAIR_PROMPT_LR, kw
+    for kw, lr in ((dict(task="sst2"), 0.3), (dict(task="stsb", pair_encoding="cross"), 0.3),
+                   (dict(task="rte", backbone="t5-base"), 0.3), (dict(task="stsb", method="ft"), 1e-5),
+                   (dict(task="stsb", lr=0.3), 0.3)):
+        assert TrainConfig(**kw).lr == lr, kw
+    assert TrainConfig(task="stsb", backbone="all-MiniLM-L6-v2").lr == PAIR_PROMPT_LR  # the alias
 
 
 def test_zero_shot_matches_sentence_transformers_on_real_data(minilm, data_dir):
@@ -323,10 +342,99 @@ def test_zero_shot_table_full_dev(data_dir, task, metric, expected):
     assert out[metric] == pytest.approx(expected, abs=1.0)
 
 
-def test_serving_refuses_a_siamese_export(tmp_path):
-    """Until serving has a siamese kernel, a siamese export is refused by name, never scored jointly."""
-    from ept.checkpoint import refuse_siamese
+def _eval_predictions(run_dir, examples):
+    """What `ept eval RUN` computes for these rows: the run's best state, its own scorer."""
+    from ept.evaluation import load_run
+    from ept.train import evaluate  # noqa: F401  (the same loop; here the predictions, not the metric)
 
-    with pytest.raises(ValueError, match="siamese"):
-        refuse_siamese(tmp_path, {"pair_encoding": "siamese"})
-    refuse_siamese(tmp_path, {"pair_encoding": "cross"})  # joint encoding: served as before
+    cfg, model = load_run(run_dir)
+    model.eval()
+    spec = get_task(cfg.task)
+    scorer = make_scorer(model, spec, pair_encoding=cfg.pair_encoding, pair_head=cfg.pair_head)
+    enc = scorer.encode(examples, cfg.max_length)
+    with torch.no_grad():
+        return [p for b in batches(model.tokenizer, enc, 5) for p in scorer.predict(b)]
+
+
+def test_serving_a_siamese_export_equals_ept_eval_in_mixed_batches(tiny_bert, data_dir, tmp_path):
+    """Siamese exports (a binary and a regression pair head) served with a single-sentence task in
+    ONE pass: every pair row's prediction is `ept eval`'s for that row, the metric over the rows
+    is `ept eval`'s metric, and the single-sentence rows score as they do alone."""
+    from ept.evaluation import evaluate_run
+    from ept.serve import build_server, load_prompts
+    from ept.tasks import load_task, score
+    from ept.train import TrainConfig, run
+
+    folders, rows, origin = {}, [], []
+    for task in ("mrpc", "stsb"):
+        out = tmp_path / task
+        run(TrainConfig(task=task, method="ept", backbone=tiny_bert, steps=2, eval_every=2, batch_size=4,
+                        max_eval_examples=12, max_length=32, data_dir=str(data_dir), out=str(out),
+                        tensorboard=False, pair_fit_examples=32), progress=False)
+        folders[task] = out / "export"
+    loaded = load_prompts(folders)
+    server = build_server(loaded, max_length=32)
+    solo = torch.randn(3, server.model.embed_dim)
+    server.add_task("mood", solo, label_words=("sad", "happy"))
+    tests = {t: load_task(t, data_dir=data_dir).test[:12] for t in folders}
+    for j in range(12):  # interleaved: pair rows of two tasks beside single sentences
+        for t in folders:
+            rows.append({"task": t, "fields": list(tests[t][j].fields)})
+            origin.append(t)
+        rows.append({"task": "mood", "text": tests["mrpc"][j].fields[0]})
+        origin.append("mood")
+    mixed = server.score(rows, batch_size=len(rows))
+    assert server.tasks["mrpc"].mode == server.tasks["stsb"].mode == "siamese"
+    for t in folders:
+        got = [r for r, o in zip(mixed, origin) if o == t]
+        want = _eval_predictions(tmp_path / t, tests[t])
+        preds = [r["prediction"] for r in got]
+        if t == "stsb":
+            assert preds == pytest.approx(want, abs=1e-5)
+            assert all(len(r["scores"]) == 1 and -1 <= r["scores"][0] <= 1 for r in got)  # the cosine
+        else:
+            assert preds == want and {r["label"] for r in got} <= {"not_equivalent", "equivalent"}
+        metric = get_task(t).main_metric
+        assert score(get_task(t), preds, tests[t])[metric] == pytest.approx(evaluate_run(tmp_path / t)[metric], abs=1e-3)
+    alone = server.score([r for r in rows if r["task"] == "mood"])
+    assert [r["prediction"] for r in alone] == [r["prediction"] for r, o in zip(mixed, origin) if o == "mood"]
+    torch.testing.assert_close(torch.tensor([r["scores"] for r in alone]),
+                               torch.tensor([r["scores"] for r, o in zip(mixed, origin) if o == "mood"]), rtol=1e-4, atol=1e-4)
+    chunked = server.score(rows, batch_size=7)  # sorted passes still mixing tasks: same predictions
+    assert [r["prediction"] for r in chunked] == pytest.approx([r["prediction"] for r in mixed], abs=1e-5)
+
+
+def test_serving_siamese_rows_need_two_sides(tiny_bert, data_dir, tmp_path):
+    from ept.serve import MultiTaskServer, RowError
+    from ept.train import TrainConfig, run
+
+    out = tmp_path / "mrpc"
+    run(TrainConfig(task="mrpc", method="ept", backbone=tiny_bert, steps=1, eval_every=1, batch_size=4,
+                    max_eval_examples=4, max_length=32, data_dir=str(data_dir), out=str(out), tensorboard=False,
+                    pair_fit_examples=16), progress=False)
+    from ept.backbones import load_backbone
+
+    server = MultiTaskServer(*load_backbone(tiny_bert))
+    server.add_task("mrpc", out / "export", get_task("mrpc"))
+    with pytest.raises(RowError, match="row 0: .*side B is empty"):
+        server.score([{"task": "mrpc", "fields": ["A man sleeps.", " "]}])
+    with pytest.raises(RowError, match="row 1: .*a pair needs 2 fields"):
+        server.score([{"task": "mrpc", "fields": ["a", "b"]}, {"task": "mrpc", "fields": ["only one"]}])
+    with pytest.raises(RowError, match="row 0: .*give \"fields\" with its two sides"):
+        server.score([{"task": "mrpc", "text": "only one"}])
+    with pytest.raises(ValueError, match="pair head scores 2 labels, the task has 3"):
+        server.add_task("cb", out / "export", get_task("cb"))
+
+
+def test_http_upload_of_a_siamese_prompt_file_names_the_fix():
+    """Raw prompt.safetensors bytes carry no pair head kind or pooling: refused, naming the way
+    that works (the export folder)."""
+    pytest.importorskip("fastapi")
+    from safetensors.torch import save
+
+    from ept.httpserve import _uploaded
+
+    body = save({"prompt": torch.zeros(1, 8), "pair_head.threshold": torch.zeros(1)})
+    with pytest.raises(ValueError, match="siamese pair head: load its export folder"):
+        _uploaded(body, {})
+    assert _uploaded(save({"prompt": torch.zeros(1, 8)}), {})[0].shape == (1, 8)

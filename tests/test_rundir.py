@@ -165,6 +165,45 @@ def test_sweep_workers_die_with_their_parent(tmp_path):
 
 
 # ------------------------------------------------------------------------------ checkpoints and logs
+def _make_legacy(out) -> None:
+    """Turn a run folder into one written before the pair settings existed."""
+    config = json.loads((out / "config.json").read_text())
+    for key in ("pair_encoding", "pair_head", "pair_fit_examples"):
+        config.pop(key)
+    (out / "config.json").write_text(json.dumps(config))
+
+
+def test_legacy_pair_run_means_cross_at_resume_and_at_eval(tiny_bert, data_dir, tmp_path, monkeypatch):
+    """A folder from before `pair_encoding` (no key) encoded pairs jointly: resuming it with
+    today's default (siamese) is refused naming the key and the flag; resumed as cross it ends as
+    an uninterrupted cross run, and `ept eval` reads it as cross too."""
+    from ept.evaluation import evaluate_run, load_run
+
+    kw = dict(task="mrpc", pair_encoding="cross", max_length=24, max_eval_examples=8)
+    reference = run(_cfg(tiny_bert, data_dir, tmp_path / "ref", **kw), progress=False)
+    out = tmp_path / "legacy"
+    _interrupted(tiny_bert, data_dir, out, monkeypatch, **kw)
+    _make_legacy(out)
+    default = {k: v for k, v in kw.items() if k != "pair_encoding"}
+    with pytest.raises(StaleRunError) as err:
+        run(_cfg(tiny_bert, data_dir, out, **default), progress=False)
+    assert "pair_encoding: 'cross' -> 'siamese'" in str(err.value) and "--pair-encoding cross" in str(err.value)
+    assert _metrics(run(_cfg(tiny_bert, data_dir, out, **kw), progress=False)) == _metrics(reference)
+    _make_legacy(out)  # the resume rewrote config.json; eval must read a legacy one as cross as well
+    cfg, model = load_run(out)
+    assert cfg.pair_encoding == "cross" and model.pair_head is None
+    assert evaluate_run(out, model=model, cfg=cfg)["accuracy"] == reference["test"]["accuracy"]
+
+
+def test_legacy_single_sentence_run_resumes_with_todays_defaults(tiny_bert, mini_data, tmp_path, monkeypatch):
+    """Pair settings do not change a single-sentence task: they are not part of its identity."""
+    reference = run(_cfg(tiny_bert, mini_data, tmp_path / "ref"), progress=False)
+    out = tmp_path / "legacy"
+    _interrupted(tiny_bert, mini_data, out, monkeypatch)
+    _make_legacy(out)
+    assert _metrics(run(_cfg(tiny_bert, mini_data, out), progress=False)) == _metrics(reference)
+
+
 def test_torn_steps_log_is_reported_and_truncated_on_resume(tiny_bert, mini_data, tmp_path, monkeypatch, capsys):
     reference = run(_cfg(tiny_bert, mini_data, tmp_path / "ref"), progress=False)
     out = tmp_path / "torn"

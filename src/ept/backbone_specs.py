@@ -44,6 +44,21 @@ for _spec in (
 BACKBONES._aliases["all-minilm-l6-v2"] = "minilm"  # the model's own name
 
 
+# model_type values read as BERT-family encoders (`ept.backbones.backbone_kind`).
+ENCODER_TYPES = ("bert", "roberta", "distilbert", "electra", "xlm-roberta", "deberta", "deberta-v2", "mpnet")
+
+
+def is_encoder_backbone(name: str) -> bool:
+    """A registered encoder, or a local model folder whose config.json names a BERT-family type;
+    without torch. A hub id is unknown until loaded: False."""
+    if name in BACKBONES:
+        return BACKBONES.get(name).kind == "encoder"
+    try:
+        return json.loads((Path(name).expanduser() / "config.json").read_text()).get("model_type") in ENCODER_TYPES
+    except (OSError, ValueError):
+        return False
+
+
 def offline_embed_dim(name: str) -> int | None:
     """e without torch or transformers: a registry fact, or the `d_model`/`hidden_size`/`n_embd`
     of a local folder's config.json (the keys `ept.backbones.embed_dim_of` reads); None when only

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ept.backbone_specs import BACKBONES, BackboneSpec  # noqa: F401  (the registry, torch-free; re-exported)
+from ept.backbone_specs import BACKBONES, ENCODER_TYPES, BackboneSpec  # noqa: F401  (the registry, torch-free; re-exported)
 from ept.pooling import pool, read_pooling
 from ept.prompts import Init, MethodConfig, build_encoder
 
@@ -57,7 +57,6 @@ def resolve_backbone(name: str) -> tuple[str, BackboneSpec | None]:
     raise AssertionError  # unreachable
 
 
-ENCODER_TYPES = ("bert", "roberta", "distilbert", "electra", "xlm-roberta", "deberta", "deberta-v2", "mpnet")
 
 
 def backbone_kind(config) -> str:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ept.tasks.spec import is_pair_task  # noqa: F401  (the rule lives torch-free; every PAIR_SIDES key is in PAIR_TASKS_BY_NAME)
+
 
 @dataclass
 class Encoded:
@@ -59,11 +61,6 @@ def _wic_sides(fields):
 # Tasks whose two sides are not simply their two text fields (task name -> fields -> (a, b)).
 PAIR_SIDES = {"wic": _wic_sides}
 
-
-def is_pair_task(spec) -> bool:
-    """Two texts to compare: every two-field task (STS-B, MRPC, QQP, RTE, MNLI, QNLI, CB, BoolQ,
-    SciTail, PAWS), and WiC with its word marked in both sentences."""
-    return spec.name in PAIR_SIDES or len(spec.fields) == 2
 
 
 def pair_sides(example, spec, position: int = 0) -> tuple[str, str]:

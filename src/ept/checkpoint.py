@@ -165,15 +165,6 @@ def export_prompt(model, out, backbone: str, peft_task_type: str | None = None, 
     return out
 
 
-def refuse_siamese(folder, meta: dict) -> None:
-    """Mixed-task serving scores pairs jointly (cross encoding); a siamese export would be scored
-    the wrong way without a word, so it is refused until serving has a siamese kernel."""
-    if meta.get("pair_encoding") == "siamese":
-        raise ValueError(f"{folder}: this export scores sentence pairs siamese (each side encoded alone, cosine "
-                         "through its pair head); `ept serve` does not serve siamese exports yet. Evaluate it with "
-                         "`ept eval RUN`, or train with --pair-encoding cross to serve it")
-
-
 def load_exported(folder) -> tuple[torch.Tensor, dict]:
     """(P' (n, e), metadata) from an export folder, broadcast restored. A siamese export's
     metadata carries `pair_encoding`, `pair_head` (kind, labels) and `pair_head_state`, the head's

@@ -16,6 +16,12 @@ from ept.flags import validate
 from ept.method_configs import EPTConfig, MethodConfig, drop_legacy, method_config
 
 PAPER_STEPS = 30_000  # the paper's budget on GPU; CPU defaults below are recorded in every run
+# The prompt lr of siamese pair tasks on an encoder (docs/tasks.md, "Learning rate"). The frozen
+# sentence-embedding model already scores these tasks (STS-B Pearson 0.87 zero-shot), and AdamW
+# moves every trainable coordinate by ~lr per step whatever the gradient: at the paper's 0.3 the
+# first step alone is ~5x MiniLM's embedding scale (coordinate std 0.056), EPT's mu_t jumps
+# 0.3 -> 400, and the run never recovers the zero-shot score. Chosen on STS-B validation.
+PAIR_PROMPT_LR = 0.003
 SCHEDULERS = ("constant", "linear")
 
 
@@ -32,8 +38,8 @@ class TrainConfig:
     backbone: str = field(default="minilm", metadata={"help": "minilm | t5-small | t5-base | t5-large | a model folder or hub id"})
     steps: int = field(default=400, metadata={"help": f"optimizer steps (paper: {PAPER_STEPS})", "min": 1})
     lr: float | None = field(default=None, metadata={
-        "help": "learning rate; default 0.3 for prompts, 1e-5 for ft, 1e-3 for lora/ia3", "gt": 0,
-        "unset": "the method's default"})
+        "help": f"learning rate; default 0.3 for prompts ({PAIR_PROMPT_LR:g} on siamese pair tasks), 1e-5 for ft, "
+                "1e-3 for lora/ia3", "gt": 0, "unset": "the method's default"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay", "min": 0})
     batch_size: int = field(default=16, metadata={"help": "global batch size (split over processes)", "min": 1})
     eval_every: int = field(default=100, metadata={"help": "steps between validation runs and checkpoints (paper: 1000)", "min": 1})
@@ -98,7 +104,7 @@ class TrainConfig:
         if self.warmup_steps >= self.steps:
             raise ValueError(f"warmup_steps={self.warmup_steps}: must be < steps={self.steps}")
         if self.lr is None:
-            self.lr = self.method.default_lr
+            self.lr = PAIR_PROMPT_LR if siamese_prompt_run(self) else self.method.default_lr
         low = {"bfloat16": "bf16", "float16": "fp16"}.get(self.dtype)
         if low and self.precision not in ("auto", low):
             raise ValueError(f"precision={self.precision} contradicts dtype={self.dtype}; leave dtype at float32 "
@@ -169,6 +175,19 @@ def canonical_options(method: str, options: dict) -> dict:
         return method_config(method, **drop_legacy(method, options)).options()
     except (KeyError, ValueError, TypeError):
         return options
+
+
+def siamese_prompt_run(cfg: TrainConfig) -> bool:
+    """Does this run train a prompt for a siamese pair task on an encoder (`ept.heads.resolve_pair_encoding`)?
+    Reads the backbone's kind only in that case (a registry fact or the folder's config)."""
+    from ept.backbone_specs import is_encoder_backbone
+    from ept.tasks import TASKS
+    from ept.tasks.spec import is_pair_task
+
+    spec = TASKS.get(cfg.task)
+    if not (cfg.method.has_prompt and cfg.pair_encoding == "siamese" and is_pair_task(spec) and spec.kind != "generation"):
+        return False
+    return is_encoder_backbone(cfg.backbone)
 
 
 def check_backbone(name: str) -> None:

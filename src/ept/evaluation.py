@@ -14,7 +14,7 @@ def load_run(run_dir, data_dir=None, precision: str | None = None, precision_fal
 
     rd = RunDir(run_dir)
     data = rd.read_config()
-    data.setdefault("pair_encoding", "cross")  # runs from before siamese pairs were encoded jointly
+    # A config.json from before siamese pairs reads as `cross` (rundir.LEGACY_DEFAULTS), as at resume.
     cfg = TrainConfig.from_dict(data)
     if not rd.best.exists():
         raise FileNotFoundError(f"{rd.path}: no best/ state yet (the run never reached an evaluation)")

@@ -155,8 +155,7 @@ class Service:
         spec = spec_for(name, meta, labels)
         with self.lock:
             task = self.server.add_task(name, prompt, spec, eval_mode=eval_mode if self.server.kind == "seq2seq" else None,
-                                        replace=True)
-            task.meta = meta
+                                        replace=True, meta=meta)
         return task.describe()
 
     def delete_prompt(self, name: str) -> None:
@@ -341,10 +340,9 @@ def _prompt_routes(app: FastAPI, auth: list, config: ServeConfig) -> None:
                 prompt, meta, labels, eval_mode = _uploaded(body, request.query_params)
             else:
                 source = PromptSource.model_validate_json(body)
-                from ept.checkpoint import load_exported, refuse_siamese
+                from ept.checkpoint import load_exported
 
                 prompt, meta = await run_in_threadpool(load_exported, source.path)
-                refuse_siamese(source.path, meta)
                 labels, eval_mode = source.labels, source.eval_mode or config.eval_mode
             info = await run_in_threadpool(service.put_prompt, name, prompt, labels, eval_mode, meta)
         except FileNotFoundError as err:
@@ -373,6 +371,9 @@ def _uploaded(body: bytes, query) -> tuple:
         raise ValueError(f"the body is not a safetensors file ({err})") from None
     if "prompt" not in tensors or tensors["prompt"].dim() != 2:
         raise ValueError(f"the safetensors file needs one 2-D tensor 'prompt' (n, e); got {sorted(tensors)}")
+    if any(k.startswith("pair_head.") for k in tensors):  # its kind and pooling live in prompt.json
+        raise ValueError("this prompt.safetensors holds a siamese pair head: load its export folder with "
+                         "{\"path\": ...} (prompt.json says how it scores pairs)")
     prompt = tensors["prompt"].float()
     num_tokens = query.get("num_tokens")
     if num_tokens is not None:

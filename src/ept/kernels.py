@@ -13,7 +13,10 @@ functions (`label_logits`, `anchor_value`, `Seq2SeqScorer.max_new_tokens`).
 
 - encoder: each distinct label (or anchor) text set is embedded once, when a task using it is
   added; a pass stacks the label sets of the tasks in it (sum C_t, e), one matmul scores every row
-  against every label, and each row keeps its own task's columns.
+  against every label, and each row keeps its own task's columns. A siamese pair row (an export
+  trained with `pair_encoding=siamese`) adds its two sides as two rows of the same pass, each with
+  its task's prompt, pooled by the export's recipe; the cosine of the two goes through the
+  export's pair head (`PairHead.logits` / `predict`, as `SiameseScorer.predict`).
 - seq2seq rank classification: one encoder pass; each row's encoder output is repeated once per
   label of ITS task (sum over rows of C_t decoder rows, no padded label sets) and one decoder pass
   scores them all. Generation-mode tasks are decoded in one `generate` call per max_new_tokens.
@@ -26,6 +29,7 @@ import math
 import torch
 
 from ept.heads import _encode_texts, anchor_value, label_logits
+from ept.pooling import pool
 from ept.registry import Registry
 
 
@@ -98,32 +102,83 @@ def format_result(task, scores: list[float], row: int, value: float | None = Non
     return {"task": task.name, "prediction": best, "label": spec.label_words[best], "scores": scores}
 
 
+def expand_sides(features: list[dict], tasks: list) -> tuple[list[dict], list, list[tuple[int, int]]]:
+    """Rows for one pass: a plain row as it is, a siamese row as its side A and side B (both
+    prompted with its task's prompt). Returns (rows, their tasks, where) with where[i] = (j, k):
+    row i's embedding is flat row j, or its sides are flat rows j and k."""
+    flat, flat_tasks, where = [], [], []
+    for f, t in zip(features, tasks):
+        sides = (f["a"], f["b"]) if "a" in f else (f,)
+        where.append((len(flat), len(flat) + len(sides) - 1))
+        for side in sides:
+            flat.append({k: v for k, v in side.items() if k not in ("a", "b", "task")} | {"labels": None, "index": f["index"]})
+            flat_tasks.append(t)
+    return flat, flat_tasks, where
+
+
 class EncoderKernel(Kernel):
     def __init__(self, model, **options):
         super().__init__(model, **options)
         self._embeddings: dict[tuple[str, ...], torch.Tensor] = {}  # label texts -> (C, e)
 
     def prepare_task(self, task) -> str:
+        if task.pair_head is not None:
+            return "siamese"  # scored from the cosine of its two sides: no label texts
         texts = tuple(task.scorer.texts)
         if texts not in self._embeddings:  # tasks sharing a label set share one embedding pass
             with torch.inference_mode():
                 self._embeddings[texts] = _encode_texts(self.model, texts)
         return "embed"
 
-    def score(self, server, features, tasks):
+    def embed(self, server, features, tasks) -> torch.Tensor:
+        """(R, e) sentence embeddings of R rows in ONE backbone pass, each pooled by its task's
+        recipe (a siamese export's own, else the backbone's, as `PromptedModel.pooled`)."""
         batch, prompt, mask = server.inputs(features, tasks)
-        pooled = self.model.pooled(batch, prompt, mask)  # (B, e), one backbone pass
-        tables, offset, count = ragged(tasks, lambda t: self._embeddings[tuple(t.scorer.texts)])
-        scores = own_columns(label_logits(pooled, torch.cat(tables)), offset, count)  # (B, C_max)
-        out = []
-        for i, t in enumerate(tasks):
-            own = scores[i, : len(t.scorer.texts)]
-            value = None
-            if t.spec.kind == "regression":  # as EncoderRegressionScorer.predict
-                lo, hi = t.spec.value_range
-                value = float(anchor_value(own[1] - own[0], lo, hi))
-            out.append(format_result(t, own.tolist(), features[i]["index"], value))
+        hidden = self.model.backbone(**self.model.build_inputs(batch, prompt, mask)).last_hidden_state
+        hidden = hidden[:, hidden.shape[1] - batch["input_ids"].shape[1]:]  # the input positions only
+        recipes = [t.pooling or self.model.pooling for t in tasks]
+        out = torch.empty(len(tasks), hidden.shape[-1], device=hidden.device)
+        for recipe in dict.fromkeys(recipes):
+            rows = torch.tensor([i for i, r in enumerate(recipes) if r == recipe], device=hidden.device)
+            out[rows] = pool(hidden[rows], batch["attention_mask"][rows], recipe)
         return out
+
+    def score(self, server, features, tasks):
+        flat, flat_tasks, where = expand_sides(features, tasks)
+        emb = self.embed(server, flat, flat_tasks)
+        plain = [i for i, t in enumerate(tasks) if t.mode != "siamese"]
+        out: list[dict | None] = [None] * len(features)
+        if plain:
+            sub = [tasks[i] for i in plain]
+            # A cosine even if the recipe does not normalise, as the label scorer (`_EncoderScorer.logits`).
+            pooled = torch.nn.functional.normalize(emb[[where[i][0] for i in plain]], dim=-1)
+            tables, offset, count = ragged(sub, lambda t: self._embeddings[tuple(t.scorer.texts)])
+            scores = own_columns(label_logits(pooled, torch.cat(tables)), offset, count)  # (B, C_max)
+            for j, i in enumerate(plain):
+                out[i] = self._label_result(tasks[i], scores[j, : len(tasks[i].scorer.texts)], features[i]["index"])
+        for i, t in enumerate(tasks):
+            if t.mode == "siamese":
+                a, b = where[i]
+                cos = torch.nn.functional.cosine_similarity(emb[a:a + 1], emb[b:b + 1], dim=-1)  # (1,)
+                out[i] = self._pair_result(t, cos, features[i]["index"])
+        return out
+
+    @staticmethod
+    def _label_result(task, own: torch.Tensor, row: int) -> dict:
+        value = None
+        if task.spec.kind == "regression":  # as EncoderRegressionScorer.predict
+            lo, hi = task.spec.value_range
+            value = float(anchor_value(own[1] - own[0], lo, hi))
+        return format_result(task, own.tolist(), row, value)
+
+    @staticmethod
+    def _pair_result(task, cos: torch.Tensor, row: int) -> dict:
+        """A siamese row, as `SiameseScorer.predict`: "scores" are the head's logits (one per
+        label), for regression the cosine of the two sides (the prediction maps it to the range)."""
+        head = task.pair_head
+        if head.kind == "regression":
+            return format_result(task, cos.tolist(), row, float(head.predict(cos)[0]))
+        return format_result(task, head.logits(cos)[0].tolist(), row)
 
 
 class Seq2SeqKernel(Kernel):

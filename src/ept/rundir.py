@@ -38,6 +38,12 @@ NOT_IDENTITY = ("out", "tensorboard", "overwrite", "threads", "compile", "precis
 # Fields added after runs existed, left out of the identity while at these values (what every
 # earlier run did): the config_hash of a run that does not use them stays what it was.
 NEUTRAL_WHEN = {"precision": "auto", "group_by_length": False}
+# Fields that only change sentence-pair tasks: their defaults in a single-sentence task's identity.
+PAIR_KEYS = ("pair_encoding", "pair_head", "pair_fit_examples")
+# What a config.json WITHOUT a key means, where that differs from today's default: the value
+# the code had before the key existed. Folders from before `pair_encoding` encoded every pair
+# jointly, so they are `cross` for train-resume and `ept eval` alike (`RunDir.read_config`).
+LEGACY_DEFAULTS = {"pair_encoding": "cross"}
 
 
 class RunDirError(ValueError):
@@ -150,6 +156,11 @@ def identity(config: dict, defaults: dict | None = None) -> dict:
     for key, value in NEUTRAL_WHEN.items():
         if key in out and out[key] == value:
             del out[key]
+    if not _is_pair_task(out.get("task")):
+        # The pair settings do not change a single-sentence task: they read as today's defaults
+        # (a legacy `cross` too), so the stored hashes of such runs stay what they were.
+        base = train_defaults()
+        out.update({k: base[k] for k in PAIR_KEYS if k in out})
     if out.get("method") and isinstance(out.get("method_options"), dict):
         from ept.config import canonical_options  # torch-free
 
@@ -161,6 +172,17 @@ def identity(config: dict, defaults: dict | None = None) -> dict:
     if out.get("backbone") and os.path.exists(os.path.expanduser(str(out["backbone"]))):
         out["backbone"] = normalise_path(out["backbone"])
     return out
+
+
+def _is_pair_task(name) -> bool:
+    """Unknown names count as pair tasks: their pair keys stay in the identity (the safe side)."""
+    from ept.tasks.catalog import get_task
+    from ept.tasks.spec import is_pair_task
+
+    try:
+        return is_pair_task(get_task(name))
+    except (KeyError, ValueError, TypeError):
+        return True
 
 
 def config_hash(ident: dict) -> str:
@@ -216,7 +238,7 @@ class RunDir:
     def read_config(self, fill_defaults: bool = False) -> dict:
         if not self.config_path.exists():
             raise FileNotFoundError(f"{self.path}: not a run folder (no {CONFIG})")
-        config = read_json(self.config_path, f"delete {self.path} to start the run again")
+        config = {**LEGACY_DEFAULTS, **read_json(self.config_path, f"delete {self.path} to start the run again")}
         return {**train_defaults(), **config} if fill_defaults else config
 
     def read_results(self) -> dict | None:
@@ -276,7 +298,8 @@ class RunDir:
     def trim_logs(self, step: int, warn=print) -> None:
         """On resume: cut a torn last line, then drop the lines after `step` (they will be redone)."""
         for path in (self.steps_path, self.evals_path):
-            rows = [r for r in read_jsonl(path, repair=True, warn=warn) if r.get("step", 0) <= step]
+            # From step 0 nothing survives: a step-0 evaluation (siamese warm start) is redone.
+            rows = [r for r in read_jsonl(path, repair=True, warn=warn) if r.get("step", 0) <= step] if step else []
             atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
     # -------------------------------------------------------------- identity
@@ -292,8 +315,10 @@ class RunDir:
         if old == new:
             return "same"
         if not overwrite:
+            legacy = (" (a folder written before --pair-encoding existed encodes pairs jointly: add "
+                      "--pair-encoding cross to resume it)") if old.get("pair_encoding") != new.get("pair_encoding") else ""
             raise StaleRunError(
-                f"{self.path} holds a {self.status()} run of a different config ({'; '.join(config_diff(old, new))}); "
+                f"{self.path} holds a {self.status()} run of a different config ({'; '.join(config_diff(old, new))}){legacy}; "
                 f"pass another --out, or --overwrite true (overwrite: true in a spec) to replace it")
         self.clear()
         return "replaced"

@@ -33,7 +33,7 @@ import torch
 from ept.backbones import PromptedModel
 from ept.bank import PromptBank
 from ept.batching import collate, encoder_segments, to_device
-from ept.checkpoint import load_exported, refuse_siamese
+from ept.checkpoint import load_exported
 from ept.heads import make_scorer
 from ept.prompts import PTConfig
 
@@ -83,6 +83,10 @@ class ServedTask:
     # causal: keys/values of [BOS][P'] (ept.kernels.CausalKernel), computed once when the task is
     # added; they live and die with this task, so a replaced or removed task drops its cache
     prefix_kv: torch.Tensor | None = None
+    # Siamese pair exports (mode "siamese"): the export's pair head (its scalars loaded) and the
+    # pooling recipe it was trained with; each side is prompted and pooled on its own.
+    pair_head: Any = None
+    pooling: Any = None
 
     def describe(self) -> dict:
         """What `GET /v1/prompts` shows."""
@@ -132,6 +136,8 @@ def parse_row(row, i: int, registry: TaskRegistry, kind: str) -> tuple[ServedTas
     if "text" in row:
         if not isinstance(row["text"], str):
             raise RowError(i, f"\"text\" must be a string, got {type(row['text']).__name__} {row['text']!r:.40}")
+        if task.mode == "siamese":
+            raise RowError(i, f"task {task.name!r} scores sentence pairs: give \"fields\" with its two sides, not \"text\"")
         return task, row["text"], None
     fields = row.get("fields")
     if not isinstance(fields, (list, tuple)) or not fields:
@@ -139,6 +145,8 @@ def parse_row(row, i: int, registry: TaskRegistry, kind: str) -> tuple[ServedTas
     for j, value in enumerate(fields):
         if not isinstance(value, str):
             raise RowError(i, f"\"fields\"[{j}] must be a string, got {type(value).__name__} {value!r:.40}")
+    if task.mode == "siamese":
+        return (task, *siamese_sides(task, fields, i))
     if kind == "encoder":
         return (task, *encoder_segments(fields))
     spec_fields = getattr(task.spec, "fields", None)
@@ -147,6 +155,40 @@ def parse_row(row, i: int, registry: TaskRegistry, kind: str) -> tuple[ServedTas
             raise RowError(i, f"task {task.name!r} has fields {list(spec_fields)}, got {len(fields)} values")
         return task, task.spec.template(dict(zip(spec_fields, fields))), None
     return task, " ".join(fields), None
+
+
+def siamese_sides(task: ServedTask, fields, i: int) -> tuple[str, str]:
+    """The two sides of a siamese row, as training builds them (`ept.batching.pair_sides`: WiC's
+    word marked, no empty side); a task known only by label words takes exactly two fields."""
+    from ept.batching import pair_sides
+    from ept.tasks import Example
+
+    spec = task.spec
+    if not getattr(spec, "fields", None):
+        if len(fields) != 2 or not all(f.strip() for f in fields):
+            raise RowError(i, f"task {task.name!r} scores sentence pairs: give \"fields\" with two non-empty texts, got {fields!r:.80}")
+        return fields[0], fields[1]
+    try:
+        return pair_sides(Example(source="", target="", label=None, fields=tuple(fields)), spec, i)
+    except ValueError as err:
+        raise RowError(i, str(err).replace(f", example {i}", "")) from None
+
+
+def siamese_parts(name: str, spec, meta: dict, device) -> tuple:
+    """(PairHead with the export's scalars, PoolingRecipe) of a siamese export, checked against
+    the task it is served as."""
+    from ept.heads import PairHead
+    from ept.pooling import PoolingRecipe
+
+    head = PairHead.from_meta(meta["pair_head"])
+    head.load_state_dict(meta["pair_head_state"])
+    labels = tuple(getattr(spec, "label_words", ()) or ())
+    if head.kind != "regression" and len(labels) != head.num_labels:
+        raise ValueError(f"prompt {name!r}: its pair head scores {head.num_labels} labels, the task has {len(labels)} "
+                         f"{list(labels)}; give {head.num_labels} label words")
+    if head.kind == "regression" and spec.kind != "regression":
+        raise ValueError(f"prompt {name!r}: a regression pair head (STS-B style) served as a {spec.kind} task")
+    return head.to(device).eval(), PoolingRecipe(**meta["pooling"])
 
 
 class MultiTaskServer:
@@ -185,27 +227,36 @@ class MultiTaskServer:
 
     # ------------------------------------------------------------------ tasks
     def add_task(self, name: str, prompt: torch.Tensor | str | Path, spec=None, *, label_words=None,
-                 kind: str = "classification", eval_mode: str | None = None, replace: bool = False) -> ServedTask:
+                 kind: str = "classification", eval_mode: str | None = None, replace: bool = False,
+                 meta: dict | None = None) -> ServedTask:
         """Serve `name` with `prompt`: a P' tensor (n, e) or an `ept export` folder.
 
         `spec` is a TaskSpec (or anything with name/kind/label_words); without one, `label_words`
         (and `kind`) describe the task. `eval_mode` (seq2seq): rank | generate. `replace` swaps an
-        already served task (its next batch uses the new prompt).
+        already served task (its next batch uses the new prompt). `meta`: the export's metadata
+        when `prompt` is a tensor read from an export (`load_exported`); a siamese export's says
+        how it scores pairs (pair head, pooling), and its rows are scored that way.
         """
         if name in self.tasks and not replace:
             raise ValueError(f"task {name!r} is already served; served: {', '.join(self.tasks)}")
-        meta: dict = {}
+        meta = dict(meta or {})
         if not torch.is_tensor(prompt):
             prompt, meta = load_exported(prompt)
-            refuse_siamese(name, meta)
         if spec is None:
             if not label_words and kind != "generation":
                 raise ValueError(f"task {name!r}: give a task spec or its label_words")
             spec = LabelSpec(name, kind, tuple(label_words or ()))
-        scorer = make_scorer(self.model, spec, eval_mode)
+        head = pooling = None
+        if meta.get("pair_encoding") == "siamese":
+            if self.kind != "encoder":
+                raise ValueError(f"prompt {name!r} scores pairs siamese, which needs an encoder backbone, not {self.kind}")
+            head, pooling = siamese_parts(name, spec, meta, self.device)
+            scorer = None  # the pair head scores; the shared model never gets a head attached
+        else:
+            scorer = make_scorer(self.model, spec, eval_mode)
         max_length = self.max_length or getattr(spec, "max_length", None) or MAX_LENGTH
         prompt = PromptBank.check(name, prompt, self.model.embed_dim)  # shape / NaN check before any label pass
-        task = ServedTask(name, spec, scorer, prompt, "", max_length, meta)
+        task = ServedTask(name, spec, scorer, prompt, "", max_length, meta, pair_head=head, pooling=pooling)
         task.mode = self.kernel.prepare_task(task)  # label embeddings / ids, computed once, now
         self.registry.put(task, replace=replace)
         return task
@@ -221,12 +272,18 @@ class MultiTaskServer:
         rows = list(rows)
         parsed = [parse_row(r, i, self.registry, self.kind) for i, r in enumerate(rows)]
         features: list[dict | None] = [None] * len(rows)
-        groups: dict[tuple[int, bool], list[int]] = {}
+        groups: dict[tuple[int, str], list[int]] = {}
         for i, (task, _, second) in enumerate(parsed):
-            groups.setdefault((task.max_length, second is not None), []).append(i)
-        for (max_length, pair), idx in groups.items():
-            for i, f in zip(idx, self._tokenize([parsed[i][1] for i in idx],
-                                                [parsed[i][2] for i in idx] if pair else None, max_length)):
+            shape = "siamese" if task.mode == "siamese" else "pair" if second is not None else "single"
+            groups.setdefault((task.max_length, shape), []).append(i)
+        for (max_length, shape), idx in groups.items():
+            firsts, seconds = [parsed[i][1] for i in idx], [parsed[i][2] for i in idx]
+            if shape == "siamese":  # each side its own [CLS] side [SEP], as training encodes it
+                sides = zip(self._tokenize(firsts, None, max_length), self._tokenize(seconds, None, max_length))
+                feats = [{"a": a, "b": b} for a, b in sides]
+            else:
+                feats = self._tokenize(firsts, seconds if shape == "pair" else None, max_length)
+            for i, f in zip(idx, feats):
                 f.update(labels=None, index=i, task=parsed[i][0].name)
                 features[i] = f
         return features
@@ -259,7 +316,7 @@ class MultiTaskServer:
         if batch_size is None or batch_size >= len(features):
             return self.predict_pass(features)
         n = [self.registry.get(f["task"]).prompt.shape[0] for f in features]
-        order = sorted(range(len(features)), key=lambda i: (-n[i], -len(features[i]["input_ids"])))
+        order = sorted(range(len(features)), key=lambda i: (-n[i], -input_length(features[i])))
         out: list[dict | None] = [None] * len(features)
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
@@ -297,6 +354,13 @@ class MultiTaskServer:
         """The rows' padded inputs, without prompts, on the backbone's device."""
         plain = [{k: v for k, v in f.items() if k != "task"} for f in features]
         return to_device(collate(self.tokenizer, plain), self.device)
+
+
+def input_length(feature: dict) -> int:
+    """Tokens of a row (a siamese row: its longer side)."""
+    if "a" in feature:
+        return max(len(feature["a"]["input_ids"]), len(feature["b"]["input_ids"]))
+    return len(feature["input_ids"])
 
 
 # ---------------------------------------------------------------------- loading served prompts
@@ -362,7 +426,6 @@ def load_prompts(folders: dict[str, Path], labels: dict[str, tuple[str, ...]] | 
     loaded = {}
     for name, folder in folders.items():
         prompt, meta = load_exported(folder)
-        refuse_siamese(folder, meta)
         if not torch.isfinite(prompt).all():
             raise ValueError(f"{folder}: the prompt has NaN/inf values; re-export it from a healthy checkpoint")
         loaded[name] = (prompt, meta, spec_for(name, meta, labels.get(name)))
@@ -379,6 +442,5 @@ def build_server(loaded: dict, backbone: str | None = None, max_length: int | No
         raise ValueError(f"the exports name different backbones {sorted(map(str, names))}; pick one with --backbone")
     server = MultiTaskServer(*load_backbone(backbone or names.pop()), max_length=max_length, prefix_cache=prefix_cache)
     for name, (prompt, meta, spec) in loaded.items():
-        task = server.add_task(name, prompt, spec, eval_mode=eval_mode if server.kind == "seq2seq" else None)
-        task.meta = meta
+        server.add_task(name, prompt, spec, eval_mode=eval_mode if server.kind == "seq2seq" else None, meta=meta)
     return server

@@ -304,7 +304,7 @@ class Checkpointer:
         problem = None
         if not isinstance(step, int) or not 0 < step <= self.cfg.steps:
             problem = f"step {step!r} is not in 1..steps={self.cfg.steps}"
-        elif best.get("step") is not None and not 0 < best["step"] <= step:
+        elif best.get("step") is not None and not 0 <= best["step"] <= step:  # 0: the init (siamese warm start)
             problem = f"best step {best['step']} is after the last step {step}"
         if problem:
             raise CheckpointError(f"{self.rd.state_path}: {problem}; {self.remedy}")
@@ -556,6 +556,14 @@ def _loop(cfg, data: RunData, model, scorer, opt, sched, ckpt: Checkpointer, log
     """Steps data.start..cfg.steps; evaluation + checkpoint every eval_every. (status, error, best)."""
     main, device, spec = accelerator.is_main_process, accelerator.device, data.spec
     rank, world = accelerator.process_index, accelerator.num_processes
+    if data.start == 0 and model.pair_head is not None and main:
+        # Siamese pairs: the frozen sentence-embedding model is already good at the task, so the
+        # init (step 0) is a candidate too; training must beat it on validation to replace it.
+        metrics = evaluate(scorer, spec, model.tokenizer, data.enc_valid, data.valid, cfg.eval_batch_size, device)
+        log.evaluation(0, metrics, spec.main_metric)
+        best = {"step": 0, "score": metrics[spec.main_metric], "metrics": metrics}
+        ckpt.save_best(model, 0)
+    accelerator.wait_for_everyone()
     for step in range(data.start, cfg.steps):
         batch = to_device(data.batch(model.tokenizer, step, rank, world), device)
         lr = sched.get_last_lr()[0]

@@ -187,6 +187,18 @@ class TaskSpec:
         return PREPROCESSORS.get(self.preprocess)(rec) if self.preprocess else rec
 
 
+# Tasks with more than two fields that still compare two texts (WiC: two sentences, the word
+# marked in both; `ept.batching.PAIR_SIDES` builds their sides).
+PAIR_TASKS_BY_NAME = ("wic",)
+
+
+def is_pair_task(spec: TaskSpec) -> bool:
+    """Two texts to compare: every two-field task (STS-B, MRPC, QQP, RTE, MNLI, QNLI, CB, BoolQ,
+    SciTail, PAWS), and WiC with its word marked in both sentences. Torch-free: the run-folder
+    identity (`ept.rundir`) asks it too."""
+    return spec.name in PAIR_TASKS_BY_NAME or len(spec.fields) == 2
+
+
 def stsb_string(score: float) -> str:
     """T5's STS-B target: round to the nearest 0.2 (half to even, as tf.round) with one decimal."""
     if not math.isfinite(score):
