@@ -556,13 +556,15 @@ def _loop(cfg, data: RunData, model, scorer, opt, sched, ckpt: Checkpointer, log
     """Steps data.start..cfg.steps; evaluation + checkpoint every eval_every. (status, error, best)."""
     main, device, spec = accelerator.is_main_process, accelerator.device, data.spec
     rank, world = accelerator.process_index, accelerator.num_processes
-    if data.start == 0 and model.pair_head is not None and main:
+    if data.start == 0 and model.pair_head is not None:
         # Siamese pairs: the frozen sentence-embedding model is already good at the task, so the
         # init (step 0) is a candidate too; training must beat it on validation to replace it.
-        metrics = evaluate(scorer, spec, model.tokenizer, data.enc_valid, data.valid, cfg.eval_batch_size, device)
-        log.evaluation(0, metrics, spec.main_metric)
-        best = {"step": 0, "score": metrics[spec.main_metric], "metrics": metrics}
-        ckpt.save_best(model, 0)
+        metrics = evaluate(scorer, spec, model.tokenizer, data.enc_valid, data.valid, cfg.eval_batch_size, device,
+                           accelerator)
+        best = {"step": 0, "score": metrics[spec.main_metric], "metrics": metrics}  # on every process alike
+        if main:
+            log.evaluation(0, metrics, spec.main_metric)
+            ckpt.save_best(model, 0)
     accelerator.wait_for_everyone()
     for step in range(data.start, cfg.steps):
         batch = to_device(data.batch(model.tokenizer, step, rank, world), device)
