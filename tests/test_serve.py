@@ -71,6 +71,12 @@ def _example(fields, label=0, target=""):
     return SimpleNamespace(source=source, target=target, label=label, fields=tuple(fields))
 
 
+def _task(name, words, prompt, examples, eval_mode=None) -> dict:
+    """One task of a mixed-batch test: its label spec, P' and rows (and generate mode if asked)."""
+    task = dict(spec=LabelSpec(name, label_words=words), prompt=prompt, examples=examples)
+    return {**task, "eval_mode": eval_mode} if eval_mode else task
+
+
 def _solo(model, tok, spec, prompt, examples, kind, eval_mode=None):
     """Reference: the task's own scorer on a batch of its rows only, through ept.batching."""
     wrapped = PromptedModel(model, tok, PTConfig(num_tokens=prompt.shape[0])).eval()
@@ -131,12 +137,12 @@ def test_mixed_batch_equals_each_task_alone_minilm(mini_bb):
     model, tok = mini_bb
     e = model.config.hidden_size
     tasks = {
-        "sst2_ept": dict(spec=LabelSpec("sst2_ept", label_words=("negative", "positive")), prompt=_prompt(1, e, 1),
-                         examples=[_example([s]) for s in SENTENCES]),
-        "rte_pt": dict(spec=LabelSpec("rte_pt", label_words=("entailment", "not_entailment")), prompt=_prompt(10, e, 2),
-                       examples=[_example(list(p)) for p in PAIRS]),
-        "cb_eptstar": dict(spec=LabelSpec("cb_eptstar", label_words=("entailment", "contradiction", "neutral")),
-                           prompt=_prompt(10, e, 3, broadcast=True), examples=[_example(list(p)) for p in PAIRS[::-1]]),
+        "sst2_ept": _task("sst2_ept", ("negative", "positive"), _prompt(1, e, 1),
+                    [_example([s]) for s in SENTENCES]),
+        "rte_pt": _task("rte_pt", ("entailment", "not_entailment"), _prompt(10, e, 2),
+                    [_example(list(p)) for p in PAIRS]),
+        "cb_eptstar": _task("cb_eptstar", ("entailment", "contradiction", "neutral"), _prompt(10, e, 3, broadcast=True),
+                    [_example(list(p)) for p in PAIRS[::-1]]),
         "mood_n4": dict(spec=SimpleNamespace(name="mood_n4", kind="classification", label_words=("sad", "happy", "angry", "calm")),
                         prompt=_prompt(4, e, 4), examples=[_example([s]) for s in SENTENCES[2:]]),
         "stsb_ept": dict(spec=LabelSpec("stsb_ept", "regression", anchor_words=("unrelated", "identical"), value_range=(0.0, 5.0)),
@@ -152,14 +158,14 @@ def test_mixed_batch_equals_each_task_alone_tiny_t5(t5_bb):
     model, tok = t5_bb
     e = model.config.d_model
     tasks = {
-        "sst2_ept": dict(spec=LabelSpec("sst2_ept", label_words=("negative", "positive")), prompt=_prompt(1, e, 1),
-                         examples=[_example([s]) for s in SENTENCES]),
-        "rte_pt": dict(spec=LabelSpec("rte_pt", label_words=("entailment", "not_entailment")), prompt=_prompt(10, e, 2),
-                       examples=[_example(list(p)) for p in PAIRS]),  # not_entailment: several word pieces
-        "cb_eptstar": dict(spec=LabelSpec("cb_eptstar", label_words=("entailment", "contradiction", "neutral")),
-                           prompt=_prompt(10, e, 3, broadcast=True), examples=[_example([s]) for s in SENTENCES[::-1]]),
-        "gen_n3": dict(spec=LabelSpec("gen_n3", label_words=("no", "yes")), prompt=_prompt(3, e, 4),
-                       examples=[_example([s]) for s in SENTENCES[:4]], eval_mode="generate"),
+        "sst2_ept": _task("sst2_ept", ("negative", "positive"), _prompt(1, e, 1),
+                    [_example([s]) for s in SENTENCES]),
+        "rte_pt": _task("rte_pt", ("entailment", "not_entailment"), _prompt(10, e, 2),
+                    [_example(list(p)) for p in PAIRS]),  # not_entailment: several word pieces
+        "cb_eptstar": _task("cb_eptstar", ("entailment", "contradiction", "neutral"), _prompt(10, e, 3, broadcast=True),
+                    [_example([s]) for s in SENTENCES[::-1]]),
+        "gen_n3": _task("gen_n3", ("no", "yes"), _prompt(3, e, 4),
+                    [_example([s]) for s in SENTENCES[:4]], eval_mode="generate"),
     }
     server = MultiTaskServer(model, tok)
     for name, t in tasks.items():
@@ -191,12 +197,12 @@ def test_mixed_batch_equals_each_task_alone_tiny_llama(minilm_tokenizer):
     model, tok = _tiny_llama(minilm_tokenizer)
     e = model.config.hidden_size
     tasks = {
-        "sst2_ept": dict(spec=LabelSpec("sst2_ept", label_words=("negative", "positive")), prompt=_prompt(1, e, 1),
-                         examples=[_example([s]) for s in SENTENCES]),
-        "rte_pt": dict(spec=LabelSpec("rte_pt", label_words=("entailment", "not_entailment")), prompt=_prompt(10, e, 2),
-                       examples=[_example([" ".join(p)]) for p in PAIRS]),
-        "gen_n3": dict(spec=LabelSpec("gen_n3", label_words=("no", "yes")), prompt=_prompt(3, e, 4),
-                       examples=[_example([s]) for s in SENTENCES[:4]], eval_mode="generate"),
+        "sst2_ept": _task("sst2_ept", ("negative", "positive"), _prompt(1, e, 1),
+                    [_example([s]) for s in SENTENCES]),
+        "rte_pt": _task("rte_pt", ("entailment", "not_entailment"), _prompt(10, e, 2),
+                    [_example([" ".join(p)]) for p in PAIRS]),
+        "gen_n3": _task("gen_n3", ("no", "yes"), _prompt(3, e, 4),
+                    [_example([s]) for s in SENTENCES[:4]], eval_mode="generate"),
     }
     server = MultiTaskServer(model, tok)
     for name, t in tasks.items():
