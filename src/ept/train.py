@@ -162,7 +162,8 @@ class RunData:
 def setup_data(cfg: TrainConfig, start: int) -> RunData:
     from ept.tasks import load_task
 
-    data = load_task(cfg.task, data_dir=cfg.data_dir, seed=cfg.split_seed, few_shot_k=cfg.few_shot, sample_seed=cfg.seed)
+    data = load_task(cfg.task, data_dir=cfg.data_dir, seed=cfg.split_seed, few_shot_k=cfg.few_shot, sample_seed=cfg.seed,
+                     template=cfg.template)
     if not data.train:
         raise ValueError(f"task {cfg.task!r} has no training examples here ({data.source}); notes: {'; '.join(data.notes)}")
     first, last = start, cfg.steps
@@ -187,10 +188,12 @@ def setup_model(cfg: TrainConfig, spec, device, warn=print):
     if getattr(prompt_cfg, "init", None) is Init.LABEL:  # ft/lora/ia3 have no prompt init
         label_ids = tokenizer(" ".join(spec.label_words), add_special_tokens=False)["input_ids"]
     n_labels = len(spec.label_words) if cfg.linear_head else 0
-    model = PromptedModel(backbone, tokenizer, prompt_cfg, n_labels, init_token_ids=label_ids).to(device)
+    model = PromptedModel(backbone, tokenizer, prompt_cfg, n_labels, init_token_ids=label_ids,
+                          sink_token=cfg.sink_token).to(device)
     apply_precision(model, cfg.precision, cfg.dtype, cfg.precision_fallback, warn=lambda m: warn(f"ept train: warning: {m}"))
     model.train()
-    return model, make_scorer(model, spec, cfg.eval_mode, pair_encoding=cfg.pair_encoding, pair_head=cfg.pair_head)
+    return model, make_scorer(model, spec, cfg.eval_mode, pair_encoding=cfg.pair_encoding, pair_head=cfg.pair_head,
+                              label_score_eos=cfg.label_score_eos)
 
 
 def _no_decay(model) -> set[str]:
