@@ -151,3 +151,24 @@ def test_pt_with_one_token_has_e_trainable_parameters(tiny_llama):
     model = PromptedModel(copy.deepcopy(backbone), tok, method_config("pt", num_tokens=1))
     e = backbone.get_input_embeddings().embedding_dim
     assert model.trainable_parameters() == e and model.prompt().shape == (1, e)
+
+
+# ------------------------------------------------------------------------------ residual analysis
+def test_residual_norms_by_position_kind(tiny_llama):
+    from ept.analysis.residual import layer_list, residual_norms
+
+    backbone, tok = tiny_llama
+    torch.manual_seed(0)
+    model = PromptedModel(copy.deepcopy(backbone), tok, method_config("pt", num_tokens=3), sink_token="[CLS]").eval()
+    with torch.no_grad():
+        model.encoder.prompt.mul_(1e3)  # an "explosive" prompt
+    exs = [Example(source=s, target="", label=0, fields=(s,)) for s in SENTENCES]
+    batch = collate(tok, encode(tok, exs, "causal", 64).features)
+    stats = residual_norms(model, batch)
+    layers = len(layer_list(model.backbone))
+    assert set(stats) == {"sink", "prompt", "input"} and stats["prompt"].shape == (layers + 1, 2)
+    # entering layer 0 the residual is the embedding: the prompt's own norm, the sink token's row
+    torch.testing.assert_close(stats["prompt"][0, 0], model.prompt().norm(dim=-1).mean().detach())
+    torch.testing.assert_close(stats["sink"][0, 0], backbone.get_input_embeddings().weight[tok.cls_token_id].norm())
+    assert stats["prompt"][0, 0] > 100 * stats["input"][0, 0]
+    assert torch.isnan(stats["input"][-1, 1]) and torch.isfinite(stats["input"][:-1]).all()

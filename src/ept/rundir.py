@@ -279,6 +279,13 @@ class RunDir:
     def write_env(self, env: dict) -> None:
         atomic_write_json(self.env_path, env)
 
+    def predictions(self, split: str) -> Path:
+        return self.path / f"predictions-{split}.jsonl"
+
+    def write_predictions(self, split: str, rows: list[dict]) -> None:
+        """One JSON line per row of `split` (row index, prediction, label), written atomically."""
+        atomic_write_text(self.predictions(split), "".join(json.dumps(r) + "\n" for r in rows))
+
     def write_results(self, results: dict) -> None:
         atomic_write_json(self.results_path, results)
 

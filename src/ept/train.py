@@ -78,7 +78,8 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
     return out
 
 
-def evaluate(scorer, spec, tokenizer, encoded, examples, batch_size: int, device, accelerator=None) -> dict:
+def evaluate(scorer, spec, tokenizer, encoded, examples, batch_size: int, device, accelerator=None,
+             predictions: list | None = None) -> dict:
     """Metrics of `scorer` on `examples`: batches sorted by length (less padding), predictions put
     back in the rows' order, so the result equals in-order batching.
 
@@ -101,7 +102,10 @@ def evaluate(scorer, spec, tokenizer, encoded, examples, batch_size: int, device
         from accelerate.utils import gather_object
 
         pairs = gather_object(pairs)
-    return score(spec, in_row_order(pairs, len(encoded)), examples)
+    preds = in_row_order(pairs, len(encoded))
+    if predictions is not None:  # the caller keeps the per-row predictions (a row-level bootstrap needs them)
+        predictions.extend(preds)
+    return score(spec, preds, examples)
 
 
 def in_row_order(pairs, n: int) -> list:
@@ -604,11 +608,15 @@ def _test(cfg, rundir: RunDir, data: RunData, model, scorer, ckpt: Checkpointer,
     """Test metrics of the best state (every process its shard); rank 0 exports its prompt."""
     if best["step"] is None:
         return None
+    preds: list = []
     with ckpt.best_state(model):
         metrics = evaluate(scorer, data.spec, model.tokenizer, data.enc_test, data.test, cfg.eval_batch_size,
-                           accelerator.device, accelerator)
+                           accelerator.device, accelerator, predictions=preds)
         if accelerator.is_main_process and model.prompt_config.has_prompt:
             export_prompt(model, rundir.export, cfg.backbone)
+    if accelerator.is_main_process:  # per test row: what the best state predicted (row-level statistics)
+        rundir.write_predictions("test", [{"row": i, "prediction": p, "label": x.label}
+                                          for i, (p, x) in enumerate(zip(preds, data.test))])
     return metrics
 
 
