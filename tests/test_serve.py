@@ -341,6 +341,51 @@ def test_causal_prefix_cache_follows_replace_and_delete(minilm_tokenizer):
     _assert_same_results(server.score(kept, batch_size=len(kept)), [r for r in after if r["task"] != "cb_eptstar"])
 
 
+KV_BYTES_PER_POSITION = 2 * 2 * 2 * 8 * 4  # tiny Llama: layers x (K, V) x kv heads x head dim x fp32
+
+
+def test_causal_prefix_cache_cap_evicts_and_recomputes_without_changing_a_score(minilm_tokenizer):
+    """--prefix-cache-mb: room for any two of the four tasks' caches (1 + 10 + 10 + 3 positions),
+    passes of two rows of changing pairs of tasks, so caches are hit, evicted and recomputed: every score equals the uncapped server's exactly (the same computation) and the
+    uncached server's to float rounding; size and hit counts are tracked."""
+    model, tok = _tiny_llama(minilm_tokenizer, "left")
+    tasks = _causal_tasks(model.config.hidden_size)
+    cap = 20 * KV_BYTES_PER_POSITION
+    capped = _causal_server(model, tok, tasks, prefix_cache_mb=cap / 2**20)
+    full, plain = _causal_server(model, tok, tasks), _causal_server(model, tok, tasks, prefix_cache=False)
+    assert capped.prefix_cache.nbytes <= cap < full.prefix_cache.nbytes
+    pairs = [("sst2_ept", "rte_pt")] * 2 + [("cb_eptstar", "gen_n3")] * 2 + [("rte_pt", "cb_eptstar"), ("gen_n3", "sst2_ept")]
+    rows = [{"task": name, "text": SENTENCES[i % len(SENTENCES)]} for i, name in enumerate(n for pair in pairs for n in pair)]
+    for _ in range(2):
+        got = capped.score(rows, batch_size=2, sort_by_length=False)
+        assert got == full.score(rows, batch_size=2, sort_by_length=False)
+        _assert_same_results(got, plain.score(rows, batch_size=2, sort_by_length=False))
+        assert capped.prefix_cache.nbytes <= cap
+    cache = capped.prefix_cache
+    assert cache.evictions > 0 and cache.misses > 0 and cache.hits > 0, (cache.evictions, cache.misses, cache.hits)
+    assert full.prefix_cache.evictions == full.prefix_cache.misses == 0
+    states = {name: t.cache_state for name, t in capped.tasks.items()}
+    assert set(states.values()) <= {"cached", "evicted"} and "evicted" in states.values(), states
+    assert all((t.prefix_kv is None) == (t.cache_state == "evicted") for t in capped.tasks.values())
+    assert capped.describe("rte_pt")["cache"] in ("cached", "evicted")
+
+
+def test_causal_task_whose_cache_is_over_the_cap_is_served_uncached(minilm_tokenizer):
+    model, tok = _tiny_llama(minilm_tokenizer, "left")
+    tasks = _causal_tasks(model.config.hidden_size)
+    with pytest.warns(UserWarning, match="over --prefix-cache-mb") as caught:
+        capped = _causal_server(model, tok, tasks, prefix_cache_mb=5 * KV_BYTES_PER_POSITION / 2**20)
+    assert sorted(str(w.message).split("'")[1] for w in caught) == ["cb_eptstar", "rte_pt"]
+    assert {n: t.cache_state for n, t in capped.tasks.items()} == \
+        {"sst2_ept": "cached", "rte_pt": "over cap", "cb_eptstar": "over cap", "gen_n3": "cached"}
+    plain = _causal_server(model, tok, tasks, prefix_cache=False)
+    rows = _causal_rows(tasks)
+    _assert_same_results(capped.score(rows, batch_size=2, sort_by_length=False),
+                         plain.score(rows, batch_size=2, sort_by_length=False))
+    assert capped.prefix_cache.evictions == 0  # an over-cap task never pushes the others out
+    assert plain.describe("rte_pt")["cache"] is None
+
+
 def _export(model, tok, method, folder, seed):
     from ept.checkpoint import export_prompt
     from ept.prompts import method_config
@@ -508,3 +553,81 @@ def test_serve_cli_no_prefix_cache_gives_the_cached_results(minilm_tokenizer, tm
     cached, plain = outs[()], outs[("--no-prefix-cache",)]
     assert [r["prediction"] for r in cached] == [r["prediction"] for r in plain]
     torch.testing.assert_close(torch.tensor([r["scores"] for r in cached]), torch.tensor([r["scores"] for r in plain]))
+
+
+# ---------------------------------------------------------------------- serving precision (issue 22 item 2)
+def test_serve_computes_in_the_precision_the_export_records(minilm_tokenizer, tmp_path, monkeypatch, capsys):
+    """An export that records bf16 (the run trained and validated in it) is served in bf16 and
+    says so at start; its scores are the task's own scorer's on a bf16 backbone, as the run's
+    evaluation computed them. `--precision fp32` overrides (and gives the fp32 scorer's scores);
+    an export without a recorded precision is served in fp32, as before; exports that disagree
+    need --precision."""
+    import copy
+
+    from ept.checkpoint import export_prompt
+    from ept.cli import main
+    from ept.prompts import method_config
+
+    monkeypatch.setattr("ept.precision.fast_low_precision", lambda device, dtype="bf16": (True, "a test CPU"))
+    model, tok = _tiny_llama(minilm_tokenizer)
+    model.save_pretrained(tmp_path / "llama")
+    tok.save_pretrained(tmp_path / "llama")
+    torch.manual_seed(3)
+    prompted = PromptedModel(model, tok, method_config("ept", num_tokens=4))
+    export_prompt(prompted, tmp_path / "bf16", str(tmp_path / "llama"), extra={"precision": "bf16"})
+    export_prompt(prompted, tmp_path / "old", str(tmp_path / "llama"))  # written before precision was recorded
+    prompt = prompted.prompt().detach()
+    rows = [{"task": "a", "text": s} for s in SENTENCES]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = LabelSpec("a", label_words=("no", "yes"))
+    examples = [_example([s]) for s in SENTENCES]
+
+    def serve(export, *flags):
+        out = tmp_path / "out.jsonl"
+        assert main(["serve", "--prompt", f"a={tmp_path / export}", "--labels", "a=no,yes", *flags,
+                     "--input", str(tmp_path / "rows.jsonl"), "--output", str(out)]) == 0
+        return [r["scores"] for r in map(json.loads, out.read_text().splitlines())], capsys.readouterr().err
+
+    def own_scorer(dtype):
+        scores, _ = _solo(copy.deepcopy(model).to(dtype), tok, spec, prompt, examples, "causal")
+        return scores.float()
+
+    bf16, said = serve("bf16")
+    assert "computing in bf16 (the precision the run validated in)" in said
+    torch.testing.assert_close(torch.tensor(bf16), own_scorer(torch.bfloat16), rtol=1e-2, atol=1e-2)
+    fp32, said = serve("bf16", "--precision", "fp32")
+    assert "computing in fp32 (--precision fp32)" in said
+    torch.testing.assert_close(torch.tensor(fp32), own_scorer(torch.float32), rtol=1e-5, atol=1e-5)
+    assert torch.tensor(bf16).ne(torch.tensor(fp32)).any()  # the precision really changed the numbers
+    old, said = serve("old")
+    assert "computing in fp32 (the exports record no precision)" in said and old == fp32
+
+    assert main(["serve", "--prompt", f"a={tmp_path / 'bf16'}", "--prompt", f"b={tmp_path / 'old'}",
+                 "--labels", "a=no,yes", "--labels", "b=no,yes", "--input", str(tmp_path / "rows.jsonl")]) == 0
+    assert "computing in bf16" in capsys.readouterr().err  # an export that records none does not object
+    export_prompt(prompted, tmp_path / "fp32", str(tmp_path / "llama"), extra={"precision": "fp32"})
+    assert main(["serve", "--prompt", f"a={tmp_path / 'bf16'}", "--prompt", f"b={tmp_path / 'fp32'}",
+                 "--labels", "a=no,yes", "--labels", "b=no,yes", "--input", str(tmp_path / "rows.jsonl")]) != 0
+    err = capsys.readouterr().err
+    assert "different precisions ['bf16', 'fp32']" in err and "--precision" in err and "Loading weights" not in err
+
+
+def test_export_records_the_precision_the_run_validated_in(minilm_tokenizer, tmp_path):
+    """`ept export` writes the precision of the saved best state (method.json, since issue 22) or,
+    for a run saved before, the run's results.json / last/state.json; none when nothing says."""
+    from ept.checkpoint import load_exported, save_method
+    from ept.commands.export import export_run
+    from ept.prompts import method_config
+    from ept.rundir import atomic_write_json
+
+    model, tok = _tiny_llama(minilm_tokenizer)
+    model.save_pretrained(tmp_path / "llama")
+    tok.save_pretrained(tmp_path / "llama")
+    prompted = PromptedModel(model, tok, method_config("ept", num_tokens=4))
+    save_method(prompted, tmp_path / "new" / "best", str(tmp_path / "llama"), {"precision": "bf16"})
+    assert export_run(tmp_path / "new", tmp_path / "e1")["precision"] == "bf16"
+    save_method(prompted, tmp_path / "old" / "best", str(tmp_path / "llama"))
+    assert "precision" not in export_run(tmp_path / "old", tmp_path / "e2")
+    atomic_write_json(tmp_path / "old" / "last" / "state.json", {"step": 3, "precision": "bf16"})
+    assert export_run(tmp_path / "old" / "best", tmp_path / "e3")["precision"] == "bf16"
+    assert load_exported(tmp_path / "e3")[1]["precision"] == "bf16"

@@ -113,6 +113,32 @@ class Metrics:
                                  buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
         Gauge("ept_queue_rows", "rows waiting for a pass", registry=r).set_function(lambda: service.batcher.queued_rows)
         Gauge("ept_prompts_loaded", "task prompts served", registry=r).set_function(lambda: len(service.server.tasks))
+        r.register(_PrefixCacheCollector(service))
+
+
+class _PrefixCacheCollector:
+    """The causal prompt-KV cache (ept.prefixcache) in /metrics: size, cap, entries, lookups by
+    result, hit ratio, evictions. Nothing for a server without one."""
+
+    def __init__(self, service):
+        self.service = service
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        cache = self.service.server.prefix_cache
+        if cache is None:
+            return
+        yield GaugeMetricFamily("ept_prefix_cache_bytes", "bytes of cached prompt keys/values", value=cache.nbytes)
+        yield GaugeMetricFamily("ept_prefix_cache_cap_bytes", "--prefix-cache-mb in bytes", value=cache.cap)
+        yield GaugeMetricFamily("ept_prefix_cache_entries", "tasks whose prompt cache is held", value=len(cache))
+        lookups = CounterMetricFamily("ept_prefix_cache_lookups", "a pass's tasks looked up in the cache", labels=["result"])
+        lookups.add_metric(["hit"], cache.hits)
+        lookups.add_metric(["miss"], cache.misses)
+        yield lookups
+        total = cache.hits + cache.misses
+        yield GaugeMetricFamily("ept_prefix_cache_hit_ratio", "hits / lookups so far", value=cache.hits / total if total else 0.0)
+        yield CounterMetricFamily("ept_prefix_cache_evictions", "caches evicted (recomputed on next use)", value=cache.evictions)
 
 
 class Service:
@@ -161,9 +187,15 @@ class Service:
 
         spec = spec_for(name, meta, labels)
         with self.lock:
-            task = self.server.add_task(name, prompt, spec, eval_mode=eval_mode if self.server.kind == "seq2seq" else None,
-                                        replace=True, meta=meta)
-        return task.describe()
+            self.server.add_task(name, prompt, spec, eval_mode=eval_mode if self.server.kind == "seq2seq" else None,
+                                 replace=True, meta=meta)
+            info = self.server.describe(name)
+        validated = meta.get("precision")
+        if validated and validated != self.server.precision:  # served anyway: one backbone, one precision
+            info["warning"] = (f"prompt {name!r} was validated in {validated}; this server computes in "
+                               f"{self.server.precision}, so its scores may differ from the run's")
+            log.warning(info["warning"])
+        return info
 
     def delete_prompt(self, name: str) -> None:
         with self.lock:
@@ -371,8 +403,9 @@ def _routes(app: FastAPI) -> None:
 def _prompt_routes(app: FastAPI, auth: list, config: ServeConfig) -> None:
     @app.get("/v1/prompts", dependencies=auth)
     async def list_prompts(service: Service = Depends(_service)):
-        """The loaded tasks: method, backbone, e, number of prompt tokens, label words."""
-        return {"prompts": [t.describe() for t in list(service.server.tasks.values())]}
+        """The loaded tasks: method, backbone, precision (served and validated), prompt-cache state,
+        e, number of prompt tokens, label words."""
+        return {"prompts": [service.server.describe(name) for name in list(service.server.tasks)]}
 
     @app.put("/v1/prompts/{name}", dependencies=auth, openapi_extra={"requestBody": {"content": {
         "application/json": {"schema": PromptSource.model_json_schema()},

@@ -37,12 +37,18 @@ class Kernel:
     """Interface: `prepare_task(task) -> mode` once per added task (cache what does not depend on
     the input), `score(server, features, tasks) -> results` per pass."""
 
-    def __init__(self, model, prefix_cache: bool = True):
+    def __init__(self, model, prefix_cache: bool = True, prefix_cache_bytes: int | None = None, warn=None):
         self.model = model
         self.prefix_cache = prefix_cache  # causal kernels: reuse each task's prompt keys/values
+        self.cache = None  # causal kernels: the capped LRU of those (ept.prefixcache)
 
     def prepare_task(self, task) -> str:
         raise NotImplementedError
+
+    def forget(self, name: str) -> None:
+        """A task was removed: drop what was computed for it."""
+        if self.cache is not None:
+            self.cache.drop(name)
 
     def score(self, server, features: list[dict], tasks: list) -> list[dict]:
         raise NotImplementedError
@@ -239,31 +245,34 @@ class CausalKernel(Seq2SeqKernel):
 
     With `prefix_cache` (the default) the keys/values of [BOS][P'] are computed once per task, when
     it is added (`ServedTask.prefix_kv`), and a pass gathers them per row and runs only the inputs;
-    without it, every pass recomputes the prompt positions. The two give the same scores. A pass
-    with a task that has no cache (added with the cache off, or a sliding window shorter than its
-    prompt, see `ept.causal.prompt_kv`) runs uncached as a whole."""
+    without it, every pass recomputes the prompt positions. The two give the same scores. The
+    caches live in a capped LRU (`ept.prefixcache`): an evicted one is recomputed on next use. A
+    pass with a task that has no cache (its cache alone over the cap, or a sliding window shorter
+    than its prompt, see `ept.causal.prompt_kv`) runs uncached as a whole."""
+
+    def __init__(self, model, prefix_cache: bool = True, prefix_cache_bytes: int | None = None, warn=None):
+        from ept.causal import prompt_kv
+        from ept.prefixcache import PrefixCache
+
+        super().__init__(model, prefix_cache)
+        if prefix_cache:  # capped, least recently used evicted and recomputed on next use
+            self.cache = PrefixCache(lambda task: prompt_kv(self.model, task.prompt), prefix_cache_bytes, warn)
 
     def prepare_task(self, task) -> str:
-        from ept.causal import prompt_kv
-
         mode = super().prepare_task(task)
-        if self.prefix_cache:
-            with torch.inference_mode():
-                task.prefix_kv = prompt_kv(self.model, task.prompt)
+        if self.cache is not None:
+            self.cache.add(task)
         return mode
 
     def _prefix(self, server, features, tasks) -> dict:
         from ept.causal import cached_prefix_pass, gather_prompt_kv, prefix_pass
 
-        if not self.prefix_cache or any(t.prefix_kv is None for t in tasks):
+        distinct = list({t.name: t for t in tasks}.values())  # the pass's distinct tasks, in order of first row
+        kvs = self.cache.lookup(distinct) if self.cache is not None else None
+        if kvs is None:
             batch, prompt, mask = server.inputs(features, tasks)
             return prefix_pass(self.model, batch, *prompts_first(prompt, mask))
-        order: dict[str, int] = {}  # the pass's distinct tasks, each row's index among them
-        kvs = []
-        for t in tasks:
-            if t.name not in order:
-                order[t.name] = len(kvs)
-                kvs.append(t.prefix_kv)
+        order = {t.name: i for i, t in enumerate(distinct)}
         kv, kv_mask = gather_prompt_kv(kvs, torch.tensor([order[t.name] for t in tasks], device=kvs[0].device))
         return cached_prefix_pass(self.model, server.collate(features), kv, kv_mask)
 

@@ -80,19 +80,22 @@ class ServedTask:
     mode: str  # "embed" (encoder) | "rank" | "generate" (seq2seq); kernels may add their own
     max_length: int
     meta: dict = field(default_factory=dict)
-    # causal: keys/values of [BOS][P'] (ept.kernels.CausalKernel), computed once when the task is
-    # added; they live and die with this task, so a replaced or removed task drops its cache
+    # causal: keys/values of [BOS][P'] (ept.kernels.CausalKernel), computed when the task is added
+    # and held in the capped LRU (ept.prefixcache): None once evicted (recomputed on next use);
+    # they live and die with this task, so a replaced or removed task drops its cache
     prefix_kv: torch.Tensor | None = None
+    cache_state: str | None = None  # cached | evicted | over cap | uncacheable; None: no prompt cache
     # Siamese pair exports (mode "siamese"): the export's pair head (its scalars loaded) and the
     # pooling recipe it was trained with; each side is prompted and pooled on its own.
     pair_head: Any = None
     pooling: Any = None
 
     def describe(self) -> dict:
-        """What `GET /v1/prompts` shows."""
+        """What `GET /v1/prompts` shows (with the server's precision, `MultiTaskServer.describe`)."""
         return {"name": self.name, "method": self.meta.get("method"), "backbone": self.meta.get("backbone"),
                 "kind": self.spec.kind, "mode": self.mode, "num_tokens": int(self.prompt.shape[0]),
-                "embed_dim": int(self.prompt.shape[1]), "label_words": list(getattr(self.spec, "label_words", ()) or ())}
+                "embed_dim": int(self.prompt.shape[1]), "label_words": list(getattr(self.spec, "label_words", ()) or ()),
+                "validated_precision": self.meta.get("precision"), "cache": self.cache_state}
 
 
 class TaskRegistry:
@@ -200,10 +203,15 @@ class MultiTaskServer:
     with the task spec's template when it has one).
     """
 
-    def __init__(self, backbone, tokenizer, max_length: int | None = None, prefix_cache: bool = True):
+    def __init__(self, backbone, tokenizer, max_length: int | None = None, prefix_cache: bool = True,
+                 prefix_cache_mb: float | None = None, warn=None):
         """prefix_cache (causal backbones): compute each task's prompt keys/values once, when it is
-        added, and run only the inputs per pass; False recomputes them in every pass."""
+        added, and run only the inputs per pass; False recomputes them in every pass.
+        prefix_cache_mb: the most MiB those caches hold, least recently used evicted (default: a
+        quarter of the machine's memory, ept.prefixcache). The backbone computes in its own dtype
+        (`precision`); `build_server` casts it to the serving precision."""
         from ept.kernels import KERNELS
+        from ept.precision import DTYPE_NAMES
 
         backbone.eval()
         # The wrapper's own prompt is never used: every call passes per-row prompts from the bank.
@@ -215,7 +223,19 @@ class MultiTaskServer:
         self.registry.bank.to(self.device)
         if self.kind not in KERNELS:
             raise ValueError(f"no mixed-task serving kernel for {self.kind} backbones; available: {', '.join(KERNELS.names())}")
-        self.kernel = KERNELS.get(self.kind)(self.model, prefix_cache=prefix_cache)
+        cap = None if prefix_cache_mb is None else int(prefix_cache_mb * 2**20)
+        self.kernel = KERNELS.get(self.kind)(self.model, prefix_cache=prefix_cache, prefix_cache_bytes=cap, warn=warn)
+        self.precision = DTYPE_NAMES.get(str(next(backbone.parameters()).dtype).removeprefix("torch."), "fp32")
+
+    @property
+    def prefix_cache(self):
+        """The causal prompt-KV LRU (ept.prefixcache), or None."""
+        return self.kernel.cache
+
+    def describe(self, name: str) -> dict:
+        """One served task as `GET /v1/prompts` shows it: method, backbone, the precision this
+        server computes in and the one the run validated in, the prompt cache's state."""
+        return {**self.tasks[name].describe(), "precision": self.precision}
 
     @property
     def tasks(self) -> dict[str, ServedTask]:
@@ -265,7 +285,9 @@ class MultiTaskServer:
         return task
 
     def remove_task(self, name: str) -> ServedTask:
-        return self.registry.remove(name)
+        task = self.registry.remove(name)
+        self.kernel.forget(name)
+        return task
 
     # ------------------------------------------------------------------ rows -> features
     def prepare(self, rows: Iterable[dict]) -> list[dict]:
@@ -435,15 +457,56 @@ def load_prompts(folders: dict[str, Path], labels: dict[str, tuple[str, ...]] | 
     return loaded
 
 
-def build_server(loaded: dict, backbone: str | None = None, max_length: int | None = None,
-                 eval_mode: str | None = None, prefix_cache: bool = True) -> MultiTaskServer:
-    """Load the backbone the exports name (they must agree) unless `backbone`, and add every prompt."""
-    from ept.backbones import load_backbone
+def serving_precision(metas: list[dict], requested: str | None, device, kind: str, fallback: bool = False,
+                      warn=None) -> tuple[str, str]:
+    """(precision, why) the served backbone computes in: `requested` (--precision) when given,
+    else the precision the exports were validated in (`ept export` records it), else fp32 (exports
+    written before it was recorded; what serving always did). A recorded bf16 on hardware without
+    fast bf16 falls back to fp32 with a warning: the scores may then differ from the run's."""
+    from ept.precision import resolve_precision
 
+    if requested is not None:
+        return resolve_precision(requested, device, kind, fallback=fallback, warn=warn), f"--precision {requested}"
+    recorded = recorded_precision(metas)
+    if recorded is None:
+        return "fp32", "the exports record no precision"
+    return resolve_precision(recorded, device, kind, fallback=True, warn=warn), "the precision the run validated in"
+
+
+def recorded_precision(metas: list[dict]) -> str | None:
+    """The one precision the exports record (None: none does), or a ValueError if they disagree."""
+    recorded = sorted({m["precision"] for m in metas if m.get("precision")})
+    if len(recorded) > 1:
+        raise ValueError(f"the exports were validated in different precisions {recorded}; one backbone computes in one: "
+                         f"pick it with --precision")
+    return recorded[0] if recorded else None
+
+
+def build_server(loaded: dict, backbone: str | None = None, max_length: int | None = None,
+                 eval_mode: str | None = None, prefix_cache: bool = True, precision: str | None = None,
+                 precision_fallback: bool = False, say=None, prefix_cache_mb: float | None = None) -> MultiTaskServer:
+    """Load the backbone the exports name (they must agree) unless `backbone`, cast it to the
+    serving precision (`serving_precision`; `say` gets the line that names it), add every prompt."""
+    import sys
+
+    from ept.backbones import backbone_kind, load_backbone
+    from ept.precision import DTYPES
+
+    say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+    if precision is None:
+        recorded_precision([meta for _, meta, _ in loaded.values()])  # disagreeing exports fail before weights load
     names = {meta.get("backbone") for _, meta, _ in loaded.values()}
     if backbone is None and len(names) != 1:
         raise ValueError(f"the exports name different backbones {sorted(map(str, names))}; pick one with --backbone")
-    server = MultiTaskServer(*load_backbone(backbone or names.pop()), max_length=max_length, prefix_cache=prefix_cache)
+    model, tokenizer = load_backbone(backbone or names.pop())
+    chosen, why = serving_precision([meta for _, meta, _ in loaded.values()], precision, next(model.parameters()).device,
+                                    backbone_kind(model.config), precision_fallback,
+                                    warn=lambda m: say(f"ept serve: warning: {m}"))
+    if chosen != "fp32":
+        model.to(DTYPES[chosen])  # frozen: cast once, as training does (ept.precision); prompts stay fp32
+    server = MultiTaskServer(model, tokenizer, max_length=max_length, prefix_cache=prefix_cache,
+                             prefix_cache_mb=prefix_cache_mb, warn=lambda m: say(f"ept serve: warning: {m}"))
+    say(f"ept serve: computing in {chosen} ({why})")
     for name, (prompt, meta, spec) in loaded.items():
         server.add_task(name, prompt, spec, eval_mode=eval_mode if server.kind == "seq2seq" else None, meta=meta)
     return server

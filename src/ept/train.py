@@ -370,7 +370,9 @@ class Checkpointer:
                                          "precision": getattr(model, "precision", "fp32")})
 
     def save_best(self, model, step: int) -> None:
-        save_method(model, self.rd.best, self.cfg.backbone, {"step": step, "task": self.cfg.task})
+        # the precision it was validated in: `ept export` records it and `ept serve` computes in it
+        save_method(model, self.rd.best, self.cfg.backbone, {"step": step, "task": self.cfg.task,
+                                                              "precision": getattr(model, "precision", "fp32")})
 
     @contextlib.contextmanager
     def best_state(self, model):

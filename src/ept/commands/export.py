@@ -58,9 +58,30 @@ def export_run(source, out, backbone: str | None = None, peft_task_type: str | N
     name = backbone or meta["backbone"]
     model, tokenizer = load_backbone(name)
     prompted = load_method(folder, model, tokenizer)
-    # the task it was trained on: `ept serve` takes its label words and checks a --labels count against it
-    export_prompt(prompted, out, meta["backbone"], peft_task_type, {"task": meta["task"]} if meta.get("task") else None)
+    # the task it was trained on: `ept serve` takes its label words and checks a --labels count against it;
+    # the precision it was validated in: `ept serve` computes in it unless told otherwise
+    extra = {"task": meta["task"]} if meta.get("task") else {}
+    precision = validated_precision(Path(source), folder, meta)
+    if precision is not None:
+        extra["precision"] = precision
+    export_prompt(prompted, out, meta["backbone"], peft_task_type, extra or None)
     return read_json(Path(out) / EXPORT_CONFIG)
+
+
+def validated_precision(source: Path, folder: Path, meta: dict) -> str | None:
+    """The precision the saved state was trained and validated in: its method.json's (runs since
+    issue 22), else the run's results.json or last/state.json (older runs), else None (unknown)."""
+    from ept.rundir import RunDir, read_json
+
+    if meta.get("precision"):
+        return meta["precision"]
+    for run in map(RunDir, dict.fromkeys((source, folder.parent))):
+        for path in (run.results_path, run.state_path):
+            if path.is_file():
+                recorded = read_json(path).get("precision")
+                if recorded:
+                    return recorded
+    return None
 
 
 def run(args) -> int:
@@ -70,6 +91,7 @@ def run(args) -> int:
     if args.backbone:
         check_backbone(args.backbone)
     info = export_run(args.source, args.out, args.backbone, args.peft_task_type)
-    print(f"exported {info['method']} ({info['backbone']}): {info['stored_vectors']} x {info['embed_dim']} floats "
+    print(f"exported {info['method']} ({info['backbone']}, validated in {info.get('precision', 'an unrecorded precision')}): "
+          f"{info['stored_vectors']} x {info['embed_dim']} floats "
           f"stored, broadcast to n={info['num_tokens']} -> {args.out}/prompt.safetensors; PEFT adapter -> {args.out}/peft")
     return 0

@@ -61,6 +61,14 @@ def register(sub) -> None:
     p.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false",
                    help="causal backbones: recompute each prompt's keys/values every pass instead of once per task")
     p.add_argument("--max-length", type=positive_int, default=None, help="max input tokens (default: each task's, else 256)")
+    p.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16", "fp16"),
+                   help="compute precision (default: the one the exports were validated in, recorded by `ept export`; "
+                        "fp32 for exports that record none); printed at start")
+    p.add_argument("--precision-fallback", action="store_true",
+                   help="with --precision bf16/fp16 on hardware without it: fp32 with a warning instead of an error")
+    p.add_argument("--prefix-cache-mb", type=_positive(float), default=None, metavar="MB",
+                   help="causal backbones: most MiB of cached prompt keys/values, least recently used evicted and "
+                        "recomputed on next use (default: a quarter of the machine's memory)")
     batch = p.add_argument_group("batch mode")
     batch.add_argument("--input", default=None, help="jsonl rows, or - for stdin (a UTF-8 BOM is fine)")
     batch.add_argument("--output", default="-", help="jsonl predictions, or - for stdout (default)")
@@ -145,13 +153,15 @@ def run(args) -> int:
             print(f"ept serve: warning: binding {args.host} without --token-file: anyone who reaches it can call it", file=sys.stderr)
         config = ServeConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                              max_body_bytes=args.max_body_bytes, token=token, eval_mode=args.eval_mode)
-        server = build_server(loaded, args.backbone, args.max_length, args.eval_mode, args.prefix_cache)
+        server = build_server(loaded, args.backbone, args.max_length, args.eval_mode, args.prefix_cache, args.precision,
+                              args.precision_fallback, prefix_cache_mb=args.prefix_cache_mb)
         return serve_forever(server, config, args.host or "127.0.0.1", args.port)
     if args.input is None:
         raise ValueError("batch mode needs --input FILE (or - for stdin); or pass --http to run a server")
     rows = _read_rows(args.input)
     _check_rows(rows, list(folders))
-    server = build_server(loaded, args.backbone, args.max_length, args.eval_mode, args.prefix_cache)
+    server = build_server(loaded, args.backbone, args.max_length, args.eval_mode, args.prefix_cache, args.precision,
+                          args.precision_fallback, prefix_cache_mb=args.prefix_cache_mb)
     results = server.score(rows, batch_size=args.batch_size)
     # allow_nan=False: the output is standard JSON (the kernels already refuse non-finite scores)
     text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in results)
