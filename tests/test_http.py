@@ -54,14 +54,14 @@ def _start(exports, *flags, names=("a", "b")):
         cmd += ["--prompt", f"{name}={exports / name}", "--labels", f"{name}={LABELS[name]}"]
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd + list(flags), stderr=subprocess.PIPE, text=True, env=env)
-    lines = []
+    lines = proc.log = []  # the server's log, read on (tests look for request ids in it)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         line = proc.stderr.readline()
         lines.append(line)
         match = re.search(r"Uvicorn running on http://[\d.]+:(\d+)", line)
         if match:
-            threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep the pipe drained
+            threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()  # keep the pipe drained
             return proc, f"http://127.0.0.1:{match.group(1)}"
         if not line and proc.poll() is not None:
             break
@@ -78,6 +78,7 @@ def _stop(proc) -> int:
 def server(exports):
     proc, url = _start(exports, "--max-batch", "8", "--max-wait-ms", "20", "--max-queue", "40", "--max-body-bytes", "4000")
     client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+    client.log = proc.log
     yield client
     client.close()
     assert _stop(proc) == 0
@@ -123,6 +124,30 @@ def test_concurrent_clients_get_the_batch_mode_numbers(server, exports, tmp_path
     assert 'ept_rows_total{task="a"}' in metrics and "ept_batch_rows_bucket" in metrics and "ept_queue_rows" in metrics
     batches = float(re.search(r"^ept_batch_rows_count (\S+)", metrics, re.M).group(1))
     assert batches < 2 * len(rows)  # callers shared passes (12 single-row calls + 1 call of 12 rows)
+
+
+def test_request_ids_and_what_the_prompts_say(server):
+    """Every answer carries an X-Request-ID (the caller's own when given) and the access log names
+    it; /v1/prompts shows each prompt's method, backbone, precision (served and validated) and
+    prompt-cache state; the start-up log says the precision."""
+    assert any("computing in fp32 (the exports record no precision)" in line for line in server.log)
+    mine = server.post("/v1/predict", json={"rows": [{"task": "a", "text": "ok"}]}, headers={"X-Request-ID": "req-42.a"})
+    fresh = server.post("/v1/predict", json={"rows": [{"task": "zz", "text": "x"}]})
+    assert mine.headers["x-request-id"] == "req-42.a" and fresh.status_code == 404
+    assert re.fullmatch(r"[0-9a-f]{6}-\d+", fresh.headers["x-request-id"])
+    odd = server.get("/healthz", headers={"X-Request-ID": "no spaces or\tcontrol"})
+    assert odd.headers["x-request-id"] != "no spaces or\tcontrol"  # a caller's id that is not a plain token is replaced
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not all(
+            any(rid in line and code in line for line in server.log)
+            for rid, code in (("req-42.a", '"POST /v1/predict" 200'), (fresh.headers["x-request-id"], "404"))):
+        time.sleep(0.1)
+    assert any("req-42.a" in line and '"POST /v1/predict" 200' in line for line in server.log), server.log[-5:]
+    assert any(fresh.headers["x-request-id"] in line and " 404 " in line for line in server.log)
+    prompts = {p["name"]: p for p in server.get("/v1/prompts").json()["prompts"]}
+    assert {k: prompts["a"][k] for k in ("method", "precision", "validated_precision", "cache")} == \
+        {"method": "ept", "precision": "fp32", "validated_precision": None, "cache": None}  # an encoder: no prompt cache
+    assert prompts["b"]["method"] == "pt" and prompts["b"]["backbone"]
 
 
 def test_hot_add_replace_delete(server, exports, tmp_path):
@@ -204,6 +229,57 @@ def test_429_when_the_queue_is_full_and_sigterm_drains(exports, tmp_path):
             proc.kill()
 
 
+def test_sigterm_under_load_answers_every_queued_request(exports, tmp_path):
+    """8 callers back to back; SIGTERM when all 8 have a request waiting in the queue (a 300 ms
+    fill window holds them there): those 8 get the batch mode's answers, nothing gets a 5xx but
+    503 "shutting down", later calls are refused, and the server exits 0."""
+    proc, url = _start(exports, "--max-batch", "64", "--max-wait-ms", "300")
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    rows = _rows()
+    expected = {json.dumps(r): e for r, e in zip(rows, _batch_mode(exports, rows, tmp_path))}
+    outcomes: dict[tuple[int, int], object] = {}  # (caller, call) -> status code or exception name
+    current = [0] * 8
+    stop = threading.Event()
+
+    def caller(k: int):
+        with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+            while not stop.is_set():
+                row = rows[(k + current[k]) % len(rows)]
+                try:
+                    answer = client.post("/v1/predict", json={"rows": [row]})
+                except httpx.TransportError as err:  # refused, or closed while idle: never a half answer
+                    outcomes[k, current[k]] = type(err).__name__
+                    return
+                outcomes[k, current[k]] = answer.status_code
+                if answer.status_code != 200:
+                    return
+                _same(answer.json()["predictions"], [expected[json.dumps(row)]])
+                current[k] += 1
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            done = [pool.submit(caller, k) for k in range(8)]
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # a few rounds answered, then all 8 callers waiting in the queue
+                before = list(current)
+                if min(before) >= 2 and httpx.get(f"{url}/healthz").json()["queued_rows"] == 8 and current == before:
+                    break
+                time.sleep(0.01)
+            in_flight = [(k, current[k]) for k in range(8)]
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0
+            stop.set()
+            for f in done:
+                f.result(timeout=60)
+        assert all(outcomes[call] == 200 for call in in_flight), {c: outcomes.get(c) for c in in_flight}
+        assert set(outcomes.values()) <= {200, 503, "ConnectError", "RemoteProtocolError", "ReadError"}, outcomes
+        assert sum(v == 200 for v in outcomes.values()) >= 3 * 8
+    finally:
+        stop.set()
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_causal_prefix_cache_follows_put_and_delete(minilm_tokenizer):
     """A decoder-only backbone in-process (fastapi's TestClient): the prompt keys/values cached at
     load give the uncached server's scores; PUT replaces a prompt and its cache (an uploaded row
@@ -256,7 +332,13 @@ def test_causal_prefix_cache_follows_put_and_delete(minilm_tokenizer):
                          headers={"content-type": "application/octet-stream"})
         assert put.status_code == 200, put.text
         assert server.tasks["b"].prefix_kv.shape[3] == 10  # the new prompt's cache (no BOS with this tokenizer)
+        assert put.json()["loaded"]["cache"] == "cached" and put.json()["loaded"]["method"] == "upload"
         second = client.post("/v1/predict", json={"rows": rows})
+        metrics = client.get("/metrics").text
+        kv_bytes = sum(t.prefix_kv.numel() * t.prefix_kv.element_size() for t in server.tasks.values())
+        assert f"ept_prefix_cache_bytes {float(kv_bytes)}" in metrics and "ept_prefix_cache_entries 2.0" in metrics
+        assert 'ept_prefix_cache_lookups_total{result="hit"} 4.0' in metrics  # two passes x two tasks, none evicted
+        assert "ept_prefix_cache_hit_ratio 1.0" in metrics and "ept_prefix_cache_cap_bytes" in metrics
         check([p["scores"] for p in second.json()["predictions"]], reference({"a": prompts["a"], "b": new_b.expand(10, -1)}, rows))
         assert [p["scores"] for p in second.json()["predictions"]][1] != [p["scores"] for p in first.json()["predictions"]][1]
 
