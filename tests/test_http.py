@@ -348,3 +348,55 @@ def test_causal_prefix_cache_follows_put_and_delete(minilm_tokenizer):
         only_b = [r for r in rows if r["task"] == "b"]
         third = client.post("/v1/predict", json={"rows": only_b})
         check([p["scores"] for p in third.json()["predictions"]], reference({"b": new_b.expand(10, -1)}, only_b))
+
+
+def test_replicas_sharing_a_prompt_log_agree_after_put_and_delete(exports):
+    """Two replicas in one process (ept.rayserve runs the same code with a Ray actor as the log):
+    a PUT on one is served by the other within the sync interval with the same scores, a DELETE
+    on the other reaches the first; a replica started later replays the log before it serves."""
+    from fastapi.testclient import TestClient
+
+    from ept.httpserve import PromptLog, ServeConfig, create_app
+    from ept.serve import build_server, find_exports, load_prompts
+
+    shared = PromptLog()
+    config = ServeConfig(max_wait_ms=1, prompt_log=shared, sync_seconds=0.05)
+    labels = {n: tuple(LABELS[n].split(",")) for n in ("a", "b")}
+
+    def replica():
+        server = build_server(load_prompts(find_exports({n: str(exports / n) for n in ("a", "b")}), labels), say=lambda _: None)
+        return TestClient(create_app(config, server))
+
+    def until(check, seconds=10):
+        deadline = time.monotonic() + seconds
+        while not check():
+            assert time.monotonic() < deadline, "the replicas did not agree in time"
+            time.sleep(0.05)
+
+    row = {"task": "c", "text": TEXTS[0]}
+    with replica() as one, replica() as two:
+        assert one.put("/v1/prompts/c", json={"path": str(exports / "c"), "labels": ["bad", "good"]}).status_code == 200
+        until(lambda: two.post("/v1/predict", json={"rows": [row]}).status_code == 200)
+        a, b = (c.post("/v1/predict", json={"rows": [row]}).json()["predictions"][0] for c in (one, two))
+        assert a == b and a["label"] in ("bad", "good")
+        assert one.get("/healthz").json()["prompts_version"] == two.get("/healthz").json()["prompts_version"] == 1
+
+        body = (exports / "a" / "prompt.safetensors").read_bytes()  # c becomes a's vector, uploaded to the other one
+        n = json.loads((exports / "a" / "prompt.json").read_text())["num_tokens"]
+        up = two.put(f"/v1/prompts/c?labels=negative,positive&num_tokens={n}", content=body,
+                     headers={"content-type": "application/octet-stream"})
+        assert up.status_code == 200, up.text
+        until(lambda: one.post("/v1/predict", json={"rows": [row]}).json()["predictions"][0]["label"] in ("negative", "positive"))
+        same_as_a = one.post("/v1/predict", json={"rows": [row, {"task": "a", "text": TEXTS[0]}]}).json()["predictions"]
+        assert same_as_a[0]["scores"] == pytest.approx(same_as_a[1]["scores"], abs=1e-5)
+
+        with replica() as late:  # started after both changes: replays them before serving
+            assert late.get("/healthz").json()["prompts_version"] == 2
+            assert late.post("/v1/predict", json={"rows": [row]}).json()["predictions"][0]["scores"] == \
+                pytest.approx(same_as_a[0]["scores"], abs=1e-5)
+
+        assert two.delete("/v1/prompts/c").status_code == 200
+        until(lambda: one.post("/v1/predict", json={"rows": [row]}).status_code == 404)
+        assert {p["name"] for p in one.get("/v1/prompts").json()["prompts"]} == {"a", "b"}
+        bad = one.put("/v1/prompts/d", json={"path": str(exports / "missing")})
+        assert bad.status_code == 404 and shared.version == 3  # a refused change is never recorded

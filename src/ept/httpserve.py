@@ -19,6 +19,7 @@ One bad request never fails the others in its pass: a pass that raises is re-run
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import itertools
 import logging
@@ -56,6 +57,9 @@ class ServeConfig:
     max_body_bytes: int = 1 << 20
     token: str | None = None
     eval_mode: str | None = None  # seq2seq classification prompts added over HTTP
+    # replicas (ept.rayserve): the shared log of prompt changes every replica follows, and how often
+    prompt_log: object = None  # async record(name, change) -> version, since(version) -> [(version, name, change)]
+    sync_seconds: float = 1.0
 
 
 # ---------------------------------------------------------------------- request / response bodies
@@ -148,6 +152,7 @@ class Service:
         self.server, self.config = server, config
         self.lock = threading.Lock()  # a backbone pass, or a prompt change: never both
         self.metrics = Metrics(self)
+        self.follower = None  # set by the app when replicas share a PromptLog
         self.batcher = DynamicBatcher(self.run_batch, config.max_batch, config.max_wait_ms, config.max_queue,
                                       on_batch=self._observe)
 
@@ -200,6 +205,85 @@ class Service:
     def delete_prompt(self, name: str) -> None:
         with self.lock:
             self.server.remove_task(name)
+
+    def apply(self, name: str, change: dict | None) -> dict | None:
+        """One prompt change, as PUT/DELETE make it and the replicas' log replays it: None
+        deletes; else the PUT's body (an export path as JSON, or prompt.safetensors bytes with
+        its query) loads or replaces the prompt. Returns what /v1/prompts shows for it."""
+        if change is None:
+            self.delete_prompt(name)
+            return None
+        if change["content_type"].startswith("application/octet-stream"):
+            prompt, meta, labels, eval_mode = _uploaded(change["body"], change["query"])
+        else:
+            from ept.checkpoint import load_exported
+
+            source = PromptSource.model_validate_json(change["body"])
+            prompt, meta = load_exported(source.path)
+            labels, eval_mode = source.labels, source.eval_mode or self.config.eval_mode
+        return self.put_prompt(name, prompt, labels, eval_mode, meta)
+
+
+class PromptLog:
+    """The one source of truth for prompt changes across replicas: name -> its latest change and
+    the version that made it (older changes of a name are dropped: replaying the latest of each,
+    in version order, gives the same prompts). In-process here; a Ray actor in ept.rayserve."""
+
+    def __init__(self):
+        self.version, self.latest = 0, {}
+
+    async def record(self, name: str, change: dict | None) -> int:
+        self.version += 1
+        self.latest[name] = (self.version, change)
+        return self.version
+
+    async def since(self, version: int) -> list:
+        return sorted((v, name, change) for name, (v, change) in self.latest.items() if v > version)
+
+
+class Follower:
+    """Keeps a replica's prompts equal to the replay of the shared `PromptLog`: a PUT/DELETE is
+    applied here (its errors answer the caller), then recorded; every `sync_seconds` the replica
+    replays what the others recorded, so all replicas agree within about that time (plus one load).
+    One asyncio lock orders the two, so a replica always applies the log in version order."""
+
+    def __init__(self, service: Service, log_, every: float):
+        self.service, self.log, self.every = service, log_, every
+        self.version = 0  # the log's version this replica has applied up to
+        self.lock = asyncio.Lock()
+
+    async def change(self, name: str, change: dict | None):
+        async with self.lock:
+            result = await run_in_threadpool(self.service.apply, name, change)
+            version = await self.log.record(name, change)
+            if version == self.version + 1:
+                self.version = version  # nothing else came between: the replay is what we hold
+            else:
+                await self._catch_up()  # others' changes came first: replay them, then ours, in order
+            return result
+
+    async def catch_up(self) -> None:
+        async with self.lock:
+            await self._catch_up()
+
+    async def _catch_up(self) -> None:
+        for version, name, change in await self.log.since(self.version):
+            try:
+                await run_in_threadpool(self.service.apply, name, change)
+            except KeyError:
+                pass  # a DELETE of a prompt this replica never had
+            except Exception as err:  # the replica that took the change answered its caller; log it here
+                log.warning("prompt log version %d (%s %r) failed here: %s", version,
+                            "DELETE" if change is None else "PUT", name, err)
+            self.version = version
+
+    async def follow(self) -> None:
+        while True:
+            await asyncio.sleep(self.every)
+            try:
+                await self.catch_up()
+            except Exception:  # the log's actor restarting, say: try again next round
+                log.exception("could not read the prompt log; retrying in %.1f s", self.every)
 
 
 # ---------------------------------------------------------------------- the app
@@ -305,10 +389,16 @@ def create_app(config: ServeConfig, server=None, load=None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         backend = server if server is not None else await run_in_threadpool(load)
-        app.state.service = Service(backend, config)
+        service = app.state.service = Service(backend, config)
+        follower = service.follower = Follower(service, config.prompt_log, config.sync_seconds) if config.prompt_log else None
+        if follower is not None:
+            await follower.catch_up()  # a replica started late gets the changes made before it
+            task = asyncio.create_task(follower.follow())
         yield
+        if follower is not None:
+            task.cancel()
         # SIGTERM: uvicorn has stopped accepting and waited for in-flight requests; finish the queue
-        await run_in_threadpool(app.state.service.batcher.close)
+        await run_in_threadpool(service.batcher.close)
 
     app = FastAPI(title="ept serve", lifespan=lifespan, version="1",
                   description="Many task prompts on one frozen backbone; rows of any mix of tasks are batched together.")
@@ -389,7 +479,8 @@ def _routes(app: FastAPI) -> None:
     @app.get("/healthz")
     async def healthz(service: Service = Depends(_service)):
         return {"status": "ok", "prompts": len(service.server.tasks), "queued_rows": service.batcher.queued_rows,
-                "pid": os.getpid()}  # which replica answered, behind a load balancer
+                "pid": os.getpid(),  # which replica answered, behind a load balancer
+                "prompts_version": service.follower.version if service.follower else None}  # replicas: the log version applied
 
     @app.get("/metrics", dependencies=auth)
     async def metrics(service: Service = Depends(_service)):
@@ -415,17 +506,10 @@ def _prompt_routes(app: FastAPI, auth: list, config: ServeConfig) -> None:
         """Load or replace task `name`; the next backbone pass uses it (no restart)."""
         if not NAME.match(name):
             raise HTTPException(422, f"prompt name {name!r}: use 1-64 letters, digits, '_', '.', '-'")
-        body = await request.body()
+        change = {"body": await request.body(), "content_type": request.headers.get("content-type", ""),
+                  "query": dict(request.query_params)}
         try:
-            if request.headers.get("content-type", "").startswith("application/octet-stream"):
-                prompt, meta, labels, eval_mode = _uploaded(body, request.query_params)
-            else:
-                source = PromptSource.model_validate_json(body)
-                from ept.checkpoint import load_exported
-
-                prompt, meta = await run_in_threadpool(load_exported, source.path)
-                labels, eval_mode = source.labels, source.eval_mode or config.eval_mode
-            info = await run_in_threadpool(service.put_prompt, name, prompt, labels, eval_mode, meta)
+            info = await _change(service, name, change)
         except FileNotFoundError as err:
             raise HTTPException(404, str(err)) from None
         except ValueError as err:  # pydantic's ValidationError, safetensors' and ours
@@ -436,10 +520,17 @@ def _prompt_routes(app: FastAPI, auth: list, config: ServeConfig) -> None:
     async def delete_prompt(name: str, service: Service = Depends(_service)):
         """Stop serving task `name` (queued rows of it get 404)."""
         try:
-            await run_in_threadpool(service.delete_prompt, name)
+            await _change(service, name, None)
         except KeyError:
             raise HTTPException(404, f"prompt {name!r} is not loaded; loaded: {_names(service.server.tasks)}") from None
         return {"deleted": name}
+
+
+async def _change(service: Service, name: str, change: dict | None):
+    """Apply a PUT (change) or DELETE (None) here, and with replicas record it in their log."""
+    if service.follower is not None:
+        return await service.follower.change(name, change)
+    return await run_in_threadpool(service.apply, name, change)
 
 
 def _uploaded(body: bytes, query) -> tuple:
