@@ -1,10 +1,11 @@
 """Ray Serve (ept.rayserve): the HTTP app behind Ray's proxy with 2 replicas gives the batch mode's
-predictions, and both replicas answer."""
+predictions, both replicas answer, and a PUT / DELETE that lands on one replica reaches both."""
 
 from __future__ import annotations
 
 import json
 import socket
+import time
 
 import pytest
 
@@ -37,7 +38,8 @@ def test_two_replicas_give_the_batch_mode_predictions(exports, tmp_path, monkeyp
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         app = build({"prompt": f"a={exports / 'a'},b={exports / 'b'}", "labels": f"a={LABELS['a'].replace(',', '/')};"
-                     f"b={LABELS['b'].replace(',', '/')}", "replicas": "2", "num_cpus": "0.5", "max_wait_ms": "2"})
+                     f"b={LABELS['b'].replace(',', '/')}", "replicas": "2", "num_cpus": "0.5", "max_wait_ms": "2",
+                     "sync_seconds": "0.5"})
         serve.run(app, name="ept", route_prefix="/", blocking=False)
         status = serve.status().applications["ept"]
         replicas = status.deployments["EptServe"].replica_states
@@ -49,6 +51,34 @@ def test_two_replicas_give_the_batch_mode_predictions(exports, tmp_path, monkeyp
         _same(whole.json()["predictions"], expected)
         pids = {httpx.get(f"{url}/healthz", timeout=30).json()["pid"] for _ in range(40)}
         assert len(pids) == 2, pids  # Ray's proxy spread the calls over both replicas
+        _put_and_delete_reach_both_replicas(url, exports, tmp_path)
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+def _replicas_at(url: str, version: int, seconds: float = 60) -> dict:
+    """Wait until both replicas (by pid, through the proxy) report the log version; their /healthz."""
+    seen, deadline = {}, time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        health = httpx.get(f"{url}/healthz", timeout=30).json()
+        seen[health["pid"]] = health
+        if len(seen) == 2 and all(h["prompts_version"] == version for h in seen.values()):
+            return seen
+        time.sleep(0.1)
+    raise AssertionError(f"the replicas did not reach prompt log version {version}: {seen}")
+
+
+def _put_and_delete_reach_both_replicas(url, exports, tmp_path):
+    rows = [{"task": "c", "text": t} for t in TEXTS]
+    expected = _batch_mode(exports, rows, tmp_path, names=("c",))
+    put = httpx.put(f"{url}/v1/prompts/c", json={"path": str(exports / "c"), "labels": LABELS["c"].split(",")}, timeout=60)
+    assert put.status_code == 200, put.text
+    assert all(h["prompts"] == 3 for h in _replicas_at(url, 1).values())
+    for _ in range(3):  # 18 one-row calls over 2 replicas: every answer is the new prompt's
+        _same([httpx.post(f"{url}/v1/predict", json={"rows": [r]}, timeout=60).json()["predictions"][0] for r in rows],
+              expected)
+    assert httpx.delete(f"{url}/v1/prompts/c", timeout=60).status_code == 200
+    assert all(h["prompts"] == 2 for h in _replicas_at(url, 2).values())
+    gone = [httpx.post(f"{url}/v1/predict", json={"rows": [r]}, timeout=60).status_code for r in rows * 3]
+    assert gone == [404] * len(gone)

@@ -3,13 +3,20 @@
     serve run ept.rayserve:build prompts_dir=/srv/exports replicas=2 port=8000
     serve run ept.rayserve:build prompt=sst2=/srv/exports/sst2,rte=/srv/exports/rte labels=rte=entailment/not_entailment
 
-Each replica loads its own backbone and prompts from the export folders (the only thing the
-replicas share; put them on a path every node sees) and runs its own dynamic-batching worker; Ray
-Serve's proxy spreads requests over the replicas. Args (all strings, as `serve run` passes them):
-prompts_dir, prompt (NAME=DIR,...), labels (NAME=w1/w2/...;NAME=...), backbone, max_length,
-eval_mode, replicas (default 1), num_cpus (per replica, default 1), max_batch, max_wait_ms,
-max_queue, max_body_bytes, token_file. A prompt PUT/DELETE over HTTP reaches ONE replica: change
-the export folders and redeploy (or call every replica) to change them all.
+Each replica loads its own backbone and prompts from the export folders (put them on a path every
+node sees) and runs its own dynamic-batching worker; Ray Serve's proxy spreads requests over the
+replicas. Args (all strings, as `serve run` passes them): prompts_dir, prompt (NAME=DIR,...),
+labels (NAME=w1/w2/...;NAME=...), backbone, max_length, eval_mode, precision, precision_fallback,
+prefix_cache_mb, replicas (default 1), num_cpus (per replica, default 1), max_batch, max_wait_ms,
+max_queue, max_body_bytes, token_file, sync_seconds (default 1).
+
+Prompt changes reach every replica: a PUT/DELETE lands on one replica, which applies it (its errors
+answer the caller) and records it in ONE log, a Ray actor of this deployment (`PromptLog`, named
+per `build`); every replica replays the log in version order every `sync_seconds`, so all serve
+the same prompts within about that time plus one prompt load, and a replica started later (scaled
+up, restarted) replays it before it serves. An upload travels in the log as its bytes; an export
+path must be readable on every node. The log is a detached actor: `ray kill` it (or stop the Ray
+cluster) after deleting the application.
 """
 
 from __future__ import annotations
@@ -25,18 +32,48 @@ def _pairs(text: str, sep: str) -> dict[str, str]:
     return out
 
 
+class RayPromptLog:
+    """`ept.httpserve.PromptLog` as a named Ray actor, created by the first replica that needs it
+    (`get_if_exists`: the others attach to the same one). Picklable: it travels in ServeConfig."""
+
+    def __init__(self, name: str):
+        self.name, self._actor = name, None
+
+    def __getstate__(self):
+        return {"name": self.name, "_actor": None}
+
+    def _handle(self):
+        if self._actor is None:
+            import ray
+
+            from ept.httpserve import PromptLog
+
+            self._actor = ray.remote(PromptLog).options(name=self.name, namespace="ept", get_if_exists=True,
+                                                        lifetime="detached", num_cpus=0).remote()
+        return self._actor
+
+    async def record(self, name: str, change):
+        return await self._handle().record.remote(name, change)
+
+    async def since(self, version: int):
+        return await self._handle().since.remote(version)
+
+
 def _loader(args: dict):
     """A picklable zero-argument function that builds the replica's MultiTaskServer."""
     prompts = _pairs(str(args.get("prompt", "")), ",")
     labels = {k: tuple(v.split("/")) for k, v in _pairs(str(args.get("labels", "")), ";").items()}
     backbone, prompts_dir = args.get("backbone"), args.get("prompts_dir")
     max_length = int(args["max_length"]) if args.get("max_length") else None
-    eval_mode = args.get("eval_mode")
+    eval_mode, precision = args.get("eval_mode"), args.get("precision")
+    fallback = str(args.get("precision_fallback", "")).lower() in ("1", "true", "yes")
+    cache_mb = float(args["prefix_cache_mb"]) if args.get("prefix_cache_mb") else None
 
-    def load():
+    def load():  # says its precision on the replica's stderr (Ray's worker log; the driver's with log_to_driver)
         from ept.serve import build_server, find_exports, load_prompts
 
-        return build_server(load_prompts(find_exports(prompts, prompts_dir), labels), backbone, max_length, eval_mode)
+        return build_server(load_prompts(find_exports(prompts, prompts_dir), labels), backbone, max_length, eval_mode,
+                            precision=precision, precision_fallback=fallback, prefix_cache_mb=cache_mb)
 
     from ept.serve import find_exports, load_prompts
 
@@ -46,6 +83,8 @@ def _loader(args: dict):
 
 def build(args: dict):
     """Ray Serve application builder (`serve run ept.rayserve:build key=value ...`)."""
+    import uuid
+
     from ray import serve
 
     from ept.commands.serve import _read_token
@@ -54,7 +93,9 @@ def build(args: dict):
     config = ServeConfig(max_batch=int(args.get("max_batch", 32)), max_wait_ms=float(args.get("max_wait_ms", 5)),
                          max_queue=int(args.get("max_queue", 1024)),
                          max_body_bytes=int(args.get("max_body_bytes", 1 << 20)),
-                         token=_read_token(args.get("token_file")), eval_mode=args.get("eval_mode"))
+                         token=_read_token(args.get("token_file")), eval_mode=args.get("eval_mode"),
+                         prompt_log=RayPromptLog(f"ept-prompt-log-{uuid.uuid4().hex[:12]}"),  # this deployment's
+                         sync_seconds=float(args.get("sync_seconds", 1)))
     load = _loader(args)
 
     def make_app():  # runs inside each replica: its own app, model and worker thread
