@@ -23,7 +23,7 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parents[2]
 RES = ROOT / "results" / "smollm2-prereg"
 SST2_TEST_MAJORITY = 444 / 872 * 100  # positive rows of the 872 GLUE dev rows
-RTE_TEST_MAJORITY = 76 / 139 * 100    # not_entailment rows of the 139 test rows (split seed 42)
+RTE_TEST_MAJORITY = 76 / 139 * 100    # entailment rows of the 139 test rows (split seed 42)
 FAIL_MARGIN, TOST_MARGIN = 3.0, 2.0
 ARMS_C = {"PT": ("pt", {}), "EPT": ("ept", {}), "PT1": ("pt", {"num_tokens": 1})}
 
