@@ -7,8 +7,7 @@ set -euo pipefail
 export OMP_NUM_THREADS=1
 D=experiments/smollm2_prereg
 ept fetch smollm2-135m
-"$D/stage_a.sh"                                   # zero-shot screen -> A/decision.json
-ept sweep "$D/A_prompts.yaml" --workers 2         # two 200-step prompts for stage A's checks
+"$D/stage_a.sh" --prompts                         # zero-shot screen -> A/decision.json; 2 prompts; checks
 ept sweep "$D/B_lr_screen.yaml" --workers 2       # stage B
 python "$D/analyze.py"                            # -> B/decision.json once all 12 runs finished
 [ -f results/smollm2-prereg/B/decision.json ] || { echo "stage B unfinished"; exit 1; }
