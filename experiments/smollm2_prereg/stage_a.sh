@@ -13,6 +13,12 @@ for t in t5 natural; do
                      --max-eval-examples 500 --template "$t" --json > "$f.tmp" && mv "$f.tmp" "$f"; }
 done
 python experiments/smollm2_prereg/analyze.py --stage A
+# the "no prompt" reference row of stage C: zero-shot test accuracy with the chosen template
+f="$A/zeroshot-test.json"
+eos=$(python -c "import json;print(str(json.load(open('$A/decision.json'))['label_score_eos']).lower())")
+tpl=$(python -c "import json;print(json.load(open('$A/decision.json'))['template'])")
+[ -f "$f" ] || { ept eval --no-prompt --task sst2 --backbone smollm2-135m --split test --template "$tpl" \
+                   --label-score-eos "$eos" --json > "$f.tmp" && mv "$f.tmp" "$f"; }
 [ "${1:-}" = "--prompts" ] || exit 0
 ept sweep experiments/smollm2_prereg/A_prompts.yaml --workers 2
 # bf16 needs fast bf16 hardware (AMX / AVX-512-BF16); elsewhere the check says so and is skipped
