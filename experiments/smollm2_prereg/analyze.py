@@ -185,6 +185,10 @@ def stage_c(report: list[str]) -> dict | None:
             sd = np.std(scores, ddof=1) if len(scores) > 1 else float("nan")
             report.append(f"| {arm} | {len(scores)} | {', '.join(f'{s:.1f}' for s in scores)} | "
                           f"{np.mean(scores):.1f} ± {sd:.1f} | {fails} of {len(scores)} |")
+    zero = RES / "A" / "zeroshot-test.json"
+    if zero.exists():
+        z = json.loads(zero.read_text())
+        report.append(f"| no prompt (frozen, zero-shot) | — | {z['accuracy']:.1f} | — | — |")
     report.append("")
     if n_done < 15:
         report += [f"{n_done} of 15 runs finished: no verdict yet.", ""]
