@@ -253,7 +253,7 @@ def bench_http(args, root: Path, backbone, tok) -> tuple[list, dict]:
     return sorted(table_cells, key=lambda c: (c["tasks"], c["clients"])), offline_med
 
 
-def report_http(args, cells: list[dict], offline_rates: dict) -> None:
+def report_http(args, cells: list[dict], offline_rates: dict, path_ms: float) -> None:
     """The table and the issue-22 targets, every ratio from this one run."""
     print(f"\nMiniLM, one row per request, --max-batch {MAX_BATCH} --max-wait-ms {MAX_WAIT_MS:g}, {args.seconds:g} s per "
           f"cell, median of {args.reps} interleaved reps, torch 1 thread in server and offline; shares are of all "
@@ -283,6 +283,63 @@ def report_http(args, cells: list[dict], offline_rates: dict) -> None:
                   f"({'met' if c['p99_ms'] <= bound else 'NOT met'})")
     print(f"answers checked against the batch mode, row by row: {sum(c['wrong'] for c in cells)} wrong of "
           f"{sum(c['answered'] for c in cells)}")
+    offline_ms = min(c for _, c in offline_rates.values())
+    print(f"the HTTP path alone (in-process ASGI, stub model, no network): {path_ms:.3f} CPU ms per one-row request, "
+          f"{path_ms / offline_ms:.3f}x the offline CPU per row ({offline_ms:.1f} ms)")
+
+
+class _StubServer:
+    """A server whose passes cost nothing: what is left is the HTTP path of `ept serve --http`."""
+
+    kind, precision, prefix_cache = "encoder", "fp32", None
+
+    def __init__(self, rows: list[dict]):
+        self.tasks = {r["task"]: None for r in rows}
+
+    def prepare(self, rows):
+        return rows
+
+    def predict(self, features, batch_size=None):
+        return [{"task": f["task"], "prediction": 1, "label": "positive", "scores": [-0.25, 0.75]} for f in features]
+
+
+def http_path_cpu(rows: list[dict], n: int = 2000) -> float:
+    """CPU ms per one-row POST /v1/predict through the whole app (middleware, validation, the
+    batcher and its worker thread, the answer's encoding) with a stub model, called in-process as
+    ASGI: no network and no backbone, so the machine's load barely moves it. uvicorn's own socket
+    and HTTP parsing work (in C, httptools/uvloop) is not in it."""
+    import orjson
+
+    from ept.httpserve import ServeConfig, create_app
+
+    app = create_app(ServeConfig(max_wait_ms=0), _StubServer(rows))
+    bodies = [orjson.dumps({"rows": [r]}) for r in rows]
+
+    async def call(body: bytes):
+        sent, messages = [], [{"type": "http.request", "body": body, "more_body": False}]
+        scope = {"type": "http", "http_version": "1.1", "method": "POST", "path": "/v1/predict", "raw_path": b"/v1/predict",
+                 "root_path": "", "scheme": "http", "query_string": b"", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 1),
+                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
+
+        async def receive():
+            return messages.pop() if messages else {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        await app(scope, receive, send)
+        assert sent[0]["status"] == 200, sent
+
+    async def run() -> float:
+        async with app.router.lifespan_context(app):
+            for body in bodies[:100]:
+                await call(body)
+            start = time.process_time()
+            for i in range(n):
+                await call(bodies[i % len(bodies)])
+            return 1000 * (time.process_time() - start) / n
+
+    return asyncio.run(run())
 
 
 def bench_load(count: int, root: Path, backbone, tok) -> dict:
@@ -370,7 +427,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         cells, offline_rates = bench_http(args, Path(tmp), backbone, tok)
         load = bench_load(args.load_prompts, Path(tmp), backbone, tok) if args.load_prompts else None
-    report_http(args, cells, offline_rates)
+    path_ms = http_path_cpu(real_rows(8, args.rows))
+    report_http(args, cells, offline_rates, path_ms)
     if load:
         print(f"\n{load['prompts']} prompts: loaded in {load['load_s']:.1f} s "
               f"({1000 * load['load_s'] / load['prompts']:.2f} ms each), first pass {load['first_pass_s']:.2f} s, "
