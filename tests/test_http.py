@@ -170,6 +170,16 @@ def test_hot_add_replace_delete(server, exports, tmp_path):
     pa, pc = both.json()["predictions"]
     assert pa["scores"] == pytest.approx(pc["scores"], abs=1e-5) and pc["label"] == pa["label"]
 
+    # an export validated in another precision than the server's: served, with a warning in the answer and the log
+    import shutil
+
+    shutil.copytree(exports / "c", tmp_path / "c16")
+    meta = json.loads((tmp_path / "c16" / "prompt.json").read_text())
+    (tmp_path / "c16" / "prompt.json").write_text(json.dumps({**meta, "precision": "bf16"}))
+    put = server.put("/v1/prompts/c", json={"path": str(tmp_path / "c16"), "labels": ["bad", "good"]})
+    assert put.status_code == 200 and "validated in bf16; this server computes in fp32" in put.json()["loaded"]["warning"]
+    assert put.json()["loaded"]["validated_precision"] == "bf16" and put.json()["loaded"]["precision"] == "fp32"
+
     assert server.delete("/v1/prompts/c").status_code == 200
     gone = server.post("/v1/predict", json={"rows": [row]})
     assert gone.status_code == 404 and "'c' is not loaded; loaded: a, b" in gone.json()["detail"]
