@@ -87,7 +87,7 @@ all until its end, and the next miss evicts). None when one of them is served un
         if _size(kv) > self.cap:
             task.prefix_kv, task.cache_state = None, "over cap"
             self.warn(f"task {task.name!r}: its prompt cache is {_size(kv) / 2**20:.1f} MiB, over --prefix-cache-mb "
-                      f"{self.cap / 2**20:g}; it is served uncached (every pass with it recomputes its prompt)")
+                      f"{self.cap / 2**20:.3g}; it is served uncached (every pass with it recomputes its prompt)")
             return
         self._evict(self.cap - _size(kv), protect)
         task.prefix_kv, task.cache_state = kv, "cached"
