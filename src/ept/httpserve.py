@@ -450,8 +450,8 @@ def _routes(app: FastAPI) -> None:
     async def predict(request: Request, service: Service = Depends(_service)):
         """Score rows of any mix of loaded tasks; predictions come back in input order.
 
-        The hot path: the body is validated by pydantic-core straight from bytes and the answer
-        written by orjson, with no per-row model objects (benchmarks/RESULTS.md §6)."""
+        The hot path: the body is validated by pydantic-core straight from the bytes, in one call,
+        and the answer written by orjson, without a response-model pass (benchmarks/RESULTS.md §6a)."""
         start = time.monotonic()
         try:
             rows = [r.as_row() for r in PredictRequest.model_validate_json(await request.body()).rows]
