@@ -21,7 +21,7 @@ it, `max_wait_ms` and its own pass.
 only, so an event loop that submits never runs the model. A request's rows always go into one
 pass together (a request larger than `max_batch` is scored alone; `run_batch` cuts it). The queue
 is bounded in ROWS, not requests: back-pressure is about work, and a caller told "429, retry
-after" can resend. Hand-written (about 80 lines) because the policy -- fill-or-deadline,
+after" can resend. Hand-written (about 120 lines) because the policy -- fill-or-deadline,
 row-bounded, drain on close -- is the whole point and no small library offers exactly it.
 """
 
