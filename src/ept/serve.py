@@ -466,11 +466,12 @@ def serving_precision(metas: list[dict], requested: str | None, device, kind: st
     from ept.precision import resolve_precision
 
     if requested is not None:
-        return resolve_precision(requested, device, kind, fallback=fallback, warn=warn), f"--precision {requested}"
+        # prompt=True: serving is always soft prompts on a frozen backbone, so `auto` resolves as for a prompt run
+        return resolve_precision(requested, device, kind, fallback=fallback, warn=warn, prompt=True), f"--precision {requested}"
     recorded = recorded_precision(metas)
     if recorded is None:
         return "fp32", "the exports record no precision"
-    return resolve_precision(recorded, device, kind, fallback=True, warn=warn), "the precision the run validated in"
+    return resolve_precision(recorded, device, kind, fallback=True, warn=warn, prompt=True), "the precision the run validated in"
 
 
 def recorded_precision(metas: list[dict]) -> str | None:
