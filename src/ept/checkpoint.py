@@ -118,6 +118,25 @@ def attach_pair_head(model, meta: dict) -> None:
 
 
 # ------------------------------------------------------------------------------- export
+def export_record(spec=None, step: int | None = None, reached: int | None = None, steps: int | None = None) -> dict:
+    """What every export records beside its prompt, whoever writes it (`ept train`'s RUN/export,
+    `ept export`), in one place: the task it was trained on (name, kind, label words and their
+    count: a server refuses a label set of another size) and the step the prompt was taken at
+    (`step`), with how far the run had got (`reached` of `steps`; `partial` when short of it).
+    Extend it here (the full task spec, the precision), not at the callers."""
+    out: dict = {}
+    if spec is not None:
+        words = list(getattr(spec, "label_words", ()) or ())
+        kind = getattr(spec, "kind", "classification")
+        out.update(task=spec.name, task_kind=kind, label_words=words,
+                   num_labels=len(words) if kind == "classification" else None)
+    if step is not None:
+        out["step"] = step
+    if steps is not None:
+        out.update(reached=reached, steps=steps, partial=reached is None or reached < steps)
+    return out
+
+
 def export_prompt(model, out, backbone: str, peft_task_type: str | None = None, extra: dict | None = None) -> Path:
     """Write the inference artifact and a PEFT adapter folder `out/peft`.
 
@@ -175,6 +194,10 @@ def load_exported(folder) -> tuple[torch.Tensor, dict]:
         raise FileNotFoundError(f"{path}: not an ept export folder (expected {EXPORT_FILE} and {EXPORT_CONFIG})")
     meta = read_json(path)
     meta.setdefault("pair_encoding", "cross")  # exports written before siamese pairs existed
+    if not meta.get("task"):  # a RUN/export/ written before exports recorded their task: the run's config says it
+        run_config = folder.parent / "config.json"
+        if folder.name == "export" and run_config.is_file():
+            meta["task"] = read_json(run_config).get("task")
     tensors = read_tensors(folder / EXPORT_FILE, "export the run again (ept export)")
     vectors = tensors.get("prompt")
     if vectors is None:

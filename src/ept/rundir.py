@@ -271,6 +271,28 @@ class RunDir:
             return "finished" if results.get("status") == "finished" else "failed"
         return "partial" if self.state_path.exists() else "pending"
 
+    def progress(self) -> dict:
+        """How far the run got: {"status", "reached" (last checkpoint's step), "steps", "best_step"}."""
+        status, state = self.status(), self.read_state() or {}
+        try:
+            results = self.read_results() or {}
+        except RunDirError:  # a torn results.json: the status says "failed"
+            results = {}
+        try:
+            steps = self.read_config().get("steps")
+        except (FileNotFoundError, RunDirError):
+            steps = results.get("steps")
+        best = results.get("best_step", (state.get("best") or {}).get("step"))
+        reached = steps if status == "finished" else state.get("step", 0)
+        return {"status": status, "reached": reached, "steps": steps, "best_step": best}
+
+    def progress_note(self) -> str | None:
+        """'partial (step 20 of 40): best step 10' for a run that has not finished, else None."""
+        p = self.progress()
+        if p["status"] == "finished":
+            return None
+        return f"{p['status']} (step {p['reached']} of {p['steps']}): best step {p['best_step']}"
+
     # -------------------------------------------------------------- write
     def write_config(self, config: dict) -> None:
         atomic_write_json(self.config_path, config)

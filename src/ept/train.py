@@ -39,7 +39,7 @@ import torch
 
 from ept import __version__
 from ept.batching import GROUP_WINDOW, batches, collate, feature_length, group_by_length, sorted_batches, to_device
-from ept.checkpoint import export_prompt, load_state, read_tensors, save_method, trainable_state, check_state, \
+from ept.checkpoint import export_prompt, export_record, load_state, read_tensors, save_method, trainable_state, check_state, \
     CheckpointError
 # TrainConfig lives in the torch-free ept.config; re-exported so `from ept.train import TrainConfig` works.
 from ept.config import PAPER_STEPS, SCHEDULERS, TrainConfig  # noqa: F401
@@ -517,10 +517,10 @@ def _train(cfg: TrainConfig, rundir: RunDir, accelerator, progress: bool) -> dic
             print(f"  note: {note}")
     log = MetricLog(rundir, cfg, start, main, progress)
     try:
-        status, error, best = _loop(cfg, data, model, scorer, opt, sched, ckpt, log, accelerator, best)
+        status, error, best, reached = _loop(cfg, data, model, scorer, opt, sched, ckpt, log, accelerator, best)
     finally:
         log.close()
-    test_metrics = _test(cfg, rundir, data, model, scorer, ckpt, best, accelerator)
+    test_metrics = _test(cfg, rundir, data, model, scorer, ckpt, best, accelerator, reached)
     results = _finish(cfg, rundir, data, model, ckpt, best, status, error, counts, world, t_start, test_metrics) \
         if main else None
     accelerator.wait_for_everyone()
@@ -553,7 +553,8 @@ def _compile(cfg, data: RunData, model, scorer, accelerator) -> bool:
 
 
 def _loop(cfg, data: RunData, model, scorer, opt, sched, ckpt: Checkpointer, log: MetricLog, accelerator, best):
-    """Steps data.start..cfg.steps; evaluation + checkpoint every eval_every. (status, error, best)."""
+    """Steps data.start..cfg.steps; evaluation + checkpoint every eval_every. (status, error, best,
+    the number of steps done)."""
     main, device, spec = accelerator.is_main_process, accelerator.device, data.spec
     rank, world = accelerator.process_index, accelerator.num_processes
     if data.start == 0 and model.pair_head is not None:
@@ -577,7 +578,7 @@ def _loop(cfg, data: RunData, model, scorer, opt, sched, ckpt: Checkpointer, log
                      f"best checkpoint kept (step {best['step']})")
             if main:
                 print(f"ept train: error: {error}")
-            return "failed", error, best
+            return "failed", error, best, step
         with torch.no_grad():
             log.step(step + 1, loss=loss, mu_t=mu, raw_norm=raw_norm(model), lr=lr)
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
@@ -594,18 +595,21 @@ def _loop(cfg, data: RunData, model, scorer, opt, sched, ckpt: Checkpointer, log
                 # Checkpoint last: everything up to here is redone identically after a kill.
                 ckpt.save_last(model, opt, device, step + 1, best)
             accelerator.wait_for_everyone()  # best/ is written before any process reads it (_finish)
-    return "finished", None, best
+    return "finished", None, best, cfg.steps
 
 
-def _test(cfg, rundir: RunDir, data: RunData, model, scorer, ckpt: Checkpointer, best, accelerator) -> dict | None:
-    """Test metrics of the best state (every process its shard); rank 0 exports its prompt."""
+def _test(cfg, rundir: RunDir, data: RunData, model, scorer, ckpt: Checkpointer, best, accelerator,
+          reached: int) -> dict | None:
+    """Test metrics of the best state (every process its shard); rank 0 exports its prompt, with its
+    task and the step it was taken at (`reached` of cfg.steps were done)."""
     if best["step"] is None:
         return None
     with ckpt.best_state(model):
         metrics = evaluate(scorer, data.spec, model.tokenizer, data.enc_test, data.test, cfg.eval_batch_size,
                            accelerator.device, accelerator)
         if accelerator.is_main_process and model.prompt_config.has_prompt:
-            export_prompt(model, rundir.export, cfg.backbone)
+            export_prompt(model, rundir.export, cfg.backbone,
+                          extra=export_record(data.spec, best["step"], reached, cfg.steps))
     return metrics
 
 

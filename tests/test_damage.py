@@ -1,0 +1,171 @@
+"""No silently wrong result (issue 23): damaged files, caches, disks and label sets give one clear
+line and exit 2 (or a note), never a normal-looking wrong result. Tiny BERT runs on real SST-2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ept.cli import main
+from ept.train import TrainConfig, run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _cfg(tiny_bert, data_dir, out, **kw):
+    base = dict(task="sst2", method="ept", backbone=tiny_bert, steps=12, eval_every=4, batch_size=8,
+                max_eval_examples=48, max_length=32, data_dir=str(data_dir), out=str(out), tensorboard=False)
+    return TrainConfig(**{**base, **kw})
+
+
+def _flags(tiny_bert, data_dir, out, steps=12):
+    return ["train", "--task", "sst2", "--method", "ept", "--backbone", tiny_bert, "--steps", str(steps),
+            "--eval-every", "4", "--batch-size", "8", "--max-eval-examples", "48", "--max-length", "32",
+            "--data-dir", str(data_dir), "--out", str(out), "--tensorboard", "false", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_bert, data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "sst2"
+    return out, run(_cfg(tiny_bert, data_dir, out), progress=False)
+
+
+# ------------------------------------------------------------------ exports carry their task
+def test_train_export_records_task_labels_and_step(finished):
+    out, results = finished
+    meta = json.loads((out / "export" / "prompt.json").read_text())
+    assert meta["task"] == "sst2" and meta["label_words"] == ["negative", "positive"] and meta["num_labels"] == 2
+    assert meta["step"] == results["best_step"] and (meta["reached"], meta["steps"], meta["partial"]) == (12, 12, False)
+
+
+def test_serve_refuses_another_label_count_for_a_train_export(finished, tmp_path, capsys):
+    out, _ = finished
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"task": "sst2", "text": "a gem"}\n')
+    code = main(["serve", "--prompt", f"sst2={out / 'export'}", "--labels", "sst2=a,b,c", "--input", str(rows)])
+    err = capsys.readouterr().err
+    assert code == 2 and "3 label words" in err and "trained with 2 labels (sst2)" in err
+
+
+def test_a_legacy_run_export_takes_its_task_from_the_run(finished, tmp_path):
+    """An export written before exports recorded their task still gets its count checked."""
+    import shutil
+
+    from ept.checkpoint import load_exported
+    from ept.serve import spec_for
+
+    out, _ = finished
+    legacy = tmp_path / "run"
+    shutil.copytree(out, legacy)
+    meta_path = legacy / "export" / "prompt.json"
+    meta = json.loads(meta_path.read_text())
+    for key in ("task", "task_kind", "label_words", "num_labels"):
+        meta.pop(key, None)
+    meta_path.write_text(json.dumps(meta))
+    _, loaded = load_exported(legacy / "export")
+    assert loaded.get("task") == "sst2"
+    with pytest.raises(ValueError, match="3 label words .* trained with 2 labels"):
+        spec_for("x", loaded, ["a", "b", "c"])
+
+
+def test_http_put_refuses_another_label_count(finished, tiny_bert):
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+    from transformers import AutoModel, AutoTokenizer
+
+    from ept.httpserve import ServeConfig, create_app
+    from ept.serve import MultiTaskServer
+
+    out, _ = finished
+    server = MultiTaskServer(AutoModel.from_pretrained(tiny_bert).eval(), AutoTokenizer.from_pretrained(tiny_bert))
+    config = ServeConfig(allowed_paths=(str(out),))
+    with TestClient(create_app(config, server)) as client:
+        put = client.put("/v1/prompts/x", json={"path": str(out / "export"), "labels": ["a", "b", "c"]})
+        assert put.status_code == 422 and "3 label words" in put.text and "2 labels" in put.text
+        put = client.put("/v1/prompts/x", json={"path": str(out / "export"), "labels": ["bad", "good"]})
+        assert put.status_code == 200, put.text
+
+
+def test_regression_export_refuses_label_words():
+    from ept.serve import spec_for
+
+    words = [f"{x / 5:.1f}" for x in range(26)]  # as many as STS-B's label words: still not a classifier
+    with pytest.raises(ValueError, match="regression task; label words do not apply"):
+        spec_for("s", {"task": "stsb"}, words)
+
+
+# ------------------------------------------------------------------ partial runs, Ctrl-C
+def test_ctrl_c_says_how_to_resume_and_partial_export_and_eval_say_so(tiny_bert, data_dir, tmp_path, capsys,
+                                                                      monkeypatch):
+    import ept.train as T
+
+    out = tmp_path / "cut"
+    real_step, calls = T.train_step, []
+
+    def interrupted(*args, **kw):
+        calls.append(1)
+        if len(calls) > 9:  # after the checkpoint at step 8
+            raise KeyboardInterrupt
+        return real_step(*args, **kw)
+
+    monkeypatch.setattr(T, "train_step", interrupted)
+    assert main(_flags(tiny_bert, data_dir, out)) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "stopped (Ctrl-C)" in err and "step 8 of 12" in err and "run the same command" in err
+    monkeypatch.setattr(T, "train_step", real_step)
+
+    assert main(["export", str(out), "--out", str(tmp_path / "exp")]) == 0
+    best = json.loads((out / "last" / "state.json").read_text())["best"]["step"]
+    assert f"partial (step 8 of 12): best step {best}" in capsys.readouterr().err
+    meta = json.loads((tmp_path / "exp" / "prompt.json").read_text())
+    assert (meta["step"], meta["reached"], meta["steps"], meta["partial"]) == (best, 8, 12, True)
+    assert meta["task"] == "sst2" and meta["num_labels"] == 2
+    assert main(["eval", str(out), "--split", "validation"]) == 0
+    assert f"partial (step 8 of 12): best step {best}" in capsys.readouterr().err
+
+    assert main(_flags(tiny_bert, data_dir, out)) == 0  # resumed to the end
+    assert json.loads((out / "results.json").read_text())["status"] == "finished"
+
+
+# ------------------------------------------------------------------ serving: paths and ports
+def test_http_put_path_is_restricted_to_the_served_folders(finished, tiny_bert, tmp_path):
+    pytest.importorskip("httpx")
+    import shutil
+
+    from fastapi.testclient import TestClient
+    from transformers import AutoModel, AutoTokenizer
+
+    from ept.httpserve import ServeConfig, create_app
+    from ept.serve import MultiTaskServer
+
+    out, _ = finished
+    root = tmp_path / "exports"
+    shutil.copytree(out / "export", root / "sst2")
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(out / "export", outside)
+    (root / "link").symlink_to(outside)  # a symlink out of the allowed folder does not count as inside
+    server = MultiTaskServer(AutoModel.from_pretrained(tiny_bert).eval(), AutoTokenizer.from_pretrained(tiny_bert))
+    with TestClient(create_app(ServeConfig(allowed_paths=(str(root),)), server)) as client:
+        assert client.put("/v1/prompts/a", json={"path": str(root / "sst2")}).status_code == 200
+        for path in (outside, root / "link", root / ".." / "elsewhere", "/etc"):
+            put = client.put("/v1/prompts/b", json={"path": str(path)})
+            assert put.status_code == 403 and "--allow-path" in put.text, (path, put.text)
+    with TestClient(create_app(ServeConfig(allowed_paths=(str(root), str(outside))), server)) as client:
+        assert client.put("/v1/prompts/b", json={"path": str(outside)}).status_code == 200
+
+
+def test_a_busy_port_fails_before_the_model_loads(finished, tmp_path, capsys, monkeypatch):
+    import socket
+
+    import ept.serve as S
+
+    out, _ = finished
+    monkeypatch.setattr(S, "build_server", lambda *a, **k: pytest.fail("the model was loaded"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(["serve", "--http", "--prompt", f"sst2={out / 'export'}", "--port", str(port)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"127.0.0.1:{port}" in err and "--port" in err
