@@ -169,3 +169,67 @@ def test_a_busy_port_fails_before_the_model_loads(finished, tmp_path, capsys, mo
         code = main(["serve", "--http", "--prompt", f"sst2={out / 'export'}", "--port", str(port)])
     err = capsys.readouterr().err
     assert code == 2 and f"127.0.0.1:{port}" in err and "--port" in err
+
+
+# ------------------------------------------------------------------ damaged task files
+@pytest.fixture
+def cb_copy(data_dir, tmp_path):
+    """A copy of the real CB folder: train.jsonl (250 rows) and its FewGLUE 32-row fallback."""
+    import shutil
+
+    if not (data_dir / "cb" / "train.jsonl").is_file():
+        pytest.skip("needs the real CB files")
+    shutil.copytree(data_dir / "cb", tmp_path / "data" / "cb")
+    return tmp_path / "data"
+
+
+@pytest.mark.parametrize("damage", ["folder", "dangling symlink", "symlink loop"])
+def test_a_damaged_train_file_is_an_error_not_a_fallback(cb_copy, damage, tiny_bert, tmp_path, capsys):
+    from ept.tasks import load_task
+    from ept.tasks.spec import DataError
+
+    train = cb_copy / "cb" / "train.jsonl"
+    train.unlink()
+    if damage == "folder":
+        train.mkdir()
+    elif damage == "dangling symlink":
+        train.symlink_to(cb_copy / "cb" / "gone.jsonl")
+    else:
+        train.symlink_to(train)
+    with pytest.raises(DataError, match=r"cb/train\.jsonl: .*expected a readable file"):
+        load_task("cb", data_dir=cb_copy)
+    code = main(["train", "--task", "cb", "--method", "ept", "--backbone", tiny_bert, "--steps", "4",
+                 "--data-dir", str(cb_copy), "--out", str(tmp_path / "run"), "--tensorboard", "false", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cb/train.jsonl" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "results.json").exists()
+    assert main(["data", "check", "--data-dir", str(cb_copy)]) == 1
+    out = capsys.readouterr()
+    assert "| cb | superglue | error |" in out.out and "cb/train.jsonl" in out.err
+
+
+def test_a_truly_absent_train_file_falls_back_and_says_which_file_trained(cb_copy, tiny_bert, tmp_path, capsys):
+    from ept.report import make_report
+
+    (cb_copy / "cb" / "train.jsonl").unlink()
+    out = tmp_path / "runs" / "cb"
+    results = run(_cfg(tiny_bert, cb_copy, out, task="cb", steps=4, eval_every=4), progress=False)
+    assert results["status"] == "finished"
+    assert results["train_data"] == {"files": ["cb/fewglue/train.jsonl"], "complete": False}
+    make_report([str(out)], tmp_path / "report")
+    assert "trained on a sample of the official training set: cb/fewglue/train.jsonl" in \
+        (tmp_path / "report" / "report.md").read_text()
+
+
+def test_an_empty_text_is_flagged_by_file_and_line(cb_copy, tiny_bert, tmp_path, capsys):
+    lines = (cb_copy / "cb" / "train.jsonl").read_text().splitlines()
+    row = json.loads(lines[6])
+    lines[6] = json.dumps({**row, "hypothesis": "  "})
+    (cb_copy / "cb" / "train.jsonl").write_text("\n".join(lines) + "\n")
+    assert main(["data", "check", "--data-dir", str(cb_copy)]) == 1
+    err = capsys.readouterr().err
+    assert "cb/train.jsonl, line 7" in err and "'hypothesis' is empty" in err
+    code = main(["train", "--task", "cb", "--method", "ept", "--backbone", tiny_bert, "--steps", "4",
+                 "--data-dir", str(cb_copy), "--out", str(tmp_path / "run"), "--tensorboard", "false", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cb/train.jsonl, line 7" in err and "'hypothesis' is empty" in err

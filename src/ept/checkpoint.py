@@ -49,6 +49,12 @@ def check_state(state: dict, expected: dict, path, remedy: str = "") -> None:
     if problems:
         raise CheckpointError(f"{path}: does not fit the model ({'; '.join(problems)}): saved by another method, "
                               f"config or version?" + (f" {remedy}" if remedy else ""))
+    # Training stops at a non-finite loss before it saves, so NaN/inf here is damage: resuming would
+    # only fail the same way steps later, on every rerun.
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{path}: NaN/inf values in {bad[:5]}: the checkpoint is damaged"
+                              + (f"; {remedy}" if remedy else ""))
 
 
 def load_state(model, path, remedy: str = "") -> None:

@@ -190,7 +190,12 @@ def config_hash(ident: dict) -> str:
 
 
 def config_diff(old: dict, new: dict) -> list[str]:
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    """'key: old -> new' for each key that differs; a neutral value (left out of an identity) is
+    printed as what it is (`precision: 'bf16' -> 'auto'`), not as None."""
+    def value(config, k):
+        return config.get(k, NEUTRAL_WHEN.get(k))
+
+    return [f"{k}: {value(old, k)!r} -> {value(new, k)!r}" for k in sorted(set(old) | set(new)) if value(old, k) != value(new, k)]
 
 
 def train_defaults() -> dict:

@@ -337,6 +337,11 @@ class Checkpointer:
         if saved is not None and saved != getattr(model, "precision", saved):
             raise CheckpointError(f"{self.rd.state_path}: the run trained in {saved}; here precision={self.cfg.precision} "
                                   f"is {model.precision}. Resume where it ran, or delete {self.rd.last} to restart")
+        threads = state.get("threads")  # not in the identity (speed only), but it changes float sums
+        if threads is not None and threads != torch.get_num_threads():
+            print(f"ept train: warning: resuming with {torch.get_num_threads()} thread(s); the run trained with "
+                  f"{threads}: the results will differ from an uninterrupted run in the last digits (~1e-7). "
+                  f"Bit-identical resume needs the same --threads")
         load_state(model, last / LAST_METHOD, self.remedy)
         self._load_optimizer(opt, last / LAST_OPTIMIZER)
         rng = read_tensors(last / LAST_RNG, self.remedy)
@@ -360,7 +365,8 @@ class Checkpointer:
         atomic_save_tensors(last / LAST_RNG, rng)
         # state.json last: it is what says the checkpoint is complete.
         atomic_write_json(last / STATE, {"step": step, "best": best, "config_hash": self.cfg_hash,
-                                         "precision": getattr(model, "precision", "fp32")})
+                                         "precision": getattr(model, "precision", "fp32"),
+                                         "threads": torch.get_num_threads()})
 
     def save_best(self, model, step: int) -> None:
         save_method(model, self.rd.best, self.cfg.backbone, {"step": step, "task": self.cfg.task})
@@ -627,7 +633,10 @@ def _finish(cfg, rundir: RunDir, data: RunData, model, ckpt: Checkpointer, best,
         "best_step": best["step"], "main_metric": spec.main_metric,
         "validation": best["metrics"], "test": test_metrics, "final_mu_t": steps[-1]["mu_t"] if steps else None,
         "split_sizes": {"train": len(data.task.train), "validation": len(data.valid), "test": len(data.test)},
-        "data_source": data.task.source, "wall_seconds": round(time.time() - t_start, 1), "world_size": world,
+        "data_source": data.task.source,
+        # which file(s) trained it, and whether they are the full official train set or a sample
+        "train_data": {"files": list(data.task.train_files), "complete": data.task.train_complete},
+        "wall_seconds": round(time.time() - t_start, 1), "world_size": world,
         "config_hash": ckpt.cfg_hash, "precision": model.precision, "threads": torch.get_num_threads(),
         "compiled": model.compiled,
         "versions": {"ept": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
