@@ -233,3 +233,96 @@ def test_an_empty_text_is_flagged_by_file_and_line(cb_copy, tiny_bert, tmp_path,
                  "--data-dir", str(cb_copy), "--out", str(tmp_path / "run"), "--tensorboard", "false", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "cb/train.jsonl, line 7" in err and "'hypothesis' is empty" in err
+
+
+# ------------------------------------------------------------------ checkpoints and resume
+@pytest.fixture
+def unfinished(finished, tmp_path):
+    """A copy of the finished run without results.json: the next `ept train` resumes from last/."""
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(finished[0], out)
+    (out / "results.json").unlink()
+    return out
+
+
+def test_a_nan_checkpoint_is_refused_before_training(unfinished, tiny_bert, data_dir, capsys):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = unfinished / "last" / "method.safetensors"
+    state = load_file(str(path))
+    name = sorted(state)[0]
+    state[name] = torch.full_like(state[name], float("nan"))
+    save_file(state, str(path))
+    assert main(_flags(tiny_bert, data_dir, unfinished)) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: NaN/inf values in ['{name}']" in err and "delete" in err and "last" in err
+    assert not (unfinished / "results.json").exists()
+
+
+def test_resuming_with_another_thread_count_warns(unfinished, tiny_bert, data_dir, capsys):
+    state = json.loads((unfinished / "last" / "state.json").read_text())
+    assert state["threads"] == 1
+    assert main(_flags(tiny_bert, data_dir, unfinished) + ["--threads", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming with 2 thread(s); the run trained with 1" in out and "same --threads" in out
+
+
+def test_identity_messages_print_the_neutral_value_not_none(tmp_path):
+    from ept.rundir import RunDir, StaleRunError
+
+    rd = RunDir(tmp_path / "run")
+    rd.write_config(TrainConfig(task="sst2", method="ept", precision="bf16", out=str(rd.path)).to_dict())
+    with pytest.raises(StaleRunError, match=r"precision: 'bf16' -> 'auto'"):
+        rd.check_identity(TrainConfig(task="sst2", method="ept", out=str(rd.path)).to_dict())
+
+
+def test_report_does_not_call_runs_mixed_over_a_pair_setting_of_a_single_sentence_task(tmp_path):
+    from ept.analysis.runs import load_records
+    from ept.report import build_cells
+
+    for seed, encoding in ((0, None), (1, "siamese")):  # an old run (no pair_encoding: cross) and a new one
+        folder = tmp_path / f"sst2-s{seed}"
+        folder.mkdir()
+        config = TrainConfig(task="sst2", method="ept", seed=seed, out=str(folder)).to_dict()
+        if encoding is None:
+            config.pop("pair_encoding")
+        (folder / "config.json").write_text(json.dumps(config))
+        (folder / "results.json").write_text(json.dumps({
+            "status": "finished", "task": "sst2", "method": "ept", "seed": seed, "main_metric": "accuracy",
+            "validation": {"accuracy": 80.0}, "test": {"accuracy": 80.0 + seed}}))
+    records, _ = load_records([tmp_path])
+    cell = build_cells(records)[("minilm", "ept", "sst2", None)]
+    assert cell.mixed == {} and cell.mean == 80.5
+
+
+def test_a_full_disk_while_checkpointing_names_the_file_and_nothing_is_lost(unfinished, tiny_bert, data_dir,
+                                                                            tmp_path, capsys, monkeypatch):
+    """safetensors raises its own SafetensorError (no path) on ENOSPC: one line naming the file, exit 2;
+    the previous checkpoint stays whole and the rerun resumes from it."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    from ept.rundir import atomic_save_tensors
+
+    before = (unfinished / "last" / "method.safetensors").read_bytes()
+
+    def full(*args, **kw):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                              'message: "No space left on device" })')
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(OSError, match=r"method\.safetensors: cannot write \(.*No space left on device"):
+        atomic_save_tensors(unfinished / "last" / "method.safetensors", {})
+    out = tmp_path / "full"
+    assert main(_flags(tiny_bert, data_dir, out)) == 2  # fails at the first checkpoint (step 4)
+    err = capsys.readouterr().err.strip()
+    last = err.splitlines()[-1]  # (above it: transformers' weight-loading bar)
+    assert "Traceback" not in err and last.startswith("ept train: error: ")
+    assert f"{out}/" in last and ".safetensors: cannot write" in last and "No space left on device" in last
+    assert (unfinished / "last" / "method.safetensors").read_bytes() == before
+    assert not list((out / "best").glob(".*.tmp")) and not list(out.glob("**/.*.tmp"))
+    monkeypatch.undo()
+    assert main(_flags(tiny_bert, data_dir, out)) == 0  # after freeing space: the same command finishes

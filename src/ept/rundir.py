@@ -77,6 +77,8 @@ def atomic_write_text(path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # a full disk says only "[Errno 28] No space left on device": name the file
+        raise OSError(f"{path}: cannot write ({err}); the previous version of the file, if any, is intact") from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -94,6 +96,8 @@ def atomic_save_tensors(path, tensors: dict, metadata: dict | None = None) -> No
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
         os.replace(tmp, path)
+    except Exception as err:  # safetensors' SafetensorError on a full disk names no path
+        raise OSError(f"{path}: cannot write ({err}); the previous version of the file, if any, is intact") from None
     finally:
         tmp.unlink(missing_ok=True)
 
