@@ -124,13 +124,14 @@ def attach_pair_head(model, meta: dict) -> None:
 
 
 # ------------------------------------------------------------------------------- export
-def export_record(spec=None, step: int | None = None, reached: int | None = None, steps: int | None = None) -> dict:
+def export_record(spec=None, step: int | None = None, reached: int | None = None, steps: int | None = None,
+                  task: str | None = None) -> dict:
     """What every export records beside its prompt, whoever writes it (`ept train`'s RUN/export,
     `ept export`), in one place: the task it was trained on (name, kind, label words and their
     count: a server refuses a label set of another size) and the step the prompt was taken at
     (`step`), with how far the run had got (`reached` of `steps`; `partial` when short of it).
     Extend it here (the full task spec, the precision), not at the callers."""
-    out: dict = {}
+    out: dict = {"task": task} if task else {}  # a task the catalog does not know: its name at least
     if spec is not None:
         words = list(getattr(spec, "label_words", ()) or ())
         kind = getattr(spec, "kind", "classification")

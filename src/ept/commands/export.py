@@ -73,12 +73,15 @@ def _record(folder: Path, meta: dict) -> dict:
     from ept.rundir import BEST, RunDir
     from ept.tasks import get_task
 
-    spec = get_task(meta["task"]) if meta.get("task") else None
+    try:
+        spec = get_task(meta["task"]) if meta.get("task") else None
+    except (KeyError, ValueError):  # no longer in the catalog: the name alone
+        spec = None
     run = RunDir(Path(folder).parent)
     if Path(folder).name != BEST or not run.config_path.is_file():  # a saved method folder, not RUN/best
-        return export_record(spec, meta.get("step"))
+        return export_record(spec, meta.get("step"), task=meta.get("task"))
     progress = run.progress()
-    return export_record(spec, meta.get("step"), progress["reached"], progress["steps"])
+    return export_record(spec, meta.get("step"), progress["reached"], progress["steps"], task=meta.get("task"))
 
 
 def run(args) -> int:
