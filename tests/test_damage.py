@@ -87,6 +87,17 @@ def test_http_put_refuses_another_label_count(finished, tiny_bert):
         assert put.status_code == 200, put.text
 
 
+def test_a_template_export_is_served_with_the_template_words():
+    """`--template natural` trains RTE on "true"/"false": the export says so, the server scores those."""
+    from ept.checkpoint import export_record
+    from ept.serve import spec_for
+    from ept.tasks import get_task
+
+    meta = export_record(get_task("rte").with_template("natural"), step=4)
+    assert (meta["template"], meta["label_words"]) == ("natural", ["true", "false"])
+    assert spec_for("rte", meta).label_words == ("true", "false")
+
+
 def test_regression_export_refuses_label_words():
     from ept.serve import spec_for
 

@@ -246,6 +246,9 @@ class MultiTaskServer:
             if not label_words and kind != "generation":
                 raise ValueError(f"task {name!r}: give a task spec or its label_words")
             spec = LabelSpec(name, kind, tuple(label_words or ()))
+        if meta.get("sink_token"):  # one shared model serves every task: its first slot is the task's P'
+            raise ValueError(f"prompt {name!r} was trained with sink_token={meta['sink_token']!r} before P'; "
+                             "mixed-task serving does not place sink tokens yet: evaluate it with `ept eval`")
         head = pooling = None
         if meta.get("pair_encoding") == "siamese":
             if self.kind != "encoder":
@@ -373,13 +376,13 @@ def spec_for(name: str, meta: dict, label_words=None):
     except ImportError:  # a serving-only install without the task catalog
         get_task = None
 
-    def registered(task):
+    def registered(task, template=None):
         try:
-            return get_task(task) if get_task is not None and task else None
+            return get_task(task).with_template(template) if get_task is not None and task else None
         except (KeyError, ValueError):
             return None
 
-    trained = registered(meta.get("task"))
+    trained = registered(meta.get("task"), meta.get("template"))  # a template's label words, not the T5 ones
     kind = meta.get("task_kind") or (trained.kind if trained is not None else None)
     recorded = tuple(meta.get("label_words") or ())  # what the export says it was trained with
     expected = meta.get("num_labels") or (len(trained.label_words) if trained is not None and trained.label_words else None)

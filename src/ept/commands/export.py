@@ -73,12 +73,15 @@ def _record(folder: Path, meta: dict) -> dict:
     from ept.rundir import BEST, RunDir
     from ept.tasks import get_task
 
+    run = RunDir(Path(folder).parent)
+    is_run = Path(folder).name == BEST and run.config_path.is_file()  # else a saved method folder
+    # the template decides the label words: method.json has it, or (written before) the run's config
+    template = meta.get("template") or (run.read_config().get("template") if is_run else None)
     try:
-        spec = get_task(meta["task"]) if meta.get("task") else None
+        spec = get_task(meta["task"]).with_template(template) if meta.get("task") else None
     except (KeyError, ValueError):  # no longer in the catalog: the name alone
         spec = None
-    run = RunDir(Path(folder).parent)
-    if Path(folder).name != BEST or not run.config_path.is_file():  # a saved method folder, not RUN/best
+    if not is_run:
         return export_record(spec, meta.get("step"), task=meta.get("task"))
     progress = run.progress()
     return export_record(spec, meta.get("step"), progress["reached"], progress["steps"], task=meta.get("task"))
