@@ -347,8 +347,8 @@ class Checkpointer:
         threads = state.get("threads")  # not in the identity (speed only), but it changes float sums
         if threads is not None and threads != torch.get_num_threads():
             print(f"ept train: warning: resuming with {torch.get_num_threads()} thread(s); the run trained with "
-                  f"{threads}: the results will differ from an uninterrupted run in the last digits (~1e-7). "
-                  f"Bit-identical resume needs the same --threads")
+                  f"{threads}: float sums round differently, so the results will differ slightly from an "
+                  f"uninterrupted run. Bit-identical resume needs the same --threads")
         load_state(model, last / LAST_METHOD, self.remedy)
         self._load_optimizer(opt, last / LAST_OPTIMIZER)
         rng = read_tensors(last / LAST_RNG, self.remedy)
