@@ -219,6 +219,17 @@ def test_a_damaged_train_file_is_an_error_not_a_fallback(cb_copy, damage, tiny_b
     assert "| cb | superglue | error |" in out.out and "cb/train.jsonl" in out.err
 
 
+def test_a_damaged_unused_fallback_is_reported_by_data_check(cb_copy, capsys):
+    from ept.tasks import load_task
+
+    sample = cb_copy / "cb" / "fewglue" / "train.jsonl"
+    sample.unlink()
+    sample.mkdir()
+    assert load_task("cb", data_dir=cb_copy).train_files == ("cb/train.jsonl",)  # whole: it trains
+    assert main(["data", "check", "--data-dir", str(cb_copy)]) == 1
+    assert "cb/fewglue/train.jsonl: a folder; expected a readable file" in capsys.readouterr().err
+
+
 def test_a_truly_absent_train_file_falls_back_and_says_which_file_trained(cb_copy, tiny_bert, tmp_path, capsys):
     from ept.report import make_report
 
