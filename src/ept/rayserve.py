@@ -95,7 +95,9 @@ def build(args: dict):
                          max_body_bytes=int(args.get("max_body_bytes", 1 << 20)),
                          token=_read_token(args.get("token_file")), eval_mode=args.get("eval_mode"),
                          prompt_log=RayPromptLog(f"ept-prompt-log-{uuid.uuid4().hex[:12]}"),  # this deployment's
-                         sync_seconds=float(args.get("sync_seconds", 1)))
+                         sync_seconds=float(args.get("sync_seconds", 1)),
+                         allowed_paths=tuple(filter(None, [args.get("prompts_dir"),
+                                                           *_pairs(str(args.get("prompt", "")), ",").values()])))
     load = _loader(args)
 
     def make_app():  # runs inside each replica: its own app, model and worker thread
