@@ -174,10 +174,10 @@ def test_hot_add_replace_delete(server, exports, tmp_path):
     # an export validated in another precision than the server's: served, with a warning in the answer and the log
     import shutil
 
-    shutil.copytree(exports / "c", tmp_path / "c16")
-    meta = json.loads((tmp_path / "c16" / "prompt.json").read_text())
-    (tmp_path / "c16" / "prompt.json").write_text(json.dumps({**meta, "precision": "bf16"}))
-    put = server.put("/v1/prompts/c", json={"path": str(tmp_path / "c16"), "labels": ["bad", "good"]})
+    shutil.copytree(exports / "c", exports / "c16", dirs_exist_ok=True)  # under --allow-path
+    meta = json.loads((exports / "c16" / "prompt.json").read_text())
+    (exports / "c16" / "prompt.json").write_text(json.dumps({**meta, "precision": "bf16"}))
+    put = server.put("/v1/prompts/c", json={"path": str(exports / "c16"), "labels": ["bad", "good"]})
     assert put.status_code == 200 and "validated in bf16; this server computes in fp32" in put.json()["loaded"]["warning"]
     assert put.json()["loaded"]["validated_precision"] == "bf16" and put.json()["loaded"]["precision"] == "fp32"
 
@@ -372,7 +372,7 @@ def test_replicas_sharing_a_prompt_log_agree_after_put_and_delete(exports):
     from ept.serve import build_server, find_exports, load_prompts
 
     shared = PromptLog()
-    config = ServeConfig(max_wait_ms=1, prompt_log=shared, sync_seconds=0.05)
+    config = ServeConfig(max_wait_ms=1, prompt_log=shared, sync_seconds=0.05, allowed_paths=(str(exports),))
     labels = {n: tuple(LABELS[n].split(",")) for n in ("a", "b")}
 
     def replica():

@@ -39,7 +39,7 @@ def test_two_replicas_give_the_batch_mode_predictions(exports, tmp_path, monkeyp
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         app = build({"prompt": f"a={exports / 'a'},b={exports / 'b'}", "labels": f"a={LABELS['a'].replace(',', '/')};"
                      f"b={LABELS['b'].replace(',', '/')}", "replicas": "2", "num_cpus": "0.5", "max_wait_ms": "2",
-                     "sync_seconds": "0.5"})
+                     "sync_seconds": "0.5", "allow_path": str(exports)})
         serve.run(app, name="ept", route_prefix="/", blocking=False)
         status = serve.status().applications["ept"]
         replicas = status.deployments["EptServe"].replica_states

@@ -8,7 +8,7 @@ node sees) and runs its own dynamic-batching worker; Ray Serve's proxy spreads r
 replicas. Args (all strings, as `serve run` passes them): prompts_dir, prompt (NAME=DIR,...),
 labels (NAME=w1/w2/...;NAME=...), backbone, max_length, eval_mode, precision, precision_fallback,
 prefix_cache_mb, replicas (default 1), num_cpus (per replica, default 1), max_batch, max_wait_ms,
-max_queue, max_body_bytes, token_file, sync_seconds (default 1).
+max_queue, max_body_bytes, token_file, sync_seconds (default 1), allow_path (DIR,...: as --allow-path).
 
 Prompt changes reach every replica: a PUT/DELETE lands on one replica, which applies it (its errors
 answer the caller) and records it in ONE log, a Ray actor of this deployment (`PromptLog`, named
@@ -97,7 +97,8 @@ def build(args: dict):
                          prompt_log=RayPromptLog(f"ept-prompt-log-{uuid.uuid4().hex[:12]}"),  # this deployment's
                          sync_seconds=float(args.get("sync_seconds", 1)),
                          allowed_paths=tuple(filter(None, [args.get("prompts_dir"),
-                                                           *_pairs(str(args.get("prompt", "")), ",").values()])))
+                                                           *_pairs(str(args.get("prompt", "")), ",").values(),
+                                                           *str(args.get("allow_path", "")).split(",")])))
     load = _loader(args)
 
     def make_app():  # runs inside each replica: its own app, model and worker thread
