@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -98,9 +98,21 @@ class FileReport:
     notes: list[str] = field(default_factory=list)
 
 
+def task_root(spec: TaskSpec, data_dir: str | os.PathLike | None) -> Path:
+    """Where a task's local paths start: a task file's folder, else `<data_dir>/<task>`."""
+    if spec.data_root:
+        return Path(spec.data_root)
+    return resolve_data_dir(data_dir) / spec.name
+
+
+def display_path(spec: TaskSpec, f: LocalFile) -> str:
+    """A file as messages name it: `sst2/train.tsv`, or a task file's data path as written."""
+    return f.path if spec.data_root else f"{spec.name}/{f.path}"
+
+
 def read_file(spec: TaskSpec, root: Path, f: LocalFile, skip_bad_rows: bool) -> tuple[list[Example], FileReport]:
     """All examples of one file. A bad row raises RowError unless `skip_bad_rows`."""
-    display = f"{spec.name}/{f.path}"
+    display = display_path(spec, f)
     report = FileReport(display)
     label_map = {k.lower(): v for k, v in f.label_map}
     examples = []
@@ -148,9 +160,15 @@ class LocalRead:
         return {role: tuple(f.path for f in files) for role, files in self.chosen.items()}
 
 
-def read_local(spec: TaskSpec, data_dir: Path, skip_bad_rows: bool = False) -> LocalRead:
-    root = data_dir / spec.name
+def read_local(spec: TaskSpec, root: Path, skip_bad_rows: bool = False) -> LocalRead:
+    """The task's local files under `root` (`task_root`)."""
     chosen = find_local(spec, root)
+    if spec.data_root:  # a task file names exactly its files: a missing one is an error, not a fallback
+        named = [f.path for alts in (spec.local_train, spec.local_eval, spec.local_dev) for alt in alts for f in alt]
+        absent = [p for p in named if not (root / p).is_file()]
+        if absent:
+            raise DataError(f"task {spec.name!r}: data file(s) {', '.join(absent)} not found "
+                            f"(relative paths start at the task file's folder {root})")
     if not any(chosen.values()):
         roles = (spec.local_train, spec.local_eval, spec.local_dev)
         looked = sorted({f.path for alternatives in roles for alternative in alternatives for f in alternative})
@@ -177,6 +195,14 @@ def read_local(spec: TaskSpec, data_dir: Path, skip_bad_rows: bool = False) -> L
             raw.train_complete = len(examples) + role_bad >= COMPLETE_FRACTION * spec.train_size
     _describe_local(spec, read)
     return read
+
+
+def counted(spec: TaskSpec, raw: RawSplits, bad_rows: int = 0) -> TaskSpec:
+    """A task file without `train_size`: its train file is the official train, and its size (bad
+    rows included, as for the built-ins) decides the split rule."""
+    if spec.train_size or raw.train is None:
+        return spec
+    return replace(spec, train_size=len(raw.train) + bad_rows, eval_size=len(raw.eval or []))
 
 
 def _describe_local(spec: TaskSpec, read: LocalRead) -> None:
@@ -255,7 +281,7 @@ def _dotted(row: Any, key: str) -> Any:
 # ------------------------------------------------------------------ public
 
 
-def load_task(name: str, data_dir: str | os.PathLike | None = None, seed: int = 42, few_shot_k: int | None = None,
+def load_task(name: str | TaskSpec, data_dir: str | os.PathLike | None = None, seed: int = 42, few_shot_k: int | None = None,
               skip_bad_rows: bool = False, source: str = "auto", sample_seed: int | None = None,
               split_protocol: str = "b1") -> TaskData:
     """Train / validation / test examples of a task in the paper's split protocol.
@@ -267,7 +293,7 @@ def load_task(name: str, data_dir: str | os.PathLike | None = None, seed: int = 
     split_protocol: "b1" (the text of Appendix B.1) or "table5" (Table 5's sizes where they differ).
     skip_bad_rows: skip malformed rows (counted in `bad_rows`) instead of raising RowError.
     """
-    spec = get_task(name)
+    spec = name if isinstance(name, TaskSpec) else get_task(name)
     if source not in ("auto", "local", "hub"):
         raise ValueError(f"unknown source {source!r}; allowed: auto, local, hub")
     if split_protocol not in PROTOCOLS:
@@ -275,7 +301,7 @@ def load_task(name: str, data_dir: str | os.PathLike | None = None, seed: int = 
     read: LocalRead | None = None
     if source in ("auto", "local"):
         try:
-            root = resolve_data_dir(data_dir)
+            root = task_root(spec, data_dir)
             read = read_local(spec, root, skip_bad_rows)
         except DataDirError:
             raise
@@ -295,12 +321,13 @@ def load_task(name: str, data_dir: str | os.PathLike | None = None, seed: int = 
             if source == "auto":
                 raise DataError(f"{local_error}; the hub fallback failed too: {err}") from None
             raise
+    spec = counted(spec, raw, bad_rows)
     split = apply_protocol(spec, raw, seed, split_protocol)
     train, notes = split.train, raw.notes + split.notes
     if read is None:
         where = f"hub:{spec.hub.describe()}"
     else:  # name the extra dev set only when the protocol used it
-        where = _source_string(root / spec.name, {r: f for r, f in read.files.items()
+        where = _source_string(root, {r: f for r, f in read.files.items()
                                                   if r != "dev" or split.rule.startswith("dev")})
     if few_shot_k is not None:
         full, draw = len(train), seed if sample_seed is None else sample_seed

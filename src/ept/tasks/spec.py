@@ -17,7 +17,12 @@ from typing import Any, Mapping
 
 KINDS = ("classification", "regression", "generation")
 BENCHMARKS = ("glue", "superglue", "mrqa", "others")
-READERS = ("tsv", "csv", "jsonl", "label_prefixed", "multirc", "mrqa", "wic_mapo")
+READERS = ("tsv", "csv", "jsonl", "label_prefixed", "multirc", "mrqa", "wic_mapo", "table")
+# A task file's own data goes through `datasets`' loaders ("table" reader), in one of these formats.
+TABLE_FORMATS = ("csv", "tsv", "jsonl", "parquet")
+# How a task's splits are made: the paper's protocol from the official train size (Appendix B.1),
+# the validation/test files as they are, or validation/test sizes sampled from train (task files).
+SPLITS = ("protocol", "given", "sizes")
 
 
 class DataError(ValueError):
@@ -55,6 +60,7 @@ class LocalFile:
     label_map: tuple[tuple[str, int], ...] = ()   # raw label -> index when the file codes labels its own way
     repair_missing_tab: bool = False              # tsv: split "<text> <label>" in a row one column short
     note: str = ""                                # what this file is (printed by `ept data check`)
+    format: str = ""                              # table: one of TABLE_FORMATS ("" = from the suffix)
 
     def __post_init__(self) -> None:
         if self.reader not in READERS:
@@ -117,6 +123,10 @@ class TaskSpec:
     version: int = 1
     reference: str = ""
     doc: str = field(default="", compare=False)  # one line for `ept ls` / docs
+    # ---- task files (ept.tasks.taskfile): where their local paths start, and how they split
+    data_root: str = ""                           # the task file's folder ("" = <data_dir>/<name>)
+    splits: str = "protocol"                      # one of SPLITS
+    split_sizes: tuple[int, int] = ()             # splits="sizes": (validation, test) from train
 
     def __post_init__(self) -> None:
         problems = []
@@ -130,8 +140,11 @@ class TaskSpec:
             problems.append("a regression task needs anchor_words (2) and value_range (lo, hi)")
         if self.main_metric not in self.metrics:
             problems.append(f"main_metric {self.main_metric!r} not in metrics {self.metrics}")
-        if self.train_size <= 0:
+        if self.train_size < 0 or (self.train_size == 0 and not self.data_root):
+            # A task file may leave it 0: its train file's row count is the official size.
             problems.append("train_size (official) must be > 0: it decides the split protocol")
+        if self.splits not in SPLITS:
+            problems.append(f"splits {self.splits!r} not in {SPLITS}")
         for alternative in self.local_train + self.local_eval + self.local_dev:
             for f in alternative:
                 missing = [k for k in self.record_keys if f.columns and k not in f.columns]
