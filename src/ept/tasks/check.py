@@ -61,7 +61,8 @@ def check_task(name: str | TaskSpec, data_dir: Path | None, seed: int = 42) -> T
     eval_full = raw.eval is not None and len(raw.eval) >= COMPLETE_FRACTION * spec.eval_size
     check.status = "complete" if raw.train_complete and eval_full else "partial"
     check.notes = _short_notes(spec, eval_full, raw, used, read)
-    check.unused = [p for p in _present_files(root) if p not in used_paths and p not in check.fallbacks]
+    if not spec.data_root:  # a task file's folder may hold anything: only the built-ins' folders are listed
+        check.unused = [p for p in _present_files(root) if p not in used_paths and p not in check.fallbacks]
     return check
 
 

@@ -392,3 +392,26 @@ def _file_entry(f: LocalFile, root: Path) -> dict:
         if value != default:
             entry[key] = dict(value) if key in ("fields", "label_map") else list(value) if isinstance(value, tuple) else value
     return entry
+
+
+def stored_spec(task: str, task_spec: dict | None = None, task_file: str | None = None) -> TaskSpec:
+    """The spec a run config names: a task file's stored content (its local paths from the
+    folder the file was read in), else the registered task `task`."""
+    if task_spec is None:
+        from ept.tasks.catalog import get_task
+
+        return get_task(task)
+    base = Path(task_file).parent if task_file else Path.cwd()
+    spec = spec_from_content(task_spec, base, task_file or f"task_spec of task {task!r}")
+    if spec.name != task:
+        raise TaskFileError(f"task {task!r}: its stored task_spec is named {spec.name!r}")
+    return spec
+
+
+def content_digest(content: dict) -> str:
+    """What a run's identity keeps of a task file: its parsed content, hashed (not its text: a
+    comment or key order changes nothing; not its path: moving it changes nothing)."""
+    import hashlib
+
+    text = json.dumps(content, sort_keys=True, default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
