@@ -127,6 +127,7 @@ class TaskSpec:
     data_root: str = ""                           # the task file's folder ("" = <data_dir>/<name>)
     splits: str = "protocol"                      # one of SPLITS
     split_sizes: tuple[int, int] = ()             # splits="sizes": (validation, test) from train
+    pair: bool | None = None                      # two texts to compare (siamese on encoders); None = the rule below
 
     def __post_init__(self) -> None:
         problems = []
@@ -207,8 +208,11 @@ PAIR_TASKS_BY_NAME = ("wic",)
 
 def is_pair_task(spec: TaskSpec) -> bool:
     """Two texts to compare: every two-field task (STS-B, MRPC, QQP, RTE, MNLI, QNLI, CB, BoolQ,
-    SciTail, PAWS), and WiC with its word marked in both sentences. Torch-free: the run-folder
-    identity (`ept.rundir`) asks it too."""
+    SciTail, PAWS), and WiC with its word marked in both sentences; a task file says so itself
+    (`pair:`, default false: two fields are not always two texts to compare). Torch-free: the
+    run-folder identity (`ept.rundir`) asks it too."""
+    if spec.pair is not None:
+        return spec.pair
     return spec.name in PAIR_TASKS_BY_NAME or len(spec.fields) == 2
 
 

@@ -25,13 +25,13 @@ from dataclasses import dataclass, fields as dc_fields
 from pathlib import Path
 from typing import Any
 
-from ept.tasks.spec import (BENCHMARKS, KINDS, READERS, TABLE_FORMATS, DataError, HubSource, LocalFile, TaskSpec,
+from ept.tasks.spec import (BENCHMARKS, is_pair_task, KINDS, READERS, TABLE_FORMATS, DataError, HubSource, LocalFile, TaskSpec,
                             stsb_string)
 
 SUFFIXES = (".yaml", ".yml", ".json")
 KEYS = ("name", "kind", "benchmark", "doc", "fields", "extra", "preprocess", "group", "template", "templates",
         "label", "target", "metrics", "main_metric", "max_length", "data", "hub", "split", "train_size",
-        "max_train", "prefer_dev", "version")
+        "max_train", "prefer_dev", "pair", "version")
 LABEL_KEYS = ("column", "words", "range", "anchors")
 DATA_ROLES = ("train", "eval", "dev", "validation", "test")
 DATA_KEYS = DATA_ROLES + ("format",)
@@ -168,11 +168,19 @@ def spec_from_content(content: Any, base: Path, where: str) -> TaskSpec:
             train_size=c.count(content.get("train_size", 0), "train_size", 0),
             max_train=c.count(content["max_train"], "max_train") if content.get("max_train") is not None else None,
             hub=hub, local_train=local.get("train", ()), local_eval=local.get("eval", ()),
-            local_dev=local.get("dev", ()), prefer_dev=bool(content.get("prefer_dev", False)), version=c.count(content.get("version", 1), "version"),
+            local_dev=local.get("dev", ()), prefer_dev=_flag(c, content, "prefer_dev"),
+            pair=_flag(c, content, "pair"), version=c.count(content.get("version", 1), "version"),
             reference=f"task file {Path(where).name}", doc=str(content.get("doc", "")),
             data_root=str(base), splits=splits, split_sizes=sizes)
     except ValueError as err:  # TaskSpec's own checks (kept in one place)
         raise TaskFileError(f"{where}: {err}") from None
+
+
+def _flag(c: _Checker, content: dict, key: str) -> bool:
+    value = content.get(key, False)
+    if not isinstance(value, bool):
+        raise c.fail(key, f"expected true or false, got {value!r:.60}")
+    return value
 
 
 def _columns(c: _Checker, value) -> dict[str, str]:
@@ -372,6 +380,8 @@ def export_task(spec: TaskSpec, root: Path) -> dict:
         content["max_train"] = spec.max_train
     if spec.prefer_dev:
         content["prefer_dev"] = True
+    if is_pair_task(spec):  # two texts to compare: siamese on an encoder, as the built-in
+        content["pair"] = True
     chosen = find_local(spec, root)
     if not chosen["train"]:
         raise DataError(f"task {spec.name!r}: no local training files in {root}; export-task writes the files "
