@@ -179,11 +179,7 @@ class TaskSpec:
 
     def to_example(self, record: Mapping[str, Any]) -> Example:
         """A record whose `label` is already canonical (index / float / answers tuple)."""
-        for key in self.fields:  # JSON rows may hold null/objects: never score them as "None"
-            if not isinstance(record.get(key), str):
-                raise ValueError(f"text field {key!r} must be a string, got {type(record.get(key)).__name__} "
-                                 f"{record.get(key)!r}")
-        rec = self._prepared(record)
+        rec = self._checked(record)
         label = rec["label"]
         return Example(
             source=_squash(self.source_format.format(**rec)),
@@ -193,6 +189,19 @@ class TaskSpec:
             group=str(rec[self.group_key]) if self.group_key else None,
             answers=tuple(label) if self.kind == "generation" else (),
         )
+
+    def render(self, record: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
+        """(source, fields) of an unlabeled record, exactly as `to_example` renders them: what
+        serving feeds the model, so that a served row reads as the same row did in training."""
+        rec = self._checked({"label": None, **record})
+        return _squash(self.source_format.format(**rec)), tuple(_squash(str(rec[k])) for k in self.fields)
+
+    def _checked(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        for key in self.fields:  # JSON rows may hold null/objects: never score them as "None"
+            if not isinstance(record.get(key), str):
+                raise ValueError(f"text field {key!r} must be a string, got {type(record.get(key)).__name__} "
+                                 f"{record.get(key)!r}")
+        return self._prepared(record)
 
     def _prepared(self, record: Mapping[str, Any]) -> dict[str, Any]:
         from ept.tasks.templates import PREPROCESSORS  # local: templates imports nothing from here
