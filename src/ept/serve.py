@@ -421,8 +421,8 @@ def input_length(feature: dict) -> int:
 # ---------------------------------------------------------------------- loading served prompts
 def spec_for(name: str, meta: dict, label_words=None):
     """The task spec of a served prompt: its label words when given (checked against the label
-    count the export records), else the registered task the export was trained on, else the
-    registered task called NAME."""
+    count the export records), else the task the export was trained on (a task file's content
+    travels in the export; a registered task by its name), else the registered task called NAME."""
     try:
         from ept.tasks import get_task
     except ImportError:  # a serving-only install without the task catalog
@@ -434,7 +434,12 @@ def spec_for(name: str, meta: dict, label_words=None):
         except (KeyError, ValueError):
             return None
 
-    trained = registered(meta.get("task"))
+    if meta.get("task_spec") is not None:  # trained on a task file: the export carries its content
+        from ept.tasks.taskfile import stored_spec
+
+        trained = stored_spec(meta.get("task"), meta["task_spec"])
+    else:
+        trained = registered(meta.get("task"))
     expected = meta.get("num_labels") or (len(trained.label_words) if trained is not None and trained.label_words else None)
     if label_words is not None:
         words = tuple(w.strip() if isinstance(w, str) else w for w in label_words)
