@@ -57,6 +57,16 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"help": "seed for init, data order and dropout", "min": 0})
     split_seed: int = field(default=42, metadata={"help": "seed of the split protocol (paper/DePT: 42)", "min": 0})
     eval_mode: Literal["rank", "generate"] | None = field(default=None, metadata={"help": "seq2seq: rank | generate"})
+    # ---- how a task is put to the model (issue 19; docs/tasks.md, "Templates")
+    template: str = field(default="t5", metadata={
+        "help": "the task's input template: t5 (the paper's text-to-text one) | natural (written for "
+                "decoder-only LMs) | any other the task names (`ept data describe TASK`)"})
+    label_score_eos: bool = field(default=True, metadata={
+        "help": "decoder-only rank scoring: a label's score includes log p(EOS | label) (true, the trained "
+                "target) or not (false, lm-evaluation-harness's choice scoring)"})
+    sink_token: str | None = field(default=None, metadata={
+        "help": "decoder-only, tokenizer without BOS (SmolLM2): this token (e.g. <|endoftext|>) goes before "
+                "the prompt, so the prompt does not sit in the attention-sink slot", "unset": "none"})
     linear_head: bool = field(default=False, metadata={"help": "encoder: trainable linear head instead of label scoring"})
     dtype: Literal["float32", "bfloat16", "float16"] = field(default="float32", metadata={
         "help": "backbone dtype: float32 | bfloat16 | float16 (prompt stays fp32)"})
@@ -112,6 +122,7 @@ class TrainConfig:
         else:
             self.task = TASKS.canonical(self.task)  # `CB` -> `cb`: run names and results use the registry's name
             self._spec = None
+        self.spec.with_template(self.template)  # an unknown template name lists the task's
         check_backbone(self.backbone)
         if self.warmup_steps >= self.steps:
             raise ValueError(f"warmup_steps={self.warmup_steps}: must be < steps={self.steps}")
@@ -188,9 +199,15 @@ class TrainConfig:
 
 
 def task_meta(cfg: TrainConfig) -> dict:
-    """What a saved method and an export keep of the task beyond its name: a task file's content
-    (so `ept serve` renders rows with the task's own fields and template, no --labels needed)."""
-    return {"task_spec": cfg.task_spec} if cfg.task_spec is not None else {}
+    """What a saved method and an export keep of the task beyond its name: a task file's content,
+    the template and the label scoring it was trained with (so `ept serve` renders and scores rows
+    as training did, with the task's own fields, template and label words; no --labels needed)."""
+    meta = {"task_spec": cfg.task_spec} if cfg.task_spec is not None else {}
+    if cfg.template != "t5":
+        meta["template"] = cfg.template
+    if not cfg.label_score_eos:
+        meta["label_score_eos"] = False
+    return meta
 
 
 def canonical_options(method: str, options: dict) -> dict:

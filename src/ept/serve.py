@@ -301,6 +301,9 @@ class MultiTaskServer:
             if not label_words and kind != "generation":
                 raise ValueError(f"task {name!r}: give a task spec or its label_words")
             spec = LabelSpec(name, kind, tuple(label_words or ()))
+        if meta.get("sink_token"):  # one shared model serves every task: its first slot is the task's P'
+            raise ValueError(f"prompt {name!r} was trained with sink_token={meta['sink_token']!r} before P'; "
+                             "mixed-task serving does not place sink tokens yet: evaluate it with `ept eval`")
         head = pooling = None
         if meta.get("pair_encoding") == "siamese":
             if self.kind != "encoder":
@@ -308,7 +311,7 @@ class MultiTaskServer:
             head, pooling = siamese_parts(name, spec, meta, self.device)
             scorer = None  # the pair head scores; the shared model never gets a head attached
         else:
-            scorer = make_scorer(self.model, spec, eval_mode)
+            scorer = make_scorer(self.model, spec, eval_mode, label_score_eos=meta.get("label_score_eos", True))
         max_length = self.max_length or getattr(spec, "max_length", None) or MAX_LENGTH
         prompt = PromptBank.check(name, prompt, self.model.embed_dim)  # shape / NaN check before any label pass
         task = ServedTask(name, spec, scorer, prompt, "", max_length, meta, pair_head=head, pooling=pooling)
@@ -327,24 +330,25 @@ class MultiTaskServer:
         rows = list(rows)
         parsed = [parse_row(r, i, self.registry, self.kind) for i, r in enumerate(rows)]
         features: list[dict | None] = [None] * len(rows)
-        groups: dict[tuple[int, str], list[int]] = {}
+        groups: dict[tuple[int, str, str], list[int]] = {}
         for i, (task, _, second) in enumerate(parsed):
             shape = "siamese" if task.mode == "siamese" else "pair" if second is not None else "single"
-            groups.setdefault((task.max_length, shape), []).append(i)
-        for (max_length, shape), idx in groups.items():
+            groups.setdefault((task.max_length, shape, answer_cue(task)), []).append(i)
+        for (max_length, shape, cue), idx in groups.items():
             firsts, seconds = [parsed[i][1] for i in idx], [parsed[i][2] for i in idx]
             if shape == "siamese":  # each side its own [CLS] side [SEP], as training encodes it
                 sides = zip(self._tokenize(firsts, None, max_length), self._tokenize(seconds, None, max_length))
                 feats = [{"a": a, "b": b} for a, b in sides]
             else:
-                feats = self._tokenize(firsts, seconds if shape == "pair" else None, max_length)
+                feats = self._tokenize(firsts, seconds if shape == "pair" else None, max_length, cue)
             for i, f in zip(idx, feats):
                 f.update(labels=None, index=i, task=parsed[i][0].name)
                 features[i] = f
         return features
 
-    def _tokenize(self, firsts: list[str], seconds: list[str] | None, max_length: int) -> list[dict]:
-        if self.kind == "causal":  # the text-to-text source + answer cue, exactly as in training
+    def _tokenize(self, firsts: list[str], seconds: list[str] | None, max_length: int,
+                  cue: str | None = None) -> list[dict]:
+        if self.kind == "causal":  # the rendered source + the template's answer cue, exactly as in training
             from types import SimpleNamespace
 
             from ept.causal import encode_causal
@@ -352,7 +356,7 @@ class MultiTaskServer:
             rows = [SimpleNamespace(source=f if s is None else f"{f} {s}", target=None)
                     for f, s in zip(firsts, seconds or [None] * len(firsts))]
             return [{k: v for k, v in f.items() if k in ("input_ids", "attention_mask")}
-                    for f in encode_causal(self.tokenizer, rows, max_length).features]
+                    for f in encode_causal(self.tokenizer, rows, max_length, *([cue] if cue is not None else [])).features]
         enc = self.tokenizer(firsts, seconds, truncation=True, max_length=max_length)
         return [{k: enc[k][j] for k in enc.keys()} for j in range(len(firsts))]
 
@@ -411,6 +415,11 @@ class MultiTaskServer:
         return to_device(collate(self.tokenizer, plain), self.device)
 
 
+def answer_cue(task: ServedTask) -> str | None:
+    """The cue a causal model reads after this task's input: its template's (None: the default)."""
+    return getattr(task.spec, "answer_cue", None)
+
+
 def input_length(feature: dict) -> int:
     """Tokens of a row (a siamese row: its longer side)."""
     if "a" in feature:
@@ -450,7 +459,7 @@ def spec_for(name: str, meta: dict, label_words=None):
     spec = trained or registered(name)
     if spec is None:
         raise ValueError(f"prompt {name!r}: no label words; pass --labels {name}=word,word,... or name a registered task (ept ls)")
-    return spec
+    return spec.with_template(meta.get("template"))  # the template (and its label words) it was trained with
 
 
 def find_exports(prompts: dict[str, str] | None = None, prompts_dir: str | None = None) -> dict[str, Path]:

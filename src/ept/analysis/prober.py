@@ -40,9 +40,9 @@ class Prober:
         # a TaskSpec (another run's task file), the run's own task, or a name / task file
         spec = task if isinstance(task, TaskSpec) else record.spec if task in (None, record.task) else resolve_task(task)
         task = spec.name
-        key = (task, record.config.get("data_dir"), record.config.get("split_seed", 42))
+        key = (task, record.config.get("data_dir"), record.config.get("split_seed", 42), record.config.get("template"))
         if key not in self._data:
-            self._data[key] = load_task(spec, data_dir=self.data_dir or key[1], seed=key[2])
+            self._data[key] = load_task(spec, data_dir=self.data_dir or key[1], seed=key[2], template=key[3])
         data = self._data[key]
         cap = max_examples if max_examples is not None else record.config.get("max_eval_examples")
         rows = getattr(data, split)[:cap]
@@ -61,7 +61,8 @@ class Prober:
         spec, rows = self.examples(record, task, split, max_examples)
         scorer = make_scorer(model, spec, record.config.get("eval_mode"),
                              pair_encoding=record.config.get("pair_encoding", "cross"),  # older runs: joint pairs
-                             pair_head=record.config.get("pair_head", "trainable"))
+                             pair_head=record.config.get("pair_head", "trainable"),
+                             label_score_eos=record.config.get("label_score_eos", True))
         max_len = record.config.get("max_length") or spec.max_length
         encoded = scorer.encode(rows, max_len)
         device = next(model.parameters()).device

@@ -60,7 +60,7 @@ def export_run(source, out, backbone: str | None = None, peft_task_type: str | N
     prompted = load_method(folder, model, tokenizer)
     # the task it was trained on (a task file's content too): `ept serve` takes its label words, fields
     # and template from it and checks a --labels count against it
-    task = {k: meta[k] for k in ("task", "task_spec") if meta.get(k) is not None}
+    task = {k: meta[k] for k in ("task", "task_spec", "template", "label_score_eos") if meta.get(k) is not None}
     export_prompt(prompted, out, meta["backbone"], peft_task_type, task or None)
     return read_json(Path(out) / EXPORT_CONFIG)
 

@@ -25,14 +25,15 @@ from dataclasses import dataclass, fields as dc_fields
 from pathlib import Path
 from typing import Any
 
-from ept.tasks.spec import (BENCHMARKS, is_pair_task, KINDS, READERS, TABLE_FORMATS, DataError, HubSource, LocalFile, TaskSpec,
-                            stsb_string)
+from ept.tasks.spec import (BENCHMARKS, DEFAULT_TEMPLATE, KINDS, READERS, T5_ANSWER_CUE, TABLE_FORMATS, DataError,
+                            HubSource, LocalFile, TaskSpec, Template, is_pair_task, stsb_string)
 
 SUFFIXES = (".yaml", ".yml", ".json")
-KEYS = ("name", "kind", "benchmark", "doc", "fields", "extra", "preprocess", "group", "template", "templates",
+KEYS = ("name", "kind", "benchmark", "doc", "fields", "extra", "preprocess", "group", "template", "answer_cue", "templates",
         "label", "target", "metrics", "main_metric", "max_length", "data", "hub", "split", "train_size",
         "max_train", "prefer_dev", "pair", "version")
 LABEL_KEYS = ("column", "words", "range", "anchors")
+TEMPLATE_KEYS = ("format", "answer_cue", "label_words", "doc")
 DATA_ROLES = ("train", "eval", "dev", "validation", "test")
 DATA_KEYS = DATA_ROLES + ("format",)
 HUB_KEYS = ("path", "name", "train", "eval", "validation", "filter")
@@ -147,9 +148,11 @@ def spec_from_content(content: Any, base: Path, where: str) -> TaskSpec:
         raise c.fail("group", f"{group!r} must be one of the extra keys {extra}")
     keys = tuple(columns) + tuple(extra)
     template = _template(c, content["template"], "template", keys)
-    for tname, text in c.mapping(content.get("templates", {}), "templates", tuple(content.get("templates", {}))).items():
-        _template(c, text, f"templates.{tname}", keys)
+    answer_cue = content.get("answer_cue", T5_ANSWER_CUE)
+    if not isinstance(answer_cue, str):
+        raise c.fail("answer_cue", f"expected a string (may be empty), got {answer_cue!r:.60}")
     label = _label(c, content, kind)
+    templates = _named_templates(c, content.get("templates", {}), keys, len(label["words"]))
     metrics = _metrics(c, content, kind)
     local, hub = _sources(c, content, base, columns, label)
     splits, sizes = _split(c, content.get("split"), local, content.get("data"))
@@ -171,7 +174,7 @@ def spec_from_content(content: Any, base: Path, where: str) -> TaskSpec:
             local_dev=local.get("dev", ()), prefer_dev=_flag(c, content, "prefer_dev"),
             pair=_flag(c, content, "pair"), version=c.count(content.get("version", 1), "version"),
             reference=f"task file {Path(where).name}", doc=str(content.get("doc", "")),
-            data_root=str(base), splits=splits, split_sizes=sizes)
+            data_root=str(base), splits=splits, split_sizes=sizes, templates=templates, answer_cue=answer_cue)
     except ValueError as err:  # TaskSpec's own checks (kept in one place)
         raise TaskFileError(f"{where}: {err}") from None
 
@@ -209,6 +212,27 @@ def _template(c: _Checker, text, key: str, keys: tuple[str, ...]) -> str:
     if not used:
         raise c.fail(key, f"{text!r:.80} uses no field; write fields as {{name}}, e.g. {{{keys[0]}}}")
     return text
+
+
+def _named_templates(c: _Checker, value, keys: tuple[str, ...], n_labels: int) -> tuple[Template, ...]:
+    """`templates: {NAME: "format"}` or `{NAME: {format, answer_cue, label_words}}`: alternatives to
+    `template` (which is the "t5" one), chosen with `--template NAME` (e.g. one for decoder-only LMs)."""
+    out = []
+    for name, entry in c.mapping(value, "templates", tuple(value) if isinstance(value, dict) else ()).items():
+        key = f"templates.{name}"
+        if not isinstance(name, str) or not NAME.match(name) or name == DEFAULT_TEMPLATE:
+            raise c.fail(key, f"template name {name!r}: lower-case letters, digits, _ and -, not {DEFAULT_TEMPLATE!r} "
+                         f"(the name of `template`)")
+        entry = {"format": entry} if isinstance(entry, str) else c.mapping(entry, key, TEMPLATE_KEYS)
+        cue = entry.get("answer_cue", "")
+        if not isinstance(cue, str):
+            raise c.fail(f"{key}.answer_cue", f"expected a string (may be empty), got {cue!r:.60}")
+        words = tuple(c.texts(entry["label_words"], f"{key}.label_words")) if "label_words" in entry else ()
+        if words and len(words) != n_labels:
+            raise c.fail(f"{key}.label_words", f"{len(words)} words; the task has {n_labels} labels (same order)")
+        out.append(Template(name, _template(c, entry.get("format"), f"{key}.format", keys), cue, words,
+                            doc=str(entry.get("doc", ""))))
+    return tuple(out)
 
 
 def _label(c: _Checker, content: dict, kind: str) -> dict:
@@ -368,6 +392,12 @@ def export_task(spec: TaskSpec, root: Path) -> dict:
     if spec.group_key:
         content["group"] = spec.group_key
     content["template"] = spec.source_format
+    if spec.answer_cue != T5_ANSWER_CUE:
+        content["answer_cue"] = spec.answer_cue
+    if spec.templates:
+        content["templates"] = {t.name: {"format": t.source_format, **({"answer_cue": t.answer_cue} if t.answer_cue else {}),
+                                         **({"label_words": list(t.label_words)} if t.label_words else {})}
+                                for t in spec.templates}
     if spec.kind == "classification":
         content["label"] = {"words": list(spec.label_words)}
     elif spec.kind == "regression":
