@@ -160,7 +160,7 @@ def identity(config: dict, defaults: dict | None = None) -> dict:
     if out.get("task_spec") is not None:  # a task file: its content, hashed (moving the file changes nothing)
         from ept.tasks.taskfile import content_digest
 
-        out["task_spec"] = content_digest(out["task_spec"])
+        out["task_spec"] = content_digest(out.get("task"), out["task_spec"])
     if not _is_pair_task(out.get("task"), config.get("task_spec")):
         # The pair settings do not change a single-sentence task: they read as today's defaults
         # (a legacy `cross` too), so the stored hashes of such runs stay what they were.

@@ -448,10 +448,16 @@ def stored_spec(task: str, task_spec: dict | None = None, task_file: str | None 
     return spec
 
 
-def content_digest(content: dict) -> str:
-    """What a run's identity keeps of a task file: its parsed content, hashed (not its text: a
-    comment or key order changes nothing; not its path: moving it changes nothing)."""
+def content_digest(task: str, content: dict) -> str:
+    """What a run's identity keeps of a task file: the TaskSpec its content reads as, hashed. Not
+    the text (a comment, quoting or the order of keys change nothing; the order of label words
+    does, it is the label order) and not the path (moving the file changes nothing)."""
+    import dataclasses
     import hashlib
 
-    text = json.dumps(content, sort_keys=True, default=str)
+    try:
+        meaning = {k: v for k, v in dataclasses.asdict(stored_spec(task, content)).items() if k != "data_root"}
+    except (ValueError, TypeError):  # unreadable content: its text, as parsed
+        meaning = content
+    text = json.dumps(meaning, sort_keys=True, default=str)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,246 @@
+"""Task files (issue 20): a task as data, read into the same TaskSpec the built-ins use, and
+accepted everywhere a task name goes; one validation path with errors that name the file/key."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ept.cli import main
+from ept.tasks import load_task
+from ept.tasks.spec import DataError, RowError
+from ept.tasks.taskfile import TaskFileError, read_task_file
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+URGENT = ["Server is down", "Cannot log in at all", "Payment outage", "Data lost after the update"]
+ROUTINE = ["Please send the invoice", "How do I change my avatar", "Dark mode, maybe?", "Update my address"]
+TICKETS = {
+    "name": "tickets",
+    "fields": ["subject", "body"],
+    "template": "tickets subject: {subject} body: {body}",
+    "label": {"column": "priority", "words": {"urgent": "urgent", "routine": "routine"}},
+    "data": {"train": "train.csv", "eval": "test.csv"},
+}
+
+
+def _rows(n: int, offset: int = 0) -> list[dict]:
+    rows = []
+    for i in range(offset, offset + n):
+        urgent = i % 3 != 0
+        rows.append({"subject": (URGENT if urgent else ROUTINE)[i % 4],
+                     "body": f"ticket {i}: " + ("we are losing money, help" if urgent else "no rush at all"),
+                     "priority": "urgent" if urgent else "routine"})
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict]) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def write_task(folder: Path, content: dict = TICKETS, name: str = "tickets.yaml", n_train: int = 40,
+               n_test: int = 12) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_csv(folder / "train.csv", _rows(n_train))
+    write_csv(folder / "test.csv", _rows(n_test, 1000))
+    path = folder / name
+    path.write_text(json.dumps(content) if name.endswith(".json") else yaml.safe_dump(content, sort_keys=False))
+    return path
+
+
+# ---------------------------------------------------------------------- reading
+def test_csv_task_file_is_a_taskspec_with_the_protocol_split(tmp_path):
+    path = write_task(tmp_path)
+    spec = read_task_file(path).spec
+    assert (spec.name, spec.kind, spec.fields, spec.label_words) == ("tickets", "classification",
+                                                                      ("subject", "body"), ("urgent", "routine"))
+    data = load_task(spec)  # a TaskSpec goes where a task name goes
+    # train 40 < 10K rows: the evaluation file (12) is halved into validation / test (B.1), seeded
+    assert data.sizes() == {"train": 40, "validation": 6, "test": 6}
+    ex = data.train[0]
+    assert ex.source == f"tickets subject: {_rows(1)[0]['subject']} body: ticket 0: no rush at all"
+    assert (ex.target, ex.label, ex.fields) == ("routine", 1, (_rows(1)[0]["subject"], "ticket 0: no rush at all"))
+    assert load_task(spec, seed=42).test == data.test and load_task(spec, seed=1).test != data.test
+
+
+@pytest.mark.parametrize("fmt", ["tsv", "jsonl", "parquet", "csv.gz"])
+def test_every_format_reads_the_same_rows(tmp_path, fmt):
+    """CSV, TSV, JSONL, Parquet and gzip go through `datasets`' loaders to the same examples."""
+    import pandas as pd
+
+    csv_spec = read_task_file(write_task(tmp_path / "csv")).spec
+    folder = tmp_path / fmt
+    folder.mkdir()
+    for name, rows in (("train", _rows(40)), ("test", _rows(12, 1000))):
+        frame = pd.DataFrame(rows)
+        target = folder / f"{name}.{fmt}"
+        if fmt == "tsv":
+            frame.to_csv(target, sep="\t", index=False)
+        elif fmt == "jsonl":
+            frame.to_json(target, orient="records", lines=True)
+        elif fmt == "parquet":
+            frame.to_parquet(target)
+        else:
+            with gzip.open(target, "wt", newline="") as f:
+                frame.to_csv(f, index=False)
+    content = {**TICKETS, "data": {"train": f"train.{fmt}", "eval": f"test.{fmt}"}}
+    (folder / "t.yaml").write_text(yaml.safe_dump(content, sort_keys=False))
+    a, b = load_task(csv_spec), load_task(read_task_file(folder / "t.yaml").spec)
+    assert (a.train, a.validation, a.test) == (b.train, b.validation, b.test)
+
+
+def test_given_splits_and_split_sizes(tmp_path):
+    path = write_task(tmp_path)
+    write_csv(tmp_path / "dev.csv", _rows(5, 500))
+    given = {**TICKETS, "data": {"train": "train.csv", "validation": "dev.csv", "test": "test.csv"}}
+    (tmp_path / "given.json").write_text(json.dumps(given))
+    data = load_task(read_task_file(tmp_path / "given.json").spec)  # JSON too; files used as they are
+    assert data.sizes() == {"train": 40, "validation": 5, "test": 12}
+    assert [ex.fields[1][:11] for ex in data.test[:2]] == ["ticket 1000", "ticket 1001"]  # in file order
+    sized = {**TICKETS, "data": {"train": "train.csv"}, "split": {"validation": 8, "test": 4}}
+    (tmp_path / "sized.yaml").write_text(yaml.safe_dump(sized, sort_keys=False))
+    data = load_task(read_task_file(tmp_path / "sized.yaml").spec)
+    assert data.sizes() == {"train": 28, "validation": 8, "test": 4}
+    only = {**TICKETS, "data": {"train": "train.csv"}}  # the protocol with no evaluation file: carved from train
+    (tmp_path / "only.yaml").write_text(yaml.safe_dump(only, sort_keys=False))
+    assert load_task(read_task_file(tmp_path / "only.yaml").spec).sizes() == {"train": 32, "validation": 4, "test": 4}
+    assert path.exists()
+
+
+def test_regression_and_generation_task_files(tmp_path):
+    write_csv(tmp_path / "r.csv", [{"a": f"text {i}", "score": i % 6 * 0.9} for i in range(30)])
+    reg = {"name": "sim", "kind": "regression", "fields": ["a"], "template": "sim a: {a}",
+           "label": {"column": "score", "range": [0, 5]}, "data": {"train": "r.csv"},
+           "split": {"validation": 5, "test": 5}}
+    (tmp_path / "reg.yaml").write_text(yaml.safe_dump(reg))
+    spec = read_task_file(tmp_path / "reg.yaml").spec
+    assert spec.label_words[0] == "0.0" and spec.label_words[-1] == "5.0" and len(spec.label_words) == 26
+    assert spec.metrics == ("pearson", "spearman")
+    assert {ex.target for ex in load_task(spec).train} <= set(spec.label_words)
+    (tmp_path / "g.jsonl").write_text("".join(json.dumps({"q": f"q{i}", "ans": [f"a{i}", "b"]}) + "\n" for i in range(20)))
+    gen = {"name": "qa", "kind": "generation", "fields": ["q"], "template": "qa question: {q}", "target": "ans",
+           "data": {"train": "g.jsonl"}, "split": {"validation": 2, "test": 2}}
+    (tmp_path / "gen.yaml").write_text(yaml.safe_dump(gen))
+    ex = load_task(read_task_file(tmp_path / "gen.yaml").spec).train[0]
+    assert ex.answers[1] == "b" and ex.target == ex.answers[0]
+
+
+# ---------------------------------------------------------------------- errors
+BAD = [  # (change to the content, words the one-line error must hold)
+    ({"label": {"column": "prio", "words": {"urgent": "urgent", "routine": "routine"}}},
+     "train.csv: no column 'prio' (for label); columns present: subject, body, priority"),
+    ({"fields": {"subject": "subject", "body": "Body"}}, "no column 'Body' (for body); columns present: subject, body"),
+    ({"fields": ["subject", "bodi"]}, "template: {body} is not a field of this task; fields: subject, bodi"),
+    ({"metrics": ["acc"]}, "metrics[0]: unknown metric 'acc'; allowed: accuracy, mcc, f1"),
+    ({"template": "tickets subject: {subjet}"}, "template: {subjet} is not a field of this task; fields: subject, body"),
+    ({"templates": {"natural": {"format": "Subject: {subject}\nUrgent?", "label_words": ["yes"]}}},
+     "templates.natural.label_words: 1 words; the task has 2 labels"),
+    ({"kind": "ranking"}, "kind: 'ranking' is not allowed; allowed: classification, regression, generation"),
+    ({"lables": {}}, "lables: unknown key; allowed: name, kind"),
+    ({"label": {"column": "priority", "words": ["urgent"]}}, "label.words: a classification task needs at least 2"),
+    ({"main_metric": "f1"}, "main_metric: 'f1' is not allowed; allowed: accuracy"),
+    ({"data": {"train": "train.csv", "validation": "test.csv"}}, "data: give train (+ eval"),
+    ({"data": {"train": "nope.csv"}}, "data file(s) nope.csv not found (relative paths start at the task file's folder"),
+    ({"name": "My Tickets"}, "name: 'My Tickets': expected lower-case letters"),
+    ({"split": {"validation": 0, "test": 2}}, "split.validation: expected an integer >= 1, got 0"),
+]
+
+
+@pytest.mark.parametrize("change,words", BAD, ids=[w.split(":")[0][:24] for _, w in BAD])
+def test_bad_task_files_fail_in_one_line_naming_file_and_key(tmp_path, capsys, change, words):
+    path = write_task(tmp_path, {**TICKETS, **change})
+    with pytest.raises(DataError, match=None) as err:
+        load_task(read_task_file(path).spec)
+    assert words in str(err.value)
+    if isinstance(err.value, TaskFileError):
+        assert str(err.value).startswith(str(path))
+    assert main(["data", "describe", str(path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0]
+
+
+def test_a_label_value_with_no_word_names_the_file_and_line(tmp_path, capsys):
+    path = write_task(tmp_path)
+    rows = _rows(40)
+    rows[6]["priority"] = "urgnet"
+    write_csv(tmp_path / "train.csv", rows)
+    with pytest.raises(RowError) as err:
+        load_task(read_task_file(path).spec)
+    assert str(err.value).startswith("train.csv, line 8: label 'urgnet' not in the label set; expected one of")
+    assert main(["data", "check", str(path)]) == 1  # every row validated, the bad one named
+    assert "train.csv, line 8: label 'urgnet'" in capsys.readouterr().err
+    assert load_task(read_task_file(path).spec, skip_bad_rows=True).bad_rows == 1
+
+
+def test_not_a_task_and_not_a_file(tmp_path, capsys):
+    assert main(["data", "describe", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml: no such task file" in capsys.readouterr().err
+    (tmp_path / "broken.yaml").write_text("name: [unclosed\n")
+    assert main(["data", "describe", str(tmp_path / "broken.yaml")]) == 2
+    assert "broken.yaml: not valid YAML" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- identity
+def test_identity_is_the_content_not_the_path(tmp_path):
+    from ept.config import TrainConfig
+    from ept.rundir import RunDir, StaleRunError
+
+    path = write_task(tmp_path / "a")
+    cfg = TrainConfig(task=str(path), out=str(tmp_path / "run"))
+    assert (cfg.task, cfg.run_dir().name) == ("tickets", "run")
+    assert TrainConfig(task=str(path)).run_dir().name == "tickets-ept-minilm-s0"
+    rd = RunDir(cfg.out)
+    rd.write_config(cfg.to_dict())
+    again = TrainConfig.from_dict(rd.read_config())  # config.json alone rebuilds the task: no re-reading
+    assert again.spec == cfg.spec and again.to_dict() == cfg.to_dict()
+    # moved (with its data) and re-formatted: the same run
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    moved = tmp_path / "b" / "tickets.yaml"
+    moved.write_text("# my tickets\n" + json.dumps(TICKETS, indent=4))  # as YAML: the same content
+    swapped = {**TICKETS, "label": {"column": "priority", "words": {"routine": "routine", "urgent": "urgent"}}}
+    assert rd.check_identity(TrainConfig(task=str(moved), out=cfg.out).to_dict()) == "same"
+    # edited: a different run, refused like any other config change (label order is label meaning)
+    for edited in ({**TICKETS, "template": "subject: {subject} body: {body}"}, swapped):
+        moved.write_text(yaml.safe_dump(edited, sort_keys=False))
+        with pytest.raises(StaleRunError, match="task_spec: 'sha256:"):
+            rd.check_identity(TrainConfig(task=str(moved), out=cfg.out).to_dict())
+
+
+# ---------------------------------------------------------------------- export-task
+@pytest.mark.parametrize("task", ["sst2", "rte", "wsc", "stsb"])
+def test_export_task_round_trips(data_dir, tmp_path, capsys, task):
+    """`ept data export-task NAME > NAME.yaml`: the file gives the built-in's splits, inputs and labels."""
+    assert main(["data", "export-task", task, "--data-dir", str(data_dir)]) == 0
+    path = tmp_path / f"{task}.yaml"
+    path.write_text(capsys.readouterr().out)
+    builtin, mine = load_task(task, data_dir=data_dir), load_task(read_task_file(path).spec)
+    assert builtin.sizes() == mine.sizes()
+    for split in ("train", "validation", "test"):
+        assert getattr(builtin, split) == getattr(mine, split), split
+    assert read_task_file(path).spec.template_names == builtin.spec.template_names  # its natural template too
+
+
+# ---------------------------------------------------------------------- sweeps
+def test_sweep_over_two_task_files(tmp_path, mini_data):
+    from ept.sweep import load_spec
+
+    write_task(tmp_path / "tasks")
+    natural = {**TICKETS, "name": "tickets-plain", "template": "Subject: {subject}. Body: {body}"}
+    (tmp_path / "tasks" / "plain.yaml").write_text(yaml.safe_dump(natural, sort_keys=False))
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({
+        "out": str(tmp_path / "runs"), "steps": 2, "data_dir": str(mini_data),
+        "grid": {"task": ["tasks/tickets.yaml", "tasks/plain.yaml", "sst2"]}}))  # relative to the spec
+    sweep = load_spec(tmp_path / "spec.yaml")
+    assert [r.name for r in sweep.runs] == ["tickets-ept-s0", "tickets-plain-ept-s0", "sst2-ept-s0"]
+    assert sweep.runs[0].config["task_spec"]["template"] == TICKETS["template"]
+    assert sweep.runs[2].config["task_spec"] is None
