@@ -168,7 +168,8 @@ def task_file_split(spec: TaskSpec, raw: RawSplits, seed: int, k: int) -> Split:
     """A task file's splits: "given" (the validation and test files as they are), "sizes"
     (validation, and test unless a test/eval file is given, sampled from train with the protocol's
     seeded shuffle), or the protocol without an evaluation file (B.1's fallback for a train with
-    no official validation: min(k, n // 10) examples each for validation and test)."""
+    no official validation: min(k, n // 10) examples each for validation and test; n // 10 under
+    the small-task rule, which would halve an evaluation file there is none of)."""
     train = list(raw.train or [])
     if spec.splits == "given":
         validation, test = list(raw.dev or []), list(raw.eval or [])
@@ -179,7 +180,7 @@ def task_file_split(spec: TaskSpec, raw: RawSplits, seed: int, k: int) -> Split:
         n_test = 0 if raw.eval is not None else n_test
         rule = f"sizes {n_val:,}/{n_test:,} from train"
     else:
-        n_val = n_test = min(k, len(train) // 10)
+        n_val = n_test = min(k, len(train) // 10) if k else len(train) // 10  # halve rule (k = 0): n // 10
         rule = "val+test carved from train"
     if n_val + n_test >= len(train):
         raise ValueError(f"task {spec.name!r}: {n_val:,} validation + {n_test:,} test examples leave no training "
