@@ -244,3 +244,90 @@ def test_sweep_over_two_task_files(tmp_path, mini_data):
     assert [r.name for r in sweep.runs] == ["tickets-ept-s0", "tickets-plain-ept-s0", "sst2-ept-s0"]
     assert sweep.runs[0].config["task_spec"]["template"] == TICKETS["template"]
     assert sweep.runs[2].config["task_spec"] is None
+
+
+# ---------------------------------------------------------------------- serving = ept eval
+@pytest.fixture(scope="module")
+def tiny_llama_dir(tmp_path_factory):
+    """A 2-layer Llama with the WordPiece tokenizer ([SEP] as EOS), saved as a backbone folder."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from ept.backbones import embedded_minilm_path
+
+    tok = AutoTokenizer.from_pretrained(embedded_minilm_path())
+    tok.eos_token = "[SEP]"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(LlamaConfig(
+            vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=256, pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.sep_token_id, tie_word_embeddings=True))
+    path = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+SERVED = {**TICKETS, "data": {"train": "train.csv", "validation": "test.csv", "test": "test.csv"},
+          "templates": {"plain": {"format": "Subject: {subject}\nBody: {body}\nPriority:", "label_words": ["high", "low"]}}}
+
+
+@pytest.mark.parametrize("backbone,template", [("tiny_bert", "t5"), ("tiny_t5_dir", "t5"), ("tiny_llama_dir", "plain")])
+def test_serving_a_row_gives_ept_evals_score(request, tmp_path, capsys, backbone, template):
+    """Train on a CSV task file, `ept eval`, `ept export`, serve the test rows by field name: every
+    row scores as the eval scorer scores it, and the served predictions give `ept eval`'s metric."""
+    import torch
+
+    from ept.batching import collate
+    from ept.evaluation import load_run
+    from ept.heads import make_scorer
+    from ept.serve import build_server, load_prompts
+    from ept.tasks import score
+
+    path = write_task(tmp_path / "task", SERVED, n_train=24, n_test=10)
+    run, exp = tmp_path / "run", tmp_path / "exp"
+    assert main(["train", "--task", str(path), "--backbone", request.getfixturevalue(backbone), "--steps", "2",
+                 "--eval-every", "1", "--max-length", "64", "--precision", "fp32", "--template", template,
+                 "--out", str(run), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["export", str(run), "--out", str(exp)]) == 0
+
+    server = build_server(load_prompts({"tickets": exp}))  # the export carries the task: no --labels
+    raw = _rows(10, 1000)
+    rows = [{"task": "tickets", "inputs": {"subject": r["subject"], "body": r["body"]}} for r in raw]
+    served = server.score(rows)
+    assert served == server.score([{"task": "tickets", "fields": [r["subject"], r["body"]]} for r in raw])
+
+    cfg, model = load_run(run)
+    spec = cfg.spec.with_template(cfg.template)
+    examples = load_task(spec).test
+    if server.kind != "encoder":  # an already formatted input, under its own key, is used as it is
+        assert served == server.score([{"task": "tickets", "source": ex.source} for ex in examples])
+    scorer = make_scorer(model.eval(), spec, cfg.eval_mode, label_score_eos=cfg.label_score_eos)
+    batch = collate(model.tokenizer, scorer.encode(examples, 64).features)
+    with torch.no_grad():
+        want = scorer.logits(batch) if server.kind == "encoder" else scorer.label_scores(batch)
+    torch.testing.assert_close(torch.tensor([r["scores"] for r in served]), want.float(), rtol=1e-4, atol=1e-4)
+    got = score(spec, [r["prediction"] for r in served], examples)
+    assert got[spec.main_metric] == pytest.approx(metrics[spec.main_metric])
+    assert {r["label"] for r in served} <= set(spec.label_words)
+    with pytest.raises(ValueError, match="has 2 input fields"):
+        server.score([{"task": "tickets", "text": "server down"}])
+
+
+def test_http_rows_take_one_input_key():
+    from pydantic import ValidationError
+
+    from ept.httpserve import PredictRequest
+
+    body = PredictRequest(rows=[{"task": "t", "inputs": {"subject": "a", "body": "b"}}, {"task": "t", "fields": ["a", "b"]},
+                                {"task": "s", "text": "a"}, {"task": "t", "source": "tickets subject: a body: b"}])
+    assert [r.as_row() for r in body.rows] == [{"task": "t", "inputs": {"subject": "a", "body": "b"}},
+                                               {"task": "t", "fields": ["a", "b"]}, {"task": "s", "text": "a"},
+                                               {"task": "t", "source": "tickets subject: a body: b"}]
+    for bad in ({"task": "t"}, {"task": "t", "text": "a", "source": "b"}, {"task": "t", "inputs": {"a": None}}):
+        with pytest.raises(ValidationError):
+            PredictRequest(rows=[bad])
