@@ -314,7 +314,7 @@ def test_serving_a_row_gives_ept_evals_score(request, tmp_path, capsys, backbone
     got = score(spec, [r["prediction"] for r in served], examples)
     assert got[spec.main_metric] == pytest.approx(metrics[spec.main_metric])
     assert {r["label"] for r in served} <= set(spec.label_words)
-    with pytest.raises(ValueError, match="has 2 input fields"):
+    with pytest.raises(ValueError, match=r"^row 0: task .tickets. has 2 input fields"):
         server.score([{"task": "tickets", "text": "server down"}])
 
 

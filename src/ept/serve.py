@@ -156,8 +156,9 @@ def parse_row(row, i: int, registry: TaskRegistry, kind: str) -> tuple[ServedTas
     names = tuple(getattr(task.spec, "fields", ()) or ())
     if not names:  # known by its label words only: the raw segments
         return (task, *_raw_segments(task, key, row[key], i, kind))
+    record = _record(task, names, key, row[key], i)
     try:
-        source, fields = task.spec.render(_record(task, names, key, row[key], i))
+        source, fields = task.spec.render(record)
     except (ValueError, KeyError, TypeError, IndexError) as err:  # a preprocessor's extra input, a type
         raise RowError(i, f"task {task.name!r}: {str(err).strip(chr(39))}") from None
     if task.mode == "siamese":
