@@ -331,3 +331,39 @@ def test_http_rows_take_one_input_key():
     for bad in ({"task": "t"}, {"task": "t", "text": "a", "source": "b"}, {"task": "t", "inputs": {"a": None}}):
         with pytest.raises(ValidationError):
             PredictRequest(rows=[bad])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", ["minilm", "smollm2-135m"])
+def test_the_readme_task_file_trains_evaluates_exports_and_serves(tmp_path, capsys, backbone):
+    """Acceptance (issue 20): the README's task file, as printed there, over a CSV of tickets, on
+    the real MiniLM and SmolLM2 (natural template): train, eval, export, serve by field name."""
+    from ept.serve import build_server, load_prompts
+    from ept.tasks import score
+
+    if backbone != "minilm":
+        from ept.fetch import cached_model_path
+
+        try:
+            cached_model_path(backbone)
+        except FileNotFoundError as err:
+            pytest.skip(str(err))
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    text = readme[readme.index("# tickets.yaml (relative paths"):]
+    (tmp_path / "tickets.yaml").write_text(text[:text.index("```")])
+    write_csv(tmp_path / "tickets.csv", _rows(260))
+    run, exp = tmp_path / "run", tmp_path / "exp"
+    natural = ["--template", "natural", "--precision", "fp32"] if backbone != "minilm" else []
+    assert main(["train", "--task", str(tmp_path / "tickets.yaml"), "--backbone", backbone, "--steps", "6",
+                 "--eval-every", "3", "--max-eval-examples", "40", "--out", str(run), "--quiet", *natural]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["export", str(run), "--out", str(exp)]) == 0
+    server = build_server(load_prompts({"tickets": exp}))
+    spec = read_task_file(tmp_path / "tickets.yaml").spec
+    spec = spec.with_template("natural") if natural else spec
+    data = load_task(spec)
+    test = data.test[:40]
+    served = server.score([{"task": "tickets", "inputs": dict(zip(spec.fields, ex.fields))} for ex in test])
+    assert score(spec, [r["prediction"] for r in served], test)["accuracy"] == pytest.approx(metrics["accuracy"])
