@@ -255,7 +255,7 @@ class TaskSpec:
         """(source, fields) of an unlabeled record, exactly as `to_example` renders them: what
         serving feeds the model, so that a served row reads as the same row did in training."""
         rec = self._checked({"label": None, **record})
-        return _squash(self.source_format.format(**rec)), tuple(_squash(str(rec[k])) for k in self.fields)
+        return self._render(rec), tuple(_squash(str(rec[k])) for k in self.fields)
 
     def _checked(self, record: Mapping[str, Any]) -> dict[str, Any]:
         for key in self.fields:  # JSON rows may hold null/objects: never score them as "None"
