@@ -30,10 +30,6 @@ class TrainConfig:
     """Everything a run depends on; the resolved copy is written to RUN/config.json."""
 
     task: str = field(default="sst2", metadata={"help": "task name (ept ls) or a task file (.yaml/.json; README \"Your own task\")"})
-    # A task file's parsed content and where it was read (set from `task: FILE`; config.json keeps
-    # both, so a run never re-reads the file). The identity hashes the content and ignores the path.
-    task_spec: dict | None = field(default=None, metadata={"help": "a task file's content (from --task FILE)"})
-    task_file: str | None = field(default=None, metadata={"help": "the task file it was read from"})
     # The typed method config (`ept.method_configs`): `TrainConfig(method=EPTConfig(hidden_size=5))`,
     # or a registry name (`method="ept*"`). In files and config.json it is `method: NAME` plus
     # `method_options: {switches that differ from the method's defaults}` (`to_dict`, `from_dict`).
@@ -104,6 +100,11 @@ class TrainConfig:
         "help": "siamese: trainable (threshold + temperature / per-label anchors, counted) | fixed (fitted on training data, 0 trainable)"})
     pair_fit_examples: int = field(default=512, metadata={
         "help": "siamese: training pairs used to fit the head's threshold/anchors at setup", "min": 2})
+    # ---- a task file (README "Your own task"): its parsed content and where it was read, set from
+    # `task: FILE`; config.json keeps both, so a run never re-reads the file. The identity hashes
+    # what the content means and ignores the path (`ept.rundir.identity`).
+    task_spec: dict | None = field(default=None, metadata={"help": "a task file's content (from --task FILE)"})
+    task_file: str | None = field(default=None, metadata={"help": "the task file it was read from"})
 
     def __post_init__(self):
         from ept.tasks import TASKS
