@@ -319,6 +319,17 @@ def test_serving_a_row_gives_ept_evals_score(request, tmp_path, capsys, backbone
     assert {r["label"] for r in served} <= set(spec.label_words)
     with pytest.raises(ValueError, match=r"^row 0: task .tickets. has 2 input fields"):
         server.score([{"task": "tickets", "text": "server down"}])
+    if server.kind == "encoder":  # `ept eval RUN --task FILE` (transfer), `ept report`/`analyze` read the run's spec
+        other = write_task(tmp_path / "other", {**SERVED, "name": "tickets-b"}, n_train=24, n_test=10)
+        assert main(["eval", str(run), "--task", str(other), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["task"] == "tickets-b"
+        assert (run / "eval" / "tickets-b-test.json").is_file()
+        from ept.analysis.runs import load_records
+
+        records, _ = load_records([run])
+        assert records[0].task == "tickets" and records[0].spec == cfg.spec
+        assert main(["report", str(run), "--out", str(tmp_path / "report")]) == 0
+        assert "| tickets (accuracy) |" in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_http_rows_take_one_input_key():
