@@ -97,11 +97,12 @@ class _Checker:
         self.where = where
 
     def fail(self, key: str, problem: str) -> TaskFileError:
-        return TaskFileError(f"{self.where}: {key}: {problem}")
+        return TaskFileError(f"{self.where}: {key}: {problem}" if key else f"{self.where}: {problem}")
 
     def mapping(self, value, key: str, allowed: tuple[str, ...]) -> dict:
         if not isinstance(value, dict):
-            raise self.fail(key, f"expected a mapping with keys {', '.join(allowed)}, got {value!r:.60}")
+            what = "a task file is a mapping" if not key else "expected a mapping"
+        raise self.fail(key, f"{what} with keys {', '.join(allowed)}, got {value!r:.60}")
         unknown = [k for k in value if k not in allowed]
         if unknown:
             raise self.fail(f"{key}.{unknown[0]}" if key else str(unknown[0]),
