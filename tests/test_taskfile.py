@@ -188,6 +188,9 @@ def test_not_a_task_and_not_a_file(tmp_path, capsys):
     (tmp_path / "broken.yaml").write_text("name: [unclosed\n")
     assert main(["data", "describe", str(tmp_path / "broken.yaml")]) == 2
     assert "broken.yaml: not valid YAML" in capsys.readouterr().err
+    (tmp_path / "list.json").write_text("[1, 2]")
+    assert main(["data", "describe", str(tmp_path / "list.json")]) == 2
+    assert "list.json: a task file is a mapping with keys name, kind" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------- identity

@@ -118,9 +118,10 @@ def run_describe(args: argparse.Namespace) -> int:
     print(f"task:     {spec.name} ({spec.benchmark}, {spec.kind}; metrics {', '.join(spec.metrics)}; "
           f"main {spec.main_metric}; v{spec.version})")
     print(f"source:   {data.source}")
-    print("splits:   " + ", ".join(f"{k} {v:,}" for k, v in data.sizes().items()) +
-          f"  (protocol {args.split_protocol}; rule for official train {spec.train_size:,}: {rule}"
-          f"{f' {sample_k:,}' if rule == 'sample' else ''})")
+    how = (f"task file: {spec.splits} splits" if spec.splits != "protocol" else
+           f"protocol {args.split_protocol}; rule for official train {spec.train_size:,}: {rule}"
+           f"{f' {sample_k:,}' if rule == 'sample' else ''}")
+    print("splits:   " + ", ".join(f"{k} {v:,}" for k, v in data.sizes().items()) + f"  ({how})")
     print(f"template: {spec.template_name} (this task's: {', '.join(spec.template_names)}; --template NAME)")
     for note in data.notes:
         print(f"  - {note}")

@@ -213,7 +213,8 @@ def _describe_local(spec: TaskSpec, read: LocalRead) -> None:
     for role, name, official in (("train", "train", spec.train_size), ("eval", eval_name, spec.eval_size)):
         split = getattr(raw, role)
         if split is None:
-            notes.append(f"no {name} file locally")
+            if not spec.data_root:  # a task file names the files it has
+                notes.append(f"no {name} file locally")
             continue
         if len(split) >= COMPLETE_FRACTION * official:
             size = f"{len(split):,} examples, the full official set"

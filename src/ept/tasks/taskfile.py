@@ -102,7 +102,7 @@ class _Checker:
     def mapping(self, value, key: str, allowed: tuple[str, ...]) -> dict:
         if not isinstance(value, dict):
             what = "a task file is a mapping" if not key else "expected a mapping"
-        raise self.fail(key, f"{what} with keys {', '.join(allowed)}, got {value!r:.60}")
+            raise self.fail(key, f"{what} with keys {', '.join(allowed)}, got {value!r:.60}")
         unknown = [k for k in value if k not in allowed]
         if unknown:
             raise self.fail(f"{key}.{unknown[0]}" if key else str(unknown[0]),
