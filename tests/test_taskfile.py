@@ -384,3 +384,24 @@ def test_the_readme_task_file_trains_evaluates_exports_and_serves(tmp_path, caps
     test = data.test[:40]
     served = server.score([{"task": "tickets", "inputs": dict(zip(spec.fields, ex.fields))} for ex in test])
     assert score(spec, [r["prediction"] for r in served], test)["accuracy"] == pytest.approx(metrics["accuracy"])
+
+
+def test_a_hub_task_file_reads_the_hub_dataset(tmp_path, monkeypatch):
+    """The README's hub example, with `datasets.load_dataset` standing in for the network."""
+    import datasets
+
+    calls = []
+
+    def fake(path, name=None, split=None):
+        calls.append((path, name, split))
+        n = 30 if split == "train" else 8
+        return datasets.Dataset.from_list([{"sentence": f"{split} {i}", "label": i % 2, "idx": i} for i in range(n)])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    text = readme[readme.index("name: sst2-hub"):]
+    (tmp_path / "hub.yaml").write_text(text[:text.index("```")])
+    data = load_task(read_task_file(tmp_path / "hub.yaml").spec)
+    assert calls == [("nyu-mll/glue", "sst2", "train"), ("nyu-mll/glue", "sst2", "validation")]
+    assert data.sizes() == {"train": 30, "validation": 4, "test": 4}  # < 10K: the hub's validation halved
+    assert (data.train[1].source, data.train[1].target) == ("sst2 sentence: train 1", "positive")
