@@ -78,6 +78,8 @@ def atomic_write_text(path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # a full disk says only "[Errno 28] No space left on device": name the file
+        raise OSError(f"{path}: cannot write ({err}); the previous version of the file, if any, is intact") from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -95,6 +97,8 @@ def atomic_save_tensors(path, tensors: dict, metadata: dict | None = None) -> No
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
         os.replace(tmp, path)
+    except Exception as err:  # safetensors' SafetensorError on a full disk names no path
+        raise OSError(f"{path}: cannot write ({err}); the previous version of the file, if any, is intact") from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -195,7 +199,12 @@ def config_hash(ident: dict) -> str:
 
 
 def config_diff(old: dict, new: dict) -> list[str]:
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    """'key: old -> new' for each key that differs; a neutral value (left out of an identity) is
+    printed as what it is (`precision: 'bf16' -> 'auto'`), not as None."""
+    def value(config, k):
+        return config.get(k, NEUTRAL_WHEN.get(k))
+
+    return [f"{k}: {value(old, k)!r} -> {value(new, k)!r}" for k in sorted(set(old) | set(new)) if value(old, k) != value(new, k)]
 
 
 def train_defaults() -> dict:
@@ -275,6 +284,28 @@ class RunDir:
         if results is not None:
             return "finished" if results.get("status") == "finished" else "failed"
         return "partial" if self.state_path.exists() else "pending"
+
+    def progress(self) -> dict:
+        """How far the run got: {"status", "reached" (last checkpoint's step), "steps", "best_step"}."""
+        status, state = self.status(), self.read_state() or {}
+        try:
+            results = self.read_results() or {}
+        except RunDirError:  # a torn results.json: the status says "failed"
+            results = {}
+        try:
+            steps = self.read_config().get("steps")
+        except (FileNotFoundError, RunDirError):
+            steps = results.get("steps")
+        best = results.get("best_step", (state.get("best") or {}).get("step"))
+        reached = steps if status == "finished" else state.get("step", 0)
+        return {"status": status, "reached": reached, "steps": steps, "best_step": best}
+
+    def progress_note(self) -> str | None:
+        """'partial (step 20 of 40): best step 10' for a run that has not finished, else None."""
+        p = self.progress()
+        if p["status"] == "finished":
+            return None
+        return f"{p['status']} (step {p['reached']} of {p['steps']}): best step {p['best_step']}"
 
     # -------------------------------------------------------------- write
     def write_config(self, config: dict) -> None:

@@ -39,7 +39,7 @@ import torch
 
 from ept import __version__
 from ept.batching import GROUP_WINDOW, batches, collate, feature_length, group_by_length, sorted_batches, to_device
-from ept.checkpoint import export_prompt, load_state, read_tensors, save_method, trainable_state, check_state, \
+from ept.checkpoint import export_prompt, export_record, load_state, read_tensors, save_method, trainable_state, check_state, \
     CheckpointError
 # TrainConfig lives in the torch-free ept.config; re-exported so `from ept.train import TrainConfig` works.
 from ept.config import PAPER_STEPS, SCHEDULERS, TrainConfig, task_meta  # noqa: F401
@@ -344,6 +344,11 @@ class Checkpointer:
         if saved is not None and saved != getattr(model, "precision", saved):
             raise CheckpointError(f"{self.rd.state_path}: the run trained in {saved}; here precision={self.cfg.precision} "
                                   f"is {model.precision}. Resume where it ran, or delete {self.rd.last} to restart")
+        threads = state.get("threads")  # not in the identity (speed only), but it changes float sums
+        if threads is not None and threads != torch.get_num_threads():
+            print(f"ept train: warning: resuming with {torch.get_num_threads()} thread(s); the run trained with "
+                  f"{threads}: float sums round differently, so the results will differ slightly from an "
+                  f"uninterrupted run. Bit-identical resume needs the same --threads")
         load_state(model, last / LAST_METHOD, self.remedy)
         self._load_optimizer(opt, last / LAST_OPTIMIZER)
         rng = read_tensors(last / LAST_RNG, self.remedy)
@@ -367,10 +372,12 @@ class Checkpointer:
         atomic_save_tensors(last / LAST_RNG, rng)
         # state.json last: it is what says the checkpoint is complete.
         atomic_write_json(last / STATE, {"step": step, "best": best, "config_hash": self.cfg_hash,
-                                         "precision": getattr(model, "precision", "fp32")})
+                                         "precision": getattr(model, "precision", "fp32"),
+                                         "threads": torch.get_num_threads()})
 
     def save_best(self, model, step: int) -> None:
-        save_method(model, self.rd.best, self.cfg.backbone, {"step": step, "task": self.cfg.task, **task_meta(self.cfg)})
+        save_method(model, self.rd.best, self.cfg.backbone, {"step": step, "task": self.cfg.task,
+                                                             "template": self.cfg.template, **task_meta(self.cfg)})
 
     @contextlib.contextmanager
     def best_state(self, model):
@@ -524,10 +531,10 @@ def _train(cfg: TrainConfig, rundir: RunDir, accelerator, progress: bool) -> dic
             print(f"  note: {note}")
     log = MetricLog(rundir, cfg, start, main, progress)
     try:
-        status, error, best = _loop(cfg, data, model, scorer, opt, sched, ckpt, log, accelerator, best)
+        status, error, best, reached = _loop(cfg, data, model, scorer, opt, sched, ckpt, log, accelerator, best)
     finally:
         log.close()
-    test_metrics = _test(cfg, rundir, data, model, scorer, ckpt, best, accelerator)
+    test_metrics = _test(cfg, rundir, data, model, scorer, ckpt, best, accelerator, reached)
     results = _finish(cfg, rundir, data, model, ckpt, best, status, error, counts, world, t_start, test_metrics) \
         if main else None
     accelerator.wait_for_everyone()
@@ -560,7 +567,8 @@ def _compile(cfg, data: RunData, model, scorer, accelerator) -> bool:
 
 
 def _loop(cfg, data: RunData, model, scorer, opt, sched, ckpt: Checkpointer, log: MetricLog, accelerator, best):
-    """Steps data.start..cfg.steps; evaluation + checkpoint every eval_every. (status, error, best)."""
+    """Steps data.start..cfg.steps; evaluation + checkpoint every eval_every. (status, error, best,
+    the number of steps done)."""
     main, device, spec = accelerator.is_main_process, accelerator.device, data.spec
     rank, world = accelerator.process_index, accelerator.num_processes
     if data.start == 0 and model.pair_head is not None:
@@ -584,7 +592,7 @@ def _loop(cfg, data: RunData, model, scorer, opt, sched, ckpt: Checkpointer, log
                      f"best checkpoint kept (step {best['step']})")
             if main:
                 print(f"ept train: error: {error}")
-            return "failed", error, best
+            return "failed", error, best, step
         with torch.no_grad():
             log.step(step + 1, loss=loss, mu_t=mu, raw_norm=raw_norm(model), lr=lr)
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
@@ -601,11 +609,13 @@ def _loop(cfg, data: RunData, model, scorer, opt, sched, ckpt: Checkpointer, log
                 # Checkpoint last: everything up to here is redone identically after a kill.
                 ckpt.save_last(model, opt, device, step + 1, best)
             accelerator.wait_for_everyone()  # best/ is written before any process reads it (_finish)
-    return "finished", None, best
+    return "finished", None, best, cfg.steps
 
 
-def _test(cfg, rundir: RunDir, data: RunData, model, scorer, ckpt: Checkpointer, best, accelerator) -> dict | None:
-    """Test metrics of the best state (every process its shard); rank 0 exports its prompt."""
+def _test(cfg, rundir: RunDir, data: RunData, model, scorer, ckpt: Checkpointer, best, accelerator,
+          reached: int) -> dict | None:
+    """Test metrics of the best state (every process its shard); rank 0 exports its prompt, with its
+    task and the step it was taken at (`reached` of cfg.steps were done)."""
     if best["step"] is None:
         return None
     preds: list = []
@@ -613,7 +623,9 @@ def _test(cfg, rundir: RunDir, data: RunData, model, scorer, ckpt: Checkpointer,
         metrics = evaluate(scorer, data.spec, model.tokenizer, data.enc_test, data.test, cfg.eval_batch_size,
                            accelerator.device, accelerator, predictions=preds)
         if accelerator.is_main_process and model.prompt_config.has_prompt:
-            export_prompt(model, rundir.export, cfg.backbone, extra={"task": cfg.task, **task_meta(cfg)})
+            export_prompt(model, rundir.export, cfg.backbone,
+                          extra=export_record(data.spec, best["step"], reached, cfg.steps, task_spec=cfg.task_spec,
+                                              label_score_eos=cfg.label_score_eos))
     if accelerator.is_main_process:  # per test row: what the best state predicted (row-level statistics)
         rundir.write_predictions("test", [{"row": i, "prediction": p, "label": x.label}
                                           for i, (p, x) in enumerate(zip(preds, data.test))])
@@ -634,7 +646,10 @@ def _finish(cfg, rundir: RunDir, data: RunData, model, ckpt: Checkpointer, best,
         "best_step": best["step"], "main_metric": spec.main_metric,
         "validation": best["metrics"], "test": test_metrics, "final_mu_t": steps[-1]["mu_t"] if steps else None,
         "split_sizes": {"train": len(data.task.train), "validation": len(data.valid), "test": len(data.test)},
-        "data_source": data.task.source, "wall_seconds": round(time.time() - t_start, 1), "world_size": world,
+        "data_source": data.task.source,
+        # which file(s) trained it, and whether they are the full official train set or a sample
+        "train_data": {"files": list(data.task.train_files), "complete": data.task.train_complete},
+        "wall_seconds": round(time.time() - t_start, 1), "world_size": world,
         "config_hash": ckpt.cfg_hash, "precision": model.precision, "threads": torch.get_num_threads(),
         "compiled": model.compiled,
         "versions": {"ept": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
