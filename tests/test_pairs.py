@@ -416,7 +416,7 @@ def test_serving_siamese_rows_need_two_sides(tiny_bert, data_dir, tmp_path):
 
     server = MultiTaskServer(*load_backbone(tiny_bert))
     server.add_task("mrpc", out / "export", get_task("mrpc"))
-    with pytest.raises(RowError, match="row 0: .*side B is empty"):
+    with pytest.raises(RowError, match="row 0: .*'sentence2' is empty"):  # rendered as training does: named
         server.score([{"task": "mrpc", "fields": ["A man sleeps.", " "]}])
     with pytest.raises(RowError, match="row 1: .*\"fields\" must list 2 string"):
         server.score([{"task": "mrpc", "fields": ["a", "b"]}, {"task": "mrpc", "fields": ["only one"]}])
