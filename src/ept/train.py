@@ -42,7 +42,7 @@ from ept.batching import GROUP_WINDOW, batches, collate, feature_length, group_b
 from ept.checkpoint import export_prompt, export_record, load_state, read_tensors, save_method, trainable_state, check_state, \
     CheckpointError
 # TrainConfig lives in the torch-free ept.config; re-exported so `from ept.train import TrainConfig` works.
-from ept.config import PAPER_STEPS, SCHEDULERS, TrainConfig  # noqa: F401
+from ept.config import PAPER_STEPS, SCHEDULERS, TrainConfig, task_meta  # noqa: F401
 from ept.rundir import LAST_METHOD, LAST_OPTIMIZER, LAST_RNG, STATE, RunDir, RunDirError, atomic_save_tensors, \
     atomic_write_json, config_hash, identity, read_jsonl  # noqa: F401  (read_jsonl: re-exported for older callers)
 
@@ -166,7 +166,7 @@ class RunData:
 def setup_data(cfg: TrainConfig, start: int) -> RunData:
     from ept.tasks import load_task
 
-    data = load_task(cfg.task, data_dir=cfg.data_dir, seed=cfg.split_seed, few_shot_k=cfg.few_shot, sample_seed=cfg.seed,
+    data = load_task(cfg.spec, data_dir=cfg.data_dir, seed=cfg.split_seed, few_shot_k=cfg.few_shot, sample_seed=cfg.seed,
                      template=cfg.template)
     if not data.train:
         raise ValueError(f"task {cfg.task!r} has no training examples here ({data.source}); notes: {'; '.join(data.notes)}")
@@ -378,7 +378,7 @@ class Checkpointer:
     def save_best(self, model, step: int) -> None:
         # the precision it was validated in: `ept export` records it and `ept serve` computes in it
         save_method(model, self.rd.best, self.cfg.backbone, {"step": step, "task": self.cfg.task,
-                                                             "template": self.cfg.template,
+                                                             "template": self.cfg.template, **task_meta(self.cfg),
                                                              "precision": getattr(model, "precision", "fp32")})
 
     @contextlib.contextmanager
@@ -626,7 +626,8 @@ def _test(cfg, rundir: RunDir, data: RunData, model, scorer, ckpt: Checkpointer,
                            accelerator.device, accelerator, predictions=preds)
         if accelerator.is_main_process and model.prompt_config.has_prompt:
             export_prompt(model, rundir.export, cfg.backbone,
-                          extra=export_record(data.spec, best["step"], reached, cfg.steps, precision=model.precision))
+                          extra=export_record(data.spec, best["step"], reached, cfg.steps, task_spec=cfg.task_spec,
+                                              label_score_eos=cfg.label_score_eos, precision=model.precision))
     if accelerator.is_main_process:  # per test row: what the best state predicted (row-level statistics)
         rundir.write_predictions("test", [{"row": i, "prediction": p, "label": x.label}
                                           for i, (p, x) in enumerate(zip(preds, data.test))])

@@ -64,9 +64,9 @@ def task_head_params(args) -> int:
         return 0
     from ept.backbone_specs import BACKBONES
     from ept.heads import pair_head_params
-    from ept.tasks import get_task
+    from ept.tasks.taskfile import resolve_task
 
-    spec = get_task(args.task)
+    spec = resolve_task(args.task)  # a name or a task file
     if args.backbone in BACKBONES:
         kind = BACKBONES.get(args.backbone).kind
     else:
