@@ -508,3 +508,37 @@ def test_serve_cli_no_prefix_cache_gives_the_cached_results(minilm_tokenizer, tm
     cached, plain = outs[()], outs[("--no-prefix-cache",)]
     assert [r["prediction"] for r in cached] == [r["prediction"] for r in plain]
     torch.testing.assert_close(torch.tensor([r["scores"] for r in cached]), torch.tensor([r["scores"] for r in plain]))
+
+
+def test_serve_eval_mode_generate_reaches_a_causal_backbone(minilm_tokenizer, tmp_path, capsys):
+    """Issue 21: `ept serve --eval-mode generate` on a decoder-only export generates text (as the
+    task's own scorer in generate mode), over the CLI and an HTTP PUT; it used to reach seq2seq only
+    and a causal backbone silently ranked labels."""
+    from ept.checkpoint import export_prompt
+    from ept.cli import main
+    from ept.httpserve import ServeConfig, Service
+    from ept.prompts import method_config
+
+    model, tok = _tiny_llama(minilm_tokenizer)
+    model.save_pretrained(tmp_path / "llama")
+    tok.save_pretrained(tmp_path / "llama")
+    torch.manual_seed(3)
+    export_prompt(PromptedModel(model, tok, method_config("pt", num_tokens=4)), tmp_path / "a", str(tmp_path / "llama"))
+    rows = [{"task": "a", "text": s} for s in SENTENCES[:3]]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["serve", "--prompt", f"a={tmp_path / 'a'}", "--labels", "a=no,yes", "--eval-mode", "generate",
+                 "--input", str(tmp_path / "rows.jsonl")]) == 0
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    spec = LabelSpec("a", label_words=("no", "yes"))
+    _, want = _solo(model, tok, spec, MultiTaskServer(model, tok).add_task("a", tmp_path / "a", spec).prompt,
+                    [_example([r["text"]]) for r in rows], "causal", "generate")
+    assert [r["prediction"] for r in out] == want and all(isinstance(p, str) and "scores" not in r for p, r in zip(want, out))
+
+    service = Service(MultiTaskServer(model, tok), ServeConfig(eval_mode="generate"))
+    try:
+        from ept.checkpoint import load_exported
+
+        prompt, meta = load_exported(tmp_path / "a")
+        assert service.put_prompt("a", prompt, ["no", "yes"], "generate", meta)["mode"] == "generate"
+    finally:
+        service.batcher.close()

@@ -49,7 +49,7 @@ class ServeConfig:
     max_queue: int = 1024
     max_body_bytes: int = 1 << 20
     token: str | None = None
-    eval_mode: str | None = None  # seq2seq classification prompts added over HTTP
+    eval_mode: str | None = None  # prompts added over HTTP: rank | generate (seq2seq and causal)
 
 
 # ---------------------------------------------------------------------- request / response bodies
@@ -154,8 +154,7 @@ class Service:
 
         spec = spec_for(name, meta, labels)
         with self.lock:
-            task = self.server.add_task(name, prompt, spec, eval_mode=eval_mode if self.server.kind == "seq2seq" else None,
-                                        replace=True, meta=meta)
+            task = self.server.add_task(name, prompt, spec, eval_mode=eval_mode, replace=True, meta=meta)
         return task.describe()
 
     def delete_prompt(self, name: str) -> None:

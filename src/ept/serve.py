@@ -442,5 +442,5 @@ def build_server(loaded: dict, backbone: str | None = None, max_length: int | No
         raise ValueError(f"the exports name different backbones {sorted(map(str, names))}; pick one with --backbone")
     server = MultiTaskServer(*load_backbone(backbone or names.pop()), max_length=max_length, prefix_cache=prefix_cache)
     for name, (prompt, meta, spec) in loaded.items():
-        server.add_task(name, prompt, spec, eval_mode=eval_mode if server.kind == "seq2seq" else None, meta=meta)
+        server.add_task(name, prompt, spec, eval_mode=eval_mode, meta=meta)
     return server

@@ -57,7 +57,7 @@ def register(sub) -> None:
     p.add_argument("--labels", action="append", default=[], metavar="NAME=W1,W2,...",
                    help="label words of a prompt whose NAME is not a registered task")
     p.add_argument("--backbone", default=None, help="override the backbone the exports name")
-    p.add_argument("--eval-mode", default=None, choices=("rank", "generate"), help="seq2seq classification: rank (default) | generate")
+    p.add_argument("--eval-mode", default=None, choices=("rank", "generate"), help="seq2seq and causal classification: rank (default) | generate (an encoder has rank only)")
     p.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false",
                    help="causal backbones: recompute each prompt's keys/values every pass instead of once per task")
     p.add_argument("--max-length", type=positive_int, default=None, help="max input tokens (default: each task's, else 256)")
