@@ -266,3 +266,25 @@ def test_causal_prefix_cache_follows_put_and_delete(minilm_tokenizer):
         only_b = [r for r in rows if r["task"] == "b"]
         third = client.post("/v1/predict", json={"rows": only_b})
         check([p["scores"] for p in third.json()["predictions"]], reference({"b": new_b.expand(10, -1)}, only_b))
+
+
+def test_http_status_comes_from_the_error_type_not_its_text(minilm):
+    """Issue 21: 404 means "that task is not served" by the error's type (`TaskNotServed`), raised
+    by the task registry whether the row names an unknown task or its task was removed before the
+    pass; a row error that merely quotes the words "is not served" stays a 422, a stray KeyError a 500."""
+    from ept.httpserve import _status_of
+    from ept.serve import MultiTaskServer, RowError, TaskNotServed
+
+    model, tok = minilm
+    server = MultiTaskServer(model, tok)
+    server.add_task("a", torch.zeros(1, model.config.hidden_size), label_words=("no", "yes"))
+    features = server.prepare([{"task": "a", "text": "fine"}])
+    server.remove_task("a")
+    with pytest.raises(TaskNotServed) as gone:  # deleted between the request's check and its pass
+        server.predict(features)
+    with pytest.raises(TaskNotServed) as unknown:
+        server.prepare([{"task": "zz", "text": "x"}])
+    assert unknown.value.row == 0 and str(unknown.value).startswith("row 0: task 'zz' is not served")
+    assert [_status_of(e) for e in (gone.value, unknown.value)] == [404, 404]
+    assert _status_of(RowError(3, "the text 'this task is not served' is fine")) == 422
+    assert _status_of(KeyError("is not served")) == 500

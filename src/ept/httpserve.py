@@ -37,7 +37,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
 from ept.batcher import DynamicBatcher, QueueFull
-from ept.serve import RowError
+from ept.serve import TaskNotServed
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -270,7 +270,7 @@ def _names(tasks, limit: int = 20) -> str:
 
 
 def _status_of(err: Exception) -> int:
-    if isinstance(err, KeyError) or (isinstance(err, RowError) and "is not served" in str(err)):
+    if isinstance(err, TaskNotServed):
         return 404  # the task was deleted between the request's check and its pass
     return 422 if isinstance(err, ValueError) else 500
 
@@ -355,7 +355,7 @@ def _prompt_routes(app: FastAPI, auth: list, config: ServeConfig) -> None:
         """Stop serving task `name` (queued rows of it get 404)."""
         try:
             await run_in_threadpool(service.delete_prompt, name)
-        except KeyError:
+        except TaskNotServed:
             raise HTTPException(404, f"prompt {name!r} is not loaded; loaded: {_names(service.server.tasks)}") from None
         return {"deleted": name}
 

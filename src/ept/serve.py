@@ -41,11 +41,20 @@ MAX_LENGTH = 256  # paper Appendix B.2; a task spec's own max_length wins
 
 
 class RowError(ValueError):
-    """One input row is unusable; `.row` is its index in the request / file."""
+    """One input row is unusable; `.row` is its index in the request / file (None: not known)."""
 
-    def __init__(self, row: int, message: str):
-        super().__init__(f"row {row}: {message}")
+    def __init__(self, row: int | None, message: str):
+        super().__init__(message if row is None else f"row {row}: {message}")
         self.row = row
+
+
+class TaskNotServed(RowError, KeyError):
+    """A row or a call names a task that is not served (never served, or removed meanwhile): the
+    HTTP layer answers 404 by this type, not by the message text. A KeyError too, for callers
+    that look tasks up like a dict."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
 
 
 @dataclass(frozen=True)
@@ -109,13 +118,13 @@ class TaskRegistry:
         self.tasks[task.name] = task
 
     def remove(self, name: str) -> ServedTask:
+        self.get(name)
         self.bank.remove(name)
         return self.tasks.pop(name)
 
     def get(self, name, row: int | None = None) -> ServedTask:
         if not isinstance(name, str) or name not in self.tasks:
-            where = f"row {row}: " if row is not None else ""
-            raise KeyError(f"{where}task {name!r} is not served; served: {', '.join(self.tasks) or '(none)'}")
+            raise TaskNotServed(row, f"task {name!r} is not served; served: {', '.join(self.tasks) or '(none)'}")
         return self.tasks[name]
 
 
@@ -127,10 +136,7 @@ def parse_row(row, i: int, registry: TaskRegistry, kind: str) -> tuple[ServedTas
     """
     if not isinstance(row, dict):
         raise RowError(i, f"expected an object with \"task\" and \"text\" or \"fields\", got {type(row).__name__}")
-    try:
-        task = registry.get(row.get("task"), i)
-    except KeyError as err:
-        raise RowError(i, str(err.args[0]).removeprefix(f"row {i}: ")) from None
+    task = registry.get(row.get("task"), i)
     if "text" in row and "fields" in row:
         raise RowError(i, "give \"text\" or \"fields\", not both")
     if "text" in row:
