@@ -304,3 +304,43 @@ def test_ept_learns_sst2_on_real_smollm2(data_dir):
     with torch.no_grad():
         end = float(scorer.loss(probe))
     assert end < 0.5 * start, (start, end)
+
+
+# ------------------------------------------------------------------------------ sliding windows (Gemma 3)
+def tiny_gemma3(tok, window: int):
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = Gemma3ForCausalLM(Gemma3TextConfig(
+            vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=8, sliding_window=window, layer_types=["sliding_attention", "full_attention"] * 2,
+            pad_token_id=tok.pad_token_id, eos_token_id=tok.sep_token_id))
+    return model.eval().requires_grad_(False)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_sliding_window_counts_positions_not_padded_slots(llama_tok, side):
+    """Issue 21: a sliding-window layer (Gemma 3) must see the same keys for a row in a padded batch
+    as for the row alone. The window is counted in positions (which come from the mask), not in
+    slots: counted in slots, the pads between a short row's prompt and its answer pushed BOS and
+    the prompt out of a small window. Loss, rank scores and generation each equal the row alone."""
+    tok = copy.deepcopy(llama_tok)
+    tok.padding_side, tok.bos_token = side, "[CLS]"  # with BOS, as Gemma's tokenizer
+    torch.manual_seed(0)
+    model = PromptedModel(tiny_gemma3(tok, window=4), tok, method_config("pt", num_tokens=3)).eval()
+    assert model.uses_bos
+    spec = get_task("sst2")
+    exs = examples(spec)
+    feats = encode(tok, exs, "causal", 64).features
+    assert len({len(f["input_ids"]) for f in feats}) > 1  # really padded
+    scorer = make_scorer(model, spec)
+    with torch.no_grad():
+        batch = _batch(tok, feats)
+        alone = [_batch(tok, [f]) for f in feats]
+        torch.testing.assert_close(scorer.label_scores(batch), torch.cat([scorer.label_scores(b) for b in alone]),
+                                   rtol=1e-5, atol=1e-5)
+        sizes = torch.tensor([float((b["labels"] != -100).sum()) for b in alone])
+        per_row = torch.stack([target_loss(model, b) for b in alone])
+        torch.testing.assert_close(target_loss(model, batch), (per_row * sizes).sum() / sizes.sum(), rtol=1e-5, atol=1e-5)
+        assert greedy_generate(model, batch, 5) == [greedy_generate(model, b, 5)[0] for b in alone]

@@ -64,12 +64,55 @@ def encode_causal(tokenizer, examples, max_length: int) -> Encoded:
 # ------------------------------------------------------------------------------ passes
 def _run(model, **kwargs):
     """The base model (no LM head) with the KV cache under this transformers version's name for it
-    (`cache` from 5.x, `past_key_values` before)."""
+    (`cache` from 5.x, `past_key_values` before). A model with sliding-window layers gets its masks
+    from `window_masks` and a cache that keeps every key (the masks do the windowing)."""
+    from transformers import DynamicCache
+
     base = model.backbone.base_model
+    window = sliding_window(model.backbone.config)
+    if window is not None:
+        if kwargs.get("use_cache") and kwargs.get("cache") is None:
+            kwargs["cache"] = DynamicCache()  # no config: full layers, nothing dropped by slot count
+        queries = kwargs["inputs_embeds"].shape[1]
+        kwargs["attention_mask"] = window_masks(kwargs["attention_mask"], queries, window, kwargs["inputs_embeds"].dtype)
     if "cache" in kwargs and "cache" not in inspect.signature(base.forward).parameters:
         kwargs["past_key_values"] = kwargs.pop("cache")
     out = base(**kwargs)
     return out.last_hidden_state, getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+
+
+def sliding_window(config) -> int | None:
+    """The window of a model that mixes sliding-window and full attention layers (Gemma 2/3:
+    `layer_types` names them), else None."""
+    types = getattr(config, "layer_types", None) or ()
+    return getattr(config, "sliding_window", None) if "sliding_attention" in types else None
+
+
+def window_masks(mask: torch.Tensor, queries: int, window: int, dtype) -> dict:
+    """Additive attention masks (B, 1, Q, K) for the full and the sliding-window layers, from the
+    key mask (B, K) of cache + input (the Q queries are its last slots).
+
+    transformers counts a sliding window in slots (`masking_utils.sliding_window_overlay`:
+    kv_idx > q_idx - window), pads included, so in a padded batch a short row's sliding layers
+    lose keys they see when the row runs alone (BOS and the prompt first). Here the window is
+    counted in positions, which come from the mask as everywhere in this module: a key is seen
+    when it is real, not after the query, and less than `window` positions before it. Every query
+    also sees itself, so a pad query never attends to nothing (a NaN the next layer would spread)."""
+    K = mask.shape[1]
+    real = mask.bool()
+    pos = mask.long().cumsum(1) - 1  # (B, K)
+    q_slot = torch.arange(K - queries, K, device=mask.device)
+    k_slot = torch.arange(K, device=mask.device)
+    causal = k_slot[None, :] <= q_slot[:, None]  # (Q, K)
+    itself = k_slot[None, :] == q_slot[:, None]
+    full = causal[None] & real[:, None, :]  # (B, Q, K)
+    near = pos[:, -queries:, None] - pos[:, None, :] < window
+    lowest = torch.finfo(dtype).min
+
+    def additive(allowed):
+        return torch.zeros(allowed.shape, dtype=dtype, device=mask.device).masked_fill(~(allowed | itself), lowest)[:, None]
+
+    return {"full_attention": additive(full), "sliding_attention": additive(full & near)}
 
 
 def lm_logits(model, hidden: torch.Tensor) -> torch.Tensor:
@@ -133,18 +176,15 @@ def _layer_kv(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 @torch.no_grad()
-def prompt_kv(model, prompt: torch.Tensor) -> torch.Tensor | None:
+def prompt_kv(model, prompt: torch.Tensor) -> torch.Tensor:
     """Keys and values of [BOS][P'] for one task's prompt P' (n, e): (layers, 2, kv_heads, m, head_dim),
-    m = n (+1 with BOS), in the backbone's dtype. None when a sliding-window layer (Gemma 3) is
-    shorter than the prompt: it keeps only its last keys, so such a task is served uncached."""
+    m = n (+1 with BOS), in the backbone's dtype. Sliding-window layers (Gemma 3) keep every key
+    too: their window is applied by `window_masks`, in positions."""
     weight = model.backbone.get_input_embeddings().weight
     embeds = prompt.to(weight.device, weight.dtype).unsqueeze(0)  # (1, n, e)
     kwargs = model._causal_inputs(embeds, torch.ones(1, embeds.shape[1], dtype=torch.long, device=weight.device))
     _, cache = _run(model, **kwargs, use_cache=True)
-    layers = _layer_kv(cache)
-    if any(k.shape[2] != kwargs["inputs_embeds"].shape[1] for k, _ in layers):
-        return None
-    return torch.stack([torch.stack([k[0], v[0]]) for k, v in layers])
+    return torch.stack([torch.stack([k[0], v[0]]) for k, v in _layer_kv(cache)])
 
 
 def gather_prompt_kv(kvs: list[torch.Tensor], rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,8 +201,7 @@ def cached_prefix_pass(model, batch: dict, kv: torch.Tensor, kv_mask: torch.Tens
     """`prefix_pass` with [BOS][P'] already cached (`gather_prompt_kv`): only the input runs."""
     from transformers import DynamicCache
 
-    config = model.backbone.config  # a config gives each layer its kind (sliding window or full)
-    cache = DynamicCache(config=config) if "config" in inspect.signature(DynamicCache).parameters else DynamicCache()
+    cache = DynamicCache()  # no config: every layer keeps every key (sliding windows: `window_masks`)
     for layer in range(kv.shape[1]):
         cache.update(kv[:, layer, 0], kv[:, layer, 1], layer)
     mask = torch.cat([kv_mask.to(batch["attention_mask"]), batch["attention_mask"]], dim=1)

@@ -240,8 +240,7 @@ class CausalKernel(Seq2SeqKernel):
     With `prefix_cache` (the default) the keys/values of [BOS][P'] are computed once per task, when
     it is added (`ServedTask.prefix_kv`), and a pass gathers them per row and runs only the inputs;
     without it, every pass recomputes the prompt positions. The two give the same scores. A pass
-    with a task that has no cache (added with the cache off, or a sliding window shorter than its
-    prompt, see `ept.causal.prompt_kv`) runs uncached as a whole."""
+    with a task that has no cache (added with the cache off) runs uncached as a whole."""
 
     def prepare_task(self, task) -> str:
         from ept.causal import prompt_kv
