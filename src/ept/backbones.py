@@ -184,10 +184,11 @@ class PromptedModel(nn.Module):
     """A frozen backbone (trainable for `ft`) plus a prompt encoder and, optionally, a linear head."""
 
     def __init__(self, backbone: nn.Module, tokenizer, prompt_config: MethodConfig, linear_head_labels: int = 0,
-                 init_token_ids: list[int] | None = None):
+                 init_token_ids: list[int] | None = None, sink_token: str | None = None):
         super().__init__()
         self.backbone, self.tokenizer, self.prompt_config = backbone, tokenizer, prompt_config
         self.kind = backbone_kind(backbone.config)
+        self.sink_token, self.sink_token_id = sink_token, self._sink_id(sink_token)
         if backbone.get_input_embeddings() is None:
             raise ValueError("backbone has no input embeddings; a soft prompt needs them")
         self.embed_dim = backbone.get_input_embeddings().embedding_dim
@@ -263,7 +264,7 @@ class PromptedModel(nn.Module):
         tokenised without special tokens, see ept.causal). Position ids come from the mask, so a
         row has the same rotary positions alone, right-padded, left-padded, or behind a masked
         (shorter) prompt in a mixed-task batch: masked slots are skipped, not counted."""
-        bos = self.tokenizer.bos_token_id if self.uses_bos else None
+        bos = self.tokenizer.bos_token_id if self.uses_bos else self.sink_token_id
         if bos is not None:
             B = embeds.shape[0]
             bos_ids = torch.full((B, 1), bos, dtype=torch.long, device=embeds.device)
@@ -271,6 +272,24 @@ class PromptedModel(nn.Module):
             mask = torch.cat([mask.new_ones(B, 1), mask], dim=1)
         position_ids = (mask.long().cumsum(1) - 1).clamp(min=0)
         return {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": position_ids}
+
+    def _sink_id(self, token: str | None) -> int | None:
+        """`--sink-token`: a fixed token before P' on a decoder-only model whose tokenizer adds no BOS,
+        so the first position (where a causal LM parks its attention sink) holds a real token
+        instead of the prompt. Refused where it would change nothing or cannot be looked up."""
+        if token is None:
+            return None
+        if self.kind != "causal":
+            raise ValueError(f"sink_token={token!r} is for decoder-only (causal) backbones; this one is {self.kind}")
+        if self.uses_bos:
+            raise ValueError(f"sink_token={token!r}: this tokenizer already starts every row with BOS "
+                             f"{self.tokenizer.bos_token!r}, which sits before the prompt")
+        vocab = self.tokenizer.get_vocab()
+        if token not in vocab:
+            special = ", ".join(t for t in self.tokenizer.all_special_tokens if t in vocab)
+            raise ValueError(f"sink_token={token!r} is not one token of this tokenizer's vocabulary; "
+                             f"its special tokens: {special}")
+        return vocab[token]
 
     @property
     def uses_bos(self) -> bool:

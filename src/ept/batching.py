@@ -107,7 +107,7 @@ def encode(tokenizer, examples, kind: str, max_length: int, pair_encoding: str =
     if kind == "causal":  # source + answer cue, target ids apart (ept.causal)
         from ept.causal import encode_causal
 
-        return encode_causal(tokenizer, examples, max_length)
+        return encode_causal(tokenizer, examples, max_length, *([spec.answer_cue] if spec is not None else []))
     firsts, seconds = zip(*(_segments(x, kind) for x in examples)) if examples else ((), ())
     pair = any(s is not None for s in seconds)
     seconds = [s or "" for s in seconds] if pair else None

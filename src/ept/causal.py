@@ -33,21 +33,22 @@ from torch import nn
 
 from ept.batching import Encoded
 
-ANSWER_CUE = "\nAnswer:"  # after the T5 source; targets start with a space: " positive"
+from ept.tasks.spec import T5_ANSWER_CUE as ANSWER_CUE  # after the T5 source; targets start with a space: " positive"
 
 
 # ------------------------------------------------------------------------------ encoding
-def target_ids(tokenizer, text: str) -> list[int]:
+def target_ids(tokenizer, text: str, eos: bool = True) -> list[int]:
     ids = tokenizer(" " + text.strip(), add_special_tokens=False)["input_ids"]
     if not ids:
         raise ValueError(f"label/target {text!r} tokenizes to nothing with this tokenizer")
-    return ids + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
+    return ids + ([tokenizer.eos_token_id] if eos and tokenizer.eos_token_id is not None else [])
 
 
-def encode_causal(tokenizer, examples, max_length: int) -> Encoded:
+def encode_causal(tokenizer, examples, max_length: int, cue: str = ANSWER_CUE) -> Encoded:
     """Source + cue (no special tokens: BOS is added with the prompt) and target ids per row.
-    The source is cut on the right to fit `max_length` with the cue kept whole."""
-    cue = tokenizer(ANSWER_CUE, add_special_tokens=False)["input_ids"]
+    The source is cut on the right to fit `max_length` with the cue kept whole. `cue` is the task
+    template's (`TaskSpec.answer_cue`): T5 sources take "\nAnswer:", a natural template ends in its own."""
+    cue = tokenizer(cue, add_special_tokens=False)["input_ids"] if cue else []
     if max_length <= len(cue):
         raise ValueError(f"max_length={max_length} leaves no room for the input after the {len(cue)}-token answer cue")
     sources = tokenizer([x.source for x in examples], add_special_tokens=False)["input_ids"] if examples else []
@@ -284,9 +285,10 @@ def greedy_decode(model, prefix: dict, max_new_tokens: int) -> list[str]:
 
 
 # ------------------------------------------------------------------------------ scorer
-def label_id_table(tokenizer, texts) -> torch.Tensor:
-    """(C, T) token ids of each label continuation (space + word + EOS), padded with -100."""
-    rows = [target_ids(tokenizer, t) for t in texts]
+def label_id_table(tokenizer, texts, eos: bool = True) -> torch.Tensor:
+    """(C, T) token ids of each label continuation (space + word + EOS; without EOS if not `eos`),
+    padded with -100."""
+    rows = [target_ids(tokenizer, t, eos) for t in texts]
     width = max(len(r) for r in rows)
     return torch.tensor([r + [-100] * (width - len(r)) for r in rows])
 

@@ -76,7 +76,7 @@ def save_method(model, folder, backbone: str, extra: dict | None = None) -> None
     meta = {"ept_version": __version__, "backbone": backbone, "embed_dim": model.embed_dim,
             "prompt": model.prompt_config.to_dict(),
             "linear_head": model.head.out_features if model.head is not None else 0, **pair_meta(model),
-            **(extra or {})}
+            **({"sink_token": model.sink_token} if getattr(model, "sink_token", None) else {}), **(extra or {})}
     atomic_write_json(folder / CONFIG_FILE, meta)
 
 
@@ -94,7 +94,8 @@ def load_method(folder, backbone_model=None, tokenizer=None, dtype=None):
     meta = read_method_config(folder)
     if backbone_model is None:
         backbone_model, tokenizer = load_backbone(meta["backbone"], dtype=dtype)
-    model = PromptedModel(backbone_model, tokenizer, config_from_dict(meta["prompt"]), meta.get("linear_head", 0))
+    model = PromptedModel(backbone_model, tokenizer, config_from_dict(meta["prompt"]), meta.get("linear_head", 0),
+                          sink_token=meta.get("sink_token"))
     attach_pair_head(model, meta)
     load_state(model, Path(folder) / STATE_FILE)
     return model
@@ -149,7 +150,8 @@ def export_prompt(model, out, backbone: str, peft_task_type: str | None = None, 
         "ept_version": __version__, "backbone": backbone, "method": model.prompt_config.method,
         "num_tokens": n, "embed_dim": e, "broadcast": broadcast,
         "stored_vectors": vectors.shape[0], "inference_params": vectors.numel() + head_params,
-        **pair_meta(model), **(extra or {}),
+        **pair_meta(model), **({"sink_token": model.sink_token} if getattr(model, "sink_token", None) else {}),
+        **(extra or {}),
     })
     task_type = peft_task_type or {"seq2seq": "SEQ_2_SEQ_LM", "causal": "CAUSAL_LM"}.get(model.kind, "FEATURE_EXTRACTION")
     cfg = PromptTuningConfig(task_type=task_type, num_virtual_tokens=n, token_dim=e, num_transformer_submodules=1,

@@ -53,6 +53,16 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"help": "seed for init, data order and dropout", "min": 0})
     split_seed: int = field(default=42, metadata={"help": "seed of the split protocol (paper/DePT: 42)", "min": 0})
     eval_mode: Literal["rank", "generate"] | None = field(default=None, metadata={"help": "seq2seq: rank | generate"})
+    # ---- how a task is put to the model (issue 19; docs/tasks.md, "Templates")
+    template: str = field(default="t5", metadata={
+        "help": "the task's input template: t5 (the paper's text-to-text one) | natural (written for "
+                "decoder-only LMs) | any other the task names (`ept data describe TASK`)"})
+    label_score_eos: bool = field(default=True, metadata={
+        "help": "decoder-only rank scoring: a label's score includes log p(EOS | label) (true, the trained "
+                "target) or not (false, lm-evaluation-harness's choice scoring)"})
+    sink_token: str | None = field(default=None, metadata={
+        "help": "decoder-only, tokenizer without BOS (SmolLM2): this token (e.g. <|endoftext|>) goes before "
+                "the prompt, so the prompt does not sit in the attention-sink slot", "unset": "none"})
     linear_head: bool = field(default=False, metadata={"help": "encoder: trainable linear head instead of label scoring"})
     dtype: Literal["float32", "bfloat16", "float16"] = field(default="float32", metadata={
         "help": "backbone dtype: float32 | bfloat16 | float16 (prompt stays fp32)"})
@@ -100,6 +110,7 @@ class TrainConfig:
             raise ValueError(f"method={self.method!r}: expected a method name (`ept ls`) or a method config")
         validate(self)  # types and ranges of every field (the method config validated itself)
         self.task = TASKS.canonical(self.task)  # `CB` -> `cb`: run names and results use the registry's name
+        TASKS.get(self.task).with_template(self.template)  # an unknown template name lists the task's
         check_backbone(self.backbone)
         if self.warmup_steps >= self.steps:
             raise ValueError(f"warmup_steps={self.warmup_steps}: must be < steps={self.steps}")

@@ -47,9 +47,10 @@ def evaluate_run(run_dir, split: str = "test", task: str | None = None, data_dir
         cfg, model = load_run(run_dir, data_dir, precision, precision_fallback)
     model.eval()
     task = task or cfg.task
-    data = load_task(task, data_dir=data_dir or cfg.data_dir, seed=cfg.split_seed)
+    data = load_task(task, data_dir=data_dir or cfg.data_dir, seed=cfg.split_seed, template=cfg.template)
     examples = split_examples(data, split)[: max_examples or cfg.max_eval_examples]
-    scorer = make_scorer(model, data.spec, cfg.eval_mode, pair_encoding=cfg.pair_encoding, pair_head=cfg.pair_head)
+    scorer = make_scorer(model, data.spec, cfg.eval_mode, pair_encoding=cfg.pair_encoding, pair_head=cfg.pair_head,
+                         label_score_eos=cfg.label_score_eos)
     encoded = scorer.encode(examples, cfg.max_length or data.spec.max_length)
     device = next(model.parameters()).device
     if scorer.pair_encoding == "siamese":
@@ -94,10 +95,13 @@ def evaluate_pairs(scorer, encoded, examples, batch_size: int, device) -> dict:
 
 def evaluate_zero_shot(task: str, backbone: str = "minilm", split: str = "test", data_dir=None,
                        max_examples: int | None = None, pair_encoding: str = "siamese", fit_examples: int = 512,
-                       max_length: int | None = None, batch_size: int = 64, split_seed: int = 42) -> dict:
+                       max_length: int | None = None, batch_size: int = 64, split_seed: int = 42,
+                       template: str | None = None, sink_token: str | None = None, label_score_eos: bool = True) -> dict:
     """The frozen backbone with no prompt (`ept eval --no-prompt`): the "none" row. A siamese
     binary head gets its threshold fitted on the first `fit_examples` training pairs (no trained
-    weight anywhere); single-sentence tasks use the label-scoring head as usual."""
+    weight anywhere); single-sentence tasks use the label-scoring head as usual. On a decoder-only
+    backbone a classification task is rank-scored with and without the EOS term; the metrics of
+    `label_score_eos` come first, both under "label_score_eos" ({"true": ..., "false": ...})."""
     from ept.backbones import PromptedModel, load_backbone
     from ept.batching import batches
     from ept.heads import make_scorer
@@ -105,19 +109,29 @@ def evaluate_zero_shot(task: str, backbone: str = "minilm", split: str = "test",
     from ept.tasks import load_task
     from ept.train import evaluate
 
-    data = load_task(task, data_dir=data_dir, seed=split_seed)
+    data = load_task(task, data_dir=data_dir, seed=split_seed, template=template)
     examples = split_examples(data, split)[:max_examples]
     net, tokenizer = load_backbone(backbone)
-    model = PromptedModel(net, tokenizer, method_config("ft")).eval()  # ft = no prompt at all
+    model = PromptedModel(net, tokenizer, method_config("ft"), sink_token=sink_token).eval()  # ft = no prompt at all
     model.backbone.requires_grad_(False)
-    scorer = make_scorer(model, data.spec, pair_encoding=pair_encoding, pair_head="fixed")
+    scorer = make_scorer(model, data.spec, pair_encoding=pair_encoding, pair_head="fixed",
+                         label_score_eos=label_score_eos)
     max_length = max_length or data.spec.max_length
     encoded = scorer.encode(examples, max_length)
     device = next(model.parameters()).device
+    setting = {"template": data.spec.template_name}
     if scorer.pair_encoding == "siamese":
         scorer.fit(batches(tokenizer, scorer.encode(data.train[:fit_examples], max_length), batch_size))
         metrics = evaluate_pairs(scorer, encoded, examples, batch_size, device)
+    elif model.kind == "causal" and data.spec.kind == "classification":
+        both = {}
+        for eos in (label_score_eos, not label_score_eos):
+            scorer = make_scorer(model, data.spec, label_score_eos=eos)
+            both[str(eos).lower()] = evaluate(scorer, data.spec, tokenizer, encoded, examples, batch_size, device)
+        metrics = {**both[str(label_score_eos).lower()], "label_score_eos": both}
+        setting.update(sink_token=sink_token)
     else:
         metrics = evaluate(scorer, data.spec, tokenizer, encoded, examples, batch_size, device)
     pairs = {"pair_encoding": scorer.pair_encoding, "pooling": model.pooling.source} if model.kind == "encoder" else {}
-    return {"task": data.spec.name, "split": split, "examples": len(examples), "backbone": backbone, **pairs, **metrics}
+    return {"task": data.spec.name, "split": split, "examples": len(examples), "backbone": backbone, **setting,
+            **pairs, **metrics}

@@ -43,7 +43,7 @@ class Scorer:
         """The features this scorer reads (siamese scorers encode the two sides apart)."""
         from ept.batching import encode
 
-        return encode(self.model.tokenizer, examples, self.model.kind, max_length)
+        return encode(self.model.tokenizer, examples, self.model.kind, max_length, spec=self.spec)
 
     def loss(self, batch: dict) -> torch.Tensor:
         raise NotImplementedError
@@ -375,13 +375,17 @@ for _kind in ("classification", "regression", "generation"):
 
 class CausalLMScorer(Seq2SeqScorer):
     """Decoder-only LMs (ept.causal): the same text-to-text protocol as seq2seq, the loss and
-    scores computed on `[BOS][P'][source + cue][target]` with the LM head only where scored."""
+    scores computed on `[BOS][P'][source + cue][target]` with the LM head only where scored.
+    `label_score_eos`: rank a label by log p(word) + log p(EOS | word) (the default: the target the
+    model trains on) or by log p(word) alone, as lm-evaluation-harness scores choices."""
+
+    label_score_eos = True
 
     def label_ids(self) -> torch.Tensor:
         if self._label_ids is None:
             from ept.causal import label_id_table
 
-            self._label_ids = label_id_table(self.model.tokenizer, self.label_texts)
+            self._label_ids = label_id_table(self.model.tokenizer, self.label_texts, eos=self.label_score_eos)
         return self._label_ids
 
     def loss(self, batch):
@@ -405,9 +409,18 @@ for _kind in ("classification", "regression", "generation"):
 
 
 def make_scorer(model, spec, eval_mode: str | None = None, label_texts=None, pair_encoding: str | None = None,
-                pair_head: str = "trainable") -> Scorer:
+                pair_head: str = "trainable", label_score_eos: bool = True) -> Scorer:
     """The task's scorer. `pair_encoding="siamese"` picks the siamese pair scorer for pair tasks on
-    an encoder (attaching `model.pair_head`); None / "cross" keeps the joint [SEP] encoding."""
+    an encoder (attaching `model.pair_head`); None / "cross" keeps the joint [SEP] encoding.
+    `label_score_eos=False` (decoder-only rank scoring only) leaves EOS out of the label scores."""
+    if not label_score_eos and model.kind != "causal":
+        raise ValueError(f"label_score_eos=false is for decoder-only (causal) backbones; this one is {model.kind}")
+    scorer = _make_scorer(model, spec, eval_mode, label_texts, pair_encoding, pair_head)
+    scorer.label_score_eos = label_score_eos
+    return scorer
+
+
+def _make_scorer(model, spec, eval_mode, label_texts, pair_encoding, pair_head) -> Scorer:
     if resolve_pair_encoding(model.kind, spec, pair_encoding) == "siamese":
         return SiameseScorer(model, spec, eval_mode, label_texts, pair_head)
     key = f"{model.kind}/{spec.kind}"

@@ -37,7 +37,8 @@ SWEEP_MANIFEST = "sweep.json"
 NOT_IDENTITY = ("out", "tensorboard", "overwrite", "threads", "compile", "precision_fallback")
 # Fields added after runs existed, left out of the identity while at these values (what every
 # earlier run did): the config_hash of a run that does not use them stays what it was.
-NEUTRAL_WHEN = {"precision": "auto", "group_by_length": False}
+NEUTRAL_WHEN = {"precision": "auto", "group_by_length": False, "template": "t5", "label_score_eos": True,
+                "sink_token": None}
 # Fields that only change sentence-pair tasks: their defaults in a single-sentence task's identity.
 PAIR_KEYS = ("pair_encoding", "pair_head", "pair_fit_examples")
 # What a config.json WITHOUT a key means, where that differs from today's default: the value
@@ -277,6 +278,13 @@ class RunDir:
 
     def write_env(self, env: dict) -> None:
         atomic_write_json(self.env_path, env)
+
+    def predictions(self, split: str) -> Path:
+        return self.path / f"predictions-{split}.jsonl"
+
+    def write_predictions(self, split: str, rows: list[dict]) -> None:
+        """One JSON line per row of `split` (row index, prediction, label), written atomically."""
+        atomic_write_text(self.predictions(split), "".join(json.dumps(r) + "\n" for r in rows))
 
     def write_results(self, results: dict) -> None:
         atomic_write_json(self.results_path, results)

@@ -252,6 +252,9 @@ class MultiTaskServer:
             if not label_words and kind != "generation":
                 raise ValueError(f"task {name!r}: give a task spec or its label_words")
             spec = LabelSpec(name, kind, tuple(label_words or ()))
+        if meta.get("sink_token"):  # one shared model serves every task: its first slot is the task's P'
+            raise ValueError(f"prompt {name!r} was trained with sink_token={meta['sink_token']!r} before P'; "
+                             "mixed-task serving does not place sink tokens yet: evaluate it with `ept eval`")
         head = pooling = None
         if meta.get("pair_encoding") == "siamese":
             if self.kind != "encoder":

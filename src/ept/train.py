@@ -78,7 +78,8 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
     return out
 
 
-def evaluate(scorer, spec, tokenizer, encoded, examples, batch_size: int, device, accelerator=None) -> dict:
+def evaluate(scorer, spec, tokenizer, encoded, examples, batch_size: int, device, accelerator=None,
+             predictions: list | None = None) -> dict:
     """Metrics of `scorer` on `examples`: batches sorted by length (less padding), predictions put
     back in the rows' order, so the result equals in-order batching.
 
@@ -101,7 +102,10 @@ def evaluate(scorer, spec, tokenizer, encoded, examples, batch_size: int, device
         from accelerate.utils import gather_object
 
         pairs = gather_object(pairs)
-    return score(spec, in_row_order(pairs, len(encoded)), examples)
+    preds = in_row_order(pairs, len(encoded))
+    if predictions is not None:  # the caller keeps the per-row predictions (a row-level bootstrap needs them)
+        predictions.extend(preds)
+    return score(spec, preds, examples)
 
 
 def in_row_order(pairs, n: int) -> list:
@@ -162,7 +166,8 @@ class RunData:
 def setup_data(cfg: TrainConfig, start: int) -> RunData:
     from ept.tasks import load_task
 
-    data = load_task(cfg.task, data_dir=cfg.data_dir, seed=cfg.split_seed, few_shot_k=cfg.few_shot, sample_seed=cfg.seed)
+    data = load_task(cfg.task, data_dir=cfg.data_dir, seed=cfg.split_seed, few_shot_k=cfg.few_shot, sample_seed=cfg.seed,
+                     template=cfg.template)
     if not data.train:
         raise ValueError(f"task {cfg.task!r} has no training examples here ({data.source}); notes: {'; '.join(data.notes)}")
     first, last = start, cfg.steps
@@ -187,10 +192,12 @@ def setup_model(cfg: TrainConfig, spec, device, warn=print):
     if getattr(prompt_cfg, "init", None) is Init.LABEL:  # ft/lora/ia3 have no prompt init
         label_ids = tokenizer(" ".join(spec.label_words), add_special_tokens=False)["input_ids"]
     n_labels = len(spec.label_words) if cfg.linear_head else 0
-    model = PromptedModel(backbone, tokenizer, prompt_cfg, n_labels, init_token_ids=label_ids).to(device)
+    model = PromptedModel(backbone, tokenizer, prompt_cfg, n_labels, init_token_ids=label_ids,
+                          sink_token=cfg.sink_token).to(device)
     apply_precision(model, cfg.precision, cfg.dtype, cfg.precision_fallback, warn=lambda m: warn(f"ept train: warning: {m}"))
     model.train()
-    return model, make_scorer(model, spec, cfg.eval_mode, pair_encoding=cfg.pair_encoding, pair_head=cfg.pair_head)
+    return model, make_scorer(model, spec, cfg.eval_mode, pair_encoding=cfg.pair_encoding, pair_head=cfg.pair_head,
+                              label_score_eos=cfg.label_score_eos)
 
 
 def _no_decay(model) -> set[str]:
@@ -601,11 +608,15 @@ def _test(cfg, rundir: RunDir, data: RunData, model, scorer, ckpt: Checkpointer,
     """Test metrics of the best state (every process its shard); rank 0 exports its prompt."""
     if best["step"] is None:
         return None
+    preds: list = []
     with ckpt.best_state(model):
         metrics = evaluate(scorer, data.spec, model.tokenizer, data.enc_test, data.test, cfg.eval_batch_size,
-                           accelerator.device, accelerator)
+                           accelerator.device, accelerator, predictions=preds)
         if accelerator.is_main_process and model.prompt_config.has_prompt:
             export_prompt(model, rundir.export, cfg.backbone)
+    if accelerator.is_main_process:  # per test row: what the best state predicted (row-level statistics)
+        rundir.write_predictions("test", [{"row": i, "prediction": p, "label": x.label}
+                                          for i, (p, x) in enumerate(zip(preds, data.test))])
     return metrics
 
 

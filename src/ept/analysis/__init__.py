@@ -15,6 +15,7 @@
 | init      | Table 6          | results.json of an init sweep           |
 | neighbors | Appendix A.1     | export/ prompt + embedding table        |
 | transfer  | Fig. 10          | best/ state, evaluates on other tasks   |
+| residual  | (issue 19)       | best/ state, forward with layer hooks   |
 
 Each analysis is registered once below with the options it accepts; passing another option is
 an error naming the allowed ones (no silent settings).
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ept.analysis import curves, geometry, swaps
+from ept.analysis import curves, geometry, residual, swaps
 from ept.analysis.output import write_json
 from ept.analysis.runs import load_records
 from ept.registry import Registry
@@ -65,6 +66,8 @@ register_analysis("ablation", curves.ablation, "EPT + LayerNorm/residual/activat
 register_analysis("init", curves.init, "uniform / vocab / label initialisation (Table 6)", _SCORE)
 register_analysis("neighbors", geometry.neighbors, "nearest vocabulary tokens of each prompt token (App. A.1)",
                   ("top_k",))
+register_analysis("residual", residual.residual, "per-layer residual/update norms at prompt vs input positions",
+                  ("split", "max_examples", "data_dir"))
 register_analysis("transfer", swaps.transfer, "zero-shot transfer matrix and task similarity (Fig. 10)",
                   _EVAL + ("method", "normalize"))
 

@@ -37,9 +37,9 @@ class Prober:
         from ept.tasks import load_task
 
         task = task or record.task
-        key = (task, record.config.get("data_dir"), record.config.get("split_seed", 42))
+        key = (task, record.config.get("data_dir"), record.config.get("split_seed", 42), record.config.get("template"))
         if key not in self._data:
-            self._data[key] = load_task(task, data_dir=self.data_dir or key[1], seed=key[2])
+            self._data[key] = load_task(task, data_dir=self.data_dir or key[1], seed=key[2], template=key[3])
         data = self._data[key]
         cap = max_examples if max_examples is not None else record.config.get("max_eval_examples")
         rows = getattr(data, split)[:cap]
@@ -58,7 +58,8 @@ class Prober:
         spec, rows = self.examples(record, task, split, max_examples)
         scorer = make_scorer(model, spec, record.config.get("eval_mode"),
                              pair_encoding=record.config.get("pair_encoding", "cross"),  # older runs: joint pairs
-                             pair_head=record.config.get("pair_head", "trainable"))
+                             pair_head=record.config.get("pair_head", "trainable"),
+                             label_score_eos=record.config.get("label_score_eos", True))
         max_len = record.config.get("max_length") or spec.max_length
         encoded = scorer.encode(rows, max_len)
         device = next(model.parameters()).device

@@ -25,6 +25,10 @@ def register(sub) -> None:
                    help="the frozen backbone alone, zero-shot (pair tasks: siamese cosine, threshold fitted on training pairs)")
     p.add_argument("--backbone", default="minilm", help="with --no-prompt: the backbone")
     p.add_argument("--pair-encoding", default="siamese", choices=["siamese", "cross"], help="with --no-prompt")
+    p.add_argument("--template", help="with --no-prompt: the task's template (t5 | natural | ...; default t5)")
+    p.add_argument("--sink-token", help="with --no-prompt, decoder-only without BOS: a token before the input")
+    p.add_argument("--label-score-eos", choices=["true", "false"], default="true",
+                   help="with --no-prompt, decoder-only: which rank scoring comes first (both are reported)")
     p.add_argument("--data-dir", help="local task data")
     p.add_argument("--max-eval-examples", type=positive_int, help="cap the split size (default: the run's)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
@@ -55,7 +59,8 @@ def run(args) -> int:
         if args.run or not task:
             raise ValueError("--no-prompt evaluates the frozen backbone: give --task and no run folder")
         metrics = evaluate_zero_shot(task, args.backbone, args.split, args.data_dir, args.max_eval_examples,
-                                     args.pair_encoding)
+                                     args.pair_encoding, template=args.template, sink_token=args.sink_token,
+                                     label_score_eos=args.label_score_eos == "true")
     elif not args.run:
         raise ValueError("give a run folder (or --no-prompt --task TASK)")
     else:
@@ -65,5 +70,8 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(metrics))
     else:
-        print(" | ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+        print(" | ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
+                         if not isinstance(v, dict)))
+        for eos, m in metrics.get("label_score_eos", {}).items():
+            print(f"  label_score_eos={eos}: " + " | ".join(f"{k} {v:.2f}" for k, v in m.items() if isinstance(v, float)))
     return 0

@@ -9,7 +9,9 @@ local files are listed in the layout of ../shared/data (see docs/tasks.md for ev
 from __future__ import annotations
 
 from ept.registry import Registry
-from ept.tasks.spec import HubSource, LocalFile, TaskSpec
+from dataclasses import replace
+
+from ept.tasks.spec import HubSource, LocalFile, TaskSpec, Template
 
 TASKS: Registry[TaskSpec] = Registry("task")
 TAGS = ("glue", "superglue", "mrqa", "others", "paper21")
@@ -219,6 +221,41 @@ SPECS = [
         aliases=("paws-wiki", "paws_wiki"), reference=f"{_DEPT} PAWS (labeled_final)",
         doc="PAWS-Wiki adversarial paraphrase"),
 ]
+
+# Natural-language templates for decoder-only LMs (`--template natural`): the task said in words,
+# ending in its own answer cue, with everyday label words (same order as the T5 ones). A causal LM
+# never saw T5's "sst2 sentence:" prefixes; these are the lm-evaluation-harness / PromptSource style.
+_YES_NO, _TF = ("no", "yes"), ("true", "false")
+_NLI3 = "{premise}\nQuestion: {hypothesis} True, False or Neither?\nAnswer:"
+_PAIR_SAME = "Sentence 1: {sentence1}\nSentence 2: {sentence2}\nDo both sentences mean the same thing?\nAnswer:"
+_QA = "Context: {context}\nQuestion: {question}\nAnswer:"
+NATURAL = {
+    "boolq": ("{passage}\nQuestion: {question}?\nAnswer:", _YES_NO),
+    "cb": (_NLI3, ("true", "false", "neither")),  # entailment, contradiction, neutral
+    "multirc": ('{paragraph}\nQuestion: {question}\nIs the answer "{answer}" correct?\nAnswer:', _YES_NO),
+    "wic": ('Sentence 1: {sentence1}\nSentence 2: {sentence2}\nDoes the word "{word}" mean the same thing in both '
+            'sentences?\nAnswer:', _YES_NO),
+    "wsc": ("{text}\nIn the passage above, does the pronoun marked # refer to the words marked *?\nAnswer:", _YES_NO),
+    "cola": ("Sentence: {sentence}\nIs this sentence grammatically acceptable?\nAnswer:", _YES_NO),
+    "sst2": ("Review: {sentence}\nSentiment:", ()),
+    "mrpc": (_PAIR_SAME, _YES_NO),
+    "stsb": ("Sentence 1: {sentence1}\nSentence 2: {sentence2}\nSimilarity from 0 to 5:", ()),
+    "qqp": ("Question 1: {question1}\nQuestion 2: {question2}\nDo both questions ask the same thing?\nAnswer:",
+            _YES_NO),
+    "mnli": (_NLI3, ("true", "neither", "false")),  # entailment, neutral, contradiction
+    "qnli": ("Question: {question}\nSentence: {sentence}\nDoes the sentence answer the question?\nAnswer:",
+             ("yes", "no")),  # entailment, not_entailment
+    "rte": ("{sentence1}\nQuestion: {sentence2} True or False?\nAnswer:", _TF),
+    **{name: (_QA, ()) for name in ("nq", "hotpotqa", "searchqa", "newsqa")},
+    "winogrande": ("{sentence}\nOption 1: {option1}\nOption 2: {option2}\nWhich option fills the blank _?\nAnswer:",
+                   ("1", "2")),
+    "yelp": ("Review: {sentence}\nSentiment:", ()),
+    "scitail": ("{premise}\nQuestion: {hypothesis} True or False?\nAnswer:", _TF),  # entailment, neutral
+    "paws": (_PAIR_SAME, _YES_NO),
+}
+SPECS = [replace(s, templates=(Template("natural", NATURAL[s.name][0], label_words=NATURAL[s.name][1],
+                                        doc="natural language, for decoder-only LMs"),))
+         if s.name in NATURAL else s for s in SPECS]
 
 for _spec in SPECS:
     TASKS.register(_spec.name, _spec, *_spec.aliases)

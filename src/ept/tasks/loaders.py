@@ -77,12 +77,12 @@ def canonical_label(spec: TaskSpec, raw: Any, label_map: dict[str, int]) -> int 
         if key in label_map:
             return label_map[key]
         raise ValueError(f"label {raw!r} not in the label set; expected one of {sorted(label_map)}")
-    words = [w.lower() for w in spec.label_words]
+    words = [w.lower() for w in spec.file_label_words]
     if key in words:
         return words.index(key)
     if key.lstrip("-").isdigit() and 0 <= int(key) < len(words):
         return int(key)
-    raise ValueError(f"label {raw!r} not in the label set; expected one of {list(spec.label_words)} "
+    raise ValueError(f"label {raw!r} not in the label set; expected one of {list(spec.file_label_words)} "
                      f"or an index 0..{len(words) - 1}")
 
 
@@ -257,7 +257,7 @@ def _dotted(row: Any, key: str) -> Any:
 
 def load_task(name: str, data_dir: str | os.PathLike | None = None, seed: int = 42, few_shot_k: int | None = None,
               skip_bad_rows: bool = False, source: str = "auto", sample_seed: int | None = None,
-              split_protocol: str = "b1") -> TaskData:
+              split_protocol: str = "b1", template: str | None = None) -> TaskData:
     """Train / validation / test examples of a task in the paper's split protocol.
 
     seed: the split protocol's seed (validation/test never depend on anything else).
@@ -266,8 +266,9 @@ def load_task(name: str, data_dir: str | os.PathLike | None = None, seed: int = 
       (`ept train` passes the run seed, so each run of Table 3 draws its own sample; default: `seed`).
     split_protocol: "b1" (the text of Appendix B.1) or "table5" (Table 5's sizes where they differ).
     skip_bad_rows: skip malformed rows (counted in `bad_rows`) instead of raising RowError.
+    template: a named template of the task (`TaskSpec.template_names`; None / "t5": the T5 one).
     """
-    spec = get_task(name)
+    spec = get_task(name).with_template(template)
     if source not in ("auto", "local", "hub"):
         raise ValueError(f"unknown source {source!r}; allowed: auto, local, hub")
     if split_protocol not in PROTOCOLS:

@@ -12,7 +12,7 @@ named preprocessor needs, and `label`), and `TaskSpec.to_example` turns a record
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 KINDS = ("classification", "regression", "generation")
@@ -87,6 +87,25 @@ class HubSource:
         return where + (f" [{self.filter[0]}={self.filter[1]}]" if self.filter else "")
 
 
+# The answer cue a decoder-only model reads after the T5 source ("sst2 sentence: ...\nAnswer:").
+T5_ANSWER_CUE = "\nAnswer:"
+DEFAULT_TEMPLATE = "t5"
+
+
+@dataclass(frozen=True)
+class Template:
+    """A named alternative to a task's T5 template (`--template NAME`): the input as `source_format`
+    over the same record keys, the cue a decoder-only model reads after it (empty when the format
+    already ends in one, e.g. "...\nSentiment:"), and optionally its own label words (same count,
+    same order: index = label). Encoders read the raw fields and ignore templates."""
+
+    name: str
+    source_format: str
+    answer_cue: str = ""
+    label_words: tuple[str, ...] = ()
+    doc: str = field(default="", compare=False)
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """One task as data. `template(record)` renders the model input; see docs/tasks.md."""
@@ -117,6 +136,10 @@ class TaskSpec:
     version: int = 1
     reference: str = ""
     doc: str = field(default="", compare=False)  # one line for `ept ls` / docs
+    templates: tuple[Template, ...] = ()          # named alternatives to the T5 template (`--template`)
+    answer_cue: str = T5_ANSWER_CUE               # decoder-only: read after the source, before the target
+    template_name: str = DEFAULT_TEMPLATE         # which template `source_format` is (`with_template`)
+    data_label_words: tuple[str, ...] = ()        # set by `with_template`: the words the files code labels by
 
     def __post_init__(self) -> None:
         problems = []
@@ -137,8 +160,38 @@ class TaskSpec:
                 missing = [k for k in self.record_keys if f.columns and k not in f.columns]
                 if missing:
                     problems.append(f"{f.path}: columns lack {missing}")
+        for t in self.templates:
+            if t.label_words and len(t.label_words) != len(self.label_words):
+                problems.append(f"template {t.name!r}: {len(t.label_words)} label_words, the task has "
+                                f"{len(self.label_words)}")
+        names = [t.name for t in self.templates]
+        if DEFAULT_TEMPLATE in names or len(set(names)) != len(names):
+            problems.append(f"template names {names}: must be distinct and not {DEFAULT_TEMPLATE!r} (the T5 one)")
         if problems:
             raise ValueError(f"task {self.name!r}: " + "; ".join(problems))
+
+    @property
+    def file_label_words(self) -> tuple[str, ...]:
+        """The label words a data file may spell its labels with (the T5 ones, whatever the template)."""
+        return self.data_label_words or self.label_words
+
+    @property
+    def template_names(self) -> tuple[str, ...]:
+        return (DEFAULT_TEMPLATE,) + tuple(t.name for t in self.templates)
+
+    def with_template(self, name: str | None) -> "TaskSpec":
+        """This task read through template `name` ("t5" or None: itself): its source format, answer
+        cue and label words replace the T5 ones; everything else (files, splits, metrics) is kept."""
+        if name in (None, self.template_name):
+            return self
+        if name == DEFAULT_TEMPLATE:
+            raise ValueError(f"task {self.name!r} is already read through template {self.template_name!r}")
+        chosen = {t.name: t for t in self.templates}.get(name)
+        if chosen is None:
+            raise ValueError(f"task {self.name!r} has no template {name!r}; allowed: {', '.join(self.template_names)}")
+        return replace(self, source_format=chosen.source_format, answer_cue=chosen.answer_cue,
+                       label_words=chosen.label_words or self.label_words, template_name=name,
+                       data_label_words=self.file_label_words)
 
     @property
     def record_keys(self) -> tuple[str, ...]:
@@ -154,7 +207,15 @@ class TaskSpec:
 
     def template(self, record: Mapping[str, Any]) -> str:
         """The text-to-text source for one record (after the task's named preprocessor)."""
-        return _squash(self.source_format.format(**self._prepared(record)))
+        return self._render(self._prepared(record))
+
+    def _render(self, rec: Mapping[str, Any]) -> str:
+        """The T5 template squashes all whitespace (its sources are one line); a named template keeps
+        its own line breaks ("Review: ...\nSentiment:") and squashes each text field to one line."""
+        if self.template_name == DEFAULT_TEMPLATE:
+            return _squash(self.source_format.format(**rec))
+        flat = {k: _squash(v) if isinstance(v, str) else v for k, v in rec.items()}
+        return "\n".join(line.strip() for line in self.source_format.format(**flat).split("\n")).strip()
 
     def target(self, label: Any) -> str:
         if self.kind == "classification":
@@ -172,7 +233,7 @@ class TaskSpec:
         rec = self._prepared(record)
         label = rec["label"]
         return Example(
-            source=_squash(self.source_format.format(**rec)),
+            source=self._render(rec),
             target=self.target(label),
             label=None if self.kind == "generation" else label,
             fields=tuple(_squash(str(rec[k])) for k in self.fields),
