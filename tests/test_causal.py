@@ -344,3 +344,36 @@ def test_sliding_window_counts_positions_not_padded_slots(llama_tok, side):
         per_row = torch.stack([target_loss(model, b) for b in alone])
         torch.testing.assert_close(target_loss(model, batch), (per_row * sizes).sum() / sizes.sum(), rtol=1e-5, atol=1e-5)
         assert greedy_generate(model, batch, 5) == [greedy_generate(model, b, 5)[0] for b in alone]
+
+
+@pytest.mark.parametrize("first", ["none", "bos", "sink"])
+def test_peft_export_reproduces_ept_scores_with_and_without_bos(tiny_llama, tmp_path, first):
+    """Issue 21: ept runs [BOS][P'][x] (or [sink][P'][x]); PEFT puts its virtual tokens before the
+    tokenised input. Used as the README says (`PeftModel.from_pretrained(base, OUT/peft)`, inputs
+    tokenised with add_special_tokens=False, as prompt.json records), the exported adapter must give
+    ept's logits on every input position whether the tokenizer adds BOS or not: the adapter's first
+    virtual token is then BOS's (or the sink token's) embedding."""
+    from peft import PeftModel
+
+    from ept.causal import _run, lm_logits
+    from ept.checkpoint import export_prompt, load_exported
+
+    backbone, tok = tiny_llama
+    tok = copy.deepcopy(tok)
+    if first == "bos":
+        tok.bos_token = "[CLS]"  # WordPiece starts every text with [CLS]: a BOS tokenizer (Llama 3, Gemma)
+    torch.manual_seed(0)
+    model = PromptedModel(copy.deepcopy(backbone), tok, method_config("ept"),
+                          sink_token="[CLS]" if first == "sink" else None).eval()
+    assert model.uses_bos == (first == "bos")
+    export_prompt(model, tmp_path, "tiny")
+    _, meta = load_exported(tmp_path)
+    assert meta["peft_add_special_tokens"] is False
+    peft_model = PeftModel.from_pretrained(copy.deepcopy(backbone), str(tmp_path / "peft")).eval()
+    text = "sst2 sentence: a gem of a film" + ANSWER_CUE
+    ids = tok(text, add_special_tokens=meta["peft_add_special_tokens"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        theirs = peft_model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, -ids.shape[1]:]
+        hidden, _ = _run(model, **model.build_inputs({"input_ids": ids, "attention_mask": torch.ones_like(ids)}))
+        ours = lm_logits(model, hidden[:, -ids.shape[1]:])
+    torch.testing.assert_close(theirs.float(), ours, atol=1e-5, rtol=1e-5)

@@ -264,7 +264,7 @@ class PromptedModel(nn.Module):
         tokenised without special tokens, see ept.causal). Position ids come from the mask, so a
         row has the same rotary positions alone, right-padded, left-padded, or behind a masked
         (shorter) prompt in a mixed-task batch: masked slots are skipped, not counted."""
-        bos = self.tokenizer.bos_token_id if self.uses_bos else self.sink_token_id
+        bos = self.lead_token_id
         if bos is not None:
             B = embeds.shape[0]
             bos_ids = torch.full((B, 1), bos, dtype=torch.long, device=embeds.device)
@@ -290,6 +290,14 @@ class PromptedModel(nn.Module):
             raise ValueError(f"sink_token={token!r} is not one token of this tokenizer's vocabulary; "
                              f"its special tokens: {special}")
         return vocab[token]
+
+    @property
+    def lead_token_id(self) -> int | None:
+        """Decoder-only: the token that opens every row before P' (BOS where the tokenizer adds one,
+        else the sink token, else none); exports put it first in the PEFT adapter."""
+        if self.kind != "causal":
+            return None
+        return self.tokenizer.bos_token_id if self.uses_bos else self.sink_token_id
 
     @property
     def uses_bos(self) -> bool:
