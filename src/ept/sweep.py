@@ -119,13 +119,10 @@ def _backbone_kind(name: str) -> str | None:
 
 def _check_protocol(configs: list[dict]) -> list[str]:
     """Paper-protocol keys that would fail only inside a run: generation on a backbone that cannot
-    generate, and a learning rate that is not a positive number."""
+    generate. (The lr needs no check here: `TrainConfig.from_dict` already parsed and range-checked
+    every run's config, YAML's string `1e-5` included, through `ept.flags.coerce`.)"""
     errors = []
     for c in configs:
-        lr = c.get("lr")
-        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0):
-            hint = " (YAML reads 1e-5 as a string: write 1.0e-5)" if isinstance(lr, str) else ""
-            errors.append(f"lr: learning rates must be positive numbers, got {lr!r}{hint}")
         if c.get("eval_mode") == "generate" and _backbone_kind(c["backbone"]) == "encoder":
             errors.append(f"eval_mode: 'generate' needs a backbone that generates text; backbone {c['backbone']!r} "
                           f"is an encoder (rank classification only: drop eval_mode or use a seq2seq backbone)")
