@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from ept.backbones import PromptedModel, param_counts
-from ept.batching import batches, collate, encode, is_pair_task, mark_word, pair_sides
+from ept.batching import batches, collate, encode
+from ept.tasks.spec import PAIR_TASKS_BY_NAME, is_pair_task, pair_sides
+from ept.tasks.templates import PAIR_SIDES, mark_word
 from ept.checkpoint import export_prompt, load_exported, load_method, save_method, trainable_state
 from ept.heads import (PairHead, SiameseScorer, best_threshold, cosent_loss, make_scorer, pair_head_params,
                        resolve_pair_encoding)
@@ -119,6 +121,7 @@ def test_wic_word_is_marked():
     assert mark_word("She went home.", "go") == "She went home. (go)"
     ex = Example("", "", 1, ("The bank closed.", "A river bank.", "bank"))
     assert pair_sides(ex, get_task("wic")) == ('The "bank" closed.', 'A river "bank".')
+    assert set(PAIR_SIDES) <= set(PAIR_TASKS_BY_NAME)  # a task's sides live with the task (ept.tasks)
 
 
 @pytest.mark.parametrize("fields,needle", [

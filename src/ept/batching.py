@@ -11,12 +11,13 @@ models were trained). A siamese batch stacks the B side-A rows and then the B si
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import torch
 
-from ept.tasks.spec import is_pair_task  # noqa: F401  (the rule lives torch-free; every PAIR_SIDES key is in PAIR_TASKS_BY_NAME)
+# A task's formatting lives with the task (ept.tasks): which fields are the two sides of a pair.
+from ept.tasks.spec import is_pair_task, pair_sides  # noqa: F401  (re-exported)
+from ept.tasks.templates import mark_word  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -40,43 +41,6 @@ def _segments(example, kind: str):
     if kind == "encoder" and example.fields:
         return encoder_segments(example.fields)
     return example.source, None
-
-
-def mark_word(sentence: str, word: str) -> str:
-    """WiC: wrap the first word of `sentence` that starts with the target lemma's stem in quotes
-    ("bank" -> `the "banks" of`); when no word matches (irregular forms), append ` (word)`."""
-    words, stem = sentence.split(), word.lower()[: max(3, len(word) - 2)]
-    for i, w in enumerate(words):
-        lead, core, tail = re.match(r"^(\W*)(.*?)(\W*)$", w).groups()  # punctuation stays outside the marks
-        if core.lower().startswith(stem):
-            return " ".join(words[:i] + [f'{lead}"{core}"{tail}'] + words[i + 1:])
-    return f"{sentence} ({word})"
-
-
-def _wic_sides(fields):
-    s1, s2, word = fields
-    return mark_word(s1, word), mark_word(s2, word)
-
-
-# Tasks whose two sides are not simply their two text fields (task name -> fields -> (a, b)).
-PAIR_SIDES = {"wic": _wic_sides}
-
-
-
-def pair_sides(example, spec, position: int = 0) -> tuple[str, str]:
-    """(side A, side B) of one example; a missing or empty side is an error naming the row."""
-    if not is_pair_task(spec):
-        raise ValueError(f"task {spec.name!r} has fields {spec.fields}: not a sentence-pair task; "
-                         f"use pair_encoding=cross")
-    expected = len(spec.fields)
-    if len(example.fields) != expected:
-        raise ValueError(f"task {spec.name!r}, example {position}: a pair needs {expected} fields "
-                         f"{spec.fields}, got {len(example.fields)}: {example.fields!r}")
-    sides = PAIR_SIDES[spec.name](example.fields) if spec.name in PAIR_SIDES else tuple(example.fields)
-    for name, text in zip(("A", "B"), sides):
-        if not text.strip():
-            raise ValueError(f"task {spec.name!r}, example {position}: side {name} is empty: {example.fields!r}")
-    return sides
 
 
 def encode_pairs(tokenizer, examples, spec, max_length: int) -> Encoded:

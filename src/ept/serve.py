@@ -164,9 +164,9 @@ def parse_row(row, i: int, registry: TaskRegistry, kind: str) -> tuple[ServedTas
 
 
 def siamese_sides(task: ServedTask, fields, i: int) -> tuple[str, str]:
-    """The two sides of a siamese row, as training builds them (`ept.batching.pair_sides`: WiC's
+    """The two sides of a siamese row, as training builds them (`ept.tasks.spec.pair_sides`: WiC's
     word marked, no empty side); a task known only by label words takes exactly two fields."""
-    from ept.batching import pair_sides
+    from ept.tasks.spec import pair_sides
     from ept.tasks import Example
 
     spec = task.spec

@@ -249,7 +249,7 @@ class TaskSpec:
 
 
 # Tasks with more than two fields that still compare two texts (WiC: two sentences, the word
-# marked in both; `ept.batching.PAIR_SIDES` builds their sides).
+# marked in both; `ept.tasks.templates.PAIR_SIDES` builds their sides).
 PAIR_TASKS_BY_NAME = ("wic",)
 
 
@@ -258,6 +258,25 @@ def is_pair_task(spec: TaskSpec) -> bool:
     SciTail, PAWS), and WiC with its word marked in both sentences. Torch-free: the run-folder
     identity (`ept.rundir`) asks it too."""
     return spec.name in PAIR_TASKS_BY_NAME or len(spec.fields) == 2
+
+
+def pair_sides(example, spec, position: int = 0) -> tuple[str, str]:
+    """(side A, side B) of one example of a pair task; a missing or empty side is an error naming
+    the row. Training (`ept.batching.encode_pairs`) and serving (`ept.serve.siamese_sides`) call it."""
+    from ept.tasks.templates import PAIR_SIDES  # local: templates imports nothing from here
+
+    if not is_pair_task(spec):
+        raise ValueError(f"task {spec.name!r} has fields {spec.fields}: not a sentence-pair task; "
+                         f"use pair_encoding=cross")
+    expected = len(spec.fields)
+    if len(example.fields) != expected:
+        raise ValueError(f"task {spec.name!r}, example {position}: a pair needs {expected} fields "
+                         f"{spec.fields}, got {len(example.fields)}: {example.fields!r}")
+    sides = PAIR_SIDES[spec.name](example.fields) if spec.name in PAIR_SIDES else tuple(example.fields)
+    for name, text in zip(("A", "B"), sides):
+        if not text.strip():
+            raise ValueError(f"task {spec.name!r}, example {position}: side {name} is empty: {example.fields!r}")
+    return sides
 
 
 def stsb_string(score: float) -> str:

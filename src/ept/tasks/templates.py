@@ -90,6 +90,26 @@ def mrqa(record: Record) -> Record:
             "context": pad_punctuation(str(record["context"])), "label": answers}
 
 
+def mark_word(sentence: str, word: str) -> str:
+    """WiC: wrap the first word of `sentence` that starts with the target lemma's stem in quotes
+    ("bank" -> `the "banks" of`); when no word matches (irregular forms), append ` (word)`."""
+    words, stem = sentence.split(), word.lower()[: max(3, len(word) - 2)]
+    for i, w in enumerate(words):
+        lead, core, tail = re.match(r"^(\W*)(.*?)(\W*)$", w).groups()  # punctuation stays outside the marks
+        if core.lower().startswith(stem):
+            return " ".join(words[:i] + [f'{lead}"{core}"{tail}'] + words[i + 1:])
+    return f"{sentence} ({word})"
+
+
+def wic_sides(fields) -> tuple[str, str]:
+    s1, s2, word = fields
+    return mark_word(s1, word), mark_word(s2, word)
+
+
+# Tasks whose two sides (siamese pair scoring) are not simply their two text fields:
+# task name -> fields -> (side A, side B). Each key is in `ept.tasks.spec.PAIR_TASKS_BY_NAME`.
+PAIR_SIDES: dict[str, Callable[[tuple], tuple[str, str]]] = {"wic": wic_sides}
+
 PREPROCESSORS.register("wsc", wsc)
 PREPROCESSORS.register("multirc", multirc)
 PREPROCESSORS.register("mrqa", mrqa)
