@@ -17,7 +17,7 @@ import torch
 
 from ept.backbones import PromptedModel, param_counts
 from ept.batching import batches, collate, encode
-from ept.causal import (ANSWER_CUE, greedy_generate, label_id_table, rank_scores, target_ids, target_loss)
+from ept.kinds.causal import (ANSWER_CUE, greedy_generate, label_id_table, rank_scores, target_ids, target_loss)
 from ept.heads import make_scorer
 from ept.prompts import METHODS, method_config
 from ept.tasks import get_task
@@ -355,7 +355,7 @@ def test_peft_export_reproduces_ept_scores_with_and_without_bos(tiny_llama, tmp_
     virtual token is then BOS's (or the sink token's) embedding."""
     from peft import PeftModel
 
-    from ept.causal import _run, lm_logits
+    from ept.kinds.causal import _run, lm_logits
     from ept.checkpoint import export_prompt, load_exported
 
     backbone, tok = tiny_llama

@@ -17,7 +17,7 @@ import torch
 
 from ept.backbones import PromptedModel
 from ept.batching import collate, encode
-from ept.causal import label_id_table, rank_scores
+from ept.kinds.causal import label_id_table, rank_scores
 from ept.checkpoint import load_method, save_method
 from ept.config import TrainConfig
 from ept.prompts import method_config

@@ -136,7 +136,7 @@ def test_run_records_precision_and_threads(tiny_bert, data_dir, tmp_path, fast_b
 
 
 def test_compile_falls_back_to_eager_naming_the_error(tiny_llama):
-    from ept.causal import target_loss
+    from ept.kinds.causal import target_loss
 
     backbone, tok = tiny_llama
     model = PromptedModel(copy.deepcopy(backbone), tok, method_config("pt"))

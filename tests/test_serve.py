@@ -281,7 +281,7 @@ def test_causal_prefix_cache_equals_uncached(minilm_tokenizer, padding_side, bos
 def test_causal_prefix_cache_with_sliding_window_layers(minilm_tokenizer, window):
     """Gemma 3 mixes sliding-window and full layers: with a window longer than every prompt but
     shorter than prompt + input (12), or shorter than a prompt (4 < 10), every task keeps its cache
-    (the window is applied by the masks, in positions: `ept.causal.window_masks`) and the cached
+    (the window is applied by the masks, in positions: `ept.kinds.causal.window_masks`) and the cached
     passes give the uncached scores."""
     import copy
 

@@ -261,7 +261,7 @@ class PromptedModel(nn.Module):
 
     def _causal_inputs(self, embeds: torch.Tensor, mask: torch.Tensor) -> dict:
         """Decoder-only: [BOS] [P'] [input], BOS only where the tokenizer adds one (inputs are
-        tokenised without special tokens, see ept.causal). Position ids come from the mask, so a
+        tokenised without special tokens, see ept.kinds.causal). Position ids come from the mask, so a
         row has the same rotary positions alone, right-padded, left-padded, or behind a masked
         (shorter) prompt in a mixed-task batch: masked slots are skipped, not counted."""
         bos = self.lead_token_id

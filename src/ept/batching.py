@@ -68,8 +68,8 @@ def encode(tokenizer, examples, kind: str, max_length: int, pair_encoding: str =
         return encode_pairs(tokenizer, examples, spec, max_length)
     if pair_encoding != "cross":
         raise ValueError(f"pair_encoding={pair_encoding!r}; allowed: cross, siamese")
-    if kind == "causal":  # source + answer cue, target ids apart (ept.causal)
-        from ept.causal import encode_causal
+    if kind == "causal":  # source + answer cue, target ids apart (ept.kinds.causal)
+        from ept.kinds.causal import encode_causal
 
         return encode_causal(tokenizer, examples, max_length, *([spec.answer_cue] if spec is not None else []))
     firsts, seconds = zip(*(_segments(x, kind) for x in examples)) if examples else ((), ())

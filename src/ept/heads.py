@@ -374,7 +374,7 @@ for _kind in ("classification", "regression", "generation"):
 
 
 class CausalLMScorer(Seq2SeqScorer):
-    """Decoder-only LMs (ept.causal): the same text-to-text protocol as seq2seq, the loss and
+    """Decoder-only LMs (ept.kinds.causal): the same text-to-text protocol as seq2seq, the loss and
     scores computed on `[BOS][P'][source + cue][target]` with the LM head only where scored.
     `label_score_eos`: rank a label by log p(word) + log p(EOS | word) (the default: the target the
     model trains on) or by log p(word) alone, as lm-evaluation-harness scores choices."""
@@ -383,23 +383,23 @@ class CausalLMScorer(Seq2SeqScorer):
 
     def label_ids(self) -> torch.Tensor:
         if self._label_ids is None:
-            from ept.causal import label_id_table
+            from ept.kinds.causal import label_id_table
 
             self._label_ids = label_id_table(self.model.tokenizer, self.label_texts, eos=self.label_score_eos)
         return self._label_ids
 
     def loss(self, batch):
-        from ept.causal import target_loss
+        from ept.kinds.causal import target_loss
 
         return target_loss(self.model, batch)
 
     def _generate(self, batch, max_new, prompt=None, prompt_mask=None):
-        from ept.causal import greedy_generate
+        from ept.kinds.causal import greedy_generate
 
         return greedy_generate(self.model, batch, max_new, prompt, prompt_mask)
 
     def label_scores(self, batch, prompt=None, prompt_mask=None):
-        from ept.causal import rank_scores
+        from ept.kinds.causal import rank_scores
 
         return rank_scores(self.model, batch, self.label_ids(), prompt, prompt_mask)
 

@@ -235,7 +235,7 @@ def prompts_first(prompt: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tenso
 
 class CausalKernel(Seq2SeqKernel):
     """Decoder-only: one prefix pass over [BOS][P'_row][input] for every row, then the labels of
-    each row's own task as continuations (ept.causal); generation greedy on the same cache.
+    each row's own task as continuations (ept.kinds.causal); generation greedy on the same cache.
 
     With `prefix_cache` (the default) the keys/values of [BOS][P'] are computed once per task, when
     it is added (`ServedTask.prefix_kv`), and a pass gathers them per row and runs only the inputs;
@@ -243,7 +243,7 @@ class CausalKernel(Seq2SeqKernel):
     with a task that has no cache (added with the cache off) runs uncached as a whole."""
 
     def prepare_task(self, task) -> str:
-        from ept.causal import prompt_kv
+        from ept.kinds.causal import prompt_kv
 
         mode = super().prepare_task(task)
         if self.prefix_cache:
@@ -252,7 +252,7 @@ class CausalKernel(Seq2SeqKernel):
         return mode
 
     def _prefix(self, server, features, tasks) -> dict:
-        from ept.causal import cached_prefix_pass, gather_prompt_kv, prefix_pass
+        from ept.kinds.causal import cached_prefix_pass, gather_prompt_kv, prefix_pass
 
         if not self.prefix_cache or any(t.prefix_kv is None for t in tasks):
             batch, prompt, mask = server.inputs(features, tasks)
@@ -267,7 +267,7 @@ class CausalKernel(Seq2SeqKernel):
         return cached_prefix_pass(self.model, server.collate(features), kv, kv_mask)
 
     def _rank_scores(self, server, features, tasks) -> torch.Tensor:
-        from ept.causal import continuation_loglik
+        from ept.kinds.causal import continuation_loglik
 
         prefix = self._prefix(server, features, tasks)
         rep, within, labels, scores = label_pairs(tasks, prefix["logp"].device)
@@ -275,7 +275,7 @@ class CausalKernel(Seq2SeqKernel):
         return scores
 
     def _generate(self, server, features, tasks, max_new) -> list[str]:
-        from ept.causal import greedy_decode
+        from ept.kinds.causal import greedy_decode
 
         return greedy_decode(self.model, self._prefix(server, features, tasks), max_new)
 

@@ -301,7 +301,7 @@ class MultiTaskServer:
         if self.kind == "causal":  # the text-to-text source + answer cue, exactly as in training
             from types import SimpleNamespace
 
-            from ept.causal import encode_causal
+            from ept.kinds.causal import encode_causal
 
             rows = [SimpleNamespace(source=f if s is None else f"{f} {s}", target=None)
                     for f, s in zip(firsts, seconds or [None] * len(firsts))]

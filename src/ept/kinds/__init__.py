@@ -1,0 +1,1 @@
+"""One module per backbone kind (encoder, seq2seq, causal)."""
