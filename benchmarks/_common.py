@@ -98,7 +98,7 @@ def task_data(task: str, n: int):
 
 def encoded_batches(tokenizer, task: str, kind: str, num_batches: int, batch_size: int = BATCH):
     """(spec, list of feature lists): real consecutive training rows, tokenised once (ept.batching)."""
-    from ept.batching import encode
+    from ept.kinds import encode
 
     spec, examples = task_data(task, num_batches * batch_size)
     enc = encode(tokenizer, examples, kind, MAX_LENGTH.get(task, 128))

@@ -40,7 +40,8 @@ def tiny_t5(tok):
 
 def warm_up_t5(model, scorer, tok, examples, steps: int) -> float:
     """Fine-tune backbone + prompt briefly so generation emits label words (not a benchmark)."""
-    from ept.batching import collate, encode
+    from ept.batching import collate
+    from ept.kinds import encode
 
     enc = encode(tok, examples, "seq2seq", 64)
     model.backbone.requires_grad_(True)
@@ -60,7 +61,8 @@ def warm_up_t5(model, scorer, tok, examples, steps: int) -> float:
 
 def part_a(tok, n_eval: int, reps: int, train_steps: int) -> list[dict]:
     from ept.backbones import PromptedModel
-    from ept.batching import collate, encode
+    from ept.batching import collate
+    from ept.kinds import encode
     from ept.heads import make_scorer
     from ept.prompts import method_config
 
@@ -108,7 +110,8 @@ def _dev(task: str, n: int):
 
 def part_b(backbone, tok, n_eval: int, reps: int) -> dict:
     from ept.backbones import PromptedModel
-    from ept.batching import collate, encode
+    from ept.batching import collate
+    from ept.kinds import encode
     from ept.heads import make_scorer
     from ept.prompts import method_config
 

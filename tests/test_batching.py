@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ept.batching import GROUP_WINDOW, batches, encode, feature_length, group_by_length, sorted_batches
+from ept.batching import GROUP_WINDOW, batches, feature_length, group_by_length, sorted_batches
+from ept.kinds import encode
 from ept.train import TrainConfig, batch_indices, setup_data
 
 

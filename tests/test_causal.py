@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from ept.backbones import PromptedModel, param_counts
-from ept.batching import batches, collate, encode
+from ept.batching import batches, collate
+from ept.kinds import encode
 from ept.kinds.causal import (ANSWER_CUE, greedy_generate, label_id_table, rank_scores, target_ids, target_loss)
 from ept.heads import make_scorer
 from ept.prompts import METHODS, method_config

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from ept.backbones import PromptedModel
-from ept.batching import collate, encode
+from ept.batching import collate
+from ept.kinds import encode
 from ept.kinds.causal import label_id_table, rank_scores
 from ept.checkpoint import load_method, save_method
 from ept.config import TrainConfig

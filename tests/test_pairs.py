@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from ept.backbones import PromptedModel, param_counts
-from ept.batching import batches, collate, encode
+from ept.batching import batches, collate
+from ept.kinds import encode
 from ept.tasks.spec import PAIR_TASKS_BY_NAME, is_pair_task, pair_sides
 from ept.tasks.templates import PAIR_SIDES, mark_word
 from ept.checkpoint import export_prompt, load_exported, load_method, save_method, trainable_state

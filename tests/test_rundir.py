@@ -319,7 +319,8 @@ def test_linear_schedule_decays_to_zero_at_the_last_step(tiny_bert, mini_data, t
 
 
 def test_clipping_bounds_the_gradient_norm(tiny_bert, mini_data, tmp_path):
-    from ept.batching import collate, encode
+    from ept.batching import collate
+    from ept.kinds import encode
     from ept.tasks import get_task, load_task
     from ept.train import setup_model, setup_optimizer, train_step
 

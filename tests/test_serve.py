@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from ept.backbones import PromptedModel
-from ept.batching import collate, encode
+from ept.batching import collate
+from ept.kinds import encode
 from ept.heads import make_scorer
 from ept.prompts import PTConfig
 from ept.serve import LabelSpec, MultiTaskServer

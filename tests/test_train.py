@@ -128,7 +128,7 @@ def test_two_processes(tiny_bert, data_dir, tmp_path):
 def test_ept_learns_sst2_on_minilm(data_dir, tmp_path):
     """Real data, real model: EPT must beat the prompt-free label-scoring head clearly."""
     from ept.backbones import PromptedModel, load_backbone
-    from ept.batching import encode
+    from ept.kinds import encode
     from ept.heads import make_scorer
     from ept.prompts import method_config
     from ept.tasks import load_task

@@ -191,14 +191,13 @@ def canonical_options(method: str, options: dict) -> dict:
 def siamese_prompt_run(cfg: TrainConfig) -> bool:
     """Does this run train a prompt for a siamese pair task on an encoder (`ept.heads.resolve_pair_encoding`)?
     Reads the backbone's kind only in that case (a registry fact or the folder's config)."""
-    from ept.backbone_specs import is_encoder_backbone
+    from ept.backbone_specs import offline_kind
     from ept.tasks import TASKS
-    from ept.tasks.spec import is_pair_task
+    from ept.tasks.spec import siamese_applies
 
-    spec = TASKS.get(cfg.task)
-    if not (cfg.method.has_prompt and cfg.pair_encoding == "siamese" and is_pair_task(spec) and spec.kind != "generation"):
+    if not (cfg.method.has_prompt and cfg.pair_encoding == "siamese"):
         return False
-    return is_encoder_backbone(cfg.backbone)
+    return siamese_applies(offline_kind(cfg.backbone), TASKS.get(cfg.task), cfg.pair_encoding)
 
 
 def check_backbone(name: str) -> None:

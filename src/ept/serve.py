@@ -15,8 +15,8 @@ positions in front of each row. PEFT can only switch the active prompt adapter b
 - `TaskRegistry` (here): name -> `ServedTask` (spec, scorer, mode, max length) plus the bank;
   add, replace and remove at any time (the HTTP server's hot reload).
 - `parse_row` (here): one input row -> the segments to tokenise, or a `RowError` naming the row.
-- Kernels (ept.kernels): one mixed-task scoring kernel per backbone kind, in a registry; each
-  scores one backbone pass and formats the rows' results.
+- The backbone's kind (ept.kinds): encodes the rows as training does and scores one backbone
+  pass of rows of many tasks (`Kind.serve`) with the very functions training calls for one task.
 
 Scores and predictions equal those of each task's own scorer (`ept.heads.make_scorer`) on a
 single-task batch, up to float summation order (tests/test_serve.py).
@@ -35,17 +35,12 @@ from ept.bank import PromptBank
 from ept.batching import collate, encoder_segments, to_device
 from ept.checkpoint import load_exported
 from ept.heads import make_scorer
+from ept.kinds import KINDS
+from ept.kinds.base import RowError  # noqa: F401  (re-exported: one unusable input row)
 from ept.prompts import PTConfig
+from ept.tasks.spec import Example, pair_sides
 
 MAX_LENGTH = 256  # paper Appendix B.2; a task spec's own max_length wins
-
-
-class RowError(ValueError):
-    """One input row is unusable; `.row` is its index in the request / file (None: not known)."""
-
-    def __init__(self, row: int | None, message: str):
-        super().__init__(message if row is None else f"row {row}: {message}")
-        self.row = row
 
 
 class TaskNotServed(RowError, KeyError):
@@ -86,10 +81,10 @@ class ServedTask:
     spec: Any
     scorer: Any  # the task's own scorer: eval mode, label ids, max_new_tokens come from it
     prompt: torch.Tensor  # P' (n, e), fp32, as held by the bank
-    mode: str  # "embed" (encoder) | "rank" | "generate" (seq2seq); kernels may add their own
+    mode: str  # "embed" | "siamese" (encoder) | "rank" | "generate" (seq2seq, causal): `Kind.prepare_task`
     max_length: int
     meta: dict = field(default_factory=dict)
-    # causal: keys/values of [BOS][P'] (ept.kernels.CausalKernel), computed once when the task is
+    # causal: keys/values of [BOS][P'] (ept.kinds.causal.CausalKind), computed once when the task is
     # added; they live and die with this task, so a replaced or removed task drops its cache
     prefix_kv: torch.Tensor | None = None
     # Siamese pair exports (mode "siamese"): the export's pair head (its scalars loaded) and the
@@ -166,9 +161,6 @@ def parse_row(row, i: int, registry: TaskRegistry, kind: str) -> tuple[ServedTas
 def siamese_sides(task: ServedTask, fields, i: int) -> tuple[str, str]:
     """The two sides of a siamese row, as training builds them (`ept.tasks.spec.pair_sides`: WiC's
     word marked, no empty side); a task known only by label words takes exactly two fields."""
-    from ept.tasks.spec import pair_sides
-    from ept.tasks import Example
-
     spec = task.spec
     if not getattr(spec, "fields", None):
         if len(fields) != 2 or not all(f.strip() for f in fields):
@@ -209,8 +201,6 @@ class MultiTaskServer:
     def __init__(self, backbone, tokenizer, max_length: int | None = None, prefix_cache: bool = True):
         """prefix_cache (causal backbones): compute each task's prompt keys/values once, when it is
         added, and run only the inputs per pass; False recomputes them in every pass."""
-        from ept.kernels import KERNELS
-
         backbone.eval()
         # The wrapper's own prompt is never used: every call passes per-row prompts from the bank.
         self.model = PromptedModel(backbone, tokenizer, PTConfig(num_tokens=1))
@@ -219,9 +209,8 @@ class MultiTaskServer:
         self.device = next(backbone.parameters()).device
         self.registry = TaskRegistry(self.model.embed_dim)
         self.registry.bank.to(self.device)
-        if self.kind not in KERNELS:
-            raise ValueError(f"no mixed-task serving kernel for {self.kind} backbones; available: {', '.join(KERNELS.names())}")
-        self.kernel = KERNELS.get(self.kind)(self.model, prefix_cache=prefix_cache)
+        # the kind's own serving pass (`Kind.serve`), with its per-task caches
+        self.kind_ops = KINDS.get(self.kind)(self.model, prefix_cache=prefix_cache)
 
     @property
     def tasks(self) -> dict[str, ServedTask]:
@@ -266,7 +255,7 @@ class MultiTaskServer:
         max_length = self.max_length or getattr(spec, "max_length", None) or MAX_LENGTH
         prompt = PromptBank.check(name, prompt, self.model.embed_dim)  # shape / NaN check before any label pass
         task = ServedTask(name, spec, scorer, prompt, "", max_length, meta, pair_head=head, pooling=pooling)
-        task.mode = self.kernel.prepare_task(task)  # label embeddings / ids, computed once, now
+        task.mode = self.kind_ops.prepare_task(task)  # label embeddings / ids, computed once, now
         self.registry.put(task, replace=replace)
         return task
 
@@ -298,17 +287,11 @@ class MultiTaskServer:
         return features
 
     def _tokenize(self, firsts: list[str], seconds: list[str] | None, max_length: int) -> list[dict]:
-        if self.kind == "causal":  # the text-to-text source + answer cue, exactly as in training
-            from types import SimpleNamespace
-
-            from ept.kinds.causal import encode_causal
-
-            rows = [SimpleNamespace(source=f if s is None else f"{f} {s}", target=None)
-                    for f, s in zip(firsts, seconds or [None] * len(firsts))]
-            return [{k: v for k, v in f.items() if k in ("input_ids", "attention_mask")}
-                    for f in encode_causal(self.tokenizer, rows, max_length).features]
-        enc = self.tokenizer(firsts, seconds, truncation=True, max_length=max_length)
-        return [{k: enc[k][j] for k in enc.keys()} for j in range(len(firsts))]
+        """Rows through their backbone kind's encoding (`Kind.encode`), exactly as training encodes
+        them: an encoder reads a [SEP] pair, seq2seq the source, causal the source + answer cue."""
+        rows = [Example(source=f if s is None else f"{f} {s}", target="", label=None,
+                        fields=(f,) if s is None else (f, s)) for f, s in zip(firsts, seconds or [None] * len(firsts))]
+        return self.kind_ops.encode(self.tokenizer, rows, max_length, count_truncated=False).features
 
     # ------------------------------------------------------------------ scoring
     @torch.inference_mode()
@@ -348,11 +331,11 @@ class MultiTaskServer:
 
     @torch.inference_mode()
     def predict_pass(self, features: list[dict]) -> list[dict]:
-        """One backbone pass (per kernel mode) over rows of any mix of tasks."""
+        """One backbone pass (per mode) over rows of any mix of tasks."""
         if not features:
             return []
         tasks = [self.registry.get(f["task"]) for f in features]
-        return self.kernel.score(self, features, tasks)
+        return self.kind_ops.serve(self, features, tasks)
 
     def inputs(self, features: list[dict], tasks: list[ServedTask]):
         """Padded inputs plus the rows' prompts (B, n_b, e) and prompt mask (B, n_b) from the bank."""

@@ -103,16 +103,14 @@ def run_name(grid_values: dict, fixed: dict) -> str:
 
 
 def _backbone_kind(name: str) -> str | None:
-    """seq2seq | encoder | ... without loading weights; None when only loading can tell (a hub id)."""
+    """seq2seq | encoder | causal without loading weights; None when only loading can tell (a hub id)."""
     from ept.backbone_specs import BACKBONES
-    from ept.backbones import backbone_config, backbone_kind
+    from ept.backbones import kind_of_backbone
 
-    if name in BACKBONES:
-        return BACKBONES.get(name).kind
-    if not Path(name).is_dir():
+    if name not in BACKBONES and not Path(name).is_dir():
         return None
     try:
-        return backbone_kind(backbone_config(name))
+        return kind_of_backbone(name)
     except (ValueError, OSError):
         return None  # an unsupported or unreadable folder fails when the run loads it, with its own message
 

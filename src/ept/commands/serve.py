@@ -153,7 +153,7 @@ def run(args) -> int:
     _check_rows(rows, list(folders))
     server = build_server(loaded, args.backbone, args.max_length, args.eval_mode, args.prefix_cache)
     results = server.score(rows, batch_size=args.batch_size)
-    # allow_nan=False: the output is standard JSON (the kernels already refuse non-finite scores)
+    # allow_nan=False: the output is standard JSON (the kinds already refuse non-finite scores)
     text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in results)
     if args.output == "-":
         sys.stdout.write(text)

@@ -1,7 +1,7 @@
 """Decoder-only (causal LM) backbones: inputs, loss and scoring for prompt tuning.
 
 A row is laid out as `[BOS] [P'] [source + answer cue] [target + EOS]` (BOS only where the
-tokenizer adds one; `PromptedModel._causal_inputs`). The T5 text-to-text source is used as it is,
+tokenizer adds one, or a `--sink-token`; `causal_inputs`). The T5 text-to-text source is used as it is,
 followed by `ANSWER_CUE`; the target is the T5 target word with a leading space (how a BPE LM
 spells a word after a colon) and EOS, so greedy generation knows where to stop.
 
@@ -32,6 +32,8 @@ import torch
 from torch import nn
 
 from ept.batching import Encoded
+from ept.kinds.base import Labels, prompts_first
+from ept.kinds.seq2seq import Seq2SeqKind
 
 from ept.tasks.spec import T5_ANSWER_CUE as ANSWER_CUE  # after the T5 source; targets start with a space: " positive"
 
@@ -60,6 +62,21 @@ def encode_causal(tokenizer, examples, max_length: int, cue: str = ANSWER_CUE) -
         features.append({"input_ids": ids, "attention_mask": [1] * len(ids),
                          "labels": target_ids(tokenizer, x.target) if x.target else None, "index": i})
     return Encoded(features, truncated)
+
+
+def causal_inputs(model, embeds: torch.Tensor, mask: torch.Tensor) -> dict:
+    """Decoder-only: [BOS] [P'] [input], BOS only where the tokenizer adds one (else the sink token,
+    if any; `PromptedModel.lead_token_id`); inputs are tokenised without special tokens. Position ids
+    come from the mask, so a row has the same rotary positions alone, right-padded, left-padded, or
+    behind a masked (shorter) prompt in a mixed-task batch: masked slots are skipped, not counted."""
+    lead = model.lead_token_id
+    if lead is not None:
+        B = embeds.shape[0]
+        lead_ids = torch.full((B, 1), lead, dtype=torch.long, device=embeds.device)
+        embeds = torch.cat([model.backbone.get_input_embeddings()(lead_ids).to(embeds.dtype), embeds], dim=1)
+        mask = torch.cat([mask.new_ones(B, 1), mask], dim=1)
+    position_ids = (mask.long().cumsum(1) - 1).clamp(min=0)
+    return {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": position_ids}
 
 
 # ------------------------------------------------------------------------------ passes
@@ -169,7 +186,7 @@ def _prefix_result(model, hidden, cache, mask, position_ids) -> dict:
 # once per task (`prompt_kv`) and runs only the input over them (`cached_prefix_pass`). Rotary
 # positions are already applied to cached keys; the input continues at position m (the prompt's
 # length), exactly as in the uncached pass, whose masked prompt slots come after the real ones
-# (ept.kernels.prompts_first) just as the zero-padded slots of a gathered cache do.
+# (ept.kinds.base.prompts_first) just as the zero-padded slots of a gathered cache do.
 def _layer_kv(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     if hasattr(cache, "layers"):  # transformers >= 4.56
         return [(layer.keys, layer.values) for layer in cache.layers]
@@ -183,7 +200,7 @@ def prompt_kv(model, prompt: torch.Tensor) -> torch.Tensor:
     too: their window is applied by `window_masks`, in positions."""
     weight = model.backbone.get_input_embeddings().weight
     embeds = prompt.to(weight.device, weight.dtype).unsqueeze(0)  # (1, n, e)
-    kwargs = model._causal_inputs(embeds, torch.ones(1, embeds.shape[1], dtype=torch.long, device=weight.device))
+    kwargs = causal_inputs(model, embeds, torch.ones(1, embeds.shape[1], dtype=torch.long, device=weight.device))
     _, cache = _run(model, **kwargs, use_cache=True)
     return torch.stack([torch.stack([k[0], v[0]]) for k, v in _layer_kv(cache)])
 
@@ -206,7 +223,7 @@ def cached_prefix_pass(model, batch: dict, kv: torch.Tensor, kv_mask: torch.Tens
     for layer in range(kv.shape[1]):
         cache.update(kv[:, layer, 0], kv[:, layer, 1], layer)
     mask = torch.cat([kv_mask.to(batch["attention_mask"]), batch["attention_mask"]], dim=1)
-    position_ids = (mask.long().cumsum(1) - 1).clamp(min=0)  # as PromptedModel._causal_inputs
+    position_ids = (mask.long().cumsum(1) - 1).clamp(min=0)  # as causal_inputs
     embeds = model.backbone.get_input_embeddings()(batch["input_ids"])
     hidden, cache = _run(model, inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids[:, kv.shape[4]:],
                          cache=cache, use_cache=True)
@@ -284,7 +301,7 @@ def greedy_decode(model, prefix: dict, max_new_tokens: int) -> list[str]:
     return texts
 
 
-# ------------------------------------------------------------------------------ scorer
+# ------------------------------------------------------------------------------ label tables
 def label_id_table(tokenizer, texts, eos: bool = True) -> torch.Tensor:
     """(C, T) token ids of each label continuation (space + word + EOS; without EOS if not `eos`),
     padded with -100."""
@@ -294,8 +311,74 @@ def label_id_table(tokenizer, texts, eos: bool = True) -> torch.Tensor:
 
 
 def rank_scores(model, batch: dict, label_ids: torch.Tensor, prompt=None, prompt_mask=None) -> torch.Tensor:
-    """(B, C) summed label log-likelihoods: one prefix pass, one continuation pass."""
-    prefix = prefix_pass(model, batch, prompt, prompt_mask)
-    B, C = prefix["logp"].shape[0], label_ids.shape[0]
-    rep = torch.arange(B, device=prefix["logp"].device).repeat_interleave(C)
-    return continuation_loglik(model, prefix, rep, label_ids.repeat(B, 1)).view(B, C)
+    """(B, C) summed label log-likelihoods of one label table for every row (`CausalKind.rank_scores`)."""
+    return model.kind_ops.rank_scores(batch, Labels.one(label_ids, batch["input_ids"].shape[0]), prompt, prompt_mask)
+
+
+# ------------------------------------------------------------------------------ the kind
+class CausalKind(Seq2SeqKind):
+    """Decoder-only: rows and scores as above. Rank scoring is ONE prefix pass over
+    [BOS][P'_row][input] for every row, then the labels of each row's own table as continuations;
+    generation is greedy on the same cache.
+
+    Serving: with `prefix_cache` (the default) the keys/values of [BOS][P'] are computed once per
+    task, when it is added (`ServedTask.prefix_kv`), and a pass gathers them per row and runs only
+    the inputs; without it, every pass recomputes the prompt positions. The two give the same
+    scores. A pass with a task that has no cache (added with the cache off) runs uncached."""
+
+    name = "causal"
+
+    @staticmethod
+    def encode(tokenizer, examples, max_length: int, spec=None, count_truncated: bool = True) -> Encoded:
+        return encode_causal(tokenizer, examples, max_length, getattr(spec, "answer_cue", ANSWER_CUE))
+
+    def build_inputs(self, batch: dict, prompt=None, prompt_mask=None) -> dict:
+        if prompt is not None and prompt_mask is not None:
+            prompt, prompt_mask = prompts_first(prompt, prompt_mask)  # no masked slot at position 0
+        kwargs = super().build_inputs(batch, prompt, prompt_mask)
+        return causal_inputs(self.model, kwargs["inputs_embeds"], kwargs["attention_mask"])
+
+    def label_table(self, texts, eos: bool = True) -> torch.Tensor:
+        return label_id_table(self.model.tokenizer, texts, eos)
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        return target_loss(self.model, batch)
+
+    def rank_scores(self, batch: dict, labels: Labels, prompt=None, prompt_mask=None) -> torch.Tensor:
+        return self.scores_after(prefix_pass(self.model, batch, prompt, prompt_mask), labels)
+
+    def scores_after(self, prefix: dict, labels: Labels) -> torch.Tensor:
+        """(B, C_max) summed log-likelihoods of each row's own labels after a prefix pass."""
+        rep, within, ids, scores = labels.pairs(prefix["logp"].device)
+        scores[rep, within] = continuation_loglik(self.model, prefix, rep, ids)
+        return scores
+
+    def generate(self, batch: dict, max_new_tokens: int, prompt=None, prompt_mask=None) -> list[str]:
+        return greedy_generate(self.model, batch, max_new_tokens, prompt, prompt_mask)
+
+    # ------------------------------------------------------------------ serving
+    def prepare_task(self, task) -> str:
+        mode = super().prepare_task(task)
+        if self.prefix_cache:
+            with torch.inference_mode():
+                task.prefix_kv = prompt_kv(self.model, task.prompt)
+        return mode
+
+    def served_prefix(self, server, features, tasks) -> dict:
+        if not self.prefix_cache or any(t.prefix_kv is None for t in tasks):
+            batch, prompt, mask = server.inputs(features, tasks)
+            return prefix_pass(self.model, batch, prompt, mask)
+        order: dict[str, int] = {}  # the pass's distinct tasks, each row's index among them
+        kvs = []
+        for t in tasks:
+            if t.name not in order:
+                order[t.name] = len(kvs)
+                kvs.append(t.prefix_kv)
+        kv, kv_mask = gather_prompt_kv(kvs, torch.tensor([order[t.name] for t in tasks], device=kvs[0].device))
+        return cached_prefix_pass(self.model, server.collate(features), kv, kv_mask)
+
+    def served_rank_scores(self, server, features, tasks, labels: Labels) -> torch.Tensor:
+        return self.scores_after(self.served_prefix(server, features, tasks), labels)
+
+    def served_generate(self, server, features, tasks, max_new: int) -> list[str]:
+        return greedy_decode(self.model, self.served_prefix(server, features, tasks), max_new)

@@ -260,9 +260,15 @@ def is_pair_task(spec: TaskSpec) -> bool:
     return spec.name in PAIR_TASKS_BY_NAME or len(spec.fields) == 2
 
 
+def siamese_applies(backbone_kind: str | None, spec: TaskSpec, pair_encoding: str | None) -> bool:
+    """THE rule for siamese pair scoring: asked for, on an encoder, for a pair task that is not
+    free text. Scorers (`ept.heads.resolve_pair_encoding`) and the lr default (`ept.config`) ask it."""
+    return pair_encoding == "siamese" and backbone_kind == "encoder" and is_pair_task(spec) and spec.kind != "generation"
+
+
 def pair_sides(example, spec, position: int = 0) -> tuple[str, str]:
     """(side A, side B) of one example of a pair task; a missing or empty side is an error naming
-    the row. Training (`ept.batching.encode_pairs`) and serving (`ept.serve.siamese_sides`) call it."""
+    the row. Training (`ept.kinds.encoder.encode_pairs`) and serving (`ept.serve.siamese_sides`) call it."""
     from ept.tasks.templates import PAIR_SIDES  # local: templates imports nothing from here
 
     if not is_pair_task(spec):
