@@ -396,3 +396,16 @@ def serve_forever(server, config: ServeConfig, host: str = "127.0.0.1", port: in
         signal.signal(sig, lambda *_: None)
     uvicorn.run(create_app(config, server), host=host, port=port, log_level="info", timeout_graceful_shutdown=None)
     return 0
+
+
+def read_token(path: str | None) -> str | None:
+    """The bearer token in `path` (--token-file), or None without one."""
+    if path is None:
+        return None
+    try:
+        token = open(path, encoding="utf-8-sig").read().strip()
+    except OSError as err:
+        raise FileNotFoundError(f"--token-file {path}: {err.strerror}") from None
+    if not token:
+        raise ValueError(f"--token-file {path} is empty")
+    return token

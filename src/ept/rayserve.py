@@ -48,13 +48,12 @@ def build(args: dict):
     """Ray Serve application builder (`serve run ept.rayserve:build key=value ...`)."""
     from ray import serve
 
-    from ept.commands.serve import _read_token
-    from ept.httpserve import ServeConfig, create_app
+    from ept.httpserve import ServeConfig, create_app, read_token
 
     config = ServeConfig(max_batch=int(args.get("max_batch", 32)), max_wait_ms=float(args.get("max_wait_ms", 5)),
                          max_queue=int(args.get("max_queue", 1024)),
                          max_body_bytes=int(args.get("max_body_bytes", 1 << 20)),
-                         token=_read_token(args.get("token_file")), eval_mode=args.get("eval_mode"))
+                         token=read_token(args.get("token_file")), eval_mode=args.get("eval_mode"))
     load = _loader(args)
 
     def make_app():  # runs inside each replica: its own app, model and worker thread

@@ -138,9 +138,9 @@ def run(args) -> int:
     if args.http and args.input is not None:
         raise ValueError("--input is for batch mode; with --http, clients POST rows to /v1/predict")
     if args.http:
-        from ept.httpserve import ServeConfig, serve_forever
+        from ept.httpserve import ServeConfig, read_token, serve_forever
 
-        token = _read_token(args.token_file)
+        token = read_token(args.token_file)
         if args.host not in (None, "127.0.0.1", "localhost", "::1") and token is None:
             print(f"ept serve: warning: binding {args.host} without --token-file: anyone who reaches it can call it", file=sys.stderr)
         config = ServeConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
@@ -162,15 +162,3 @@ def run(args) -> int:
 
         atomic_write_text(args.output, text)
     return 0
-
-
-def _read_token(path: str | None) -> str | None:
-    if path is None:
-        return None
-    try:
-        token = open(path, encoding="utf-8-sig").read().strip()
-    except OSError as err:
-        raise FileNotFoundError(f"--token-file {path}: {err.strerror}") from None
-    if not token:
-        raise ValueError(f"--token-file {path} is empty")
-    return token
