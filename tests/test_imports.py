@@ -17,7 +17,7 @@ LAYERS = [
     ("configs", ["ept.config"]),  # TrainConfig checks task names and templates against the registry
     ("backbones and kinds", ["ept.prompts", "ept.pooling", "ept.batching", "ept.kinds", "ept.backbones", "ept.heads",
                              "ept.precision", "ept.bank"]),
-    ("train and serve", ["ept.rundir", "ept.checkpoint", "ept.train", "ept.evaluation", "ept.sweep", "ept.envinfo",
+    ("train and serve", ["ept.rundir", "ept.checkpoint", "ept.train", "ept.training", "ept.evaluation", "ept.sweep", "ept.envinfo",
                          "ept.report", "ept.analysis", "ept.serve", "ept.batcher", "ept.httpserve", "ept.rayserve"]),
     ("commands", ["ept.cli", "ept.commands"]),
 ]

@@ -6,8 +6,9 @@
     accelerate launch --num_processes 2 -m ept.cli train --task sst2 --method pt --steps 100
 
 A recipe in torchtune's shape: `setup_data`, `setup_model`, `setup_optimizer`, `train_step`, a
-`Checkpointer` (last/ and best/) and a `MetricLog` (steps.jsonl, TensorBoard, progress bar); `run`
-reads as its phases: claim the run folder -> setup -> resume -> train with evaluation every
+`Checkpointer` (last/ and best/, `ept.training.checkpointer`) and a `MetricLog` (steps.jsonl,
+TensorBoard, progress bar; `ept.training.metric_log`). `run` claims the run folder, then `Recipe`
+holds the run's state through its phases: setup -> resume -> train with evaluation every
 `eval_every` steps, keeping the best state by the task's main validation metric -> test the best
 state -> results.json. The run folder (`ept.rundir.RunDir`) is the only output.
 
@@ -27,24 +28,22 @@ rank 0 writes.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import functools
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
 from ept import __version__
 from ept.batching import GROUP_WINDOW, batches, collate, feature_length, group_by_length, sorted_batches, to_device
-from ept.checkpoint import export_prompt, load_state, read_tensors, save_method, trainable_state, check_state, \
-    CheckpointError
+from ept.checkpoint import export_prompt
 # TrainConfig lives in the torch-free ept.config; re-exported so `from ept.train import TrainConfig` works.
 from ept.config import PAPER_STEPS, SCHEDULERS, TrainConfig  # noqa: F401
-from ept.rundir import LAST_METHOD, LAST_OPTIMIZER, LAST_RNG, STATE, RunDir, RunDirError, atomic_save_tensors, \
-    atomic_write_json, config_hash, identity, read_jsonl  # noqa: F401  (read_jsonl: re-exported for older callers)
+from ept.rundir import RunDir, RunDirError, read_jsonl  # noqa: F401  (read_jsonl: re-exported for older callers)
+from ept.training.checkpointer import Checkpointer, optimizer_params
+from ept.training.metric_log import MetricLog
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -252,10 +251,6 @@ def setup_optimizer(cfg: TrainConfig, model, start: int = 0):
     return opt, sched
 
 
-def optimizer_params(opt) -> list[torch.Tensor]:
-    return [p for g in opt.param_groups for p in g["params"]]
-
-
 # ------------------------------------------------------------------------------ one step
 def sync_gradients(params, accelerator) -> None:
     """Average gradients over processes in ONE flat all-reduce (a bucket of every trainable
@@ -291,145 +286,6 @@ def train_step(model, scorer, optimizer, batch, *, scheduler=None, max_grad_norm
     with torch.no_grad():
         mu = mu_t(model.prompt())
     return float(loss.detach()), mu
-
-
-# ------------------------------------------------------------------------------ checkpoints
-class Checkpointer:
-    """last/ (what resuming needs) and best/ (the best validation state) of a run folder.
-    safetensors + JSON, written atomically; everything is validated before it is used."""
-
-    def __init__(self, rundir: RunDir, cfg: TrainConfig):
-        self.rd, self.cfg = rundir, cfg
-        self.remedy = f"delete {rundir.last} (and {rundir.best}) to restart the run from step 0"
-
-    def read_state(self) -> dict | None:
-        """last/state.json, checked for consistency with the config; None for a fresh run."""
-        state = self.rd.read_state()
-        if state is None:
-            return None
-        step, best = state.get("step"), state.get("best") or {}
-        problem = None
-        if not isinstance(step, int) or not 0 < step <= self.cfg.steps:
-            problem = f"step {step!r} is not in 1..steps={self.cfg.steps}"
-        elif best.get("step") is not None and not 0 <= best["step"] <= step:  # 0: the init (siamese warm start)
-            problem = f"best step {best['step']} is after the last step {step}"
-        if problem:
-            raise CheckpointError(f"{self.rd.state_path}: {problem}; {self.remedy}")
-        return state
-
-    def _optimizer_state(self, opt) -> dict[str, torch.Tensor]:
-        """AdamW state as flat tensors (safetensors, not pickles)."""
-        out = {}
-        for i, p in enumerate(optimizer_params(opt)):
-            for k, v in opt.state.get(p, {}).items():
-                out[f"{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-        return out
-
-    def _load_optimizer(self, opt, path) -> None:
-        state, params = read_tensors(path, self.remedy), optimizer_params(opt)
-        # A parameter that never got a gradient (e.g. BERT's unused pooler under ft) has no state.
-        has_state = {key.split(".", 1)[0] for key in state}
-        expected = {f"{i}.{k}": (torch.empty(()) if k == "step" else p) for i, p in enumerate(params)
-                    if str(i) in has_state for k in ("step", "exp_avg", "exp_avg_sq")}
-        check_state(state, expected, path, self.remedy)
-        for key, v in state.items():
-            i, k = key.split(".", 1)
-            opt.state[params[int(i)]][k] = v.to(params[int(i)].device) if k != "step" else v
-
-    def load_last(self, model, opt, device) -> tuple[int, dict]:
-        """Restore model, optimizer and RNG from last/; returns (step, best)."""
-        state = self.read_state()
-        last = self.rd.last
-        saved = state.get("precision")  # `auto` resolves per machine: a resume must not switch mid-run
-        if saved is not None and saved != getattr(model, "precision", saved):
-            raise CheckpointError(f"{self.rd.state_path}: the run trained in {saved}; here precision={self.cfg.precision} "
-                                  f"is {model.precision}. Resume where it ran, or delete {self.rd.last} to restart")
-        load_state(model, last / LAST_METHOD, self.remedy)
-        self._load_optimizer(opt, last / LAST_OPTIMIZER)
-        rng = read_tensors(last / LAST_RNG, self.remedy)
-        if "cpu" not in rng:
-            raise CheckpointError(f"{last / LAST_RNG}: no 'cpu' generator state; {self.remedy}")
-        torch.set_rng_state(rng["cpu"])
-        if "cuda" in rng and device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], device)
-        if state["best"].get("step") is not None:  # fail now, not after training
-            check_state(read_tensors(self.rd.best / LAST_METHOD, self.remedy), trainable_state(model),
-                        self.rd.best / LAST_METHOD, self.remedy)
-        return state["step"], state["best"]
-
-    def save_last(self, model, opt, device, step: int, best: dict) -> None:
-        last = self.rd.last
-        atomic_save_tensors(last / LAST_METHOD, trainable_state(model))
-        atomic_save_tensors(last / LAST_OPTIMIZER, self._optimizer_state(opt))
-        rng = {"cpu": torch.get_rng_state()}
-        if device.type == "cuda":  # dropout on the GPU draws from the device's generator
-            rng["cuda"] = torch.cuda.get_rng_state(device)
-        atomic_save_tensors(last / LAST_RNG, rng)
-        # state.json last: it is what says the checkpoint is complete.
-        atomic_write_json(last / STATE, {"step": step, "best": best, "config_hash": self.cfg_hash,
-                                         "precision": getattr(model, "precision", "fp32")})
-
-    def save_best(self, model, step: int) -> None:
-        save_method(model, self.rd.best, self.cfg.backbone, {"step": step, "task": self.cfg.task})
-
-    @contextlib.contextmanager
-    def best_state(self, model):
-        """The model holds best/'s state inside the block, its own state again after it."""
-        final = {k: v.detach().clone() for k, v in trainable_state(model).items()}
-        load_state(model, self.rd.best / LAST_METHOD, self.remedy)
-        try:
-            yield model
-        finally:
-            model.load_state_dict(final, strict=False)
-
-    @property
-    def cfg_hash(self) -> str:
-        return config_hash(identity(self.cfg.to_dict()))
-
-
-# ------------------------------------------------------------------------------ metrics
-class MetricLog:
-    """steps.jsonl / eval.jsonl (append-only), TensorBoard and the progress bar; rank 0 only."""
-
-    def __init__(self, rundir: RunDir, cfg: TrainConfig, start: int, enabled: bool, progress: bool):
-        from tqdm.auto import tqdm
-
-        self.rd, self.enabled, self.last_val = rundir, enabled, None
-        self.steps = open(rundir.steps_path, "a") if enabled else None
-        self.writer = None
-        if enabled and cfg.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(rundir.tb), purge_step=start + 1)
-        self.bar = tqdm(total=cfg.steps, initial=start, disable=not (enabled and progress), desc=f"{cfg.task}/{cfg.method.name}")
-
-    def step(self, step: int, **row) -> None:
-        if not self.enabled:
-            return
-        self.steps.write(json.dumps({"step": step, **row}) + "\n")
-        if self.writer:
-            for k, v in row.items():
-                if v is not None:
-                    self.writer.add_scalar(f"train/{k}", v, step)
-        mu = row.get("mu_t")
-        self.bar.set_postfix(loss=f"{row['loss']:.3f}", mu_t=f"{mu:.3g}" if mu is not None else "-", val=self.last_val)
-        self.bar.update(1)
-
-    def evaluation(self, step: int, metrics: dict, main_metric: str) -> None:
-        self.steps.flush()
-        self.last_val = round(metrics[main_metric], 2)
-        with open(self.rd.evals_path, "a") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
-        if self.writer:
-            for k, v in metrics.items():
-                self.writer.add_scalar(f"validation/{k}", v, step)
-
-    def close(self) -> None:
-        self.bar.close()
-        if self.steps:
-            self.steps.close()
-        if self.writer:
-            self.writer.close()
 
 
 # ------------------------------------------------------------------------------ the run
@@ -469,178 +325,220 @@ def run(cfg: TrainConfig, progress: bool = True) -> dict | None:
             raise value
         if value is not None:
             return value
-        return _train(cfg, rundir, accelerator, progress)
+        return Recipe(cfg, rundir, accelerator, progress).run()
     finally:
         rundir.release()
         accelerator.end_training()  # destroys the process group of a multi-process run
 
 
-def _banner(cfg, data: RunData, model, counts, world, device) -> str:
-    max_len = cfg.max_length or data.spec.max_length
-    return (f"ept train: {cfg.task} ({data.task.source}) | {cfg.method.name} on {cfg.backbone} | "
-            f"trainable params: {counts['trainable']:,} || inference params: {counts['inference']:,} | "
-            f"train/val/test {len(data.task.train)}/{len(data.valid)}/{len(data.test)} | steps {data.start}->{cfg.steps} | "
-            f"batch {cfg.batch_size} x {world} proc | lr {cfg.lr:g} {cfg.lr_scheduler} | device {device} "
-            f"{model.precision}{' compiled' if model.compiled else ''} | {torch.get_num_threads()} thread(s)"
-            + (" | grouped by length" if cfg.group_by_length else "")
-            + (f" | truncated {data.truncated}/{len(data.features)} train rows at {max_len}" if data.truncated else ""))
+@dataclass
+class Recipe:
+    """One run's state, set by its phases in order (`run`): setup -> train (evaluating and
+    checkpointing every eval_every steps) -> test the best state -> results.json. Each phase reads
+    and writes these fields instead of passing them along (torchtune's recipe classes do the same)."""
 
+    cfg: TrainConfig
+    rundir: RunDir
+    accelerator: object
+    progress: bool = True
+    t_start: float = field(default_factory=time.time)
+    data: RunData | None = None
+    model: object = None
+    scorer: object = None
+    opt: object = None
+    sched: object = None
+    ckpt: Checkpointer | None = None
+    log: MetricLog | None = None
+    counts: dict = field(default_factory=dict)
+    best: dict = field(default_factory=lambda: {"step": None, "score": -math.inf, "metrics": None})
+    status: str = "finished"
+    error: str | None = None
+    test_metrics: dict | None = None
 
-def _train(cfg: TrainConfig, rundir: RunDir, accelerator, progress: bool) -> dict | None:
-    from ept.backbones import param_counts
-    from ept.envinfo import collect_env
-    from ept.precision import set_threads
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
 
-    t_start, main, world = time.time(), accelerator.is_main_process, accelerator.num_processes
-    set_threads(cfg.threads)
-    if cfg.batch_size % world:
-        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {world} processes")
-    device = accelerator.device
-    ckpt = Checkpointer(rundir, cfg)
-    state = ckpt.read_state()  # validated before anything heavy is loaded
-    torch.manual_seed(cfg.seed)
-    data = setup_data(cfg, state["step"] if state else 0)
-    model, scorer = setup_model(cfg, data.spec, device)
-    check_context(cfg.max_length or data.spec.max_length, model, cfg.max_length is not None)
-    data.encode(scorer, cfg.max_length or data.spec.max_length)
-    if model.pair_head is not None:  # siamese: threshold / anchors from training pairs (a resume overwrites them)
-        fit = scorer.encode(data.task.train[: cfg.pair_fit_examples], cfg.max_length or data.spec.max_length)
-        scorer.fit(batches(model.tokenizer, fit, cfg.eval_batch_size))
-    opt, sched = setup_optimizer(cfg, model, data.start)
-    # Counted before the RNG state is restored: param_counts builds a prompt encoder (draws).
-    head_params = sum(p.numel() for p in model.pair_head.parameters()) if model.pair_head is not None else 0
-    counts = {"trainable": model.trainable_parameters(),
-              "inference": param_counts(cfg.backbone, model.prompt_config, model.head.out_features if model.head else 0,
-                                        head_params)["inference"]}
-    start, best = ckpt.load_last(model, opt, device) if state else (0, {"step": None, "score": -math.inf, "metrics": None})
-    if cfg.compile:
-        model.compiled = _compile(cfg, data, model, scorer, accelerator)
-    if main:
-        rundir.write_config(cfg.to_dict())
-        rundir.write_env(collect_env())
-        rundir.trim_logs(start, warn=lambda m: print(f"ept train: warning: {m}"))
-        print(_banner(cfg, data, model, counts, world, device))
-        for note in data.task.notes:
-            print(f"  note: {note}")
-    log = MetricLog(rundir, cfg, start, main, progress)
-    try:
-        status, error, best = _loop(cfg, data, model, scorer, opt, sched, ckpt, log, accelerator, best)
-    finally:
-        log.close()
-    test_metrics = _test(cfg, rundir, data, model, scorer, ckpt, best, accelerator)
-    results = _finish(cfg, rundir, data, model, ckpt, best, status, error, counts, world, t_start, test_metrics) \
-        if main else None
-    accelerator.wait_for_everyone()
-    return results
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
 
+    @property
+    def max_length(self) -> int:
+        return self.cfg.max_length or self.data.spec.max_length
 
-def _compile(cfg, data: RunData, model, scorer, accelerator) -> bool:
-    """torch.compile the backbone, warmed up on the first step's batch (forward + backward) and a
-    validation batch, so that a compiler error falls back to eager now, not mid-run."""
-    from ept.precision import autocast, compile_backbone
+    def run(self) -> dict | None:
+        self.setup()
+        self.log = MetricLog(self.rundir, self.cfg, self.data.start, self.main, self.progress)
+        try:
+            self.train()
+        finally:
+            self.log.close()
+        self.test()
+        results = self.finish() if self.main else None
+        self.accelerator.wait_for_everyone()
+        return results
 
-    device, tok = accelerator.device, model.tokenizer
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        """Data, model, optimizer and (resuming) the last checkpoint; rank 0 writes the run's config."""
+        from ept.envinfo import collect_env
+        from ept.precision import set_threads
 
-    def warmup():
-        batch = to_device(data.batch(tok, data.start, accelerator.process_index, accelerator.num_processes), device)
-        with autocast(model, model.precision):
-            scorer.loss(batch).backward()
-        if len(data.enc_valid):  # the no-grad graph too (every process evaluates its shard)
-            _, first = next(sorted_batches(tok, data.enc_valid, cfg.eval_batch_size))
-            model.eval()
-            with torch.no_grad(), autocast(model, model.precision):
-                scorer.predict(to_device(first, device))
-            model.train()
+        cfg, device = self.cfg, self.accelerator.device
+        set_threads(cfg.threads)
+        if cfg.batch_size % self.world:
+            raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {self.world} processes")
+        self.ckpt = Checkpointer(self.rundir, cfg)
+        state = self.ckpt.read_state()  # validated before anything heavy is loaded
+        torch.manual_seed(cfg.seed)
+        self.data = setup_data(cfg, state["step"] if state else 0)
+        self.model, self.scorer = model, scorer = setup_model(cfg, self.data.spec, device)
+        check_context(self.max_length, model, cfg.max_length is not None)
+        self.data.encode(scorer, self.max_length)
+        if model.pair_head is not None:  # siamese: threshold / anchors from training pairs (a resume overwrites them)
+            fit = scorer.encode(self.data.task.train[: cfg.pair_fit_examples], self.max_length)
+            scorer.fit(batches(model.tokenizer, fit, cfg.eval_batch_size))
+        self.opt, self.sched = setup_optimizer(cfg, model, self.data.start)
+        self.counts = self._counts()  # before the RNG state is restored: param_counts builds a prompt encoder (draws)
+        if state:
+            _, self.best = self.ckpt.load_last(model, self.opt, device)
+        if cfg.compile:
+            model.compiled = self._compile()
+        if self.main:
+            self.rundir.write_config(cfg.to_dict())
+            self.rundir.write_env(collect_env())
+            self.rundir.trim_logs(self.data.start, warn=lambda m: print(f"ept train: warning: {m}"))
+            print(self._banner())
+            for note in self.data.task.notes:
+                print(f"  note: {note}")
 
-    t = time.time()
-    ok = compile_backbone(model, warmup, warn=lambda m: print(f"ept train: warning: {m}"))
-    if ok and accelerator.is_main_process:
-        print(f"ept train: backbone compiled in {time.time() - t:.0f}s (torch.compile, warmed up)")
-    return ok
+    def _counts(self) -> dict:
+        from ept.backbones import param_counts
 
+        model = self.model
+        head_params = sum(p.numel() for p in model.pair_head.parameters()) if model.pair_head is not None else 0
+        inference = param_counts(self.cfg.backbone, model.prompt_config, model.head.out_features if model.head else 0,
+                                 head_params)["inference"]
+        return {"trainable": model.trainable_parameters(), "inference": inference}
 
-def _loop(cfg, data: RunData, model, scorer, opt, sched, ckpt: Checkpointer, log: MetricLog, accelerator, best):
-    """Steps data.start..cfg.steps; evaluation + checkpoint every eval_every. (status, error, best)."""
-    main, device, spec = accelerator.is_main_process, accelerator.device, data.spec
-    rank, world = accelerator.process_index, accelerator.num_processes
-    if data.start == 0 and model.pair_head is not None:
-        # Siamese pairs: the frozen sentence-embedding model is already good at the task, so the
-        # init (step 0) is a candidate too; training must beat it on validation to replace it.
-        metrics = evaluate(scorer, spec, model.tokenizer, data.enc_valid, data.valid, cfg.eval_batch_size, device,
-                           accelerator)
-        best = {"step": 0, "score": metrics[spec.main_metric], "metrics": metrics}  # on every process alike
-        if main:
-            log.evaluation(0, metrics, spec.main_metric)
-            ckpt.save_best(model, 0)
-    accelerator.wait_for_everyone()
-    for step in range(data.start, cfg.steps):
-        batch = to_device(data.batch(model.tokenizer, step, rank, world), device)
-        lr = sched.get_last_lr()[0]
-        loss, mu = train_step(model, scorer, opt, batch, scheduler=sched, max_grad_norm=cfg.max_grad_norm,
-                              accelerator=accelerator)
-        if not math.isfinite(loss) or (mu is not None and not math.isfinite(mu)):
-            what = "loss" if not math.isfinite(loss) else "prompt norm mu_t"
-            error = (f"step {step + 1}: {what} overflowed (loss={loss}, mu_t={mu}) in {model.precision}; "
-                     f"best checkpoint kept (step {best['step']})")
-            if main:
-                print(f"ept train: error: {error}")
-            return "failed", error, best
-        with torch.no_grad():
-            log.step(step + 1, loss=loss, mu_t=mu, raw_norm=raw_norm(model), lr=lr)
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            # Every process evaluates its shard and gets the same metrics, so `best` agrees on all.
-            metrics = evaluate(scorer, spec, model.tokenizer, data.enc_valid, data.valid, cfg.eval_batch_size, device,
-                               accelerator)
-            improved = metrics[spec.main_metric] > best["score"]
+    def _banner(self) -> str:
+        cfg, data, model = self.cfg, self.data, self.model
+        return (f"ept train: {cfg.task} ({data.task.source}) | {cfg.method.name} on {cfg.backbone} | "
+                f"trainable params: {self.counts['trainable']:,} || inference params: {self.counts['inference']:,} | "
+                f"train/val/test {len(data.task.train)}/{len(data.valid)}/{len(data.test)} | steps {data.start}->{cfg.steps} | "
+                f"batch {cfg.batch_size} x {self.world} proc | lr {cfg.lr:g} {cfg.lr_scheduler} | "
+                f"device {self.accelerator.device} {model.precision}{' compiled' if model.compiled else ''} | "
+                f"{torch.get_num_threads()} thread(s)"
+                + (" | grouped by length" if cfg.group_by_length else "")
+                + (f" | truncated {data.truncated}/{len(data.features)} train rows at {self.max_length}" if data.truncated else ""))
+
+    def _compile(self) -> bool:
+        """torch.compile the backbone, warmed up on the first step's batch (forward + backward) and a
+        validation batch, so that a compiler error falls back to eager now, not mid-run."""
+        from ept.precision import autocast, compile_backbone
+
+        model, scorer, data, device = self.model, self.scorer, self.data, self.accelerator.device
+
+        def warmup():
+            batch = to_device(data.batch(model.tokenizer, data.start, self.accelerator.process_index, self.world), device)
+            with autocast(model, model.precision):
+                scorer.loss(batch).backward()
+            if len(data.enc_valid):  # the no-grad graph too (every process evaluates its shard)
+                _, first = next(sorted_batches(model.tokenizer, data.enc_valid, self.cfg.eval_batch_size))
+                model.eval()
+                with torch.no_grad(), autocast(model, model.precision):
+                    scorer.predict(to_device(first, device))
+                model.train()
+
+        t = time.time()
+        ok = compile_backbone(model, warmup, warn=lambda m: print(f"ept train: warning: {m}"))
+        if ok and self.main:
+            print(f"ept train: backbone compiled in {time.time() - t:.0f}s (torch.compile, warmed up)")
+        return ok
+
+    # ------------------------------------------------------------------ train
+    def validate(self) -> dict:
+        """Validation metrics; every process evaluates its shard and gets the same metrics."""
+        return evaluate(self.scorer, self.data.spec, self.model.tokenizer, self.data.enc_valid, self.data.valid,
+                        self.cfg.eval_batch_size, self.accelerator.device, self.accelerator)
+
+    def train(self) -> None:
+        """Steps data.start..cfg.steps; evaluation + checkpoint every eval_every."""
+        cfg, data, model, spec = self.cfg, self.data, self.model, self.data.spec
+        device, rank = self.accelerator.device, self.accelerator.process_index
+        if data.start == 0 and model.pair_head is not None:
+            # Siamese pairs: the frozen sentence-embedding model is already good at the task, so the
+            # init (step 0) is a candidate too; training must beat it on validation to replace it.
+            self._evaluated(0, self.validate(), force=True)
+        self.accelerator.wait_for_everyone()
+        for step in range(data.start, cfg.steps):
+            batch = to_device(data.batch(model.tokenizer, step, rank, self.world), device)
+            lr = self.sched.get_last_lr()[0]
+            loss, mu = train_step(model, self.scorer, self.opt, batch, scheduler=self.sched,
+                                  max_grad_norm=cfg.max_grad_norm, accelerator=self.accelerator)
+            if not math.isfinite(loss) or (mu is not None and not math.isfinite(mu)):
+                what = "loss" if not math.isfinite(loss) else "prompt norm mu_t"
+                self.status, self.error = "failed", (f"step {step + 1}: {what} overflowed (loss={loss}, mu_t={mu}) in "
+                                                     f"{model.precision}; best checkpoint kept (step {self.best['step']})")
+                if self.main:
+                    print(f"ept train: error: {self.error}")
+                return
+            with torch.no_grad():
+                self.log.step(step + 1, loss=loss, mu_t=mu, raw_norm=raw_norm(model), lr=lr)
+            if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+                self._evaluated(step + 1, self.validate())
+                if self.main:  # checkpoint last: everything up to here is redone identically after a kill
+                    self.ckpt.save_last(model, self.opt, device, step + 1, self.best)
+                self.accelerator.wait_for_everyone()  # best/ is written before any process reads it (test)
+
+    def _evaluated(self, step: int, metrics: dict, force: bool = False) -> None:
+        """Log a validation result; keep it (and save best/) when it beats the best so far."""
+        main_metric = self.data.spec.main_metric
+        improved = force or metrics[main_metric] > self.best["score"]
+        if improved:  # on every process alike
+            self.best = {"step": step, "score": metrics[main_metric], "metrics": metrics}
+        if self.main:
+            self.log.evaluation(step, metrics, main_metric)
             if improved:
-                best = {"step": step + 1, "score": metrics[spec.main_metric], "metrics": metrics}
-            if main:
-                log.evaluation(step + 1, metrics, spec.main_metric)
-                if improved:
-                    ckpt.save_best(model, step + 1)
-                # Checkpoint last: everything up to here is redone identically after a kill.
-                ckpt.save_last(model, opt, device, step + 1, best)
-            accelerator.wait_for_everyone()  # best/ is written before any process reads it (_finish)
-    return "finished", None, best
+                self.ckpt.save_best(self.model, step)
 
+    # ------------------------------------------------------------------ test and results
+    def test(self) -> None:
+        """Test metrics of the best state (every process its shard); rank 0 exports its prompt and
+        writes what the best state predicted for each test row."""
+        if self.best["step"] is None:
+            return
+        cfg, data, model, preds = self.cfg, self.data, self.model, []
+        with self.ckpt.best_state(model):
+            self.test_metrics = evaluate(self.scorer, data.spec, model.tokenizer, data.enc_test, data.test,
+                                         cfg.eval_batch_size, self.accelerator.device, self.accelerator, predictions=preds)
+            if self.main and model.prompt_config.has_prompt:
+                export_prompt(model, self.rundir.export, cfg.backbone)
+        if self.main:
+            self.rundir.write_predictions("test", [{"row": i, "prediction": p, "label": x.label}
+                                                   for i, (p, x) in enumerate(zip(preds, data.test))])
 
-def _test(cfg, rundir: RunDir, data: RunData, model, scorer, ckpt: Checkpointer, best, accelerator) -> dict | None:
-    """Test metrics of the best state (every process its shard); rank 0 exports its prompt."""
-    if best["step"] is None:
-        return None
-    preds: list = []
-    with ckpt.best_state(model):
-        metrics = evaluate(scorer, data.spec, model.tokenizer, data.enc_test, data.test, cfg.eval_batch_size,
-                           accelerator.device, accelerator, predictions=preds)
-        if accelerator.is_main_process and model.prompt_config.has_prompt:
-            export_prompt(model, rundir.export, cfg.backbone)
-    if accelerator.is_main_process:  # per test row: what the best state predicted (row-level statistics)
-        rundir.write_predictions("test", [{"row": i, "prediction": p, "label": x.label}
-                                          for i, (p, x) in enumerate(zip(preds, data.test))])
-    return metrics
+    def finish(self) -> dict:
+        """Write results.json (rank 0)."""
+        import transformers
 
-
-def _finish(cfg, rundir: RunDir, data: RunData, model, ckpt: Checkpointer, best, status, error, counts,
-            world, t_start, test_metrics) -> dict:
-    """Write results.json (rank 0)."""
-    import transformers
-
-    spec = data.spec
-    steps = rundir.steps()
-    results = {
-        "status": status, "error": error, "task": cfg.task, "method": cfg.method.name, "backbone": cfg.backbone,
-        "seed": cfg.seed, "steps": cfg.steps, "few_shot": cfg.few_shot,
-        "trainable_params": counts["trainable"], "inference_params": counts["inference"],
-        "best_step": best["step"], "main_metric": spec.main_metric,
-        "validation": best["metrics"], "test": test_metrics, "final_mu_t": steps[-1]["mu_t"] if steps else None,
-        "split_sizes": {"train": len(data.task.train), "validation": len(data.valid), "test": len(data.test)},
-        "data_source": data.task.source, "wall_seconds": round(time.time() - t_start, 1), "world_size": world,
-        "config_hash": ckpt.cfg_hash, "precision": model.precision, "threads": torch.get_num_threads(),
-        "compiled": model.compiled,
-        "versions": {"ept": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
-    }
-    rundir.write_results(results)
-    if test_metrics:
-        print(f"ept train: best step {best['step']} | validation {spec.main_metric} {best['score']:.2f} | "
-              f"test {spec.main_metric} {test_metrics[spec.main_metric]:.2f} | {rundir.path}")
-    return results
+        cfg, data, model, best, spec = self.cfg, self.data, self.model, self.best, self.data.spec
+        steps = self.rundir.steps()
+        results = {
+            "status": self.status, "error": self.error, "task": cfg.task, "method": cfg.method.name,
+            "backbone": cfg.backbone, "seed": cfg.seed, "steps": cfg.steps, "few_shot": cfg.few_shot,
+            "trainable_params": self.counts["trainable"], "inference_params": self.counts["inference"],
+            "best_step": best["step"], "main_metric": spec.main_metric, "validation": best["metrics"],
+            "test": self.test_metrics, "final_mu_t": steps[-1]["mu_t"] if steps else None,
+            "split_sizes": {"train": len(data.task.train), "validation": len(data.valid), "test": len(data.test)},
+            "data_source": data.task.source, "wall_seconds": round(time.time() - self.t_start, 1),
+            "world_size": self.world, "config_hash": self.ckpt.cfg_hash, "precision": model.precision,
+            "threads": torch.get_num_threads(), "compiled": model.compiled,
+            "versions": {"ept": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
+        }
+        self.rundir.write_results(results)
+        if self.test_metrics:
+            print(f"ept train: best step {best['step']} | validation {spec.main_metric} {best['score']:.2f} | "
+                  f"test {spec.main_metric} {self.test_metrics[spec.main_metric]:.2f} | {self.rundir.path}")
+        return results
