@@ -9,8 +9,8 @@ and PT (n=10), each with its own label set (2-3 labels); row i belongs to task i
 - mixed:   ept.serve.MultiTaskServer.predict: all 64 rows, T tasks, one backbone pass;
 - mixed sorted: the same server, rows sorted by length (input + own prompt) and cut into passes
   of 16, each pass still mixing tasks (what `MultiTaskServer.score` does by default);
-- grouped: the PEFT-style alternative (PEFT cannot mix prompts in a batch, reference-spec
-  §1.7): rows grouped by task, the prompt switched between sub-batches, one pass per task.
+- grouped: the PEFT-style alternative (PEFT cannot mix prompts in a batch: peft's `get_prompt`
+  uses the active adapter): rows grouped by task, the prompt switched between sub-batches, one pass per task.
 The mixed batch pads every prompt to n=10, so "single" uses n=10 as well (same token count);
 "single sorted" shows what length sorting alone buys a single task.
 """

@@ -8,7 +8,7 @@
 
 An EPT task is one vector (paper Section 3.3), so what tells tasks apart is the few input
 positions in front of each row. PEFT can only switch the active prompt adapter between batches
-(reference-spec §1.7); here every row carries its own prompt. The pieces, each small:
+(peft `PeftModel.get_prompt` uses the active adapter; `adapter_names` mixes only injected tuners such as LoRA, peft PR #1558); here every row carries its own prompt. The pieces, each small:
 
 - `PromptBank` (ept.bank): the prompts of all served tasks; `bank(task_ids)` gives a batch its
   rows' prompts, left-padded, and their mask.

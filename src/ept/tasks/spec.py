@@ -1,4 +1,4 @@
-"""The task schema: what one of the 21 tasks *is*, as frozen data (STYLE rule 7).
+"""The task schema: what one of the 21 tasks *is*, as frozen data (frozen data, as lm-evaluation-harness task configs are).
 
 A `TaskSpec` declares where a task loads from (local files in the benchmark's original format,
 or a Hugging Face hub id), its text-to-text template, label words, metrics, official split sizes

@@ -2,7 +2,7 @@
 
 Each preprocessor takes one record (a dict with the task's canonical keys) and returns a new
 record; `TaskSpec.source_format` is then applied to it. They follow the T5 / ATTEMPT / DePT
-preprocessors (reference-spec §3.1), with their known bugs fixed (see docs/tasks.md):
+preprocessors (DePT `src/tasks.py`), with their known bugs fixed (see docs/tasks.md):
 
 - `wsc`: span1 wrapped in `* ... *`, the pronoun (span2) in `# ... #` (T5 `wsc_simple` style).
 - `multirc`: `<br>` becomes a space, `<b>`/`</b>` are removed (ATTEMPT `remove_markup`).
