@@ -165,9 +165,11 @@ def param_counts(backbone: str, config: MethodConfig, linear_head_labels: int = 
 
 
 class PromptedModel(nn.Module):
-    """A frozen backbone (trainable for `ft`) plus a prompt encoder and, optionally, a linear head."""
+    """A frozen backbone (trainable for `ft`) plus a prompt encoder and, optionally, a linear head.
+    `prompt_config=None`: no prompt of its own, the backbone frozen; every call passes its rows'
+    prompts (a server holding many tasks' prompts, `ept.serve`)."""
 
-    def __init__(self, backbone: nn.Module, tokenizer, prompt_config: MethodConfig, linear_head_labels: int = 0,
+    def __init__(self, backbone: nn.Module, tokenizer, prompt_config: MethodConfig | None, linear_head_labels: int = 0,
                  init_token_ids: list[int] | None = None, sink_token: str | None = None):
         super().__init__()
         self.backbone, self.tokenizer, self.prompt_config = backbone, tokenizer, prompt_config
@@ -177,15 +179,15 @@ class PromptedModel(nn.Module):
         if backbone.get_input_embeddings() is None:
             raise ValueError("backbone has no input embeddings; a soft prompt needs them")
         self.embed_dim = backbone.get_input_embeddings().embedding_dim
-        trains_backbone = prompt_config.trains_backbone
-        backbone.requires_grad_(trains_backbone)
+        backbone.requires_grad_(prompt_config is not None and prompt_config.trains_backbone)
         if hasattr(prompt_config, "peft_config"):  # lora / ia3: PEFT injects trainable layers in place
             from peft import inject_adapter_in_model
 
             backbone = inject_adapter_in_model(prompt_config.peft_config(), backbone)
             self.backbone = backbone
-        self.encoder = build_encoder(prompt_config, self.embed_dim)
-        self._init_prompt(init_token_ids)
+        self.encoder = build_encoder(prompt_config, self.embed_dim) if prompt_config is not None else None
+        if prompt_config is not None:
+            self._init_prompt(init_token_ids)
         # Optional trainable head for encoder-only models (counted in trainable params).
         self.head = nn.Linear(self.embed_dim, linear_head_labels) if linear_head_labels else None
         # The backbone's own sentence-embedding recipe (sentence-transformers files, else a stated default).
@@ -207,11 +209,11 @@ class PromptedModel(nn.Module):
         self.encoder.init_from_rows(table[torch.as_tensor(token_ids)])
 
     def prompt(self) -> torch.Tensor | None:
-        """P' (n, e), or None for ft."""
-        return self.encoder()
+        """P' (n, e), or None for ft (and without a prompt config)."""
+        return self.encoder() if self.encoder is not None else None
 
     def num_prompt_tokens(self) -> int:
-        return self.encoder.num_tokens
+        return self.encoder.num_tokens if self.encoder is not None else 0
 
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)

@@ -29,11 +29,13 @@ from ept.kinds import Labels
 from ept.kinds.encoder import TEMPERATURE, anchor_value, text_embeddings
 from ept.registry import Registry
 
+
 class Scorer:
-    eval_modes: tuple[str, ...] = ("rank",)
+    """A task's scorer on a prompted model: what is the task's; the maths are `model.kind_ops`."""
 
     def __init__(self, model, spec, eval_mode: str | None = None):
         self.model, self.spec = model, spec
+        self.eval_modes = model.kind_ops.eval_modes  # rank (every kind), generate (kinds that generate)
         self.eval_mode = eval_mode or self.eval_modes[0]
         if self.eval_mode not in self.eval_modes:
             raise ValueError(f"eval_mode={self.eval_mode!r} is not available for {model.kind}/{spec.kind}; allowed: {', '.join(self.eval_modes)}")
@@ -305,7 +307,6 @@ class TextScorer(Scorer):
     `label_score_eos` (decoder-only): rank a label by log p(word) + log p(EOS | word) (the default:
     the target the model trains on) or by log p(word) alone, as lm-evaluation-harness scores choices."""
 
-    eval_modes = ("rank", "generate")
     label_score_eos = True
 
     def __init__(self, model, spec, eval_mode=None, label_texts=None):

@@ -37,7 +37,6 @@ from ept.checkpoint import load_exported
 from ept.heads import make_scorer
 from ept.kinds import KINDS
 from ept.kinds.base import RowError  # noqa: F401  (re-exported: one unusable input row)
-from ept.prompts import PTConfig
 from ept.tasks.spec import Example, pair_sides
 
 MAX_LENGTH = 256  # paper Appendix B.2; a task spec's own max_length wins
@@ -202,8 +201,7 @@ class MultiTaskServer:
         """prefix_cache (causal backbones): compute each task's prompt keys/values once, when it is
         added, and run only the inputs per pass; False recomputes them in every pass."""
         backbone.eval()
-        # The wrapper's own prompt is never used: every call passes per-row prompts from the bank.
-        self.model = PromptedModel(backbone, tokenizer, PTConfig(num_tokens=1))
+        self.model = PromptedModel(backbone, tokenizer, None)  # no prompt of its own: the bank's, per row
         self.model.eval()
         self.tokenizer, self.kind, self.max_length = tokenizer, self.model.kind, max_length
         self.device = next(backbone.parameters()).device
