@@ -5,7 +5,7 @@
 Part A, seq2seq (tiny T5 from a config, MiniLM WordPiece tokenizer, eos = [SEP]): the T5 is first
 fine-tuned for a few seconds on SST-2 text-to-text pairs with an EPT prompt (n=1) so that it
 generates label words at all; then the same real SST-2 dev batches of 64 are scored by
-ept's Seq2SeqScorer in rank mode (one encoder pass, one decoder pass over B x C label
+ept's TextScorer in rank mode (one encoder pass, one decoder pass over B x C label
 sequences) and in generate mode (greedy, max_new_tokens = max(label length, 8) as ept does).
 Predictions are compared on the rows where generation produced a valid label.
 

@@ -85,7 +85,7 @@ def _solo(model, tok, spec, prompt, examples, kind, eval_mode=None):
     batch = collate(tok, encode(tok, examples, kind, 256).features)
     with torch.no_grad():
         # one backbone pass each: classification predictions are the argmax of these scores in
-        # EncoderLabelScorer.predict and Seq2SeqScorer.predict (rank) alike
+        # EncoderLabelScorer.predict and TextScorer.predict (rank) alike
         if kind == "encoder" and spec.kind == "classification":
             scores = scorer.logits(batch, prompt)
             return scores, scores.argmax(-1).tolist()

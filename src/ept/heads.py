@@ -345,8 +345,6 @@ class TextScorer(Scorer):
         return best
 
 
-Seq2SeqScorer = CausalLMScorer = TextScorer  # the names the scorer had per kind
-
 SCORERS: Registry[type[Scorer]] = Registry("scorer")
 SCORERS.register("encoder/classification", EncoderLabelScorer)
 SCORERS.register("encoder/regression", EncoderRegressionScorer)
