@@ -129,6 +129,11 @@ def test_run_records_precision_and_threads(tiny_bert, data_dir, tmp_path, fast_b
     from safetensors.torch import load_file
 
     assert all(t.dtype == torch.float32 for t in load_file(tmp_path / "r" / "best" / "method.safetensors").values())
+    # evaluation uses the precision the run was validated in (auto would be fp32 on an encoder)
+    from ept.evaluation import load_run
+
+    assert load_run(tmp_path / "r")[1].precision == "bf16"
+    assert load_run(tmp_path / "r", precision="fp32")[1].precision == "fp32"
     # threads is how fast, not what: a rerun with other threads is the same run (skipped, finished)
     again = run(TrainConfig.from_dict({**json.loads((tmp_path / "r" / "config.json").read_text()), "threads": 2}),
                 progress=False)

@@ -233,3 +233,42 @@ def test_grid_over_method_options_keeps_folders_written_before_typed_configs(tmp
     assert stale_keys(h5) == ["method_options: {'hidden_size': 4} -> {'hidden_size': 5}"]
     lora = expand({"out": str(tmp_path), "steps": 10, "method": "lora", "grid": {"lora_r": [4, 8]}}, check_data=False)
     assert [TrainConfig.from_dict(r.config).method for r in lora.runs] == [LoRAConfig(lora_r=4), LoRAConfig(lora_r=8)]
+
+
+@pytest.mark.integration
+def test_committed_runs_continue_on_a_fresh_clone(tiny_bert, mini_data, tmp_path, monkeypatch, capsys):
+    """A long grid outlives one machine: its run folders are committed (the repository's
+    .gitignore keeps locks and TensorBoard out), and a sweep in a fresh clone treats a committed
+    finished run as done and resumes a committed unfinished one from its last/ checkpoint."""
+    import shutil
+    import subprocess
+
+    def git(*args, cwd):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True,
+                       capture_output=True)
+
+    repo, clone = tmp_path / "repo", tmp_path / "clone"
+    repo.mkdir()
+    shutil.copy(REPO / ".gitignore", repo / ".gitignore")
+    spec = _spec(tiny_bert, mini_data, "results/grid", method=["pt", "ept"])
+    _write(repo / "grid.yaml", spec)
+    monkeypatch.chdir(repo)
+    assert main(["sweep", "grid.yaml", "--workers", "1"]) == 0
+    first = {m: json.loads((repo / f"results/grid/sst2-{m}-s0/results.json").read_text()) for m in ("pt", "ept")}
+    git("init", "-q", cwd=repo)
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", "runs", cwd=repo)
+    tracked = subprocess.run(["git", "ls-files"], cwd=repo, capture_output=True, text=True).stdout.split()
+    assert not any(p.endswith((".lock", ".owner.json")) for p in tracked)
+    assert "results/grid/sst2-ept-s0/last/method.safetensors" in tracked
+    git("clone", "-q", str(repo), str(clone), cwd=tmp_path)
+    (clone / "results/grid/sst2-ept-s0/results.json").unlink()  # as if the machine stopped before the end
+    monkeypatch.chdir(clone)
+    capsys.readouterr()
+    assert main(["sweep", "grid.yaml", "--dry-run"]) == 0
+    assert "finished 1 | failed 0 | partial 1 | pending 0 | stale 0" in capsys.readouterr().out
+    assert main(["sweep", "grid.yaml", "--workers", "1"]) == 0
+    assert "1 already finished" in capsys.readouterr().out
+    again = json.loads((clone / "results/grid/sst2-ept-s0/results.json").read_text())
+    assert again["test"] == first["ept"]["test"] and again["best_step"] == first["ept"]["best_step"]
+    assert json.loads((clone / "results/grid/sst2-pt-s0/results.json").read_text()) == first["pt"]

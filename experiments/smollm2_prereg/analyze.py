@@ -23,7 +23,7 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parents[2]
 RES = ROOT / "results" / "smollm2-prereg"
 SST2_TEST_MAJORITY = 444 / 872 * 100  # positive rows of the 872 GLUE dev rows
-RTE_TEST_MAJORITY = 76 / 139 * 100    # not_entailment rows of the 139 test rows (split seed 42)
+RTE_TEST_MAJORITY = 76 / 139 * 100    # entailment rows of the 139 test rows (split seed 42)
 FAIL_MARGIN, TOST_MARGIN = 3.0, 2.0
 ARMS_C = {"PT": ("pt", {}), "EPT": ("ept", {}), "PT1": ("pt", {"num_tokens": 1})}
 
@@ -83,7 +83,39 @@ def stage_a(report: list[str]) -> dict | None:
     report += [f"| {c['template']} | {str(c['label_score_eos']).lower()} | {c['accuracy']:.1f} |" for c in cells]
     report += ["", f"Chosen for stages B-E: **template {best['template']}, label_score_eos "
                f"{str(best['label_score_eos']).lower()}**.", ""]
+    stage_a_checks(report)
     return decision
+
+
+def stage_a_checks(report: list[str]) -> None:
+    """Parts 2-3: bf16 vs fp32 on the two 200-step prompts, and the residual stream per layer."""
+    prec = RES / "A" / "precision.json"
+    if prec.exists():
+        p = json.loads(prec.read_text())
+        report += [f"### bf16 vs fp32 (300 validation rows; {p['machine']})", "",
+                   "| run | prompt norm | fp32 acc | bf16 acc | predictions that differ | max / mean abs score diff (nats) |",
+                   "| --- | --- | --- | --- | --- | --- |"]
+        report += [f"| {r['run']} | {r['prompt_norm']:.3g} | {r['accuracy_fp32']:.1f} | {r['accuracy_bf16']:.1f} | "
+                   f"{r['predictions_differ']} of {r['rows']} | {r['max_abs_score_diff']:.3g} / "
+                   f"{r['mean_abs_score_diff']:.3g} |" for r in p["runs"]]
+        report.append("")
+    res = RES / "A" / "residual" / "residual.csv"
+    if res.exists():
+        import csv
+
+        rows = list(csv.DictReader(res.open()))
+        layers = sorted({int(r["layer"]) for r in rows})
+        picks = [layers[0], layers[len(layers) // 2], layers[-1]]
+        report += ["### Residual stream at the prompt vs the input positions (64 validation rows)", "",
+                   "| run | layer | prompt residual norm | input residual norm | prompt / input | prompt update norm |",
+                   "| --- | --- | --- | --- | --- | --- |"]
+        for run in dict.fromkeys(r["run"] for r in rows):
+            for layer in picks:
+                at = {r["position"]: r for r in rows if r["run"] == run and int(r["layer"]) == layer}
+                report.append(f"| {run} | {layer} | {float(at['prompt']['residual_norm']):.3g} | "
+                              f"{float(at['input']['residual_norm']):.3g} | {float(at['prompt']['ratio_to_input']):.3g} | "
+                              f"{float(at['prompt']['update_norm']):.3g} |")
+        report += ["", "Figure: `results/smollm2-prereg/A/residual/residual.png`.", ""]
 
 
 # ------------------------------------------------------------------------------ stage B
@@ -185,6 +217,10 @@ def stage_c(report: list[str]) -> dict | None:
             sd = np.std(scores, ddof=1) if len(scores) > 1 else float("nan")
             report.append(f"| {arm} | {len(scores)} | {', '.join(f'{s:.1f}' for s in scores)} | "
                           f"{np.mean(scores):.1f} ± {sd:.1f} | {fails} of {len(scores)} |")
+    zero = RES / "A" / "zeroshot-test.json"
+    if zero.exists():
+        z = json.loads(zero.read_text())
+        report.append(f"| no prompt (frozen, zero-shot) | — | {z['accuracy']:.1f} | — | — |")
     report.append("")
     if n_done < 15:
         report += [f"{n_done} of 15 runs finished: no verdict yet.", ""]

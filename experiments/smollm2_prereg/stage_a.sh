@@ -13,14 +13,15 @@ for t in t5 natural; do
                      --max-eval-examples 500 --template "$t" --json > "$f.tmp" && mv "$f.tmp" "$f"; }
 done
 python experiments/smollm2_prereg/analyze.py --stage A
+# the "no prompt" reference row of stage C: zero-shot test accuracy with the chosen template
+f="$A/zeroshot-test.json"
+eos=$(python -c "import json;print(str(json.load(open('$A/decision.json'))['label_score_eos']).lower())")
+tpl=$(python -c "import json;print(json.load(open('$A/decision.json'))['template'])")
+[ -f "$f" ] || { ept eval --no-prompt --task sst2 --backbone smollm2-135m --split test --template "$tpl" \
+                   --label-score-eos "$eos" --json > "$f.tmp" && mv "$f.tmp" "$f"; }
 [ "${1:-}" = "--prompts" ] || exit 0
 ept sweep experiments/smollm2_prereg/A_prompts.yaml --workers 2
-for run in "$A"/prompts/*/; do
-  name=$(basename "$run")
-  for p in fp32 bf16; do
-    f="$A/precision-$name-$p.json"
-    [ -f "$f" ] || { ept eval "$run" --split validation --max-eval-examples 300 --precision "$p" --json > "$f.tmp" \
-                       && mv "$f.tmp" "$f"; }
-  done
-done
-ept analyze residual "$A"/prompts --split validation --max-examples 64 --out "$A/residual"
+# bf16 needs fast bf16 hardware (AMX / AVX-512-BF16); elsewhere the check says so and is skipped
+[ -f "$A/precision.json" ] || python experiments/smollm2_prereg/precision_check.py "$A"/prompts/*/ --rows 300 \
+    --out "$A/precision.json" || echo "stage A precision check skipped on this machine"
+[ -f "$A/residual/residual.csv" ] || ept analyze residual "$A"/prompts --split validation --max-examples 64 --out "$A/residual"

@@ -7,7 +7,9 @@ import torch
 
 def load_run(run_dir, data_dir=None, precision: str | None = None, precision_fallback: bool = False):
     """(TrainConfig, PromptedModel with the best state) of a run folder, in `precision` (default:
-    the run's own setting, resolved for this machine; ept.precision)."""
+    the precision the run trained and was validated in, as results.json records it; a run without
+    one, its own setting resolved for this machine; ept.precision). A huge-norm prompt scores
+    differently in bf16 and fp32 (docs/results-smollm2.md), so `auto` must not re-decide it here."""
     from ept.checkpoint import load_method
     from ept.rundir import RunDir
     from ept.train import TrainConfig
@@ -24,7 +26,8 @@ def load_run(run_dir, data_dir=None, precision: str | None = None, precision_fal
 
     backbone, tokenizer = load_backbone(cfg.backbone, dtype=getattr(torch, cfg.dtype))
     model = load_method(rd.best, backbone, tokenizer)
-    apply_precision(model, precision or cfg.precision, cfg.dtype, precision_fallback,
+    recorded = (rd.read_results() or {}).get("precision")
+    apply_precision(model, precision or recorded or cfg.precision, cfg.dtype, precision_fallback,
                     warn=lambda m: print(f"ept eval: warning: {m}"))
     return cfg, model
 

@@ -44,6 +44,7 @@ def register(subparsers) -> None:
     describe.add_argument("--max-examples", type=int, default=5000, metavar="N",
                           help="tokenize at most N examples (seeded sample) for the truncation rate")
     describe.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows instead of failing")
+    describe.add_argument("--template", default=None, help="the task's template to show (t5 | natural | ...)")
 
     check = actions.add_parser(
         "check", help="walk all 21 tasks, validate every row, report complete / partial / missing",
@@ -93,7 +94,7 @@ def run_describe(args: argparse.Namespace) -> int:
     from ept.tasks.splits import protocol_rule
 
     data = load_task(args.task, data_dir=args.data_dir, seed=args.seed, skip_bad_rows=args.skip_bad_rows,
-                     source=args.source, split_protocol=args.split_protocol)
+                     source=args.source, split_protocol=args.split_protocol, template=args.template)
     spec = data.spec
     rule, sample_k, _ = protocol_rule(spec, args.split_protocol)
     print(f"task:     {spec.name} ({spec.benchmark}, {spec.kind}; metrics {', '.join(spec.metrics)}; "
@@ -102,6 +103,7 @@ def run_describe(args: argparse.Namespace) -> int:
     print("splits:   " + ", ".join(f"{k} {v:,}" for k, v in data.sizes().items()) +
           f"  (protocol {args.split_protocol}; rule for official train {spec.train_size:,}: {rule}"
           f"{f' {sample_k:,}' if rule == 'sample' else ''})")
+    print(f"template: {spec.template_name} (this task's: {', '.join(spec.template_names)}; --template NAME)")
     for note in data.notes:
         print(f"  - {note}")
     if data.bad_rows:
