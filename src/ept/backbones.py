@@ -80,9 +80,9 @@ def kind_of_backbone(name: str) -> str:
 
 
 def _auto_class(kind: str):
-    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    import transformers
 
-    return {"seq2seq": AutoModelForSeq2SeqLM, "causal": AutoModelForCausalLM}.get(kind, AutoModel)
+    return getattr(transformers, KINDS.get(kind).auto_class)
 
 
 def load_backbone(name: str, dtype: torch.dtype | None = None):
@@ -98,12 +98,7 @@ def load_backbone(name: str, dtype: torch.dtype | None = None):
     kind = backbone_kind(config)
     model = _auto_class(kind).from_pretrained(path, dtype=dtype, use_safetensors=True)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    if kind == "causal" and tokenizer.pad_token_id is None:
-        # Many causal LMs ship without a pad token. Pads are always masked (and positions come
-        # from the mask), so any id works; EOS is the usual choice.
-        if tokenizer.eos_token_id is None:
-            raise ValueError(f"backbone {name!r}: the tokenizer has neither a pad nor an eos token")
-        tokenizer.pad_token = tokenizer.eos_token
+    KINDS.get(kind).prepare_tokenizer(tokenizer, name)
     return model, tokenizer
 
 

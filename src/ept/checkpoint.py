@@ -156,7 +156,7 @@ def export_prompt(model, out, backbone: str, peft_task_type: str | None = None, 
         **(extra or {}),
     })
     peft_prompt = peft_prompt_embeddings(model, prompt)
-    task_type = peft_task_type or {"seq2seq": "SEQ_2_SEQ_LM", "causal": "CAUSAL_LM"}.get(model.kind, "FEATURE_EXTRACTION")
+    task_type = peft_task_type or model.kind_ops.peft_task_type
     cfg = PromptTuningConfig(task_type=task_type, num_virtual_tokens=peft_prompt.shape[0], token_dim=e,
                              num_transformer_submodules=1,
                              num_attention_heads=getattr(model.backbone.config, "num_attention_heads", None)

@@ -214,8 +214,8 @@ def check_context(max_length: int, model, explicit: bool) -> None:
     """Refuse, before training, inputs the backbone cannot position: max_length plus the prompt
     (and BOS) over its `max_position_embeddings` would crash mid-run on absolute positions (BERT)."""
     limit = getattr(model.backbone.config, "max_position_embeddings", None)
-    need = max_length + model.num_prompt_tokens() + (1 if model.kind == "causal" else 0)
-    if limit and need > limit and (explicit or model.kind == "encoder"):
+    need = max_length + model.num_prompt_tokens() + (1 if model.lead_token_id is not None else 0)
+    if limit and need > limit and (explicit or model.kind_ops.absolute_positions):
         raise ValueError(f"max_length={max_length} plus {model.num_prompt_tokens()} prompt token(s) is {need} positions; "
                          f"this backbone has {limit} (max_position_embeddings): use --max-length {limit - need + max_length} or less")
 

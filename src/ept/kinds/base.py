@@ -87,6 +87,13 @@ class Kind:
 
     name = ""
     eval_modes: tuple[str, ...] = ("rank",)
+    auto_class = "AutoModel"  # the transformers class that loads such a backbone
+    peft_task_type = "FEATURE_EXTRACTION"  # the PEFT adapter's task type in an export
+    absolute_positions = False  # positions past max_position_embeddings crash (BERT), not extrapolate
+
+    @staticmethod
+    def prepare_tokenizer(tokenizer, name: str) -> None:
+        """Fix what this kind needs of a freshly loaded tokenizer (the default: nothing)."""
 
     def __init__(self, model, prefix_cache: bool = True):
         self.model = model

@@ -327,6 +327,17 @@ class CausalKind(Seq2SeqKind):
     scores. A pass with a task that has no cache (added with the cache off) runs uncached."""
 
     name = "causal"
+    auto_class = "AutoModelForCausalLM"
+    peft_task_type = "CAUSAL_LM"
+
+    @staticmethod
+    def prepare_tokenizer(tokenizer, name: str) -> None:
+        """Many causal LMs ship without a pad token. Pads are always masked (and positions come
+        from the mask), so any id works; EOS is the usual choice."""
+        if tokenizer.pad_token_id is None:
+            if tokenizer.eos_token_id is None:
+                raise ValueError(f"backbone {name!r}: the tokenizer has neither a pad nor an eos token")
+            tokenizer.pad_token = tokenizer.eos_token
 
     @staticmethod
     def encode(tokenizer, examples, max_length: int, spec=None, count_truncated: bool = True) -> Encoded:

@@ -24,6 +24,8 @@ TARGET_MAX_LENGTH = 128  # target tokens kept in training (T5 targets are a word
 class Seq2SeqKind(Kind):
     name = "seq2seq"
     eval_modes = ("rank", "generate")
+    auto_class = "AutoModelForSeq2SeqLM"
+    peft_task_type = "SEQ_2_SEQ_LM"
 
     # ------------------------------------------------------------------ rows
     @staticmethod
