@@ -118,9 +118,12 @@ class Kind:
 
     # ------------------------------------------------------------------ training and scoring
     def loss(self, batch: dict) -> torch.Tensor:
+        """The training loss of a batch of one task with the model's own prompt (text-to-text
+        kinds: the target's cross-entropy; an encoder's depends on the task: `ept.heads`)."""
         raise NotImplementedError
 
     def rank_scores(self, batch: dict, labels: Labels, prompt=None, prompt_mask=None) -> torch.Tensor:
+        """(B, C_max) scores of each row against its own label table, -inf past its labels."""
         raise NotImplementedError
 
     def generate(self, batch: dict, max_new_tokens: int, prompt=None, prompt_mask=None) -> list[str]:
