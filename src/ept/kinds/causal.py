@@ -89,6 +89,10 @@ def _run(model, **kwargs):
     base = model.backbone.base_model
     window = sliding_window(model.backbone.config)
     if window is not None:
+        impl = getattr(model.backbone.config, "_attn_implementation", None) or "eager"
+        if impl not in ("eager", "sdpa"):  # flash kernels take no mask: they would count slots again
+            raise ValueError(f"a sliding-window model runs with attn_implementation eager or sdpa here (its window "
+                             f"is applied by masks, in positions), not {impl!r}")
         if kwargs.get("use_cache") and kwargs.get("cache") is None:
             kwargs["cache"] = DynamicCache()  # no config: full layers, nothing dropped by slot count
         queries = kwargs["inputs_embeds"].shape[1]
