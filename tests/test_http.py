@@ -76,7 +76,8 @@ def _stop(proc) -> int:
 
 @pytest.fixture(scope="module")
 def server(exports):
-    proc, url = _start(exports, "--max-batch", "8", "--max-wait-ms", "20", "--max-queue", "40", "--max-body-bytes", "4000")
+    proc, url = _start(exports, "--max-batch", "8", "--max-wait-ms", "20", "--max-queue", "40", "--max-body-bytes", "4000",
+                       "--allow-path", str(exports))  # PUT {"path"} loads exports/c
     client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
     yield client
     client.close()
@@ -176,7 +177,8 @@ def test_bad_requests_get_their_codes_and_the_server_carries_on(server, exports,
         assert again.status_code == 200
         _same(again.json()["predictions"], expected)
     assert server.get("/healthz", headers={"Authorization": ""}).json()["status"] == "ok"  # open without a token
-    assert server.put("/v1/prompts/x", json={"path": str(tmp_path)}).status_code == 404  # not an export
+    assert server.put("/v1/prompts/x", json={"path": str(exports / "none")}).status_code == 404  # not an export
+    assert server.put("/v1/prompts/x", json={"path": str(tmp_path)}).status_code == 403  # outside --allow-path
     assert server.put("/v1/prompts/x", json={"path": str(exports / "a"), "labels": ["a", ""]}).status_code == 422
 
 

@@ -12,7 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Lowest first. A module may import its own layer and the layers below it. The first prefix that
 # matches a module's name decides its layer (a package name covers its modules).
 LAYERS = [
-    ("foundation", ["ept", "ept.registry", "ept.flags", "ept.method_configs", "ept.backbone_specs", "ept.fetch"]),
+    ("foundation", ["ept", "ept.registry", "ept.atomic_io", "ept.flags", "ept.method_configs", "ept.backbone_specs", "ept.fetch"]),
     ("tasks", ["ept.tasks"]),
     ("configs", ["ept.config"]),  # TrainConfig checks task names and templates against the registry
     ("backbones and kinds", ["ept.prompts", "ept.pooling", "ept.batching", "ept.kinds", "ept.backbones", "ept.heads",

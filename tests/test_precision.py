@@ -41,6 +41,16 @@ def test_auto_is_bf16_only_on_fast_hardware_and_pre_ln_backbones(fast_bf16):
     assert [P.resolve_precision("auto", CPU, kind) for kind in ("causal", "seq2seq", "encoder")] == ["bf16", "bf16", "fp32"]
     assert P.resolve_precision("auto", CPU, "encoder", dtype="float16") == "fp16"  # --dtype as before --precision
     assert P.resolve_precision("bf16", CPU, "encoder") == "bf16"  # explicit: any backbone
+    # a prompt on a frozen backbone: bf16 changes its predictions (stage A), so auto keeps fp32
+    assert [P.resolve_precision("auto", CPU, kind, prompt=True) for kind in ("causal", "seq2seq")] == ["fp32", "fp32"]
+    assert P.resolve_precision("bf16", CPU, "causal", prompt=True) == "bf16"  # asked for explicitly
+
+
+def test_auto_keeps_prompt_runs_fp32_and_gives_bf16_to_the_rest(fast_bf16, tiny_llama):
+    backbone, tok = tiny_llama
+    for method, expected in (("ept", "fp32"), ("pt", "fp32"), ("lora", "bf16")):
+        model = PromptedModel(copy.deepcopy(backbone), tok, method_config(method))
+        assert P.apply_precision(model, "auto") == expected, method
 
 
 def test_auto_is_fp32_here_and_explicit_bf16_is_refused_or_falls_back_when_asked():
@@ -93,7 +103,7 @@ def test_bf16_keeps_prompt_and_optimizer_fp32_and_the_loss_fp32(fast_bf16, tiny_
 
     backbone, tok = tiny_llama
     model = PromptedModel(copy.deepcopy(backbone), tok, method_config("ept"))
-    assert P.apply_precision(model, "auto") == "bf16" and model.precision == "bf16"
+    assert P.apply_precision(model, "bf16") == "bf16" and model.precision == "bf16"
     assert next(model.backbone.parameters()).dtype == torch.bfloat16
     spec = get_task("sst2")
     scorer = make_scorer(model.train(), spec)

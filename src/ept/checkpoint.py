@@ -49,6 +49,12 @@ def check_state(state: dict, expected: dict, path, remedy: str = "") -> None:
     if problems:
         raise CheckpointError(f"{path}: does not fit the model ({'; '.join(problems)}): saved by another method, "
                               f"config or version?" + (f" {remedy}" if remedy else ""))
+    # Training stops at a non-finite loss before it saves, so NaN/inf here is damage: resuming would
+    # only fail the same way steps later, on every rerun.
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{path}: NaN/inf values in {bad[:5]}: the checkpoint is damaged"
+                              + (f"; {remedy}" if remedy else ""))
 
 
 def load_state(model, path, remedy: str = "") -> None:
@@ -119,6 +125,27 @@ def attach_pair_head(model, meta: dict) -> None:
 
 
 # ------------------------------------------------------------------------------- export
+def export_record(spec=None, step: int | None = None, reached: int | None = None, steps: int | None = None,
+                  task: str | None = None) -> dict:
+    """What every export records beside its prompt, whoever writes it (`ept train`'s RUN/export,
+    `ept export`), in one place: the task it was trained on (name, kind, label words and their
+    count: a server refuses a label set of another size) and the step the prompt was taken at
+    (`step`), with how far the run had got (`reached` of `steps`; `partial` when short of it).
+    Extend it here (the full task spec, the precision), not at the callers."""
+    out: dict = {"task": task} if task else {}  # a task the catalog does not know: its name at least
+    if spec is not None:
+        words = list(getattr(spec, "label_words", ()) or ())
+        kind = getattr(spec, "kind", "classification")
+        out.update(task=spec.name, task_kind=kind, label_words=words,
+                   num_labels=len(words) if kind == "classification" else None,
+                   template=getattr(spec, "template_name", None))  # its label words and input format
+    if step is not None:
+        out["step"] = step
+    if steps is not None:
+        out.update(reached=reached, steps=steps, partial=reached is None or reached < steps)
+    return out
+
+
 def export_prompt(model, out, backbone: str, peft_task_type: str | None = None, extra: dict | None = None) -> Path:
     """Write the inference artifact and a PEFT adapter folder `out/peft`.
 
@@ -197,6 +224,10 @@ def load_exported(folder) -> tuple[torch.Tensor, dict]:
         raise FileNotFoundError(f"{path}: not an ept export folder (expected {EXPORT_FILE} and {EXPORT_CONFIG})")
     meta = read_json(path)
     meta.setdefault("pair_encoding", "cross")  # exports written before siamese pairs existed
+    if not meta.get("task"):  # a RUN/export/ written before exports recorded their task: the run's config says it
+        run_config = folder.parent / "config.json"
+        if folder.name == "export" and run_config.is_file():
+            meta["task"] = read_json(run_config).get("task")
     tensors = read_tensors(folder / EXPORT_FILE, "export the run again (ept export)")
     vectors = tensors.get("prompt")
     if vectors is None:

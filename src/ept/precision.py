@@ -5,7 +5,13 @@
   or AVX-512-BF16 (`torch.cpu._is_amx_tile_supported` / `_is_avx512_bf16_supported`; torch's
   `get_cpu_capability()` stops at "AVX512" and does not say);
 - the backbone is pre-LN (`causal`, `seq2seq`): every block normalises its input, so bf16's 8-bit
-  mantissa is rounding noise, not a change of the model. Post-LN encoders (BERT, MiniLM) stay fp32.
+  mantissa is rounding noise, not a change of the model. Post-LN encoders (BERT, MiniLM) stay fp32;
+- the run does not tune a prompt on a frozen backbone. A prompt of norm 1e4 (EPT's, at lr 0.3)
+  sits in the residual stream where bf16's spacing (~1e4 / 2^8 = 40) exceeds what a layer adds to
+  it: measured on SmolLM2 (docs/results-smollm2.md, stage A), bf16 flipped 22 of 300 of a 200-step
+  EPT prompt's predictions (fp32 62.3 -> bf16 60.3) and 4 of 300 of a PT prompt's. So a prompt
+  run's result would depend on the machine `auto` resolved on; prompt methods get fp32, and bf16
+  only when asked for (`--precision bf16`). ft / lora / ia3 and the frozen model alone keep bf16.
 Otherwise fp32. fp16 is never picked: its range ends at 65504, under EPT's prompt values.
 On the AVX2-only EPYC of benchmarks/RESULTS.md §7, bf16 measured 17-20x SLOWER than fp32 (no
 native bf16 matmul), so there `auto` = fp32, and an explicit `bf16` is an error unless
@@ -53,14 +59,16 @@ def fast_low_precision(device: torch.device, dtype: str = "bf16") -> tuple[bool,
 
 
 def resolve_precision(requested: str, device: torch.device, kind: str, dtype: str = "float32",
-                      fallback: bool = False, warn=None) -> str:
+                      fallback: bool = False, warn=None, prompt: bool = False) -> str:
     """The precision a run computes in: "fp32" | "bf16" | "fp16" (see the module docstring).
     `dtype` is TrainConfig.dtype (the backbone's storage): a low one under `auto` is taken as the
-    precision, as before `--precision` existed."""
+    precision, as before `--precision` existed. `prompt`: a soft prompt on a frozen backbone, which
+    `auto` keeps in fp32."""
     if requested == "auto":
         if dtype != "float32":
             return DTYPE_NAMES[dtype]
-        return "bf16" if kind in PRE_LN_KINDS and fast_low_precision(device, "bf16")[0] else "fp32"
+        fast = kind in PRE_LN_KINDS and not prompt and fast_low_precision(device, "bf16")[0]
+        return "bf16" if fast else "fp32"
     if requested not in DTYPES:
         raise ValueError(f"precision={requested!r} is not allowed; allowed: auto, {', '.join(DTYPES)}")
     if requested == "fp32":
@@ -81,7 +89,8 @@ def apply_precision(model, requested: str, dtype: str = "float32", fallback: boo
     """Resolve the precision for this model and device, cast a frozen backbone once to it (a
     trainable one stays fp32, under autocast), and record it as `model.precision`."""
     device = next(model.parameters()).device
-    precision = resolve_precision(requested, device, model.kind, dtype, fallback, warn)
+    prompt = model.prompt_config.has_prompt and not _trains_backbone(model)
+    precision = resolve_precision(requested, device, model.kind, dtype, fallback, warn, prompt=prompt)
     if precision != "fp32" and not _trains_backbone(model):
         model.backbone.to(DTYPES[precision])
     model.precision, model.compiled = precision, False

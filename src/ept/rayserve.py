@@ -53,7 +53,9 @@ def build(args: dict):
     config = ServeConfig(max_batch=int(args.get("max_batch", 32)), max_wait_ms=float(args.get("max_wait_ms", 5)),
                          max_queue=int(args.get("max_queue", 1024)),
                          max_body_bytes=int(args.get("max_body_bytes", 1 << 20)),
-                         token=read_token(args.get("token_file")), eval_mode=args.get("eval_mode"))
+                         token=read_token(args.get("token_file")), eval_mode=args.get("eval_mode"),
+                         allowed_paths=tuple(filter(None, [args.get("prompts_dir"),
+                                                           *_pairs(str(args.get("prompt", "")), ",").values()])))
     load = _loader(args)
 
     def make_app():  # runs inside each replica: its own app, model and worker thread

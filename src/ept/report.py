@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ept.analysis.runs import RunRecord, group_by, load_records, mean_std
+from ept.rundir import NEUTRAL_WHEN, identity, train_defaults
 
 METHOD_ORDER = ["ft", "ptuning", "resprompt", "pt", "ept", "ept_star"]
 METHOD_NAMES = {"ft": "FT", "ptuning": "P-Tuning", "resprompt": "ResPrompt", "pt": "PT", "ept": "EPT", "ept_star": "EPT*"}
@@ -72,7 +73,16 @@ SEARCHED = {"lr"}
 
 
 def _context(record: RunRecord) -> dict:
-    return {k: v for k, v in record.config.items() if k not in NOT_CONTEXT and k not in SEARCHED}
+    """The settings that decide the run's numbers, as its identity reads them (a pair setting of a
+    single-sentence task is neutral, as in `ept.rundir.identity`), bar the cell's own keys and lr."""
+    ident = identity(record.config, train_defaults())
+    return {k: v for k, v in ident.items() if k not in NOT_CONTEXT and k not in SEARCHED}
+
+
+def _train_files(record: RunRecord) -> str | None:
+    """The file(s) that trained the run (results.json's `train_data`; None for runs from before it)."""
+    files = ((record.results or {}).get("train_data") or {}).get("files")
+    return "+".join(files) if files else None
 
 
 def build_cells(records: list[RunRecord]) -> dict[tuple, Cell]:
@@ -83,10 +93,13 @@ def build_cells(records: list[RunRecord]) -> dict[tuple, Cell]:
         cells.setdefault(key, Cell()).runs.append(r)
     for cell in cells.values():
         contexts = [_context(r) for r in cell.runs]
-        for k in contexts[0]:
-            values = {repr(c.get(k)) for c in contexts}
+        for k in sorted(set().union(*contexts)):  # a neutral value is absent from an identity: say what it is
+            values = {repr(c.get(k, NEUTRAL_WHEN.get(k))) for c in contexts}
             if len(values) > 1:
                 cell.mixed[k] = sorted(values)
+        files = {f for f in map(_train_files, cell.runs) if f}
+        if len(files) > 1:  # e.g. the full train set in one run, a fallback sample in another
+            cell.mixed["train file"] = sorted(files)
         if not cell.mixed:
             select_lr(cell)
     return cells
@@ -237,6 +250,9 @@ def _search_and_invalid(entry: dict, cell: Cell, notes: Notes) -> None:
         marks.append(notes.mark(LR_NOTE))
     if entry["invalid"]:
         marks.append(notes.mark(INVALID_NOTE))
+    samples = sorted({_train_files(r) for r in cell.runs if ((r.results or {}).get("train_data") or {}).get("complete") is False})
+    if samples:
+        marks.append(notes.mark(f"trained on a sample of the official training set: {', '.join(samples)}"))
     if marks:
         entry["note"] = ",".join(([entry["note"]] if entry["note"] else []) + marks)
 

@@ -24,8 +24,9 @@ import shutil
 import socket
 import sys
 import time
-import uuid
 from pathlib import Path
+
+from ept.atomic_io import atomic_save_tensors, atomic_write_json, atomic_write_text  # noqa: F401  (re-exported)
 
 CONFIG, ENV, RESULTS, ERROR = "config.json", "env.json", "results.json", "error.txt"
 STEPS, EVALS = "steps.jsonl", "eval.jsonl"
@@ -59,44 +60,7 @@ class StaleRunError(RunDirError):
     """The folder holds a run of a different config."""
 
 
-# ------------------------------------------------------------------------------ atomic writes
-def _tmp_name(path: Path) -> Path:
-    # Unique per write: two writers (threads, processes) never share a temp file.
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-
-
-def atomic_write_text(path, text: str) -> None:
-    """Write then rename, so a killed process never leaves a half-written file that looks complete.
-    `open(.., "x")` creates the temp file with the mode `open` gives any file (umask applied by the
-    OS), so no process-wide umask lookup is needed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, "x") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_json(path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
-def atomic_save_tensors(path, tensors: dict, metadata: dict | None = None) -> None:
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+# Atomic writes live in ept.atomic_io (the foundation layer: `ept fetch` writes with them too).
 
 
 # ------------------------------------------------------------------------------ reading
@@ -191,7 +155,12 @@ def config_hash(ident: dict) -> str:
 
 
 def config_diff(old: dict, new: dict) -> list[str]:
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    """'key: old -> new' for each key that differs; a neutral value (left out of an identity) is
+    printed as what it is (`precision: 'bf16' -> 'auto'`), not as None."""
+    def value(config, k):
+        return config.get(k, NEUTRAL_WHEN.get(k))
+
+    return [f"{k}: {value(old, k)!r} -> {value(new, k)!r}" for k in sorted(set(old) | set(new)) if value(old, k) != value(new, k)]
 
 
 def train_defaults() -> dict:
@@ -271,6 +240,28 @@ class RunDir:
         if results is not None:
             return "finished" if results.get("status") == "finished" else "failed"
         return "partial" if self.state_path.exists() else "pending"
+
+    def progress(self) -> dict:
+        """How far the run got: {"status", "reached" (last checkpoint's step), "steps", "best_step"}."""
+        status, state = self.status(), self.read_state() or {}
+        try:
+            results = self.read_results() or {}
+        except RunDirError:  # a torn results.json: the status says "failed"
+            results = {}
+        try:
+            steps = self.read_config().get("steps")
+        except (FileNotFoundError, RunDirError):
+            steps = results.get("steps")
+        best = results.get("best_step", (state.get("best") or {}).get("step"))
+        reached = steps if status == "finished" else state.get("step", 0)
+        return {"status": status, "reached": reached, "steps": steps, "best_step": best}
+
+    def progress_note(self) -> str | None:
+        """'partial (step 20 of 40): best step 10' for a run that has not finished, else None."""
+        p = self.progress()
+        if p["status"] == "finished":
+            return None
+        return f"{p['status']} (step {p['reached']} of {p['steps']}): best step {p['best_step']}"
 
     # -------------------------------------------------------------- write
     def write_config(self, config: dict) -> None:

@@ -363,21 +363,27 @@ def spec_for(name: str, meta: dict, label_words=None):
     except ImportError:  # a serving-only install without the task catalog
         get_task = None
 
-    def registered(task):
+    def registered(task, template=None):
         try:
-            return get_task(task) if get_task is not None and task else None
+            return get_task(task).with_template(template) if get_task is not None and task else None
         except (KeyError, ValueError):
             return None
 
-    trained = registered(meta.get("task"))
+    trained = registered(meta.get("task"), meta.get("template"))  # a template's label words, not the T5 ones
+    kind = meta.get("task_kind") or (trained.kind if trained is not None else None)
+    recorded = tuple(meta.get("label_words") or ())  # what the export says it was trained with
     expected = meta.get("num_labels") or (len(trained.label_words) if trained is not None and trained.label_words else None)
     if label_words is not None:
         words = tuple(w.strip() if isinstance(w, str) else w for w in label_words)
+        if kind not in (None, "classification"):
+            raise ValueError(f"prompt {name!r}: the export was trained on {meta.get('task')!r}, a {kind} task; "
+                             f"label words do not apply (drop --labels / \"labels\")")
         if expected and len(words) != expected:
             raise ValueError(f"prompt {name!r}: {len(words)} label words {list(words)}, but the export was trained "
                              f"with {expected} labels ({meta.get('task') or 'its task'}); give {expected}")
         return LabelSpec(name, "classification", words)
-    spec = trained or registered(name)
+    spec = trained or (LabelSpec(name, "classification", recorded) if recorded and kind == "classification" else None) \
+        or registered(name)
     if spec is None:
         raise ValueError(f"prompt {name!r}: no label words; pass --labels {name}=word,word,... or name a registered task (ept ls)")
     return spec

@@ -38,7 +38,7 @@ import torch
 
 from ept import __version__
 from ept.batching import GROUP_WINDOW, batches, collate, feature_length, group_by_length, sorted_batches, to_device
-from ept.checkpoint import export_prompt
+from ept.checkpoint import export_prompt, export_record
 # TrainConfig lives in the torch-free ept.config; re-exported so `from ept.train import TrainConfig` works.
 from ept.config import PAPER_STEPS, SCHEDULERS, TrainConfig  # noqa: F401
 from ept.rundir import RunDir, RunDirError, read_jsonl  # noqa: F401  (read_jsonl: re-exported for older callers)
@@ -353,6 +353,7 @@ class Recipe:
     best: dict = field(default_factory=lambda: {"step": None, "score": -math.inf, "metrics": None})
     status: str = "finished"
     error: str | None = None
+    reached: int = 0  # steps done (cfg.steps, or where a run failed)
     test_metrics: dict | None = None
 
     @property
@@ -483,6 +484,7 @@ class Recipe:
                                                      f"{model.precision}; best checkpoint kept (step {self.best['step']})")
                 if self.main:
                     print(f"ept train: error: {self.error}")
+                self.reached = step
                 return
             with torch.no_grad():
                 self.log.step(step + 1, loss=loss, mu_t=mu, raw_norm=raw_norm(model), lr=lr)
@@ -491,6 +493,7 @@ class Recipe:
                 if self.main:  # checkpoint last: everything up to here is redone identically after a kill
                     self.ckpt.save_last(model, self.opt, device, step + 1, self.best)
                 self.accelerator.wait_for_everyone()  # best/ is written before any process reads it (test)
+        self.reached = cfg.steps
 
     def _evaluated(self, step: int, metrics: dict, force: bool = False) -> None:
         """Log a validation result; keep it (and save best/) when it beats the best so far."""
@@ -505,8 +508,9 @@ class Recipe:
 
     # ------------------------------------------------------------------ test and results
     def test(self) -> None:
-        """Test metrics of the best state (every process its shard); rank 0 exports its prompt and
-        writes what the best state predicted for each test row."""
+        """Test metrics of the best state (every process its shard); rank 0 exports its prompt, with its
+        task and the step it was taken at (`reached` of cfg.steps were done), and writes what the
+        best state predicted for each test row."""
         if self.best["step"] is None:
             return
         cfg, data, model, preds = self.cfg, self.data, self.model, []
@@ -514,7 +518,8 @@ class Recipe:
             self.test_metrics = evaluate(self.scorer, data.spec, model.tokenizer, data.enc_test, data.test,
                                          cfg.eval_batch_size, self.accelerator.device, self.accelerator, predictions=preds)
             if self.main and model.prompt_config.has_prompt:
-                export_prompt(model, self.rundir.export, cfg.backbone)
+                export_prompt(model, self.rundir.export, cfg.backbone,
+                              extra=export_record(data.spec, self.best["step"], self.reached, cfg.steps))
         if self.main:
             self.rundir.write_predictions("test", [{"row": i, "prediction": p, "label": x.label}
                                                    for i, (p, x) in enumerate(zip(preds, data.test))])
@@ -532,7 +537,10 @@ class Recipe:
             "best_step": best["step"], "main_metric": spec.main_metric, "validation": best["metrics"],
             "test": self.test_metrics, "final_mu_t": steps[-1]["mu_t"] if steps else None,
             "split_sizes": {"train": len(data.task.train), "validation": len(data.valid), "test": len(data.test)},
-            "data_source": data.task.source, "wall_seconds": round(time.time() - self.t_start, 1),
+            "data_source": data.task.source,
+            # which file(s) trained it, and whether they are the full official train set or a sample
+            "train_data": {"files": list(data.task.train_files), "complete": data.task.train_complete},
+            "wall_seconds": round(time.time() - self.t_start, 1),
             "world_size": self.world, "config_hash": self.ckpt.cfg_hash, "precision": model.precision,
             "threads": torch.get_num_threads(), "compiled": model.compiled,
             "versions": {"ept": __version__, "torch": torch.__version__, "transformers": transformers.__version__},

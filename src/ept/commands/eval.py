@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ept.flags import positive_int
 
@@ -64,6 +65,11 @@ def run(args) -> int:
     elif not args.run:
         raise ValueError("give a run folder (or --no-prompt --task TASK)")
     else:
+        from ept.rundir import RunDir
+
+        note = RunDir(args.run).progress_note() if RunDir(args.run).config_path.is_file() else None
+        if note:  # an unfinished run's best state: say so, the numbers are not the run's final ones
+            print(f"ept eval: note: {args.run} is {note}", file=sys.stderr)
         metrics = evaluate_run(args.run, split=args.split, task=task, data_dir=args.data_dir,
                                max_examples=args.max_eval_examples, precision=args.precision,
                                precision_fallback=args.precision_fallback, threads=args.threads)

@@ -13,6 +13,7 @@ method exactly as trained (init schemes read its embeddings; the PEFT config rec
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 # peft.TaskType values, spelled out so `--help` does not import peft.
@@ -49,18 +50,41 @@ def export_run(source, out, backbone: str | None = None, peft_task_type: str | N
     """Library form of the command: returns the written prompt.json as a dict."""
     from ept.backbones import load_backbone
     from ept.checkpoint import EXPORT_CONFIG, export_prompt, load_method, read_method_config
-    from ept.rundir import read_json
 
     folder = method_dir(source)
     meta = read_method_config(folder)
     if meta["prompt"]["method"] == "ft":  # fail before loading any weights
         raise ValueError(f"{folder}: method 'ft' has no prompt to export; its artifact is the whole backbone")
+    record = _record(folder, meta)
     name = backbone or meta["backbone"]
     model, tokenizer = load_backbone(name)
     prompted = load_method(folder, model, tokenizer)
-    # the task it was trained on: `ept serve` takes its label words and checks a --labels count against it
-    export_prompt(prompted, out, meta["backbone"], peft_task_type, {"task": meta["task"]} if meta.get("task") else None)
+    export_prompt(prompted, out, meta["backbone"], peft_task_type, record)
+    from ept.rundir import read_json
+
     return read_json(Path(out) / EXPORT_CONFIG)
+
+
+def _record(folder: Path, meta: dict) -> dict:
+    """The export's task and step (`checkpoint.export_record`): the task from method.json (`ept
+    serve` takes its label words and checks a --labels count against them), the step from method.json
+    and, for a run folder, how far the run got."""
+    from ept.checkpoint import export_record
+    from ept.rundir import BEST, RunDir
+    from ept.tasks import get_task
+
+    run = RunDir(Path(folder).parent)
+    is_run = Path(folder).name == BEST and run.config_path.is_file()  # else a saved method folder
+    # the template decides the label words: method.json has it, or (written before) the run's config
+    template = meta.get("template") or (run.read_config().get("template") if is_run else None)
+    try:
+        spec = get_task(meta["task"]).with_template(template) if meta.get("task") else None
+    except (KeyError, ValueError):  # no longer in the catalog: the name alone
+        spec = None
+    if not is_run:
+        return export_record(spec, meta.get("step"), task=meta.get("task"))
+    progress = run.progress()
+    return export_record(spec, meta.get("step"), progress["reached"], progress["steps"], task=meta.get("task"))
 
 
 def run(args) -> int:
@@ -70,6 +94,9 @@ def run(args) -> int:
     if args.backbone:
         check_backbone(args.backbone)
     info = export_run(args.source, args.out, args.backbone, args.peft_task_type)
+    if info.get("partial"):
+        print(f"ept export: note: {args.source} is partial (step {info['reached']} of {info['steps']}): "
+              f"best step {info.get('step')} exported", file=sys.stderr)
     print(f"exported {info['method']} ({info['backbone']}): {info['stored_vectors']} x {info['embed_dim']} floats "
           f"stored, broadcast to n={info['num_tokens']} -> {args.out}/prompt.safetensors; PEFT adapter -> {args.out}/peft")
     return 0

@@ -40,10 +40,12 @@ def _fetch_state(name: str, source: str) -> dict:
     """For `ept fetch` backbones: where the converted folder goes and whether it is there yet."""
     if source != "fetch":
         return {}
-    from ept.fetch import is_complete, model_dir
+    from ept.fetch import damage, is_complete, model_dir
 
     folder = model_dir(name)
-    return {"path": str(folder), "fetched": is_complete(folder)}
+    problems = damage(folder, full=True) if is_complete(folder) else []  # every byte against the fetch record
+    return {"path": str(folder), "fetched": is_complete(folder) and not problems,
+            **({"damaged": "; ".join(problems)} if problems else {})}
 
 
 def run(args) -> int:
@@ -60,7 +62,9 @@ def run(args) -> int:
         name = b["name"] + (f" ({', '.join(b['aliases'])})" if b["aliases"] else "")
         source = b["source"]
         if source == "fetch":
-            source = f"fetched: {b['path']}" if b["fetched"] else f"not fetched (ept fetch {b['name']})"
+            source = (f"fetched: {b['path']}" if b["fetched"] else
+                      f"DAMAGED: {b['path']} ({b['damaged']}; ept fetch {b['name']} --force)" if b.get("damaged") else
+                      f"not fetched (ept fetch {b['name']})")
         print(f"  {name:<26} {b['kind']:<8} e={b['embed_dim']:<5} {source}")
     print("tasks by tag:")
     for tag, names in cat["tasks"].items():

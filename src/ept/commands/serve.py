@@ -74,6 +74,9 @@ def register(sub) -> None:
     http.add_argument("--max-queue", type=positive_int, default=1024, help="rows waiting before 429 (default 1024)")
     http.add_argument("--max-body-bytes", type=positive_int, default=1 << 20, help="request body limit, 413 above (default 1 MiB)")
     http.add_argument("--token-file", default=None, help="file holding a bearer token every request must send")
+    http.add_argument("--allow-path", action="append", default=[], metavar="DIR",
+                      help="PUT /v1/prompts/NAME {\"path\": ...} may also load exports under DIR (default: only "
+                           "under --prompts-dir and the --prompt folders); repeatable")
     p.set_defaults(func=run)
 
 
@@ -144,7 +147,10 @@ def run(args) -> int:
         if args.host not in (None, "127.0.0.1", "localhost", "::1") and token is None:
             print(f"ept serve: warning: binding {args.host} without --token-file: anyone who reaches it can call it", file=sys.stderr)
         config = ServeConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
-                             max_body_bytes=args.max_body_bytes, token=token, eval_mode=args.eval_mode)
+                             max_body_bytes=args.max_body_bytes, token=token, eval_mode=args.eval_mode,
+                             allowed_paths=tuple(map(str, [*([args.prompts_dir] if args.prompts_dir else []),
+                                                           *folders.values(), *args.allow_path])))
+        _check_port(args.host or "127.0.0.1", args.port)  # before the model loads, not after
         server = build_server(loaded, args.backbone, args.max_length, args.eval_mode, args.prefix_cache)
         return serve_forever(server, config, args.host or "127.0.0.1", args.port)
     if args.input is None:
@@ -162,3 +168,26 @@ def run(args) -> int:
 
         atomic_write_text(args.output, text)
     return 0
+
+
+def _check_port(host: str, port: int) -> None:
+    """An OSError naming the address when another process listens there. Bound the way uvicorn
+    binds (SO_REUSEADDR), so a port in TIME_WAIT passes as it would for uvicorn; the port is free
+    again at once (a race with another starter stays possible, and then uvicorn reports it)."""
+    import socket
+
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:
+        raise OSError(f"--host {host}: {err.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as err:
+            raise OSError(f"cannot listen on {host}:{port} ({err.strerror}): another server uses it? "
+                          f"pick another --port (0 picks a free one)") from None
+

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -71,7 +72,16 @@ def run(args) -> int:
 
     config = config_from_args(args)
     check_out_dir(config.run_dir(), create=True)  # a file or an unwritable folder fails now, before any loading
-    from ept.train import run as train_run
+    try:
+        from ept.train import run as train_run  # (torch loads here: seconds in which a Ctrl-C may come)
 
-    results = train_run(config, progress=not args.quiet)
+        results = train_run(config, progress=not args.quiet)
+    except KeyboardInterrupt:  # Ctrl-C: no traceback; say what is kept and how to go on
+        from ept.rundir import RunDir
+
+        step = RunDir(config.run_dir()).start_step()
+        kept = f"its last checkpoint is step {step} of {config.steps}" if step else "no checkpoint was written yet"
+        print(f"\nept train: stopped (Ctrl-C); {kept}: run the same command again to resume "
+              f"({config.run_dir()})", file=sys.stderr)
+        return 130
     return 0 if results is None or results["status"] == "finished" else 1

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ept.tasks.catalog import get_task, task_names
-from ept.tasks.loaders import COMPLETE_FRACTION, MissingDataError, read_file, read_local
+from ept.tasks.loaders import COMPLETE_FRACTION, MissingDataError, _usable, read_file, read_local
 from ept.tasks.spec import DataError, TaskSpec
 from ept.tasks.splits import apply_protocol
 
@@ -69,7 +69,14 @@ def _validate_fallbacks(spec: TaskSpec, root: Path, used: set[str], already_read
     fallbacks: list[str] = []
     for alternatives in (spec.local_train, spec.local_eval, spec.local_dev):
         for f in (f for alternative in alternatives for f in alternative):
-            if f.path in used or f.path in fallbacks or not (root / f.path).is_file():
+            if f.path in used or f.path in fallbacks:
+                continue
+            try:
+                if not _usable(root, f.path):
+                    continue
+            except DataError as err:  # a damaged fallback: never silently skipped
+                check.errors.append(str(err))
+                check.bad_rows += 1
                 continue
             fallbacks.append(f.path)
             if f.path in already_read:  # e.g. an extra dev set the protocol did not need

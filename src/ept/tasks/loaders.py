@@ -10,8 +10,10 @@ current directory, else relative to the repository root. Each task lives in `<da
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -127,7 +129,32 @@ def read_file(spec: TaskSpec, root: Path, f: LocalFile, skip_bad_rows: bool) -> 
 
 
 def _present(root: Path, alternative: tuple[LocalFile, ...]) -> bool:
-    return all((root / f.path).is_file() for f in alternative)
+    return all(_usable(root, f.path) for f in alternative)
+
+
+def _usable(root: Path, name: str) -> bool:
+    """True for a readable regular file, False when nothing is there. Anything else (a folder, a
+    dangling symlink, a symlink loop, an unreadable file) is a DataError naming it: a damaged file
+    must never read as absent, or loading would fall back to another file (e.g. a 32-row sample)."""
+    path = root / name
+    if not os.path.lexists(path):
+        return False
+    problem = None
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:  # ENOENT through a symlink: it dangles; ELOOP: a symlink loop
+        problem = f"a dangling symlink to {os.readlink(path)!r}" if err.errno == errno.ENOENT else err.strerror
+    else:
+        if stat.S_ISDIR(mode):
+            problem = "a folder"
+        elif not stat.S_ISREG(mode):
+            problem = "not a regular file"
+        elif not os.access(path, os.R_OK):
+            problem = "not readable (permissions)"
+    if problem is None:
+        return True
+    raise DataError(f"{root.name}/{name}: {problem}; expected a readable file (fix or remove it: "
+                    f"a missing file may fall back to another one, a broken one never does)")
 
 
 def find_local(spec: TaskSpec, root: Path) -> dict[str, tuple[LocalFile, ...] | None]:
@@ -308,7 +335,11 @@ def load_task(name: str, data_dir: str | os.PathLike | None = None, seed: int = 
         train = few_shot(train, few_shot_k, draw)
         notes.append(f"few-shot: {len(train)} training examples ({few_shot_k} per class, sample seed {draw}) "
                      f"out of {full:,}")
-    return TaskData(spec, train, split.validation, split.test, where, notes, bad_rows)
+    if read is None:
+        files, complete = (where,), True
+    else:
+        files, complete = tuple(f"{spec.name}/{f}" for f in read.files.get("train", ())), raw.train_complete
+    return TaskData(spec, train, split.validation, split.test, where, notes, bad_rows, files, complete)
 
 
 def label_distribution(spec: TaskSpec, examples: Iterable[Example]) -> dict[str, int]:

@@ -230,6 +230,8 @@ class TaskSpec:
             if not isinstance(record.get(key), str):
                 raise ValueError(f"text field {key!r} must be a string, got {type(record.get(key)).__name__} "
                                  f"{record.get(key)!r}")
+            if not record[key].strip():  # caught here, with the file and line, not mid-training
+                raise ValueError(f"text field {key!r} is empty; expected some text")
         rec = self._prepared(record)
         label = rec["label"]
         return Example(
@@ -305,6 +307,10 @@ class TaskData:
     source: str                                   # "local:<dir> (...)" or "hub:<id>"
     notes: list[str] = field(default_factory=list)
     bad_rows: int = 0
+    # Which file(s) trained it ("cb/fewglue/train.jsonl", or the hub id) and whether they hold the
+    # full official train set or a sample: results.json and `ept report` show them.
+    train_files: tuple[str, ...] = ()
+    train_complete: bool = True
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)}

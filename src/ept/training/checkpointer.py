@@ -71,6 +71,11 @@ class Checkpointer:
         if saved is not None and saved != getattr(model, "precision", saved):
             raise CheckpointError(f"{self.rd.state_path}: the run trained in {saved}; here precision={self.cfg.precision} "
                                   f"is {model.precision}. Resume where it ran, or delete {self.rd.last} to restart")
+        threads = state.get("threads")  # not in the identity (speed only), but it changes float sums
+        if threads is not None and threads != torch.get_num_threads():
+            print(f"ept train: warning: resuming with {torch.get_num_threads()} thread(s); the run trained with "
+                  f"{threads}: float sums round differently, so the results will differ slightly from an "
+                  f"uninterrupted run. Bit-identical resume needs the same --threads")
         load_state(model, last / LAST_METHOD, self.remedy)
         self._load_optimizer(opt, last / LAST_OPTIMIZER)
         rng = read_tensors(last / LAST_RNG, self.remedy)
@@ -94,10 +99,12 @@ class Checkpointer:
         atomic_save_tensors(last / LAST_RNG, rng)
         # state.json last: it is what says the checkpoint is complete.
         atomic_write_json(last / STATE, {"step": step, "best": best, "config_hash": self.cfg_hash,
-                                         "precision": getattr(model, "precision", "fp32")})
+                                         "precision": getattr(model, "precision", "fp32"),
+                                         "threads": torch.get_num_threads()})
 
     def save_best(self, model, step: int) -> None:
-        save_method(model, self.rd.best, self.cfg.backbone, {"step": step, "task": self.cfg.task})
+        save_method(model, self.rd.best, self.cfg.backbone, {"step": step, "task": self.cfg.task,
+                                                             "template": self.cfg.template})
 
     @contextlib.contextmanager
     def best_state(self, model):
