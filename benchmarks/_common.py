@@ -108,10 +108,10 @@ def encoded_batches(tokenizer, task: str, kind: str, num_batches: int, batch_siz
 
 # ----------------------------------------------------------------------------- the training step
 def ept_train_step_fn():
-    """ept's whole step on pre-tokenised rows: collate -> `ept.train.train_step` (scorer.loss ->
+    """ept's whole step on pre-tokenised rows: collate -> `ept.training.recipe.train_step` (scorer.loss ->
     backward -> AdamW step -> zero_grad -> mu_t, Eq. 4). The benchmark times what training runs."""
     from ept.batching import collate
-    from ept.train import train_step
+    from ept.training.recipe import train_step
 
     def ept_train_step(model, scorer, opt, tokenizer, features):
         return train_step(model, scorer, opt, collate(tokenizer, features))

@@ -253,7 +253,7 @@ def test_train_run_and_peft_export_on_tiny_llama(tiny_llama_dir, data_dir, tmp_p
     from transformers import AutoModelForCausalLM
 
     from ept.checkpoint import load_exported
-    from ept.train import TrainConfig, run
+    from ept.training.recipe import TrainConfig, run
 
     out = tmp_path / "run"
     res = run(TrainConfig(task="sst2", method="ept_star", backbone=tiny_llama_dir, steps=4, eval_every=2,

@@ -1,4 +1,4 @@
-"""`ept serve --http` (ept.httpserve): a real server in a subprocess on a loopback port, two tiny
+"""`ept serve --http` (ept.serving.http_app): a real server in a subprocess on a loopback port, two tiny
 exports on a 2-layer BERT. Concurrent callers of different tasks get the batch mode's numbers;
 prompts are added and deleted live; every bad request gets its status code and the server still
 answers correctly after it; SIGTERM finishes a request in flight."""
@@ -218,8 +218,8 @@ def test_causal_prefix_cache_follows_put_and_delete(minilm_tokenizer):
     from safetensors.torch import save
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from ept.httpserve import ServeConfig, create_app
-    from ept.serve import LabelSpec, MultiTaskServer
+    from ept.serving.http_app import ServeConfig, create_app
+    from ept.serving.server import LabelSpec, MultiTaskServer
 
     tok = copy.deepcopy(minilm_tokenizer)
     tok.eos_token, tok.padding_side = "[SEP]", "left"
@@ -274,8 +274,8 @@ def test_http_status_comes_from_the_error_type_not_its_text(minilm):
     """Issue 21: 404 means "that task is not served" by the error's type (`TaskNotServed`), raised
     by the task registry whether the row names an unknown task or its task was removed before the
     pass; a row error that merely quotes the words "is not served" stays a 422, a stray KeyError a 500."""
-    from ept.httpserve import _status_of
-    from ept.serve import MultiTaskServer, RowError, TaskNotServed
+    from ept.serving.http_app import _status_of
+    from ept.serving.server import MultiTaskServer, RowError, TaskNotServed
 
     model, tok = minilm
     server = MultiTaskServer(model, tok)

@@ -1,4 +1,4 @@
-"""Mixed-task serving (ept.serve, `ept serve`): one batch mixing tasks, prompt lengths and label
+"""Mixed-task serving (ept.serving.server, `ept serve`): one batch mixing tasks, prompt lengths and label
 sets must score every row exactly as that task's own scorer does on a single-task batch."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from ept.batching import collate
 from ept.kinds import encode
 from ept.heads import make_scorer
 from ept.prompts import PTConfig
-from ept.serve import LabelSpec, MultiTaskServer
+from ept.serving.server import LabelSpec, MultiTaskServer
 
 SENTENCES = [
     "a gripping , funny and moving film .",
@@ -313,7 +313,7 @@ def test_causal_prefix_cache_follows_replace_and_delete(minilm_tokenizer):
     import gc
     import weakref
 
-    from ept.serve import RowError
+    from ept.serving.server import RowError
 
     model, tok = _tiny_llama(minilm_tokenizer, "left")
     e = model.config.hidden_size
@@ -518,7 +518,7 @@ def test_serve_eval_mode_generate_reaches_a_causal_backbone(minilm_tokenizer, tm
     and a causal backbone silently ranked labels."""
     from ept.checkpoint import export_prompt
     from ept.cli import main
-    from ept.httpserve import ServeConfig, Service
+    from ept.serving.http_app import ServeConfig, Service
     from ept.prompts import method_config
 
     model, tok = _tiny_llama(minilm_tokenizer)

@@ -217,7 +217,7 @@ def test_grid_over_method_options_keeps_folders_written_before_typed_configs(tmp
     spec now records `{}`: the folder is the same run (not stale), and typed configs come back."""
     from ept.config import TrainConfig
     from ept.method_configs import LoRAConfig
-    from ept.rundir import RunDir
+    from ept.training.rundir import RunDir
     from ept.sweep import run_state, stale_keys
 
     spec = {"out": str(tmp_path), "steps": 10, "grid": {"methods": ["ept"], "hidden_size": [1, 5]}}

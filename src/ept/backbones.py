@@ -162,7 +162,7 @@ def param_counts(backbone: str, config: MethodConfig, linear_head_labels: int = 
 class PromptedModel(nn.Module):
     """A frozen backbone (trainable for `ft`) plus a prompt encoder and, optionally, a linear head.
     `prompt_config=None`: no prompt of its own, the backbone frozen; every call passes its rows'
-    prompts (a server holding many tasks' prompts, `ept.serve`)."""
+    prompts (a server holding many tasks' prompts, `ept.serving.server`)."""
 
     def __init__(self, backbone: nn.Module, tokenizer, prompt_config: MethodConfig | None, linear_head_labels: int = 0,
                  init_token_ids: list[int] | None = None, sink_token: str | None = None):

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from ept import __version__
 from ept.prompts import config_from_dict
-from ept.rundir import RunDirError, atomic_save_tensors, atomic_write_json, atomic_write_text, read_json  # noqa: F401
+from ept.training.rundir import RunDirError, atomic_save_tensors, atomic_write_json, atomic_write_text, read_json  # noqa: F401
 
 STATE_FILE, CONFIG_FILE = "method.safetensors", "method.json"
 EXPORT_FILE, EXPORT_CONFIG = "prompt.safetensors", "prompt.json"

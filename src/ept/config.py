@@ -1,4 +1,4 @@
-"""`TrainConfig`: everything a training run depends on, apart from the torch code (`ept.train`)
+"""`TrainConfig`: everything a training run depends on, apart from the torch code (`ept.training.recipe`)
 so that `ept --help`, config files and sweep specs are read and validated without torch.
 
 Types come from the annotations and ranges from the field metadata (`ept.flags`): the CLI, a

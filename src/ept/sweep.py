@@ -333,7 +333,7 @@ def load_spec(path: str | Path, out: str | Path | None = None, check_data: bool 
 def stale_keys(run: Run) -> list[str]:
     """The settings in which the run folder's config differs from this run's (fixed keys of the
     spec included); [] when the folder is empty or holds this very run."""
-    from ept.rundir import RunDir, RunDirError, config_diff, identity, train_defaults
+    from ept.training.rundir import RunDir, RunDirError, config_diff, identity, train_defaults
 
     rd = RunDir(run.config["out"])
     if not rd.config_path.exists():
@@ -349,13 +349,13 @@ def stale_keys(run: Run) -> list[str]:
 def run_state(run: Run) -> str:
     """finished | failed | partial (has a checkpoint, will resume) | pending | stale (the folder
     holds a run of another config: never reported as finished)."""
-    from ept.rundir import RunDir
+    from ept.training.rundir import RunDir
 
     return "stale" if stale_keys(run) else RunDir(run.config["out"]).status()
 
 
 def _write_manifest(sweep: Sweep, states: dict[str, str]) -> None:
-    from ept.rundir import SWEEP_MANIFEST, atomic_write_json
+    from ept.training.rundir import SWEEP_MANIFEST, atomic_write_json
 
     atomic_write_json(sweep.out / SWEEP_MANIFEST, {
         "name": sweep.name, "spec": sweep.source, "fixed": sweep.fixed, "grid": sweep.grid,
@@ -376,8 +376,8 @@ def run_one(config: dict, threads: int | None = None) -> dict:
     (with the traceback in error.txt) so the sweep reports it and does not retry it."""
     import torch
 
-    from ept.rundir import RunDir, RunLockedError, StaleRunError
-    from ept.train import TrainConfig, run
+    from ept.training.rundir import RunDir, RunLockedError, StaleRunError
+    from ept.training.recipe import TrainConfig, run
 
     if threads:
         torch.set_num_threads(threads)
@@ -483,7 +483,7 @@ def execute(sweep: Sweep, workers: int = 1, executor: str = "local", address: st
         raise SweepError(f"executor={executor!r}; allowed: local, ray")
     if workers < 1:
         raise SweepError(f"workers must be >= 1, got {workers}")
-    from ept.rundir import RunDir
+    from ept.training.rundir import RunDir
 
     states = {r.name: run_state(r) for r in sweep.runs}
     stale = {r.name: stale_keys(r) for r in sweep.runs if states[r.name] == "stale" and not r.config.get("overwrite")}

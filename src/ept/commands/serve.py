@@ -120,7 +120,7 @@ def _read_rows(path: str) -> list[dict]:
 
 def _check_rows(rows: list, names) -> None:
     """Task names and text types, before any weights load (the server checks them again)."""
-    from ept.serve import RowError
+    from ept.serving.server import RowError
 
     for i, row in enumerate(rows):
         task = row.get("task") if isinstance(row, dict) else None
@@ -132,7 +132,7 @@ def _check_rows(rows: list, names) -> None:
 
 
 def run(args) -> int:
-    from ept.serve import build_server, find_exports, load_prompts
+    from ept.serving.server import build_server, find_exports, load_prompts
 
     if not args.prompt and not args.prompts_dir:
         raise ValueError("give at least one --prompt NAME=EXPORT_DIR or --prompts-dir DIR")
@@ -141,7 +141,7 @@ def run(args) -> int:
     if args.http and args.input is not None:
         raise ValueError("--input is for batch mode; with --http, clients POST rows to /v1/predict")
     if args.http:
-        from ept.httpserve import ServeConfig, read_token, serve_forever
+        from ept.serving.http_app import ServeConfig, read_token, serve_forever
 
         token = read_token(args.token_file)
         if args.host not in (None, "127.0.0.1", "localhost", "::1") and token is None:

@@ -258,7 +258,7 @@ PAIR_TASKS_BY_NAME = ("wic",)
 def is_pair_task(spec: TaskSpec) -> bool:
     """Two texts to compare: every two-field task (STS-B, MRPC, QQP, RTE, MNLI, QNLI, CB, BoolQ,
     SciTail, PAWS), and WiC with its word marked in both sentences. Torch-free: the run-folder
-    identity (`ept.rundir`) asks it too."""
+    identity (`ept.training.rundir`) asks it too."""
     return spec.name in PAIR_TASKS_BY_NAME or len(spec.fields) == 2
 
 
@@ -270,7 +270,7 @@ def siamese_applies(backbone_kind: str | None, spec: TaskSpec, pair_encoding: st
 
 def pair_sides(example, spec, position: int = 0) -> tuple[str, str]:
     """(side A, side B) of one example of a pair task; a missing or empty side is an error naming
-    the row. Training (`ept.kinds.encoder.encode_pairs`) and serving (`ept.serve.siamese_sides`) call it."""
+    the row. Training (`ept.kinds.encoder.encode_pairs`) and serving (`ept.serving.server.siamese_sides`) call it."""
     from ept.tasks.templates import PAIR_SIDES  # local: templates imports nothing from here
 
     if not is_pair_task(spec):

@@ -1,6 +1,6 @@
 """A run folder's checkpoints: last/ (what resuming needs) and best/ (the best validation state).
 
-safetensors + JSON, written atomically (`ept.rundir`); every checkpoint is validated before it is
+safetensors + JSON, written atomically (`ept.training.rundir`); every checkpoint is validated before it is
 used, so a run killed at any point resumes from its last checkpoint to bit-identical results
 (torchtune's `Checkpointer` is the model: one object that owns what a recipe saves and loads).
 """
@@ -13,7 +13,7 @@ import torch
 
 from ept.checkpoint import CheckpointError, check_state, load_state, read_tensors, save_method, trainable_state
 from ept.config import TrainConfig
-from ept.rundir import LAST_METHOD, LAST_OPTIMIZER, LAST_RNG, STATE, RunDir, atomic_save_tensors, atomic_write_json, \
+from ept.training.rundir import LAST_METHOD, LAST_OPTIMIZER, LAST_RNG, STATE, RunDir, atomic_save_tensors, atomic_write_json, \
     config_hash, identity
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from ept.config import TrainConfig
-from ept.rundir import RunDir
+from ept.training.rundir import RunDir
 
 
 class MetricLog:

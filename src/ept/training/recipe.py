@@ -10,7 +10,7 @@ A recipe in torchtune's shape: `setup_data`, `setup_model`, `setup_optimizer`, `
 TensorBoard, progress bar; `ept.training.metric_log`). `run` claims the run folder, then `Recipe`
 holds the run's state through its phases: setup -> resume -> train with evaluation every
 `eval_every` steps, keeping the best state by the task's main validation metric -> test the best
-state -> results.json. The run folder (`ept.rundir.RunDir`) is the only output.
+state -> results.json. The run folder (`ept.training.rundir.RunDir`) is the only output.
 
 Guarantees (README "Guarantees"): one writer per run folder (a lock); a folder holds one config
 (its identity hash: a rerun with another config is refused, a finished one is skipped); a run
@@ -39,9 +39,9 @@ import torch
 from ept import __version__
 from ept.batching import GROUP_WINDOW, batches, collate, feature_length, group_by_length, sorted_batches, to_device
 from ept.checkpoint import export_prompt, export_record
-# TrainConfig lives in the torch-free ept.config; re-exported so `from ept.train import TrainConfig` works.
+# TrainConfig lives in the torch-free ept.config; re-exported so `from ept.training.recipe import TrainConfig` works.
 from ept.config import PAPER_STEPS, SCHEDULERS, TrainConfig  # noqa: F401
-from ept.rundir import RunDir, RunDirError, read_jsonl  # noqa: F401  (read_jsonl: re-exported for older callers)
+from ept.training.rundir import RunDir, RunDirError, read_jsonl  # noqa: F401  (read_jsonl: re-exported for older callers)
 from ept.training.checkpointer import Checkpointer, optimizer_params
 from ept.training.metric_log import MetricLog
 

@@ -1,6 +1,6 @@
 """Mixed-task serving: one frozen backbone, many task prompts, rows of different tasks in ONE batch.
 
-    from ept.serve import MultiTaskServer
+    from ept.serving.server import MultiTaskServer
     server = MultiTaskServer(*load_backbone("minilm"))
     server.add_task("sst2", "runs/sst2-ept/export", get_task("sst2"))
     server.add_task("rte", "runs/rte-pt/export", label_words=("entailment", "not_entailment"))
@@ -10,7 +10,7 @@ An EPT task is one vector (paper Section 3.3), so what tells tasks apart is the 
 positions in front of each row. PEFT can only switch the active prompt adapter between batches
 (peft `PeftModel.get_prompt` uses the active adapter; `adapter_names` mixes only injected tuners such as LoRA, peft PR #1558); here every row carries its own prompt. The pieces, each small:
 
-- `PromptBank` (ept.bank): the prompts of all served tasks; `bank(task_ids)` gives a batch its
+- `PromptBank` (ept.serving.bank): the prompts of all served tasks; `bank(task_ids)` gives a batch its
   rows' prompts, left-padded, and their mask.
 - `TaskRegistry` (here): name -> `ServedTask` (spec, scorer, mode, max length) plus the bank;
   add, replace and remove at any time (the HTTP server's hot reload).
@@ -31,7 +31,7 @@ from typing import Any, Iterable
 import torch
 
 from ept.backbones import PromptedModel
-from ept.bank import PromptBank
+from ept.serving.bank import PromptBank
 from ept.batching import collate, encoder_segments, to_device
 from ept.checkpoint import load_exported
 from ept.heads import make_scorer

@@ -1,7 +1,7 @@
 """Scale `ept serve --http` out on Ray Serve: the same FastAPI app, one copy per replica.
 
-    serve run ept.rayserve:build prompts_dir=/srv/exports replicas=2 port=8000
-    serve run ept.rayserve:build prompt=sst2=/srv/exports/sst2,rte=/srv/exports/rte labels=rte=entailment/not_entailment
+    serve run ept.serving.ray_app:build prompts_dir=/srv/exports replicas=2 port=8000
+    serve run ept.serving.ray_app:build prompt=sst2=/srv/exports/sst2,rte=/srv/exports/rte labels=rte=entailment/not_entailment
 
 Each replica loads its own backbone and prompts from the export folders (the only thing the
 replicas share; put them on a path every node sees) and runs its own dynamic-batching worker; Ray
@@ -34,21 +34,21 @@ def _loader(args: dict):
     eval_mode = args.get("eval_mode")
 
     def load():
-        from ept.serve import build_server, find_exports, load_prompts
+        from ept.serving.server import build_server, find_exports, load_prompts
 
         return build_server(load_prompts(find_exports(prompts, prompts_dir), labels), backbone, max_length, eval_mode)
 
-    from ept.serve import find_exports, load_prompts
+    from ept.serving.server import find_exports, load_prompts
 
     load_prompts(find_exports(prompts, prompts_dir), labels)  # a bad folder or label set fails here, not in N replicas
     return load
 
 
 def build(args: dict):
-    """Ray Serve application builder (`serve run ept.rayserve:build key=value ...`)."""
+    """Ray Serve application builder (`serve run ept.serving.ray_app:build key=value ...`)."""
     from ray import serve
 
-    from ept.httpserve import ServeConfig, create_app, read_token
+    from ept.serving.http_app import ServeConfig, create_app, read_token
 
     config = ServeConfig(max_batch=int(args.get("max_batch", 32)), max_wait_ms=float(args.get("max_wait_ms", 5)),
                          max_queue=int(args.get("max_queue", 1024)),

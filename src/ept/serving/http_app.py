@@ -38,8 +38,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
-from ept.batcher import DynamicBatcher, QueueFull
-from ept.serve import TaskNotServed
+from ept.serving.batcher import DynamicBatcher, QueueFull
+from ept.serving.server import TaskNotServed
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -164,7 +164,7 @@ class Service:
         return out
 
     def put_prompt(self, name: str, prompt, labels, eval_mode, meta: dict) -> dict:
-        from ept.serve import spec_for
+        from ept.serving.server import spec_for
 
         spec = spec_for(name, meta, labels)
         with self.lock:
