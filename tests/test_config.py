@@ -30,7 +30,9 @@ def _subparser(name: str):
 
 def _flag_cases():
     """(command, config class, field name) for every field that has a generated flag."""
-    cases = [("train", TrainConfig, f.name) for f in fields(TrainConfig) if f.name not in ("method", "method_options")]
+    from ept.commands.train import _NOT_FLAGS  # method (--method), a task file's content (--task FILE)
+
+    cases = [("train", TrainConfig, f.name) for f in fields(TrainConfig) if f.name not in _NOT_FLAGS]
     for command in ("train", "params"):
         for _, method in METHODS.items():
             cases += [(command, method.config_cls, f.name) for f in fields(method.config_cls)]

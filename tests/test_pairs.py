@@ -420,12 +420,14 @@ def test_serving_siamese_rows_need_two_sides(tiny_bert, data_dir, tmp_path):
 
     server = MultiTaskServer(*load_backbone(tiny_bert))
     server.add_task("mrpc", out / "export", get_task("mrpc"))
-    with pytest.raises(RowError, match="row 0: .*side B is empty"):
+    with pytest.raises(RowError, match="row 0: .*'sentence2' is empty"):  # rendered as training does: named
         server.score([{"task": "mrpc", "fields": ["A man sleeps.", " "]}])
-    with pytest.raises(RowError, match="row 1: .*a pair needs 2 fields"):
+    with pytest.raises(RowError, match="row 1: .*\"fields\" must list 2 string"):
         server.score([{"task": "mrpc", "fields": ["a", "b"]}, {"task": "mrpc", "fields": ["only one"]}])
-    with pytest.raises(RowError, match="row 0: .*give \"fields\" with its two sides"):
+    with pytest.raises(RowError, match="row 0: .*has 2 input fields .*give \"inputs\""):
         server.score([{"task": "mrpc", "text": "only one"}])
+    with pytest.raises(RowError, match="row 0: .*scores sentence pairs: give its two sides"):
+        server.score([{"task": "mrpc", "source": "mrpc sentence1: a sentence2: b"}])
     with pytest.raises(ValueError, match="pair head scores 2 labels, the task has 3"):
         server.add_task("cb", out / "export", get_task("cb"))
 

@@ -391,7 +391,7 @@ def test_errors_name_the_bad_value(mini_bb):
     server.add_task("a", _prompt(1, model.config.hidden_size, 0), label_words=("no", "yes"))
     with pytest.raises(ValueError, match="task 'b' is not served; served: a"):
         server.score([{"task": "b", "text": "x"}])
-    with pytest.raises(ValueError, match="row 0: needs \"text\""):
+    with pytest.raises(ValueError, match="row 0: give exactly one of \"inputs\""):
         server.score([{"task": "a"}])
     with pytest.raises(ValueError, match=r"needs \(n, 384\)"):
         server.add_task("c", torch.zeros(1, 32), label_words=("no", "yes"))

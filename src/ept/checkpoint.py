@@ -126,11 +126,12 @@ def attach_pair_head(model, meta: dict) -> None:
 
 # ------------------------------------------------------------------------------- export
 def export_record(spec=None, step: int | None = None, reached: int | None = None, steps: int | None = None,
-                  task: str | None = None) -> dict:
+                  task: str | None = None, task_spec: dict | None = None, label_score_eos: bool = True) -> dict:
     """What every export records beside its prompt, whoever writes it (`ept train`'s RUN/export,
     `ept export`), in one place: the task it was trained on (name, kind, label words and their
     count: a server refuses a label set of another size) and the step the prompt was taken at
-    (`step`), with how far the run had got (`reached` of `steps`; `partial` when short of it).
+    (`step`), with how far the run had got (`reached` of `steps`; `partial` when short of it); a task
+    file's content (`task_spec`) and a non-default label scoring (`label_score_eos`).
     Extend it here (the full task spec, the precision), not at the callers."""
     out: dict = {"task": task} if task else {}  # a task the catalog does not know: its name at least
     if spec is not None:
@@ -139,6 +140,10 @@ def export_record(spec=None, step: int | None = None, reached: int | None = None
         out.update(task=spec.name, task_kind=kind, label_words=words,
                    num_labels=len(words) if kind == "classification" else None,
                    template=getattr(spec, "template_name", None))  # its label words and input format
+    if task_spec is not None:  # a task file's content: `ept serve` rebuilds the task (fields, template) from it
+        out["task_spec"] = task_spec
+    if not label_score_eos:  # decoder-only rank scoring without EOS, as the run scored (ept.heads)
+        out["label_score_eos"] = False
     if step is not None:
         out["step"] = step
     if steps is not None:

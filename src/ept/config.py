@@ -29,7 +29,7 @@ SCHEDULERS = ("constant", "linear")
 class TrainConfig:
     """Everything a run depends on; the resolved copy is written to RUN/config.json."""
 
-    task: str = field(default="sst2", metadata={"help": "task name (ept ls)"})
+    task: str = field(default="sst2", metadata={"help": "task name (ept ls) or a task file (.yaml/.json; README \"Your own task\")"})
     # The typed method config (`ept.method_configs`): `TrainConfig(method=EPTConfig(hidden_size=5))`,
     # or a registry name (`method="ept*"`). In files and config.json it is `method: NAME` plus
     # `method_options: {switches that differ from the method's defaults}` (`to_dict`, `from_dict`).
@@ -100,17 +100,30 @@ class TrainConfig:
         "help": "siamese: trainable (threshold + temperature / per-label anchors, counted) | fixed (fitted on training data, 0 trainable)"})
     pair_fit_examples: int = field(default=512, metadata={
         "help": "siamese: training pairs used to fit the head's threshold/anchors at setup", "min": 2})
+    # ---- a task file (README "Your own task"): its parsed content and where it was read, set from
+    # `task: FILE`; config.json keeps both, so a run never re-reads the file. The identity hashes
+    # what the content means and ignores the path (`ept.training.rundir.identity`).
+    task_spec: dict | None = field(default=None, metadata={"help": "a task file's content (from --task FILE)"})
+    task_file: str | None = field(default=None, metadata={"help": "the task file it was read from"})
 
     def __post_init__(self):
         from ept.tasks import TASKS
+        from ept.tasks.taskfile import is_task_file, read_task_file, stored_spec
 
         if isinstance(self.method, str):
             self.method = method_config(self.method)  # `ept*` -> EPTStarConfig()
         if not isinstance(self.method, MethodConfig):
             raise ValueError(f"method={self.method!r}: expected a method name (`ept ls`) or a method config")
         validate(self)  # types and ranges of every field (the method config validated itself)
-        self.task = TASKS.canonical(self.task)  # `CB` -> `cb`: run names and results use the registry's name
-        TASKS.get(self.task).with_template(self.template)  # an unknown template name lists the task's
+        if is_task_file(self.task):  # run names and results use the file's task name
+            tf = read_task_file(self.task)
+            self.task, self.task_spec, self.task_file, self._spec = tf.spec.name, tf.content, str(tf.path), tf.spec
+        elif self.task_spec is not None:  # config.json of a task-file run
+            self._spec = stored_spec(self.task, self.task_spec, self.task_file)
+        else:
+            self.task = TASKS.canonical(self.task)  # `CB` -> `cb`: run names and results use the registry's name
+            self._spec = None
+        self.spec.with_template(self.template)  # an unknown template name lists the task's
         check_backbone(self.backbone)
         if self.warmup_steps >= self.steps:
             raise ValueError(f"warmup_steps={self.warmup_steps}: must be < steps={self.steps}")
@@ -120,6 +133,13 @@ class TrainConfig:
         if low and self.precision not in ("auto", low):
             raise ValueError(f"precision={self.precision} contradicts dtype={self.dtype}; leave dtype at float32 "
                              f"(precision bf16/fp16 casts a frozen backbone itself)")
+
+    @property
+    def spec(self):
+        """The task's TaskSpec (a task file's, or the registered one)."""
+        from ept.tasks import get_task
+
+        return self._spec or get_task(self.task)
 
     def run_dir(self) -> Path:
         if self.out:
@@ -179,6 +199,18 @@ class TrainConfig:
         return out
 
 
+def task_meta(cfg: TrainConfig) -> dict:
+    """What a saved method and an export keep of the task beyond its name: a task file's content,
+    the template and the label scoring it was trained with (so `ept serve` renders and scores rows
+    as training did, with the task's own fields, template and label words; no --labels needed)."""
+    meta = {"task_spec": cfg.task_spec} if cfg.task_spec is not None else {}
+    if cfg.template != "t5":
+        meta["template"] = cfg.template
+    if not cfg.label_score_eos:
+        meta["label_score_eos"] = False
+    return meta
+
+
 def canonical_options(method: str, options: dict) -> dict:
     """`method_options` as `to_dict` writes them today: typed, defaults dropped, the prompt fields
     of an older ft/lora/ia3 config.json gone. Unreadable ones (an unknown method) stay as they are."""
@@ -192,12 +224,11 @@ def siamese_prompt_run(cfg: TrainConfig) -> bool:
     """Does this run train a prompt for a siamese pair task on an encoder (`ept.heads.resolve_pair_encoding`)?
     Reads the backbone's kind only in that case (a registry fact or the folder's config)."""
     from ept.backbone_specs import offline_kind
-    from ept.tasks import TASKS
     from ept.tasks.spec import siamese_applies
 
     if not (cfg.method.has_prompt and cfg.pair_encoding == "siamese"):
         return False
-    return siamese_applies(offline_kind(cfg.backbone), TASKS.get(cfg.task), cfg.pair_encoding)
+    return siamese_applies(offline_kind(cfg.backbone), cfg.spec, cfg.pair_encoding)
 
 
 def check_backbone(name: str) -> None:

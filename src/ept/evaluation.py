@@ -49,8 +49,11 @@ def evaluate_run(run_dir, split: str = "test", task: str | None = None, data_dir
     if model is None:
         cfg, model = load_run(run_dir, data_dir, precision, precision_fallback)
     model.eval()
-    task = task or cfg.task
-    data = load_task(task, data_dir=data_dir or cfg.data_dir, seed=cfg.split_seed, template=cfg.template)
+    from ept.tasks.taskfile import resolve_task
+
+    spec = resolve_task(task) if task else cfg.spec  # a name, a task file or a TaskSpec (transfer)
+    task = spec.name
+    data = load_task(spec, data_dir=data_dir or cfg.data_dir, seed=cfg.split_seed, template=cfg.template)
     examples = split_examples(data, split)[: max_examples or cfg.max_eval_examples]
     scorer = make_scorer(model, data.spec, cfg.eval_mode, pair_encoding=cfg.pair_encoding, pair_head=cfg.pair_head,
                          label_score_eos=cfg.label_score_eos)
@@ -110,9 +113,10 @@ def evaluate_zero_shot(task: str, backbone: str = "minilm", split: str = "test",
     from ept.heads import make_scorer
     from ept.prompts import method_config
     from ept.tasks import load_task
+    from ept.tasks.taskfile import resolve_task
     from ept.training.recipe import evaluate
 
-    data = load_task(task, data_dir=data_dir, seed=split_seed, template=template)
+    data = load_task(resolve_task(task), data_dir=data_dir, seed=split_seed, template=template)
     examples = split_examples(data, split)[:max_examples]
     net, tokenizer = load_backbone(backbone)
     model = PromptedModel(net, tokenizer, method_config("ft"), sink_token=sink_token).eval()  # ft = no prompt at all

@@ -46,7 +46,7 @@ TABLE2 = [("MRQA", [("nq", "NQ", "F1"), ("hotpotqa", "HP", "F1"), ("searchqa", "
                       ("paws", "PAWS", "Acc")])]
 # Settings that may differ inside a cell: the seed and where things were written.
 NOT_CONTEXT = {"seed", "out", "data_dir", "tensorboard", "eval_batch_size", "task", "method", "backbone", "few_shot",
-               "overwrite"}
+               "overwrite", "task_file"}
 
 
 @dataclass
@@ -434,6 +434,14 @@ def runs_section(records: list[RunRecord], skipped: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def own_tasks_layout(records: list[RunRecord]) -> list:
+    """The layout of a table of the tasks outside Tables 1-2 (task files): one column per task,
+    named by the task's name, its main metric as the label."""
+    paper = {t for layout in (TABLE1, TABLE2) for _, cols in layout for t, _, _ in cols}
+    metric = {r.task: r.main_metric or "main" for r in records if r.task not in paper}
+    return [("Tasks", [(t, t, m) for t, m in metric.items()])] if metric else [("Tasks", [])]
+
+
 def make_report(paths, out) -> dict:
     """Write table1/table2/table3 .md/.tex, report.md and report.json under `out`."""
     from ept.checkpoint import atomic_write_json, atomic_write_text
@@ -444,7 +452,8 @@ def make_report(paths, out) -> dict:
     out = Path(out)
     cells = build_cells(records)
     written, parts, data = [], [], {}
-    for name, layout, title in (("table1", TABLE1, "Table 1: GLUE and SuperGLUE"), ("table2", TABLE2, "Table 2: MRQA and Others")):
+    for name, layout, title in (("table1", TABLE1, "Table 1: GLUE and SuperGLUE"), ("table2", TABLE2, "Table 2: MRQA and Others"),
+                                ("tasks", own_tasks_layout(records), "Other tasks (task files)")):
         tasks = {t for _, cols in layout for t, _, _ in cols}
         if not any(k[2] in tasks and k[3] is None for k in cells):
             continue

@@ -23,7 +23,8 @@ crossed), and `out` (the root that holds one folder per run)::
 under one root, for grids that depend on each other: the paper's lr search covers only the
 SuperGLUE tasks, with one lr list for prompts and another for fine-tuning (experiments/paper/).
 
-Grid keys may be plural (`tasks`, `methods`, `seeds`). Run folders are named from the grid values
+A task may be a task file (`task: [tasks/tickets.yaml, sst2]`; a relative path starts at the
+spec's folder) and its run folders are named by the file's task name. Grid keys may be plural (`tasks`, `methods`, `seeds`). Run folders are named from the grid values
 only (`sst2-ept-hidden_size=10-s0`), so the same spec always maps to the same folders and a
 re-run skips what finished. A folder is only ever "finished" for the config that wrote it: when a
 fixed key of the spec changed (steps, max_length, ...), the sweep refuses to start and names the
@@ -173,15 +174,17 @@ def _check_data(configs: list[dict]) -> list[str]:
     """Load each distinct (task, data_dir, split_seed, few_shot) once: a task without training
     data here fails now, not an hour into the sweep."""
     from ept.tasks import load_task
+    from ept.tasks.taskfile import stored_spec
 
     errors, seen = [], set()
     for c in configs:
-        key = (c["task"], c.get("data_dir"), c.get("split_seed", 42), c.get("few_shot"))
+        key = (c["task"], c.get("data_dir"), c.get("split_seed", 42), c.get("few_shot"), c.get("task_file"))
         if key in seen:
             continue
         seen.add(key)
         try:
-            data = load_task(c["task"], data_dir=c.get("data_dir"), seed=key[2], few_shot_k=key[3])
+            spec = stored_spec(c["task"], c.get("task_spec"), c.get("task_file"))
+            data = load_task(spec, data_dir=c.get("data_dir"), seed=key[2], few_shot_k=key[3])
         except Exception as err:  # noqa: BLE001 - any loader error is reported with the task name
             errors.append(f"task {c['task']!r}: data cannot be loaded: {err}")
             continue
@@ -197,7 +200,7 @@ def _validate(spec: dict, out, where: str) -> tuple[dict, dict, dict, set, set]:
     SweepError listing every problem of its keys and names."""
     from ept.config import TrainConfig
     from ept.method_configs import METHODS
-    from ept.tasks import get_task
+    from ept.tasks.taskfile import resolve_task
 
     errors: list[str] = []
     train_keys = TrainConfig.keys() - {"out"}
@@ -238,8 +241,8 @@ def _validate(spec: dict, out, where: str) -> tuple[dict, dict, dict, set, set]:
     # Unknown names: one message per bad value, with the allowed ones.
     for value in grid.get("task", [fixed.get("task", "sst2")]):
         try:
-            get_task(value)
-        except KeyError as err:
+            resolve_task(value)  # a name, or a task file (its own errors name it)
+        except (KeyError, ValueError) as err:
             errors.append(f"task: {err}")
     for value in grid.get("method", [fixed.get("method", "ept")]):
         try:
@@ -294,7 +297,7 @@ def expand(spec: dict, out: str | Path | None = None, source: str | None = None,
         config["method_options"] = options
         if config.get("data_dir"):  # absolute: analyses may read the run from another folder
             config["data_dir"] = str(Path(config["data_dir"]).expanduser().resolve())
-        name = run_name(values, fixed)
+        name = run_name(_named(values), _named(fixed))
         config["out"] = str(Path(root).expanduser().resolve() / name)
         try:
             resolved = TrainConfig.from_dict(config).to_dict()
@@ -316,6 +319,44 @@ def expand(spec: dict, out: str | Path | None = None, source: str | None = None,
     return Sweep(Path(root).expanduser().resolve(), runs, grid, fixed, spec.get("name", ""), source)
 
 
+def _named(values: dict) -> dict:
+    """Grid values as run folders name them: a task file by its task's name."""
+    from ept.tasks.taskfile import is_task_file, read_task_file
+
+    task = values.get("task")
+    return {**values, "task": read_task_file(task).spec.name} if is_task_file(task) else values
+
+
+def task_files_from(spec, base: Path):
+    """The spec with every relative task file path (task, grid/grids task lists, task_overrides
+    keys) made absolute from `base`, the spec's folder, as a task file's data paths are."""
+    from ept.tasks.taskfile import is_task_file
+
+    def fix(value):
+        if is_task_file(value) and not Path(value).expanduser().is_absolute():
+            return str((base / value).resolve())
+        return value
+
+    def fix_grid(grid):
+        if not isinstance(grid, dict):
+            return grid
+        return {k: ([fix(v) for v in vs] if k in ("task", "tasks") and isinstance(vs, list) else vs)
+                for k, vs in grid.items()}
+
+    if not isinstance(spec, dict):
+        return spec
+    spec = dict(spec)
+    if "task" in spec:
+        spec["task"] = fix(spec["task"])
+    if "grid" in spec:
+        spec["grid"] = fix_grid(spec["grid"])
+    if isinstance(spec.get("grids"), list):
+        spec["grids"] = [fix_grid(g) for g in spec["grids"]]
+    if isinstance(spec.get("task_overrides"), dict):
+        spec["task_overrides"] = {fix(k): v for k, v in spec["task_overrides"].items()}
+    return spec
+
+
 def load_spec(path: str | Path, out: str | Path | None = None, check_data: bool = True) -> Sweep:
     import yaml
 
@@ -326,7 +367,7 @@ def load_spec(path: str | Path, out: str | Path | None = None, check_data: bool 
         spec = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise SweepError(f"{path}: not valid YAML: {err}") from None
-    return expand(spec, out=out, source=str(path), check_data=check_data)
+    return expand(task_files_from(spec, path.parent), out=out, source=str(path), check_data=check_data)
 
 
 # ------------------------------------------------------------------------------ state

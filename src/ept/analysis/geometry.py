@@ -102,7 +102,6 @@ def neighbors_rows(records: list[RunRecord], top_k: int = 5) -> dict:
     """{"rows": the top_k vocabulary neighbours of each distinct prompt token per run (cosine,
     whether a label word), "runs": per run its tokens and how many have a label word among them}."""
     from ept.backbones import load_backbone
-    from ept.tasks import get_task
 
     records = [r for r in records if r.method != "ft"]
     if not records:
@@ -117,7 +116,7 @@ def neighbors_rows(records: list[RunRecord], top_k: int = 5) -> dict:
         table, tok = cache[name]
         prompt = load_prompt(r)
         distinct = prompt[:1] if prompt.shape[0] > 1 and torch.equal(prompt, prompt[:1].expand_as(prompt)) else prompt
-        label_tokens = {t for w in get_task(r.task).label_words for t in tok.tokenize(str(w))}
+        label_tokens = {t for w in r.spec.label_words for t in tok.tokenize(str(w))}
         lists = nearest_tokens(distinct, table, tok, top_k)
         for i, near in enumerate(lists):
             for rank, (token, cos) in enumerate(near, 1):

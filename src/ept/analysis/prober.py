@@ -34,12 +34,15 @@ class Prober:
         return load_method(record.rundir.best, backbone, tokenizer).eval()
 
     def examples(self, record, task: str | None, split: str, max_examples: int | None):
-        from ept.tasks import load_task
+        from ept.tasks import TaskSpec, load_task
+        from ept.tasks.taskfile import resolve_task
 
-        task = task or record.task
+        # a TaskSpec (another run's task file), the run's own task, or a name / task file
+        spec = task if isinstance(task, TaskSpec) else record.spec if task in (None, record.task) else resolve_task(task)
+        task = spec.name
         key = (task, record.config.get("data_dir"), record.config.get("split_seed", 42), record.config.get("template"))
         if key not in self._data:
-            self._data[key] = load_task(task, data_dir=self.data_dir or key[1], seed=key[2], template=key[3])
+            self._data[key] = load_task(spec, data_dir=self.data_dir or key[1], seed=key[2], template=key[3])
         data = self._data[key]
         cap = max_examples if max_examples is not None else record.config.get("max_eval_examples")
         rows = getattr(data, split)[:cap]

@@ -32,6 +32,13 @@ class RunRecord:
         return self.config["task"]
 
     @property
+    def spec(self):
+        """The run's TaskSpec: a task file's stored content, else the registered task."""
+        from ept.tasks.taskfile import stored_spec
+
+        return stored_spec(self.task, self.config.get("task_spec"), self.config.get("task_file"))
+
+    @property
     def method(self) -> str:
         return self.config["method"]
 

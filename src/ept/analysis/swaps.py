@@ -101,7 +101,6 @@ def transfer_rows(records: list[RunRecord], method: str | None = "ept_star", spl
     if normalize not in ("target", "source"):
         raise ValueError(f"normalize={normalize!r}; allowed: target, source")
     from ept.method_configs import METHODS
-    from ept.tasks import get_task
 
     if method:
         method = METHODS.canonical(method)
@@ -120,10 +119,11 @@ def transfer_rows(records: list[RunRecord], method: str | None = "ept_star", spl
             print(f"transfer: {r.name} on {len(tasks)} tasks", file=sys.stderr, flush=True)
             model = prober.model(r)
             for b in tasks:
-                value = prober.evaluate(model, r, None, task=b, split=split, max_examples=max_examples)[get_task(b).main_metric]
+                spec = by_task[b][0].spec  # a task file's runs carry its spec
+                value = prober.evaluate(model, r, None, task=spec, split=split, max_examples=max_examples)[spec.main_metric]
                 raw.setdefault((a, b), []).append(value)
                 rows.append({"source": a, "target": b, "run": r.name, "seed": r.seed,
-                             "metric": get_task(b).main_metric, "score": value})
+                             "metric": spec.main_metric, "score": value})
     own = {t: mean_std(raw[(t, t)])[0] for t in tasks}
     for row in rows:
         row["ratio_to_source"] = row["score"] / own[row["source"]] if own[row["source"]] else float("nan")

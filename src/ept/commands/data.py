@@ -4,6 +4,9 @@
     ept data describe rte --data-dir ../shared/data # sizes, labels, one example, truncation rate
     ept data describe sst2 --tokenizer t5-base      # truncation for another (local or cached) tokenizer
     ept data describe mrpc --split-protocol table5  # the paper's Table 5 sizes where they differ from B.1
+    ept data describe tickets.yaml                  # a task file (README "Your own task")
+    ept data check tickets.yaml                     # validate every row of a task file's data
+    ept data export-task sst2 > sst2.yaml           # a built-in task as a task file, to start from
 
 Handlers are thin: the work is in `ept.tasks` (loaders, check) so a notebook can call it too.
 """
@@ -19,7 +22,10 @@ EXAMPLES = """examples:
   ept data check --skip-bad-rows
   ept data describe rte --data-dir ../shared/data
   ept data describe multirc --tokenizer /path/to/tokenizer --seed 0
-  ept data describe winogrande --split-protocol table5"""
+  ept data describe winogrande --split-protocol table5
+  ept data describe tickets.yaml
+  ept data check tickets.yaml
+  ept data export-task sst2 > sst2.yaml"""
 
 
 def register(subparsers) -> None:
@@ -31,7 +37,7 @@ def register(subparsers) -> None:
     describe = actions.add_parser(
         "describe", help="source, split sizes, labels, one example, truncation rate of one task",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    describe.add_argument("task", help="task name or alias (see `ept data check`)")
+    describe.add_argument("task", help="task name or alias (see `ept data check`), or a task file")
     _data_dir_flag(describe)
     describe.add_argument("--tokenizer", default=None, metavar="NAME_OR_PATH",
                           help="tokenizer for the truncation rate (default: the embedded all-MiniLM-L6-v2)")
@@ -47,11 +53,17 @@ def register(subparsers) -> None:
     describe.add_argument("--template", default=None, help="the task's template to show (t5 | natural | ...)")
 
     check = actions.add_parser(
-        "check", help="walk all 21 tasks, validate every row, report complete / partial / missing",
+        "check", help="walk all 21 tasks (or the given ones), validate every row, report complete / partial / missing",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    check.add_argument("tasks", nargs="*", metavar="TASK", help="task names or task files (default: the 21 tasks)")
     _data_dir_flag(check)
     check.add_argument("--skip-bad-rows", action="store_true",
                        help="report malformed rows but exit 0 (they would be skipped by loading)")
+    export = actions.add_parser(
+        "export-task", help="print a built-in task as a task file (YAML), to edit into your own",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    export.add_argument("task", help="a registered task name (ept ls)")
+    _data_dir_flag(export)
     parser.set_defaults(func=run, _data_parser=parser)
 
 
@@ -65,17 +77,22 @@ def run(args: argparse.Namespace) -> int:
         return run_describe(args)
     if args.data_command == "check":
         return run_check(args)
+    if args.data_command == "export-task":
+        return run_export_task(args)
     args._data_parser.print_help()
     return 2
 
 
 def run_check(args: argparse.Namespace) -> int:
     from ept.tasks import resolve_data_dir
-    from ept.tasks.check import check_all, format_table
+    from ept.tasks.check import check_all, check_task, format_table
+    from ept.tasks.taskfile import is_task_file, resolve_task
 
-    data_dir = resolve_data_dir(args.data_dir)
-    checks = check_all(data_dir)
-    print(f"data dir: {data_dir}\n")
+    specs = [resolve_task(t) for t in args.tasks]  # a bad name or task file fails before any reading
+    data_dir = None if all(is_task_file(t) for t in args.tasks) and args.tasks else resolve_data_dir(args.data_dir)
+    checks = [check_task(s, data_dir) for s in specs] if specs else check_all(data_dir)
+    if data_dir is not None:
+        print(f"data dir: {data_dir}\n")
     print(format_table(checks))
     counts = {s: sum(c.status == s for c in checks) for s in ("complete", "partial", "missing", "error")}
     print("\n" + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
@@ -92,17 +109,19 @@ def run_describe(args: argparse.Namespace) -> int:
     from ept.tasks import label_distribution, load_task
 
     from ept.tasks.splits import protocol_rule
+    from ept.tasks.taskfile import resolve_task
 
-    data = load_task(args.task, data_dir=args.data_dir, seed=args.seed, skip_bad_rows=args.skip_bad_rows,
+    data = load_task(resolve_task(args.task), data_dir=args.data_dir, seed=args.seed, skip_bad_rows=args.skip_bad_rows,
                      source=args.source, split_protocol=args.split_protocol, template=args.template)
     spec = data.spec
     rule, sample_k, _ = protocol_rule(spec, args.split_protocol)
     print(f"task:     {spec.name} ({spec.benchmark}, {spec.kind}; metrics {', '.join(spec.metrics)}; "
           f"main {spec.main_metric}; v{spec.version})")
     print(f"source:   {data.source}")
-    print("splits:   " + ", ".join(f"{k} {v:,}" for k, v in data.sizes().items()) +
-          f"  (protocol {args.split_protocol}; rule for official train {spec.train_size:,}: {rule}"
-          f"{f' {sample_k:,}' if rule == 'sample' else ''})")
+    how = (f"task file: {spec.splits} splits" if spec.splits != "protocol" else
+           f"protocol {args.split_protocol}; rule for official train {spec.train_size:,}: {rule}"
+           f"{f' {sample_k:,}' if rule == 'sample' else ''}")
+    print("splits:   " + ", ".join(f"{k} {v:,}" for k, v in data.sizes().items()) + f"  ({how})")
     print(f"template: {spec.template_name} (this task's: {', '.join(spec.template_names)}; --template NAME)")
     for note in data.notes:
         print(f"  - {note}")
@@ -118,6 +137,20 @@ def run_describe(args: argparse.Namespace) -> int:
         print(f"  source: {_clip(example.source, 600)}")
         print(f"  target: {example.target}" + (f"   (group {example.group})" if example.group else ""))
     print(_truncation_line(data, args.tokenizer, args.max_examples, args.seed))
+    return 0
+
+
+def run_export_task(args: argparse.Namespace) -> int:
+    import yaml
+
+    from ept.tasks import get_task, resolve_data_dir
+    from ept.tasks.taskfile import export_task
+
+    spec = get_task(args.task)
+    content = export_task(spec, resolve_data_dir(args.data_dir) / spec.name)
+    print(f"# {spec.name} as a task file (ept data export-task {args.task}); its data paths are absolute.\n"
+          f"# Train on it with `ept train --task FILE`; rename the task (name:) when you edit it.")
+    print(yaml.safe_dump(content, sort_keys=False, default_flow_style=None, allow_unicode=True, width=120), end="")
     return 0
 
 

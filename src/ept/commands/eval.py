@@ -21,7 +21,7 @@ def register(sub) -> None:
     p.add_argument("run", nargs="?", help="run folder written by ept train (omit with --no-prompt)")
     p.add_argument("--split", default="test", choices=["test", "validation", "dev"],
                    help="dev = validation + test: the whole official dev set of the tasks the protocol halves")
-    p.add_argument("--task", help="evaluate on another task (default: the run's; required with --no-prompt)")
+    p.add_argument("--task", help="evaluate on another task, a name or a task file (default: the run's; required with --no-prompt)")
     p.add_argument("--no-prompt", action="store_true",
                    help="the frozen backbone alone, zero-shot (pair tasks: siamese cosine, threshold fitted on training pairs)")
     p.add_argument("--backbone", default="minilm", help="with --no-prompt: the backbone")
@@ -49,11 +49,11 @@ def _threads(text: str) -> int:
 
 def run(args) -> int:
     from ept.precision import set_threads
-    from ept.tasks import TASKS
+    from ept.tasks.taskfile import resolve_task
 
     set_threads(args.threads)
 
-    task = TASKS.canonical(args.task) if args.task else None  # `CB` -> `cb`; unknown names fail before loading
+    task = resolve_task(args.task) if args.task else None  # a name (`CB` -> cb) or a task file; fails before loading
     from ept.evaluation import evaluate_run, evaluate_zero_shot
 
     if args.no_prompt:

@@ -71,20 +71,22 @@ def _record(folder: Path, meta: dict) -> dict:
     and, for a run folder, how far the run got."""
     from ept.checkpoint import export_record
     from ept.training.rundir import BEST, RunDir
-    from ept.tasks import get_task
+    from ept.tasks.taskfile import stored_spec
 
     run = RunDir(Path(folder).parent)
     is_run = Path(folder).name == BEST and run.config_path.is_file()  # else a saved method folder
     # the template decides the label words: method.json has it, or (written before) the run's config
     template = meta.get("template") or (run.read_config().get("template") if is_run else None)
+    task_spec = meta.get("task_spec")  # a task file's content (method.json keeps it): the export carries it
     try:
-        spec = get_task(meta["task"]).with_template(template) if meta.get("task") else None
+        spec = stored_spec(meta["task"], task_spec).with_template(template) if meta.get("task") else None
     except (KeyError, ValueError):  # no longer in the catalog: the name alone
         spec = None
+    extra = dict(task=meta.get("task"), task_spec=task_spec, label_score_eos=meta.get("label_score_eos", True))
     if not is_run:
-        return export_record(spec, meta.get("step"), task=meta.get("task"))
+        return export_record(spec, meta.get("step"), **extra)
     progress = run.progress()
-    return export_record(spec, meta.get("step"), progress["reached"], progress["steps"], task=meta.get("task"))
+    return export_record(spec, meta.get("step"), progress["reached"], progress["steps"], **extra)
 
 
 def run(args) -> int:

@@ -64,9 +64,9 @@ def task_head_params(args) -> int:
         return 0
     from ept.backbones import kind_of_backbone
     from ept.heads import pair_head_params
-    from ept.tasks import get_task
+    from ept.tasks.taskfile import resolve_task
 
-    spec = get_task(args.task)
+    spec = resolve_task(args.task)  # a name or a task file
     kind = kind_of_backbone(args.backbone)
     if args.linear_head and pair_head_params(spec, kind, args.pair_encoding, args.pair_head):
         raise ValueError("--linear-head scores a joint encoding; add --pair-encoding cross")

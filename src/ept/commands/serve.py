@@ -10,14 +10,16 @@ HTTP mode (a FastAPI service with dynamic batching across callers; README "Servi
     ept serve --http --prompt sst2=runs/sst2-ept/export --port 8000
     ept serve --http --prompts-dir exports/ --token-file token.txt --host 0.0.0.0
 
-Each input row is {"task": NAME, "text": "..."} or {"task": NAME, "fields": ["...", "..."]}
-(encoders read fields as a [SEP] pair; seq2seq renders them with the task's template). Each result
+Each input row is {"task": NAME} plus its input given one way: "inputs" ({field: text}, the task's
+fields by name), "fields" (the same, in the task's order), "text" (a one-field task) or "source" (an
+input already formatted, used as it is). Rows are rendered exactly as in training on every backbone
+(encoders: the fields; seq2seq and decoder-only: the run's template and answer cue). Each result
 is the row's task plus "prediction" (label index, number, or generated text with --eval-mode
 generate), "label" (the label word; null when generation produced none) and "scores" (one per
 label; not with generation), in input order.
 
-A prompt's label set comes from `--labels NAME=w1,w2,...`, else from the registered task the
-export was trained on, else the registered task named NAME (`ept ls`). The backbone is the one the
+A prompt's label set comes from `--labels NAME=w1,w2,...`, else from the task the export was
+trained on (a task file's spec travels in the export), else the registered task named NAME (`ept ls`). The backbone is the one the
 exports name (they must agree) unless --backbone.
 """
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from ept.commands.common import add_method_args, method_overrides
 
 # Fields with their own flags elsewhere (method switches) or none.
-_NOT_FLAGS = {"method", "method_options"}
+_NOT_FLAGS = {"method", "method_options", "task_spec", "task_file"}
 
 
 def add_train_args(p) -> None:

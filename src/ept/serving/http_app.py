@@ -1,6 +1,7 @@
 """`ept serve --http`: a FastAPI service over one `MultiTaskServer`, with dynamic batching.
 
-    POST   /v1/predict          {"rows": [{"task": NAME, "text": "..."} | {"task": NAME, "fields": [...]}]}
+    POST   /v1/predict          {"rows": [{"task": NAME, "inputs": {FIELD: "...", ...}} | {"task": NAME, "fields": [...]}
+                                          | {"task": NAME, "text": "..."} (a one-field task) | {"task": NAME, "source": "..."}]}
     GET    /v1/prompts          the loaded tasks
     PUT    /v1/prompts/{name}   load or replace a prompt: JSON {"path": EXPORT_DIR, "labels": [...]} (a folder
                                 under --prompts-dir, a --prompt folder or --allow-path; else 403), or
@@ -68,19 +69,26 @@ class ServeConfig:
 
 # ---------------------------------------------------------------------- request / response bodies
 class Row(BaseModel):
+    """One row: its task and its input given ONE way (`ept.serving.server.parse_row`): "inputs" (the task's
+    fields by name), "fields" (in the task's field order), "text" (a one-field task) or "source"
+    (an already formatted input, used as it is)."""
     model_config = ConfigDict(extra="forbid")
     task: StrictStr
-    text: StrictStr | None = None
+    inputs: dict[StrictStr, Union[StrictStr, int]] | None = Field(None, min_length=1)
     fields: list[StrictStr] | None = Field(None, min_length=1)
+    text: StrictStr | None = None
+    source: StrictStr | None = None
 
     @model_validator(mode="after")
     def _one_input(self):
-        if (self.text is None) == (self.fields is None):
-            raise ValueError('give exactly one of "text" (a string) or "fields" (a non-empty list of strings)')
+        if sum(getattr(self, k) is not None for k in ("inputs", "fields", "text", "source")) != 1:
+            raise ValueError('give exactly one of "inputs" (the task\'s fields by name), "fields" (a non-empty list of '
+                             'strings), "text" (a one-field task) or "source" (an already formatted input)')
         return self
 
     def as_row(self) -> dict:
-        return {"task": self.task, "text": self.text} if self.text is not None else {"task": self.task, "fields": self.fields}
+        key = next(k for k in ("inputs", "fields", "text", "source") if getattr(self, k) is not None)
+        return {"task": self.task, key: getattr(self, key)}
 
 
 class PredictRequest(BaseModel):

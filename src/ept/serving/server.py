@@ -4,7 +4,8 @@
     server = MultiTaskServer(*load_backbone("minilm"))
     server.add_task("sst2", "runs/sst2-ept/export", get_task("sst2"))
     server.add_task("rte", "runs/rte-pt/export", label_words=("entailment", "not_entailment"))
-    server.score([{"task": "sst2", "text": "a gem"}, {"task": "rte", "fields": ["A man sleeps.", "He is awake."]}])
+    server.score([{"task": "sst2", "text": "a gem"},
+                  {"task": "rte", "inputs": {"sentence1": "A man sleeps.", "sentence2": "He is awake."}}])
 
 An EPT task is one vector (paper Section 3.3), so what tells tasks apart is the few input
 positions in front of each row. PEFT can only switch the active prompt adapter between batches
@@ -122,39 +123,94 @@ class TaskRegistry:
         return self.tasks[name]
 
 
+INPUT_KEYS = ("inputs", "fields", "text", "source")
+
+
 def parse_row(row, i: int, registry: TaskRegistry, kind: str) -> tuple[ServedTask, str, str | None]:
     """(task, first segment, second segment or None) of one input row, or a RowError naming it.
 
-    "text" must be a string and "fields" a non-empty list of strings: a null, list or dict is an
-    error, never scored as the string "None" or "{'a': 1}".
+    A row gives its input ONE way, with one meaning on every backbone kind: "inputs" (the task's
+    fields by name), "fields" (the same values in the task's field order) or "text" (a task with
+    one input field) are rendered exactly as in training (`TaskSpec.render`: encoders read the
+    fields as a [SEP] pair or as siamese sides; seq2seq and causal models the task's template,
+    plus the answer cue on causal ones). "source" is an input already formatted by the caller,
+    used as it is (seq2seq/causal: the text-to-text source; encoder: the one segment). A task
+    served by its label words only (`--labels`) has no field names: "fields"/"text" are its raw
+    segments. Values must be strings: a null, list or dict is an error, never scored as "None".
     """
     if not isinstance(row, dict):
-        raise RowError(i, f"expected an object with \"task\" and \"text\" or \"fields\", got {type(row).__name__}")
-    task = registry.get(row.get("task"), i)
-    if "text" in row and "fields" in row:
-        raise RowError(i, "give \"text\" or \"fields\", not both")
-    if "text" in row:
-        if not isinstance(row["text"], str):
-            raise RowError(i, f"\"text\" must be a string, got {type(row['text']).__name__} {row['text']!r:.40}")
+        raise RowError(i, f"expected an object with \"task\" and \"inputs\", \"fields\", \"text\" or \"source\", "
+                          f"got {type(row).__name__}")
+    task = registry.get(row.get("task"), i)  # TaskNotServed, naming the row
+    given = [k for k in INPUT_KEYS if k in row]
+    if len(given) != 1:
+        raise RowError(i, f"give exactly one of \"inputs\" (fields by name), \"fields\" (a list), \"text\" "
+                          f"(a one-field task) or \"source\" (an already formatted input); got keys {sorted(row)}")
+    key = given[0]
+    if key in ("text", "source") and not isinstance(row[key], str):
+        raise RowError(i, f"\"{key}\" must be a string, got {type(row[key]).__name__} {row[key]!r:.40}")
+    if key == "source":
         if task.mode == "siamese":
-            raise RowError(i, f"task {task.name!r} scores sentence pairs: give \"fields\" with its two sides, not \"text\"")
-        return task, row["text"], None
-    fields = row.get("fields")
-    if not isinstance(fields, (list, tuple)) or not fields:
-        raise RowError(i, f"needs \"text\" or a non-empty \"fields\" list, got keys {sorted(row)}")
-    for j, value in enumerate(fields):
-        if not isinstance(value, str):
-            raise RowError(i, f"\"fields\"[{j}] must be a string, got {type(value).__name__} {value!r:.40}")
+            raise RowError(i, f"task {task.name!r} scores sentence pairs: give its two sides in \"fields\" or \"inputs\"")
+        return task, row["source"], None
+    names = tuple(getattr(task.spec, "fields", ()) or ())
+    if not names:  # known by its label words only: the raw segments
+        return (task, *_raw_segments(task, key, row[key], i, kind))
+    record = _record(task, names, key, row[key], i)
+    try:
+        source, fields = task.spec.render(record)
+    except (ValueError, KeyError, TypeError, IndexError) as err:  # a preprocessor's extra input, a type
+        raise RowError(i, f"task {task.name!r}: {str(err).strip(chr(39))}") from None
     if task.mode == "siamese":
         return (task, *siamese_sides(task, fields, i))
     if kind == "encoder":
         return (task, *encoder_segments(fields))
-    spec_fields = getattr(task.spec, "fields", None)
-    if spec_fields and hasattr(task.spec, "template"):
-        if len(spec_fields) != len(fields):
-            raise RowError(i, f"task {task.name!r} has fields {list(spec_fields)}, got {len(fields)} values")
-        return task, task.spec.template(dict(zip(spec_fields, fields))), None
-    return task, " ".join(fields), None
+    return task, source, None
+
+
+def _record(task: ServedTask, names: tuple[str, ...], key: str, value, i: int) -> dict:
+    """The row's input as a record of the task's fields (and the extra inputs a preprocessor reads)."""
+    if key == "text":
+        if len(names) != 1:
+            raise RowError(i, f"task {task.name!r} has {len(names)} input fields {list(names)}: give \"inputs\" "
+                              f"{{{', '.join(repr(n) + ': ...' for n in names)}}} or \"fields\" (a list in that order)")
+        return {names[0]: value}
+    extra = tuple(k for k in getattr(task.spec, "extra", ()) if k != getattr(task.spec, "group_key", ""))
+    if key == "fields":
+        if not isinstance(value, (list, tuple)) or len(value) != len(names):
+            raise RowError(i, f"task {task.name!r} has fields {list(names)}: \"fields\" must list {len(names)} "
+                              f"string(s) in that order, got {value!r:.80}")
+        if extra:
+            raise RowError(i, f"task {task.name!r} also reads {list(extra)}: give \"inputs\" by name")
+        value = dict(zip(names, value))
+    if not isinstance(value, dict):
+        raise RowError(i, f"\"inputs\" must be an object {{field: text}}, got {type(value).__name__} {value!r:.40}")
+    missing = [n for n in names + extra if n not in value]
+    unknown = [n for n in value if n not in names + extra]
+    if missing or unknown:
+        raise RowError(i, f"task {task.name!r} reads {list(names + extra)}; "
+                          + (f"missing {missing}" if missing else f"unknown {unknown}"))
+    for name in names:
+        if not isinstance(value[name], str):
+            raise RowError(i, f"\"{key}\" {name!r} must be a string, got {type(value[name]).__name__} {value[name]!r:.40}")
+    return dict(value)
+
+
+def _raw_segments(task: ServedTask, key: str, value, i: int, kind: str) -> tuple[str, str | None]:
+    """A task known by its label words only: "text" is its one segment, "fields" its segments."""
+    if key == "text":
+        return value, None
+    if key == "inputs":
+        raise RowError(i, f"task {task.name!r} is served by its label words only (no field names): give \"text\" "
+                          f"or \"fields\"; an export trained on a task file or a registered task has them")
+    if not isinstance(value, (list, tuple)) or not value:
+        raise RowError(i, f"\"fields\" must be a non-empty list of strings, got {value!r:.40}")
+    for j, v in enumerate(value):
+        if not isinstance(v, str):
+            raise RowError(i, f"\"fields\"[{j}] must be a string, got {type(v).__name__} {v!r:.40}")
+    if task.mode == "siamese":
+        return siamese_sides(task, value, i)
+    return encoder_segments(value) if kind == "encoder" else (" ".join(value), None)
 
 
 def siamese_sides(task: ServedTask, fields, i: int) -> tuple[str, str]:
@@ -192,9 +248,9 @@ class MultiTaskServer:
     """Holds one frozen backbone and any number of task prompts; scores mixed-task batches.
 
     The backbone is put in eval mode and frozen. Tasks: `add_task` / `remove_task`. Rows: dicts
-    with "task" and either "text" (encoder: one segment; seq2seq: the text-to-text source) or
-    "fields" (a list of raw segments: encoders read them as a [SEP] pair, seq2seq renders them
-    with the task spec's template when it has one).
+    with "task" and one of "inputs" (the task's fields by name), "fields" (a list in the task's
+    field order), "text" (a one-field task) or "source" (an already formatted input), rendered
+    as in training on every backbone kind (`parse_row`).
     """
 
     def __init__(self, backbone, tokenizer, max_length: int | None = None, prefix_cache: bool = True):
@@ -249,7 +305,7 @@ class MultiTaskServer:
             head, pooling = siamese_parts(name, spec, meta, self.device)
             scorer = None  # the pair head scores; the shared model never gets a head attached
         else:
-            scorer = make_scorer(self.model, spec, eval_mode)
+            scorer = make_scorer(self.model, spec, eval_mode, label_score_eos=meta.get("label_score_eos", True))
         max_length = self.max_length or getattr(spec, "max_length", None) or MAX_LENGTH
         prompt = PromptBank.check(name, prompt, self.model.embed_dim)  # shape / NaN check before any label pass
         task = ServedTask(name, spec, scorer, prompt, "", max_length, meta, pair_head=head, pooling=pooling)
@@ -268,28 +324,30 @@ class MultiTaskServer:
         rows = list(rows)
         parsed = [parse_row(r, i, self.registry, self.kind) for i, r in enumerate(rows)]
         features: list[dict | None] = [None] * len(rows)
-        groups: dict[tuple[int, str], list[int]] = {}
+        groups: dict[tuple[int, str, str], list[int]] = {}
         for i, (task, _, second) in enumerate(parsed):
             shape = "siamese" if task.mode == "siamese" else "pair" if second is not None else "single"
-            groups.setdefault((task.max_length, shape), []).append(i)
-        for (max_length, shape), idx in groups.items():
+            groups.setdefault((task.max_length, shape, answer_cue(task)), []).append(i)
+        for (max_length, shape, cue), idx in groups.items():
             firsts, seconds = [parsed[i][1] for i in idx], [parsed[i][2] for i in idx]
             if shape == "siamese":  # each side its own [CLS] side [SEP], as training encodes it
                 sides = zip(self._tokenize(firsts, None, max_length), self._tokenize(seconds, None, max_length))
                 feats = [{"a": a, "b": b} for a, b in sides]
             else:
-                feats = self._tokenize(firsts, seconds if shape == "pair" else None, max_length)
+                spec = parsed[idx[0]][0].spec  # the group's tasks share one answer cue
+                feats = self._tokenize(firsts, seconds if shape == "pair" else None, max_length, spec)
             for i, f in zip(idx, feats):
                 f.update(labels=None, index=i, task=parsed[i][0].name)
                 features[i] = f
         return features
 
-    def _tokenize(self, firsts: list[str], seconds: list[str] | None, max_length: int) -> list[dict]:
+    def _tokenize(self, firsts: list[str], seconds: list[str] | None, max_length: int, spec=None) -> list[dict]:
         """Rows through their backbone kind's encoding (`Kind.encode`), exactly as training encodes
-        them: an encoder reads a [SEP] pair, seq2seq the source, causal the source + answer cue."""
+        them: an encoder reads a [SEP] pair, seq2seq the source, causal the source + the answer cue
+        of the task's template (`spec.answer_cue`; the default without one)."""
         rows = [Example(source=f if s is None else f"{f} {s}", target="", label=None,
                         fields=(f,) if s is None else (f, s)) for f, s in zip(firsts, seconds or [None] * len(firsts))]
-        return self.kind_ops.encode(self.tokenizer, rows, max_length, count_truncated=False).features
+        return self.kind_ops.encode(self.tokenizer, rows, max_length, spec, count_truncated=False).features
 
     # ------------------------------------------------------------------ scoring
     @torch.inference_mode()
@@ -346,6 +404,11 @@ class MultiTaskServer:
         return to_device(collate(self.tokenizer, plain), self.device)
 
 
+def answer_cue(task: ServedTask) -> str | None:
+    """The cue a causal model reads after this task's input: its template's (None: the default)."""
+    return getattr(task.spec, "answer_cue", None)
+
+
 def input_length(feature: dict) -> int:
     """Tokens of a row (a siamese row: its longer side)."""
     if "a" in feature:
@@ -356,8 +419,8 @@ def input_length(feature: dict) -> int:
 # ---------------------------------------------------------------------- loading served prompts
 def spec_for(name: str, meta: dict, label_words=None):
     """The task spec of a served prompt: its label words when given (checked against the label
-    count the export records), else the registered task the export was trained on, else the
-    registered task called NAME."""
+    count the export records), else the task the export was trained on (a task file's content
+    travels in the export; a registered task by its name), else the registered task called NAME."""
     try:
         from ept.tasks import get_task
     except ImportError:  # a serving-only install without the task catalog
@@ -369,7 +432,12 @@ def spec_for(name: str, meta: dict, label_words=None):
         except (KeyError, ValueError):
             return None
 
-    trained = registered(meta.get("task"), meta.get("template"))  # a template's label words, not the T5 ones
+    if meta.get("task_spec") is not None:  # trained on a task file: the export carries its content
+        from ept.tasks.taskfile import stored_spec
+
+        trained = stored_spec(meta.get("task"), meta["task_spec"]).with_template(meta.get("template"))
+    else:
+        trained = registered(meta.get("task"), meta.get("template"))  # a template's label words, not the T5 ones
     kind = meta.get("task_kind") or (trained.kind if trained is not None else None)
     recorded = tuple(meta.get("label_words") or ())  # what the export says it was trained with
     expected = meta.get("num_labels") or (len(trained.label_words) if trained is not None and trained.label_words else None)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ept.tasks.catalog import get_task, task_names
-from ept.tasks.loaders import COMPLETE_FRACTION, MissingDataError, _usable, read_file, read_local
+from ept.tasks.loaders import COMPLETE_FRACTION, MissingDataError, _usable, counted, read_file, read_local, task_root
 from ept.tasks.spec import DataError, TaskSpec
 from ept.tasks.splits import apply_protocol
 
@@ -31,12 +31,13 @@ class TaskCheck:
     fallbacks: list[str] = field(default_factory=list)   # named by the spec, present, not used: validated
 
 
-def check_task(name: str, data_dir: Path, seed: int = 42) -> TaskCheck:
-    spec = get_task(name)
+def check_task(name: str | TaskSpec, data_dir: Path | None, seed: int = 42) -> TaskCheck:
+    """One task (a name, or a task file's spec) checked in `data_dir` (a task file: its own folder)."""
+    spec = name if isinstance(name, TaskSpec) else get_task(name)
     check = TaskCheck(spec.name, spec.benchmark, "missing")
-    root = data_dir / spec.name
+    root = task_root(spec, data_dir)
     try:
-        read = read_local(spec, data_dir, skip_bad_rows=True)
+        read = read_local(spec, root, skip_bad_rows=True)
     except MissingDataError:
         check.notes.append(f"no files in {root}")
         return check
@@ -44,6 +45,7 @@ def check_task(name: str, data_dir: Path, seed: int = 42) -> TaskCheck:
         check.status, check.errors = "error", [str(err)]
         return check
     raw = read.raw
+    spec = counted(spec, raw, read.bad_rows)
     split = apply_protocol(spec, raw, seed)
     shown = ("train", "eval", "dev") if split.rule.startswith("dev") else ("train", "eval")
     used = {role: files for role, files in read.chosen.items() if role in shown}
@@ -59,7 +61,8 @@ def check_task(name: str, data_dir: Path, seed: int = 42) -> TaskCheck:
     eval_full = raw.eval is not None and len(raw.eval) >= COMPLETE_FRACTION * spec.eval_size
     check.status = "complete" if raw.train_complete and eval_full else "partial"
     check.notes = _short_notes(spec, eval_full, raw, used, read)
-    check.unused = [p for p in _present_files(root) if p not in used_paths and p not in check.fallbacks]
+    if not spec.data_root:  # a task file's folder may hold anything: only the built-ins' folders are listed
+        check.unused = [p for p in _present_files(root) if p not in used_paths and p not in check.fallbacks]
     return check
 
 

@@ -14,7 +14,7 @@ import errno
 import math
 import os
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -100,9 +100,21 @@ class FileReport:
     notes: list[str] = field(default_factory=list)
 
 
+def task_root(spec: TaskSpec, data_dir: str | os.PathLike | None) -> Path:
+    """Where a task's local paths start: a task file's folder, else `<data_dir>/<task>`."""
+    if spec.data_root:
+        return Path(spec.data_root)
+    return resolve_data_dir(data_dir) / spec.name
+
+
+def display_path(spec: TaskSpec, f: LocalFile) -> str:
+    """A file as messages name it: `sst2/train.tsv`, or a task file's data path as written."""
+    return f.path if spec.data_root else f"{spec.name}/{f.path}"
+
+
 def read_file(spec: TaskSpec, root: Path, f: LocalFile, skip_bad_rows: bool) -> tuple[list[Example], FileReport]:
     """All examples of one file. A bad row raises RowError unless `skip_bad_rows`."""
-    display = f"{spec.name}/{f.path}"
+    display = display_path(spec, f)
     report = FileReport(display)
     label_map = {k.lower(): v for k, v in f.label_map}
     examples = []
@@ -175,9 +187,15 @@ class LocalRead:
         return {role: tuple(f.path for f in files) for role, files in self.chosen.items()}
 
 
-def read_local(spec: TaskSpec, data_dir: Path, skip_bad_rows: bool = False) -> LocalRead:
-    root = data_dir / spec.name
+def read_local(spec: TaskSpec, root: Path, skip_bad_rows: bool = False) -> LocalRead:
+    """The task's local files under `root` (`task_root`)."""
     chosen = find_local(spec, root)
+    if spec.data_root:  # a task file names exactly its files: a missing one is an error, not a fallback
+        named = [f.path for alts in (spec.local_train, spec.local_eval, spec.local_dev) for alt in alts for f in alt]
+        absent = [p for p in named if not (root / p).is_file()]
+        if absent:
+            raise DataError(f"task {spec.name!r}: data file(s) {', '.join(absent)} not found "
+                            f"(relative paths start at the task file's folder {root})")
     if not any(chosen.values()):
         roles = (spec.local_train, spec.local_eval, spec.local_dev)
         looked = sorted({f.path for alternatives in roles for alternative in alternatives for f in alternative})
@@ -206,6 +224,14 @@ def read_local(spec: TaskSpec, data_dir: Path, skip_bad_rows: bool = False) -> L
     return read
 
 
+def counted(spec: TaskSpec, raw: RawSplits, bad_rows: int = 0) -> TaskSpec:
+    """A task file without `train_size`: its train file is the official train, and its size (bad
+    rows included, as for the built-ins) decides the split rule."""
+    if spec.train_size or raw.train is None:
+        return spec
+    return replace(spec, train_size=len(raw.train) + bad_rows, eval_size=len(raw.eval or []))
+
+
 def _describe_local(spec: TaskSpec, read: LocalRead) -> None:
     """One note per split role: which files, how many examples, full set or sample."""
     raw, notes = read.raw, []
@@ -214,7 +240,8 @@ def _describe_local(spec: TaskSpec, read: LocalRead) -> None:
     for role, name, official in (("train", "train", spec.train_size), ("eval", eval_name, spec.eval_size)):
         split = getattr(raw, role)
         if split is None:
-            notes.append(f"no {name} file locally")
+            if not spec.data_root:  # a task file names the files it has
+                notes.append(f"no {name} file locally")
             continue
         if len(split) >= COMPLETE_FRACTION * official:
             size = f"{len(split):,} examples, the full official set"
@@ -282,7 +309,7 @@ def _dotted(row: Any, key: str) -> Any:
 # ------------------------------------------------------------------ public
 
 
-def load_task(name: str, data_dir: str | os.PathLike | None = None, seed: int = 42, few_shot_k: int | None = None,
+def load_task(name: str | TaskSpec, data_dir: str | os.PathLike | None = None, seed: int = 42, few_shot_k: int | None = None,
               skip_bad_rows: bool = False, source: str = "auto", sample_seed: int | None = None,
               split_protocol: str = "b1", template: str | None = None) -> TaskData:
     """Train / validation / test examples of a task in the paper's split protocol.
@@ -295,7 +322,7 @@ def load_task(name: str, data_dir: str | os.PathLike | None = None, seed: int = 
     skip_bad_rows: skip malformed rows (counted in `bad_rows`) instead of raising RowError.
     template: a named template of the task (`TaskSpec.template_names`; None / "t5": the T5 one).
     """
-    spec = get_task(name).with_template(template)
+    spec = (name if isinstance(name, TaskSpec) else get_task(name)).with_template(template)
     if source not in ("auto", "local", "hub"):
         raise ValueError(f"unknown source {source!r}; allowed: auto, local, hub")
     if split_protocol not in PROTOCOLS:
@@ -303,7 +330,7 @@ def load_task(name: str, data_dir: str | os.PathLike | None = None, seed: int = 
     read: LocalRead | None = None
     if source in ("auto", "local"):
         try:
-            root = resolve_data_dir(data_dir)
+            root = task_root(spec, data_dir)
             read = read_local(spec, root, skip_bad_rows)
         except DataDirError:
             raise
@@ -323,12 +350,13 @@ def load_task(name: str, data_dir: str | os.PathLike | None = None, seed: int = 
             if source == "auto":
                 raise DataError(f"{local_error}; the hub fallback failed too: {err}") from None
             raise
+    spec = counted(spec, raw, bad_rows)
     split = apply_protocol(spec, raw, seed, split_protocol)
     train, notes = split.train, raw.notes + split.notes
     if read is None:
         where = f"hub:{spec.hub.describe()}"
     else:  # name the extra dev set only when the protocol used it
-        where = _source_string(root / spec.name, {r: f for r, f in read.files.items()
+        where = _source_string(root, {r: f for r, f in read.files.items()
                                                   if r != "dev" or split.rule.startswith("dev")})
     if few_shot_k is not None:
         full, draw = len(train), seed if sample_seed is None else sample_seed

@@ -221,7 +221,52 @@ def read_wic_mapo(path: Path, f: LocalFile, keys: tuple[str, ...], display: str)
         yield Row(number, {**m.groupdict(), "label": obj["label"]})
 
 
+def table_format(path: Path, f: LocalFile) -> str:
+    """csv | tsv | jsonl | parquet: the file's `format`, else its suffix (".gz" looked through)."""
+    from ept.tasks.spec import TABLE_FORMATS
+
+    if f.format:
+        return f.format
+    suffix = Path(path.name.removesuffix(".gz")).suffix.lstrip(".").lower()
+    suffix = {"json": "jsonl", "txt": "tsv", "pq": "parquet"}.get(suffix, suffix)
+    if suffix not in TABLE_FORMATS:
+        raise DataError(f"{f.path}: cannot tell the format from the suffix {path.suffix!r}; "
+                        f"add format: one of {', '.join(TABLE_FORMATS)}")
+    return suffix
+
+
+def read_table(path: Path, f: LocalFile, keys: tuple[str, ...], display: str) -> Iterator[Row]:
+    """A task file's own CSV / TSV / JSONL / Parquet (gzip allowed) through `datasets`' loaders.
+    `f.fields` maps canonical keys to columns; a missing column names the columns present.
+    Lines are 1-based data rows plus the header line (csv/tsv), as an editor shows them when no
+    cell spans lines."""
+    import datasets
+
+    fmt = table_format(path, f)
+    if not path.is_file():
+        raise DataError(f"{display}: file not found")
+    builder, kwargs = {"csv": ("csv", {"keep_default_na": False}), "tsv": ("csv", {"sep": "\t", "keep_default_na": False}),
+                       "jsonl": ("json", {}), "parquet": ("parquet", {})}[fmt]
+    datasets.disable_progress_bars()
+    try:
+        rows = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+    except Exception as err:  # noqa: BLE001 - pandas/pyarrow parse errors: name the file
+        raise DataError(f"{display}: cannot read as {fmt} ({' '.join(str(err).split())[:300]})") from None
+    mapping = dict(f.fields)
+    missing = {key: mapping.get(key, key) for key in keys if mapping.get(key, key) not in rows.column_names}
+    if missing:
+        wanted = ", ".join(f"{col!r} (for {key})" if col != key else repr(col) for key, col in missing.items())
+        raise DataError(f"{display}: no column {wanted}; columns present: {', '.join(rows.column_names)}")
+    text = fmt in ("csv", "tsv")  # every cell of a csv is text; pandas may have read "3" as 3
+    offset = 2 if text else 1
+    for i, row in enumerate(rows):
+        record = {key: row[mapping.get(key, key)] for key in keys}
+        if text:
+            record = {k: v if v is None or isinstance(v, str) or k == "label" else str(v) for k, v in record.items()}
+        yield Row(i + offset, record)
+
+
 READ: dict[str, Callable[..., Iterator[Row]]] = {
     "tsv": read_tsv, "csv": read_csv, "jsonl": read_jsonl, "multirc": read_multirc,
-    "mrqa": read_mrqa, "label_prefixed": read_label_prefixed, "wic_mapo": read_wic_mapo,
+    "mrqa": read_mrqa, "label_prefixed": read_label_prefixed, "wic_mapo": read_wic_mapo, "table": read_table,
 }

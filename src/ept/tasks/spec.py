@@ -17,7 +17,12 @@ from typing import Any, Mapping
 
 KINDS = ("classification", "regression", "generation")
 BENCHMARKS = ("glue", "superglue", "mrqa", "others")
-READERS = ("tsv", "csv", "jsonl", "label_prefixed", "multirc", "mrqa", "wic_mapo")
+READERS = ("tsv", "csv", "jsonl", "label_prefixed", "multirc", "mrqa", "wic_mapo", "table")
+# A task file's own data goes through `datasets`' loaders ("table" reader), in one of these formats.
+TABLE_FORMATS = ("csv", "tsv", "jsonl", "parquet")
+# How a task's splits are made: the paper's protocol from the official train size (Appendix B.1),
+# the validation/test files as they are, or validation/test sizes sampled from train (task files).
+SPLITS = ("protocol", "given", "sizes")
 
 
 class DataError(ValueError):
@@ -55,6 +60,7 @@ class LocalFile:
     label_map: tuple[tuple[str, int], ...] = ()   # raw label -> index when the file codes labels its own way
     repair_missing_tab: bool = False              # tsv: split "<text> <label>" in a row one column short
     note: str = ""                                # what this file is (printed by `ept data check`)
+    format: str = ""                              # table: one of TABLE_FORMATS ("" = from the suffix)
 
     def __post_init__(self) -> None:
         if self.reader not in READERS:
@@ -140,6 +146,11 @@ class TaskSpec:
     answer_cue: str = T5_ANSWER_CUE               # decoder-only: read after the source, before the target
     template_name: str = DEFAULT_TEMPLATE         # which template `source_format` is (`with_template`)
     data_label_words: tuple[str, ...] = ()        # set by `with_template`: the words the files code labels by
+    # ---- task files (ept.tasks.taskfile): where their local paths start, and how they split
+    data_root: str = ""                           # the task file's folder ("" = <data_dir>/<name>)
+    splits: str = "protocol"                      # one of SPLITS
+    split_sizes: tuple[int, int] = ()             # splits="sizes": (validation, test) from train
+    pair: bool | None = None                      # two texts to compare (siamese on encoders); None = the rule below
 
     def __post_init__(self) -> None:
         problems = []
@@ -153,8 +164,11 @@ class TaskSpec:
             problems.append("a regression task needs anchor_words (2) and value_range (lo, hi)")
         if self.main_metric not in self.metrics:
             problems.append(f"main_metric {self.main_metric!r} not in metrics {self.metrics}")
-        if self.train_size <= 0:
+        if self.train_size < 0 or (self.train_size == 0 and not self.data_root):
+            # A task file may leave it 0: its train file's row count is the official size.
             problems.append("train_size (official) must be > 0: it decides the split protocol")
+        if self.splits not in SPLITS:
+            problems.append(f"splits {self.splits!r} not in {SPLITS}")
         for alternative in self.local_train + self.local_eval + self.local_dev:
             for f in alternative:
                 missing = [k for k in self.record_keys if f.columns and k not in f.columns]
@@ -226,13 +240,7 @@ class TaskSpec:
 
     def to_example(self, record: Mapping[str, Any]) -> Example:
         """A record whose `label` is already canonical (index / float / answers tuple)."""
-        for key in self.fields:  # JSON rows may hold null/objects: never score them as "None"
-            if not isinstance(record.get(key), str):
-                raise ValueError(f"text field {key!r} must be a string, got {type(record.get(key)).__name__} "
-                                 f"{record.get(key)!r}")
-            if not record[key].strip():  # caught here, with the file and line, not mid-training
-                raise ValueError(f"text field {key!r} is empty; expected some text")
-        rec = self._prepared(record)
+        rec = self._checked(record)
         label = rec["label"]
         return Example(
             source=self._render(rec),
@@ -242,6 +250,21 @@ class TaskSpec:
             group=str(rec[self.group_key]) if self.group_key else None,
             answers=tuple(label) if self.kind == "generation" else (),
         )
+
+    def render(self, record: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
+        """(source, fields) of an unlabeled record, exactly as `to_example` renders them: what
+        serving feeds the model, so that a served row reads as the same row did in training."""
+        rec = self._checked({"label": None, **record})
+        return self._render(rec), tuple(_squash(str(rec[k])) for k in self.fields)
+
+    def _checked(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        for key in self.fields:  # JSON rows may hold null/objects: never score them as "None"
+            if not isinstance(record.get(key), str):
+                raise ValueError(f"text field {key!r} must be a string, got {type(record.get(key)).__name__} "
+                                 f"{record.get(key)!r}")
+            if not record[key].strip():  # caught here, with the file and line, not mid-training
+                raise ValueError(f"text field {key!r} is empty; expected some text")
+        return self._prepared(record)
 
     def _prepared(self, record: Mapping[str, Any]) -> dict[str, Any]:
         from ept.tasks.templates import PREPROCESSORS  # local: templates imports nothing from here
@@ -257,8 +280,11 @@ PAIR_TASKS_BY_NAME = ("wic",)
 
 def is_pair_task(spec: TaskSpec) -> bool:
     """Two texts to compare: every two-field task (STS-B, MRPC, QQP, RTE, MNLI, QNLI, CB, BoolQ,
-    SciTail, PAWS), and WiC with its word marked in both sentences. Torch-free: the run-folder
-    identity (`ept.training.rundir`) asks it too."""
+    SciTail, PAWS), and WiC with its word marked in both sentences; a task file says so itself
+    (`pair:`, default false: two fields are not always two texts to compare). Torch-free: the
+    run-folder identity (`ept.training.rundir`) asks it too."""
+    if spec.pair is not None:
+        return spec.pair
     return spec.name in PAIR_TASKS_BY_NAME or len(spec.fields) == 2
 
 

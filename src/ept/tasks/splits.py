@@ -103,6 +103,8 @@ def apply_protocol(spec: TaskSpec, raw: RawSplits, seed: int, protocol: str = "b
     rule, k, prefer_dev = protocol_rule(spec, protocol)
     train = list(raw.train or [])
     notes: list[str] = []
+    if spec.splits != "protocol" or (spec.data_root and raw.eval is None and raw.dev is None):
+        return task_file_split(spec, raw, seed, k)
     if protocol == "table5" and spec.name in TABLE5:
         notes.append(f"split protocol table5: Table 5 lists {TABLE5[spec.name][1]}")
     if rule == "val+test":
@@ -160,6 +162,37 @@ def apply_protocol(spec: TaskSpec, raw: RawSplits, seed: int, protocol: str = "b
     if test is None:
         notes.append("no official validation file and nothing to carve a test set from: test is empty")
     return Split(_cap(spec, train, notes), validation, test or [], rule, notes)
+
+
+def task_file_split(spec: TaskSpec, raw: RawSplits, seed: int, k: int) -> Split:
+    """A task file's splits: "given" (the validation and test files as they are), "sizes"
+    (validation, and test unless a test/eval file is given, sampled from train with the protocol's
+    seeded shuffle), or the protocol without an evaluation file (B.1's fallback for a train with
+    no official validation: min(k, n // 10) examples each for validation and test; n // 10 under
+    the small-task rule, which would halve an evaluation file there is none of)."""
+    train = list(raw.train or [])
+    if spec.splits == "given":
+        validation, test = list(raw.dev or []), list(raw.eval or [])
+        note = f"splits given: validation {len(validation):,} / test {len(test):,} from their files"
+        return Split(_cap(spec, train, []), validation, test, "given", [note])
+    if spec.splits == "sizes":
+        n_val, n_test = spec.split_sizes
+        n_test = 0 if raw.eval is not None else n_test
+        rule = f"sizes {n_val:,}/{n_test:,} from train"
+    else:
+        n_val = n_test = min(k, len(train) // 10) if k else len(train) // 10  # halve rule (k = 0): n // 10
+        rule = "val+test carved from train"
+    if n_val + n_test >= len(train):
+        raise ValueError(f"task {spec.name!r}: {n_val:,} validation + {n_test:,} test examples leave no training "
+                         f"example of {len(train):,}; give smaller split sizes or an evaluation file")
+    order = shuffled_indices(len(train), seed)
+    validation = [train[i] for i in order[:n_val]]
+    test = [train[i] for i in order[n_val:n_val + n_test]] if raw.eval is None else list(raw.eval)
+    rest = [train[i] for i in order[n_val + n_test:]]
+    where = "sampled from train" if raw.eval is None else "the evaluation file"
+    note = (f"split {rule}: validation {len(validation):,} sampled from train (seed {seed}), "
+            f"test {len(test):,} {where}")
+    return Split(_cap(spec, rest, []), validation, test, rule, [note])
 
 
 def _table5_val_test(spec: TaskSpec, raw: RawSplits, train: list[Example], notes: list[str]) -> Split:

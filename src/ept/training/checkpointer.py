@@ -12,7 +12,7 @@ import contextlib
 import torch
 
 from ept.checkpoint import CheckpointError, check_state, load_state, read_tensors, save_method, trainable_state
-from ept.config import TrainConfig
+from ept.config import TrainConfig, task_meta
 from ept.training.rundir import LAST_METHOD, LAST_OPTIMIZER, LAST_RNG, STATE, RunDir, atomic_save_tensors, atomic_write_json, \
     config_hash, identity
 
@@ -104,7 +104,7 @@ class Checkpointer:
 
     def save_best(self, model, step: int) -> None:
         save_method(model, self.rd.best, self.cfg.backbone, {"step": step, "task": self.cfg.task,
-                                                             "template": self.cfg.template})
+                                                             "template": self.cfg.template, **task_meta(self.cfg)})
 
     @contextlib.contextmanager
     def best_state(self, model):

@@ -40,7 +40,7 @@ from ept import __version__
 from ept.batching import GROUP_WINDOW, batches, collate, feature_length, group_by_length, sorted_batches, to_device
 from ept.checkpoint import export_prompt, export_record
 # TrainConfig lives in the torch-free ept.config; re-exported so `from ept.training.recipe import TrainConfig` works.
-from ept.config import PAPER_STEPS, SCHEDULERS, TrainConfig  # noqa: F401
+from ept.config import PAPER_STEPS, SCHEDULERS, TrainConfig, task_meta  # noqa: F401
 from ept.training.rundir import RunDir, RunDirError, read_jsonl  # noqa: F401  (read_jsonl: re-exported for older callers)
 from ept.training.checkpointer import Checkpointer, optimizer_params
 from ept.training.metric_log import MetricLog
@@ -165,7 +165,7 @@ class RunData:
 def setup_data(cfg: TrainConfig, start: int) -> RunData:
     from ept.tasks import load_task
 
-    data = load_task(cfg.task, data_dir=cfg.data_dir, seed=cfg.split_seed, few_shot_k=cfg.few_shot, sample_seed=cfg.seed,
+    data = load_task(cfg.spec, data_dir=cfg.data_dir, seed=cfg.split_seed, few_shot_k=cfg.few_shot, sample_seed=cfg.seed,
                      template=cfg.template)
     if not data.train:
         raise ValueError(f"task {cfg.task!r} has no training examples here ({data.source}); notes: {'; '.join(data.notes)}")
@@ -519,7 +519,8 @@ class Recipe:
                                          cfg.eval_batch_size, self.accelerator.device, self.accelerator, predictions=preds)
             if self.main and model.prompt_config.has_prompt:
                 export_prompt(model, self.rundir.export, cfg.backbone,
-                              extra=export_record(data.spec, self.best["step"], self.reached, cfg.steps))
+                              extra=export_record(data.spec, self.best["step"], self.reached, cfg.steps,
+                                                  task_spec=cfg.task_spec, label_score_eos=cfg.label_score_eos))
         if self.main:
             self.rundir.write_predictions("test", [{"row": i, "prediction": p, "label": x.label}
                                                    for i, (p, x) in enumerate(zip(preds, data.test))])

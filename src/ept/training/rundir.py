@@ -35,11 +35,11 @@ STATE, LAST_METHOD, LAST_OPTIMIZER, LAST_RNG = "state.json", "method.safetensors
 LOCK, OWNER = ".lock", ".owner.json"
 SWEEP_MANIFEST = "sweep.json"
 # TrainConfig fields that do not change a run's numbers: left out of its identity.
-NOT_IDENTITY = ("out", "tensorboard", "overwrite", "threads", "compile", "precision_fallback")
+NOT_IDENTITY = ("out", "tensorboard", "overwrite", "threads", "compile", "precision_fallback", "task_file")
 # Fields added after runs existed, left out of the identity while at these values (what every
 # earlier run did): the config_hash of a run that does not use them stays what it was.
 NEUTRAL_WHEN = {"precision": "auto", "group_by_length": False, "template": "t5", "label_score_eos": True,
-                "sink_token": None}
+                "sink_token": None, "task_spec": None}
 # Fields that only change sentence-pair tasks: their defaults in a single-sentence task's identity.
 PAIR_KEYS = ("pair_encoding", "pair_head", "pair_fit_examples")
 # What a config.json WITHOUT a key means, where that differs from today's default: the value
@@ -121,7 +121,11 @@ def identity(config: dict, defaults: dict | None = None) -> dict:
     for key, value in NEUTRAL_WHEN.items():
         if key in out and out[key] == value:
             del out[key]
-    if not _is_pair_task(out.get("task")):
+    if out.get("task_spec") is not None:  # a task file: its content, hashed (moving the file changes nothing)
+        from ept.tasks.taskfile import content_digest
+
+        out["task_spec"] = content_digest(out.get("task"), out["task_spec"])
+    if not _is_pair_task(out.get("task"), config.get("task_spec")):
         # The pair settings do not change a single-sentence task: they read as today's defaults
         # (a legacy `cross` too), so the stored hashes of such runs stay what they were.
         base = train_defaults()
@@ -139,13 +143,13 @@ def identity(config: dict, defaults: dict | None = None) -> dict:
     return out
 
 
-def _is_pair_task(name) -> bool:
+def _is_pair_task(name, task_spec: dict | None = None) -> bool:
     """Unknown names count as pair tasks: their pair keys stay in the identity (the safe side)."""
-    from ept.tasks.catalog import get_task
     from ept.tasks.spec import is_pair_task
+    from ept.tasks.taskfile import stored_spec
 
     try:
-        return is_pair_task(get_task(name))
+        return is_pair_task(stored_spec(name, task_spec))
     except (KeyError, ValueError, TypeError):
         return True
 
