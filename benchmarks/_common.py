@@ -22,7 +22,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("EPT_DATA_DIR") or REPO.parent / "shared" / "data")
 BATCH = 16
-MAX_LENGTH = {"sst2": 64, "rte": 128}  # the DESIGN.md prototype's lengths (CPU scale)
+MAX_LENGTH = {"sst2": 64, "rte": 128}  # CPU-scale lengths (the paper's are 256; Appendix B.2)
 LABELS = {"sst2": ("negative", "positive"), "rte": ("entailment", "not_entailment")}
 
 
@@ -98,7 +98,7 @@ def task_data(task: str, n: int):
 
 def encoded_batches(tokenizer, task: str, kind: str, num_batches: int, batch_size: int = BATCH):
     """(spec, list of feature lists): real consecutive training rows, tokenised once (ept.batching)."""
-    from ept.batching import encode
+    from ept.kinds import encode
 
     spec, examples = task_data(task, num_batches * batch_size)
     enc = encode(tokenizer, examples, kind, MAX_LENGTH.get(task, 128))
@@ -108,10 +108,10 @@ def encoded_batches(tokenizer, task: str, kind: str, num_batches: int, batch_siz
 
 # ----------------------------------------------------------------------------- the training step
 def ept_train_step_fn():
-    """ept's whole step on pre-tokenised rows: collate -> `ept.train.train_step` (scorer.loss ->
+    """ept's whole step on pre-tokenised rows: collate -> `ept.training.recipe.train_step` (scorer.loss ->
     backward -> AdamW step -> zero_grad -> mu_t, Eq. 4). The benchmark times what training runs."""
     from ept.batching import collate
-    from ept.train import train_step
+    from ept.training.recipe import train_step
 
     def ept_train_step(model, scorer, opt, tokenizer, features):
         return train_step(model, scorer, opt, collate(tokenizer, features))

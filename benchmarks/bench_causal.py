@@ -8,7 +8,7 @@ Training step (same pre-tokenised real SST-2 batches of 8, same AdamW lr 0.3), i
 - peft_pt:  PEFT PromptTuningConfig(CAUSAL_LM, num_virtual_tokens=10) on AutoModelForCausalLM, fp32,
             the standard recipe: `model(input_ids, labels=...)` with -100 on the source tokens, so the
             LM head runs at every position (B, T, vocab) before the loss keeps the targets.
-- ept_pt:   ept `pt` (n=10), fp32, LM head only at the target positions (ept.causal.target_loss).
+- ept_pt:   ept `pt` (n=10), fp32, LM head only at the target positions (ept.kinds.causal.target_loss).
 - ept_ept:  ept `ept` (n=1), fp32.
 - ept_pt_grouped: ept `pt` on length-grouped batches (`--group-by-length`): a 50-step window of
             the same rows, sorted by length into batches (ept.batching.group_by_length).
@@ -52,7 +52,8 @@ def peak_matmul_flops(dtype=torch.float32, n: int = 2048, reps: int = 3) -> floa
 
 
 def make_batches(tok, n_batches: int, bs: int = 8):
-    from ept.batching import collate, encode
+    from ept.batching import collate
+    from ept.kinds import encode
 
     _, rows = task_data("sst2", n_batches * bs)
     feats = encode(tok, rows, "causal", 128).features
@@ -62,7 +63,8 @@ def make_batches(tok, n_batches: int, bs: int = 8):
 def window_batches(tok, bs: int = 8, picks=(0.125, 0.375, 0.625, 0.875)):
     """(random batches, grouped batches, padding of each over the whole window): 4 batches each,
     taken from one 50-step window of real SST-2 rows as described in the module docstring."""
-    from ept.batching import GROUP_WINDOW, collate, encode, feature_length, group_by_length
+    from ept.batching import GROUP_WINDOW, collate, feature_length, group_by_length
+    from ept.kinds import encode
 
     _, rows = task_data("sst2", GROUP_WINDOW * bs)
     feats = encode(tok, rows, "causal", 128).features

@@ -5,7 +5,7 @@
 Part A, seq2seq (tiny T5 from a config, MiniLM WordPiece tokenizer, eos = [SEP]): the T5 is first
 fine-tuned for a few seconds on SST-2 text-to-text pairs with an EPT prompt (n=1) so that it
 generates label words at all; then the same real SST-2 dev batches of 64 are scored by
-ept's Seq2SeqScorer in rank mode (one encoder pass, one decoder pass over B x C label
+ept's TextScorer in rank mode (one encoder pass, one decoder pass over B x C label
 sequences) and in generate mode (greedy, max_new_tokens = max(label length, 8) as ept does).
 Predictions are compared on the rows where generation produced a valid label.
 
@@ -40,7 +40,8 @@ def tiny_t5(tok):
 
 def warm_up_t5(model, scorer, tok, examples, steps: int) -> float:
     """Fine-tune backbone + prompt briefly so generation emits label words (not a benchmark)."""
-    from ept.batching import collate, encode
+    from ept.batching import collate
+    from ept.kinds import encode
 
     enc = encode(tok, examples, "seq2seq", 64)
     model.backbone.requires_grad_(True)
@@ -60,7 +61,8 @@ def warm_up_t5(model, scorer, tok, examples, steps: int) -> float:
 
 def part_a(tok, n_eval: int, reps: int, train_steps: int) -> list[dict]:
     from ept.backbones import PromptedModel
-    from ept.batching import collate, encode
+    from ept.batching import collate
+    from ept.kinds import encode
     from ept.heads import make_scorer
     from ept.prompts import method_config
 
@@ -108,7 +110,8 @@ def _dev(task: str, n: int):
 
 def part_b(backbone, tok, n_eval: int, reps: int) -> dict:
     from ept.backbones import PromptedModel
-    from ept.batching import collate, encode
+    from ept.batching import collate
+    from ept.kinds import encode
     from ept.heads import make_scorer
     from ept.prompts import method_config
 

@@ -6,11 +6,11 @@ MiniLM label scoring, batches of 64 real SST-2 dev sentences (the same rows for 
 pre-tokenised; tokenisation is timed separately). T = 8 or 64 task prompts, alternating EPT (n=1)
 and PT (n=10), each with its own label set (2-3 labels); row i belongs to task i mod T.
 - single:  all 64 rows of ONE task (PT n=10) through ept's own scorer, one backbone pass;
-- mixed:   ept.serve.MultiTaskServer.predict: all 64 rows, T tasks, one backbone pass;
+- mixed:   ept.serving.server.MultiTaskServer.predict: all 64 rows, T tasks, one backbone pass;
 - mixed sorted: the same server, rows sorted by length (input + own prompt) and cut into passes
   of 16, each pass still mixing tasks (what `MultiTaskServer.score` does by default);
-- grouped: the PEFT-style alternative (PEFT cannot mix prompts in a batch, reference-spec
-  §1.7): rows grouped by task, the prompt switched between sub-batches, one pass per task.
+- grouped: the PEFT-style alternative (PEFT cannot mix prompts in a batch: peft's `get_prompt`
+  uses the active adapter): rows grouped by task, the prompt switched between sub-batches, one pass per task.
 The mixed batch pads every prompt to n=10, so "single" uses n=10 as well (same token count);
 "single sorted" shows what length sorting alone buys a single task.
 """
@@ -47,7 +47,7 @@ def run(reps: int = 3, batches: int = 3, task_counts=(8, 64)) -> list[dict]:
     from ept.batching import collate
     from ept.heads import make_scorer
     from ept.prompts import PTConfig
-    from ept.serve import LabelSpec, MultiTaskServer
+    from ept.serving.server import LabelSpec, MultiTaskServer
 
     backbone, tok = load_backbone("minilm")
     backbone.eval()

@@ -176,7 +176,7 @@ def offline(server, rows: list[dict], seconds: float) -> tuple[float, float]:
 
 
 def served(backbone, tok, prompts_dir: Path):
-    from ept.serve import MultiTaskServer, find_exports, load_prompts
+    from ept.serving.server import MultiTaskServer, find_exports, load_prompts
 
     server = MultiTaskServer(backbone, tok, max_length=MAX_LENGTH)
     for name, (prompt, meta, spec) in load_prompts(find_exports(prompts_dir=str(prompts_dir))).items():
@@ -310,7 +310,7 @@ def http_path_cpu(rows: list[dict], n: int = 2000) -> float:
     and HTTP parsing work (in C, httptools/uvloop) is not in it."""
     import orjson
 
-    from ept.httpserve import ServeConfig, create_app
+    from ept.serving.http_app import ServeConfig, create_app
 
     app = create_app(ServeConfig(max_wait_ms=0), _StubServer(rows))
     bodies = [orjson.dumps({"rows": [r]}) for r in rows]
@@ -361,7 +361,7 @@ PREFIX_CONFIGS = {"EPT n=1": (1, 1, 1, 1), "PT n=10": (10, 10, 10, 10), "PT n=10
 def bench_prefix_cache(args) -> None:
     """Causal serving with and without the prompt KV cache (module docstring)."""
     from ept.backbones import load_backbone
-    from ept.serve import LabelSpec, MultiTaskServer
+    from ept.serving.server import LabelSpec, MultiTaskServer
     from ept.tasks import load_task
 
     backbone, tok = load_backbone("smollm2-135m")

@@ -1,5 +1,5 @@
 """Run by tests/test_train.py (`test_sharded_evaluation_equals_one_process`), under torchrun or in
-process: one seeded prompted model evaluated by `ept.train.evaluate`, its predictions captured."""
+process: one seeded prompted model evaluated by `ept.training.recipe.evaluate`, its predictions captured."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def evaluate_rows(backbone: str, data_dir: str, task: str, eval_mode: str, n: in
     """{"metrics", "preds"} of a seeded (untrained) EPT model on the first `n` validation rows."""
     import ept.tasks
     from ept.tasks import load_task
-    from ept.train import TrainConfig, evaluate, setup_model
+    from ept.training.recipe import TrainConfig, evaluate, setup_model
 
     cfg = TrainConfig(task=task, method="ept", backbone=backbone, eval_mode=eval_mode, data_dir=data_dir)
     data = load_task(task, data_dir=data_dir, seed=cfg.split_seed)

@@ -16,7 +16,7 @@ import torch
 
 from ept.cli import main
 from ept.method_configs import method_config
-from ept.train import TrainConfig, run
+from ept.training.recipe import TrainConfig, run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -19,6 +19,13 @@ TEXTS = ["a gripping, funny film", "dull"]
 LABELS = ["positive", "negative", "not sure"]
 
 
+def _label_loglik(model, batch, label_ids, prompt=None, prompt_mask=None):
+    """(B, C): every row against one label table, through the kind's rank scoring."""
+    from ept.kinds import Labels
+
+    return model.kind_ops.rank_scores(batch, Labels.one(label_ids, batch["input_ids"].shape[0]), prompt, prompt_mask)
+
+
 def _batch(tok, texts=TEXTS, pairs=None):
     return dict(tok(list(texts), pairs, padding=True, return_tensors="pt"))
 
@@ -50,7 +57,7 @@ def test_t5_prompt_on_encoder_only(tiny_t5):
     assert "token_type_ids" not in kwargs and "labels" not in kwargs and "decoder_input_ids" not in kwargs
     out = backbone(**kwargs, labels=batch["labels"])
     assert out.logits.shape[:2] == batch["labels"].shape  # decoder length = label length, no prompt slots
-    assert torch.equal(model.seq2seq_loss(batch), out.loss)
+    assert torch.equal(model.kind_ops.loss(batch), out.loss)
     assert all(torch.equal(batch[k], before[k]) for k in before)  # the caller's batch is not modified
 
 
@@ -85,7 +92,7 @@ def test_t5_generate_with_prompt(tiny_t5):
     torch.manual_seed(0)
     model = PromptedModel(backbone, tok, method_config("ept_star"))
     batch = _batch(tok)
-    texts = model.generate(batch, max_new_tokens=4)
+    texts = model.kind_ops.generate(batch, max_new_tokens=4)
     assert isinstance(texts, list) and len(texts) == 2 and all(isinstance(t, str) for t in texts)
     # The generated ids are the greedy continuation under the prompt, step by step.
     with torch.no_grad():
@@ -107,7 +114,7 @@ def test_label_loglik_matches_teacher_forced_loss(tiny_t5):
     model = PromptedModel(backbone, tok, method_config("resprompt", bottleneck=8))
     batch, label_ids = _batch(tok), _label_ids(tok)
     with torch.no_grad():
-        scores = model.label_loglik(batch, label_ids)  # (B, C)
+        scores = _label_loglik(model, batch, label_ids)  # (B, C)
         assert scores.shape == (2, 3)
         kwargs = model.build_inputs(batch)
         for c in range(3):
@@ -130,13 +137,13 @@ def test_t5_per_row_prompts_with_prompt_mask(tiny_t5):
     prompt_mask = torch.tensor([[1, 1, 1], [0, 0, 1]])
     batch, label_ids = _batch(tok), _label_ids(tok)
     with torch.no_grad():
-        mixed = model.label_loglik(batch, label_ids, prompt=prompts, prompt_mask=prompt_mask)
-        alone0 = model.label_loglik({k: v[:1] for k, v in batch.items()}, label_ids, prompt=long)
+        mixed = _label_loglik(model, batch, label_ids, prompt=prompts, prompt_mask=prompt_mask)
+        alone0 = _label_loglik(model, {k: v[:1] for k, v in batch.items()}, label_ids, prompt=long)
         row1 = {"input_ids": batch["input_ids"][1:, :3], "attention_mask": batch["attention_mask"][1:, :3]}
         assert row1["attention_mask"].all()  # "dull" is [CLS] dull [SEP]: no input padding alone
-        alone1 = model.label_loglik(row1, label_ids, prompt=short)
-        mixed_gen = model.generate(batch, 3, prompt=prompts, prompt_mask=prompt_mask)
-        alone_gen = model.generate(row1, 3, prompt=short)
+        alone1 = _label_loglik(model, row1, label_ids, prompt=short)
+        mixed_gen = model.kind_ops.generate(batch, 3, prompt=prompts, prompt_mask=prompt_mask)
+        alone_gen = model.kind_ops.generate(row1, 3, prompt=short)
     torch.testing.assert_close(mixed[0], alone0[0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(mixed[1], alone1[0], rtol=1e-5, atol=1e-5)
     assert mixed_gen[1] == alone_gen[0]
@@ -150,13 +157,13 @@ def test_t5_bf16_backbone_with_fp32_prompt(tiny_t5):
     batch = _batch(tok)
     batch["labels"] = _label_ids(tok, ["positive", "negative"])
     assert model.build_inputs(batch)["inputs_embeds"].dtype == torch.bfloat16
-    loss = model.seq2seq_loss(batch)
+    loss = model.kind_ops.loss(batch)
     assert torch.isfinite(loss)
     loss.backward()
     assert model.encoder.prompt.grad.dtype == torch.float32 and model.encoder.prompt.grad.abs().sum() > 0
-    scores = model.label_loglik(batch, _label_ids(tok))
+    scores = _label_loglik(model, batch, _label_ids(tok))
     assert scores.dtype == torch.float32 and torch.isfinite(scores).all()
-    assert len(model.generate(batch, 2)) == 2
+    assert len(model.kind_ops.generate(batch, 2)) == 2
 
 
 # ----------------------------------------------------------------------------- MiniLM (BERT)
@@ -194,7 +201,7 @@ def test_minilm_pooled_ignores_prompt_positions(minilm):
     model = PromptedModel(backbone, tok, method_config("ept"))
     batch = _batch(tok)
     with torch.no_grad():
-        pooled = model.pooled(batch)
+        pooled = model.kind_ops.pooled(batch)
         hidden = backbone(**model.build_inputs(batch)).last_hidden_state[:, 1:]  # drop the n=1 prompt slot
     mask = batch["attention_mask"].unsqueeze(-1).float()
     expected = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
@@ -212,10 +219,10 @@ def test_minilm_per_row_prompts_with_prompt_mask(minilm):
     prompt_mask = torch.tensor([[1, 1, 1], [0, 1, 1]])
     batch = _batch(tok)
     with torch.no_grad():
-        mixed = model.pooled(batch, prompt=prompts, prompt_mask=prompt_mask)
-        alone0 = model.pooled({k: v[:1] for k, v in batch.items()}, prompt=long)
+        mixed = model.kind_ops.pooled(batch, prompt=prompts, prompt_mask=prompt_mask)
+        alone0 = model.kind_ops.pooled({k: v[:1] for k, v in batch.items()}, prompt=long)
         length1 = int(batch["attention_mask"][1].sum())
-        alone1 = model.pooled({k: v[1:, :length1] for k, v in batch.items()}, prompt=short)
+        alone1 = model.kind_ops.pooled({k: v[1:, :length1] for k, v in batch.items()}, prompt=short)
     torch.testing.assert_close(mixed[0], alone0[0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(mixed[1], alone1[0], rtol=1e-5, atol=1e-5)
 
@@ -224,7 +231,7 @@ def test_minilm_bf16_backbone_with_fp32_prompt(minilm):
     backbone, tok = minilm
     backbone = copy.deepcopy(backbone).to(torch.bfloat16)
     model = PromptedModel(backbone, tok, method_config("ept"))
-    pooled = model.pooled(_batch(tok))
+    pooled = model.kind_ops.pooled(_batch(tok))
     assert pooled.dtype == torch.float32 and torch.isfinite(pooled).all()
     pooled.sum().backward()
     assert model.encoder.prompt.grad.dtype == torch.float32 and model.encoder.prompt.grad.abs().sum() > 0

@@ -1,4 +1,4 @@
-"""ept.batcher.DynamicBatcher on its own: asyncio callers get their own results from shared passes,
+"""ept.serving.batcher.DynamicBatcher on its own: asyncio callers get their own results from shared passes,
 tags reach run_batch, a cancelled caller is skipped, a failing request fails alone, close drains."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from ept.batcher import DynamicBatcher, QueueFull
+from ept.serving.batcher import DynamicBatcher, QueueFull
 
 
 def test_async_callers_share_passes_and_get_their_own_results():

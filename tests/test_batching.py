@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ept.batching import GROUP_WINDOW, batches, encode, feature_length, group_by_length, sorted_batches
-from ept.train import TrainConfig, batch_indices, setup_data
+from ept.batching import GROUP_WINDOW, batches, feature_length, group_by_length, sorted_batches
+from ept.kinds import encode
+from ept.training.recipe import TrainConfig, batch_indices, setup_data
 
 
 class _Scorer:
@@ -80,7 +81,7 @@ def test_sorted_eval_batches_give_the_same_predictions_as_in_order(minilm, data_
     from ept.heads import make_scorer
     from ept.prompts import method_config
     from ept.tasks import load_task
-    from ept.train import evaluate
+    from ept.training.recipe import evaluate
 
     backbone, tok = minilm
     data = load_task("sst2", data_dir=str(data_dir))

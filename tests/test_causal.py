@@ -16,8 +16,9 @@ import pytest
 import torch
 
 from ept.backbones import PromptedModel, param_counts
-from ept.batching import batches, collate, encode
-from ept.causal import (ANSWER_CUE, greedy_generate, label_id_table, rank_scores, target_ids, target_loss)
+from ept.batching import batches, collate
+from ept.kinds import encode
+from ept.kinds.causal import (ANSWER_CUE, greedy_generate, label_id_table, rank_scores, target_ids, target_loss)
 from ept.heads import make_scorer
 from ept.prompts import METHODS, method_config
 from ept.tasks import get_task
@@ -252,7 +253,7 @@ def test_train_run_and_peft_export_on_tiny_llama(tiny_llama_dir, data_dir, tmp_p
     from transformers import AutoModelForCausalLM
 
     from ept.checkpoint import load_exported
-    from ept.train import TrainConfig, run
+    from ept.training.recipe import TrainConfig, run
 
     out = tmp_path / "run"
     res = run(TrainConfig(task="sst2", method="ept_star", backbone=tiny_llama_dir, steps=4, eval_every=2,
@@ -304,3 +305,76 @@ def test_ept_learns_sst2_on_real_smollm2(data_dir):
     with torch.no_grad():
         end = float(scorer.loss(probe))
     assert end < 0.5 * start, (start, end)
+
+
+# ------------------------------------------------------------------------------ sliding windows (Gemma 3)
+def tiny_gemma3(tok, window: int):
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = Gemma3ForCausalLM(Gemma3TextConfig(
+            vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=8, sliding_window=window, layer_types=["sliding_attention", "full_attention"] * 2,
+            pad_token_id=tok.pad_token_id, eos_token_id=tok.sep_token_id))
+    return model.eval().requires_grad_(False)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_sliding_window_counts_positions_not_padded_slots(llama_tok, side):
+    """Issue 21: a sliding-window layer (Gemma 3) must see the same keys for a row in a padded batch
+    as for the row alone. The window is counted in positions (which come from the mask), not in
+    slots: counted in slots, the pads between a short row's prompt and its answer pushed BOS and
+    the prompt out of a small window. Loss, rank scores and generation each equal the row alone."""
+    tok = copy.deepcopy(llama_tok)
+    tok.padding_side, tok.bos_token = side, "[CLS]"  # with BOS, as Gemma's tokenizer
+    torch.manual_seed(0)
+    model = PromptedModel(tiny_gemma3(tok, window=4), tok, method_config("pt", num_tokens=3)).eval()
+    assert model.uses_bos
+    spec = get_task("sst2")
+    exs = examples(spec)
+    feats = encode(tok, exs, "causal", 64).features
+    assert len({len(f["input_ids"]) for f in feats}) > 1  # really padded
+    scorer = make_scorer(model, spec)
+    with torch.no_grad():
+        batch = _batch(tok, feats)
+        alone = [_batch(tok, [f]) for f in feats]
+        torch.testing.assert_close(scorer.label_scores(batch), torch.cat([scorer.label_scores(b) for b in alone]),
+                                   rtol=1e-5, atol=1e-5)
+        sizes = torch.tensor([float((b["labels"] != -100).sum()) for b in alone])
+        per_row = torch.stack([target_loss(model, b) for b in alone])
+        torch.testing.assert_close(target_loss(model, batch), (per_row * sizes).sum() / sizes.sum(), rtol=1e-5, atol=1e-5)
+        assert greedy_generate(model, batch, 5) == [greedy_generate(model, b, 5)[0] for b in alone]
+
+
+@pytest.mark.parametrize("first", ["none", "bos", "sink"])
+def test_peft_export_reproduces_ept_scores_with_and_without_bos(tiny_llama, tmp_path, first):
+    """Issue 21: ept runs [BOS][P'][x] (or [sink][P'][x]); PEFT puts its virtual tokens before the
+    tokenised input. Used as the README says (`PeftModel.from_pretrained(base, OUT/peft)`, inputs
+    tokenised with add_special_tokens=False, as prompt.json records), the exported adapter must give
+    ept's logits on every input position whether the tokenizer adds BOS or not: the adapter's first
+    virtual token is then BOS's (or the sink token's) embedding."""
+    from peft import PeftModel
+
+    from ept.kinds.causal import _run, lm_logits
+    from ept.checkpoint import export_prompt, load_exported
+
+    backbone, tok = tiny_llama
+    tok = copy.deepcopy(tok)
+    if first == "bos":
+        tok.bos_token = "[CLS]"  # WordPiece starts every text with [CLS]: a BOS tokenizer (Llama 3, Gemma)
+    torch.manual_seed(0)
+    model = PromptedModel(copy.deepcopy(backbone), tok, method_config("ept"),
+                          sink_token="[CLS]" if first == "sink" else None).eval()
+    assert model.uses_bos == (first == "bos")
+    export_prompt(model, tmp_path, "tiny")
+    _, meta = load_exported(tmp_path)
+    assert meta["peft_add_special_tokens"] is False
+    peft_model = PeftModel.from_pretrained(copy.deepcopy(backbone), str(tmp_path / "peft")).eval()
+    text = "sst2 sentence: a gem of a film" + ANSWER_CUE
+    ids = tok(text, add_special_tokens=meta["peft_add_special_tokens"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        theirs = peft_model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, -ids.shape[1]:]
+        hidden, _ = _run(model, **model.build_inputs({"input_ids": ids, "attention_mask": torch.ones_like(ids)}))
+        ours = lm_logits(model, hidden[:, -ids.shape[1]:])
+    torch.testing.assert_close(theirs.float(), ours, atol=1e-5, rtol=1e-5)

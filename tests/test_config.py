@@ -193,7 +193,7 @@ OLD_RUNS = [  # (method, method_options, lr, config_hash computed by the old cod
 
 @pytest.mark.parametrize("method,options,lr,old_hash", OLD_RUNS, ids=[r[0] for r in OLD_RUNS])
 def test_old_config_json_keeps_its_identity(tmp_path, method, options, lr, old_hash):
-    from ept.rundir import RunDir, config_hash, identity
+    from ept.training.rundir import RunDir, config_hash, identity
 
     old = {**_OLD, "method": method, "method_options": options, "lr": lr, "out": str(tmp_path / "run")}
     rd = RunDir(tmp_path / "run")
@@ -210,7 +210,7 @@ def test_old_config_json_keeps_its_identity(tmp_path, method, options, lr, old_h
 def test_old_config_json_with_explicit_defaults_is_the_same_run(tmp_path, method, given):
     """The old code recorded switches as given, defaults included (a sweep grid `hidden_size: [1, 10]`),
     and let ft/lora/ia3 carry num_tokens=1 / init=uniform; the same config today records none of them."""
-    from ept.rundir import RunDir
+    from ept.training.rundir import RunDir
 
     rd = RunDir(tmp_path / "run")
     rd.path.mkdir()

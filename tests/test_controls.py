@@ -16,12 +16,13 @@ import pytest
 import torch
 
 from ept.backbones import PromptedModel
-from ept.batching import collate, encode
-from ept.causal import label_id_table, rank_scores
+from ept.batching import collate
+from ept.kinds import encode
+from ept.kinds.causal import label_id_table, rank_scores
 from ept.checkpoint import load_method, save_method
 from ept.config import TrainConfig
 from ept.prompts import method_config
-from ept.rundir import identity
+from ept.training.rundir import identity
 from ept.tasks import TASKS, get_task, load_task
 from ept.tasks.spec import Example
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from ept.cli import main
-from ept.train import TrainConfig, run
+from ept.training.recipe import TrainConfig, run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -53,7 +53,7 @@ def test_a_legacy_run_export_takes_its_task_from_the_run(finished, tmp_path):
     import shutil
 
     from ept.checkpoint import load_exported
-    from ept.serve import spec_for
+    from ept.serving.server import spec_for
 
     out, _ = finished
     legacy = tmp_path / "run"
@@ -74,8 +74,8 @@ def test_http_put_refuses_another_label_count(finished, tiny_bert):
     from fastapi.testclient import TestClient
     from transformers import AutoModel, AutoTokenizer
 
-    from ept.httpserve import ServeConfig, create_app
-    from ept.serve import MultiTaskServer
+    from ept.serving.http_app import ServeConfig, create_app
+    from ept.serving.server import MultiTaskServer
 
     out, _ = finished
     server = MultiTaskServer(AutoModel.from_pretrained(tiny_bert).eval(), AutoTokenizer.from_pretrained(tiny_bert))
@@ -90,7 +90,7 @@ def test_http_put_refuses_another_label_count(finished, tiny_bert):
 def test_a_template_export_is_served_with_the_template_words():
     """`--template natural` trains RTE on "true"/"false": the export says so, the server scores those."""
     from ept.checkpoint import export_record
-    from ept.serve import spec_for
+    from ept.serving.server import spec_for
     from ept.tasks import get_task
 
     meta = export_record(get_task("rte").with_template("natural"), step=4)
@@ -99,7 +99,7 @@ def test_a_template_export_is_served_with_the_template_words():
 
 
 def test_regression_export_refuses_label_words():
-    from ept.serve import spec_for
+    from ept.serving.server import spec_for
 
     words = [f"{x / 5:.1f}" for x in range(26)]  # as many as STS-B's label words: still not a classifier
     with pytest.raises(ValueError, match="regression task; label words do not apply"):
@@ -109,7 +109,7 @@ def test_regression_export_refuses_label_words():
 # ------------------------------------------------------------------ partial runs, Ctrl-C
 def test_ctrl_c_says_how_to_resume_and_partial_export_and_eval_say_so(tiny_bert, data_dir, tmp_path, capsys,
                                                                       monkeypatch):
-    import ept.train as T
+    import ept.training.recipe as T
 
     out = tmp_path / "cut"
     real_step, calls = T.train_step, []
@@ -147,8 +147,8 @@ def test_http_put_path_is_restricted_to_the_served_folders(finished, tiny_bert, 
     from fastapi.testclient import TestClient
     from transformers import AutoModel, AutoTokenizer
 
-    from ept.httpserve import ServeConfig, create_app
-    from ept.serve import MultiTaskServer
+    from ept.serving.http_app import ServeConfig, create_app
+    from ept.serving.server import MultiTaskServer
 
     out, _ = finished
     root = tmp_path / "exports"
@@ -169,7 +169,7 @@ def test_http_put_path_is_restricted_to_the_served_folders(finished, tiny_bert, 
 def test_a_busy_port_fails_before_the_model_loads(finished, tmp_path, capsys, monkeypatch):
     import socket
 
-    import ept.serve as S
+    import ept.serving.server as S
 
     out, _ = finished
     monkeypatch.setattr(S, "build_server", lambda *a, **k: pytest.fail("the model was loaded"))
@@ -293,7 +293,7 @@ def test_resuming_with_another_thread_count_warns(unfinished, tiny_bert, data_di
 
 
 def test_identity_messages_print_the_neutral_value_not_none(tmp_path):
-    from ept.rundir import RunDir, StaleRunError
+    from ept.training.rundir import RunDir, StaleRunError
 
     rd = RunDir(tmp_path / "run")
     rd.write_config(TrainConfig(task="sst2", method="ept", precision="bf16", out=str(rd.path)).to_dict())
@@ -327,7 +327,7 @@ def test_a_full_disk_while_checkpointing_names_the_file_and_nothing_is_lost(unfi
     import safetensors.torch
     from safetensors import SafetensorError
 
-    from ept.rundir import atomic_save_tensors
+    from ept.training.rundir import atomic_save_tensors
 
     before = (unfinished / "last" / "method.safetensors").read_bytes()
 

@@ -1,4 +1,4 @@
-"""`ept serve --http` (ept.httpserve): a real server in a subprocess on a loopback port, two tiny
+"""`ept serve --http` (ept.serving.http_app): a real server in a subprocess on a loopback port, two tiny
 exports on a 2-layer BERT. Concurrent callers of different tasks get the batch mode's numbers;
 prompts are added and deleted live; every bad request gets its status code and the server still
 answers correctly after it; SIGTERM finishes a request in flight."""
@@ -304,8 +304,8 @@ def test_causal_prefix_cache_follows_put_and_delete(minilm_tokenizer):
     from safetensors.torch import save
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from ept.httpserve import ServeConfig, create_app
-    from ept.serve import LabelSpec, MultiTaskServer
+    from ept.serving.http_app import ServeConfig, create_app
+    from ept.serving.server import LabelSpec, MultiTaskServer
 
     tok = copy.deepcopy(minilm_tokenizer)
     tok.eos_token, tok.padding_side = "[SEP]", "left"
@@ -363,13 +363,13 @@ def test_causal_prefix_cache_follows_put_and_delete(minilm_tokenizer):
 
 
 def test_replicas_sharing_a_prompt_log_agree_after_put_and_delete(exports):
-    """Two replicas in one process (ept.rayserve runs the same code with a Ray actor as the log):
+    """Two replicas in one process (ept.serving.ray_app runs the same code with a Ray actor as the log):
     a PUT on one is served by the other within the sync interval with the same scores, a DELETE
     on the other reaches the first; a replica started later replays the log before it serves."""
     from fastapi.testclient import TestClient
 
-    from ept.httpserve import PromptLog, ServeConfig, create_app
-    from ept.serve import build_server, find_exports, load_prompts
+    from ept.serving.http_app import PromptLog, ServeConfig, create_app
+    from ept.serving.server import build_server, find_exports, load_prompts
 
     shared = PromptLog()
     config = ServeConfig(max_wait_ms=1, prompt_log=shared, sync_seconds=0.05, allowed_paths=(str(exports),))
@@ -412,3 +412,25 @@ def test_replicas_sharing_a_prompt_log_agree_after_put_and_delete(exports):
         assert {p["name"] for p in one.get("/v1/prompts").json()["prompts"]} == {"a", "b"}
         bad = one.put("/v1/prompts/d", json={"path": str(exports / "missing")})
         assert bad.status_code == 404 and shared.version == 3  # a refused change is never recorded
+
+
+def test_http_status_comes_from_the_error_type_not_its_text(minilm):
+    """Issue 21: 404 means "that task is not served" by the error's type (`TaskNotServed`), raised
+    by the task registry whether the row names an unknown task or its task was removed before the
+    pass; a row error that merely quotes the words "is not served" stays a 422, a stray KeyError a 500."""
+    from ept.serving.http_app import _status_of
+    from ept.serving.server import MultiTaskServer, RowError, TaskNotServed
+
+    model, tok = minilm
+    server = MultiTaskServer(model, tok)
+    server.add_task("a", torch.zeros(1, model.config.hidden_size), label_words=("no", "yes"))
+    features = server.prepare([{"task": "a", "text": "fine"}])
+    server.remove_task("a")
+    with pytest.raises(TaskNotServed) as gone:  # deleted between the request's check and its pass
+        server.predict(features)
+    with pytest.raises(TaskNotServed) as unknown:
+        server.prepare([{"task": "zz", "text": "x"}])
+    assert unknown.value.row == 0 and str(unknown.value).startswith("row 0: task 'zz' is not served")
+    assert [_status_of(e) for e in (gone.value, unknown.value)] == [404, 404]
+    assert _status_of(RowError(3, "the text 'this task is not served' is fine")) == 422
+    assert _status_of(KeyError("is not served")) == 500

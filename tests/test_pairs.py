@@ -12,7 +12,10 @@ import pytest
 import torch
 
 from ept.backbones import PromptedModel, param_counts
-from ept.batching import batches, collate, encode, is_pair_task, mark_word, pair_sides
+from ept.batching import batches, collate
+from ept.kinds import encode
+from ept.tasks.spec import PAIR_TASKS_BY_NAME, is_pair_task, pair_sides
+from ept.tasks.templates import PAIR_SIDES, mark_word
 from ept.checkpoint import export_prompt, load_exported, load_method, save_method, trainable_state
 from ept.heads import (PairHead, SiameseScorer, best_threshold, cosent_loss, make_scorer, pair_head_params,
                        resolve_pair_encoding)
@@ -119,6 +122,7 @@ def test_wic_word_is_marked():
     assert mark_word("She went home.", "go") == "She went home. (go)"
     ex = Example("", "", 1, ("The bank closed.", "A river bank.", "bank"))
     assert pair_sides(ex, get_task("wic")) == ('The "bank" closed.', 'A river "bank".')
+    assert set(PAIR_SIDES) <= set(PAIR_TASKS_BY_NAME)  # a task's sides live with the task (ept.tasks)
 
 
 @pytest.mark.parametrize("fields,needle", [
@@ -279,7 +283,7 @@ def test_cross_export_says_so(minilm, tmp_path):
 @pytest.mark.parametrize("pair_encoding", ["siamese", "cross"])
 def test_train_run_both_encodings(tiny_bert, data_dir, tmp_path, pair_encoding):
     from ept.evaluation import evaluate_run
-    from ept.train import TrainConfig, run
+    from ept.training.recipe import TrainConfig, run
 
     cfg = TrainConfig(task="mrpc", method="ept", backbone=tiny_bert, steps=2, eval_every=2, batch_size=4,
                       max_eval_examples=8, max_length=32, data_dir=str(data_dir), out=str(tmp_path / "r"),
@@ -345,7 +349,7 @@ def test_zero_shot_table_full_dev(data_dir, task, metric, expected):
 def _eval_predictions(run_dir, examples):
     """What `ept eval RUN` computes for these rows: the run's best state, its own scorer."""
     from ept.evaluation import load_run
-    from ept.train import evaluate  # noqa: F401  (the same loop; here the predictions, not the metric)
+    from ept.training.recipe import evaluate  # noqa: F401  (the same loop; here the predictions, not the metric)
 
     cfg, model = load_run(run_dir)
     model.eval()
@@ -361,9 +365,9 @@ def test_serving_a_siamese_export_equals_ept_eval_in_mixed_batches(tiny_bert, da
     ONE pass: every pair row's prediction is `ept eval`'s for that row, the metric over the rows
     is `ept eval`'s metric, and the single-sentence rows score as they do alone."""
     from ept.evaluation import evaluate_run
-    from ept.serve import build_server, load_prompts
+    from ept.serving.server import build_server, load_prompts
     from ept.tasks import load_task, score
-    from ept.train import TrainConfig, run
+    from ept.training.recipe import TrainConfig, run
 
     folders, rows, origin = {}, [], []
     for task in ("mrpc", "stsb"):
@@ -405,8 +409,8 @@ def test_serving_a_siamese_export_equals_ept_eval_in_mixed_batches(tiny_bert, da
 
 
 def test_serving_siamese_rows_need_two_sides(tiny_bert, data_dir, tmp_path):
-    from ept.serve import MultiTaskServer, RowError
-    from ept.train import TrainConfig, run
+    from ept.serving.server import MultiTaskServer, RowError
+    from ept.training.recipe import TrainConfig, run
 
     out = tmp_path / "mrpc"
     run(TrainConfig(task="mrpc", method="ept", backbone=tiny_bert, steps=1, eval_every=1, batch_size=4,
@@ -434,7 +438,7 @@ def test_http_upload_of_a_siamese_prompt_file_names_the_fix():
     pytest.importorskip("fastapi")
     from safetensors.torch import save
 
-    from ept.httpserve import _uploaded
+    from ept.serving.http_app import _uploaded
 
     body = save({"prompt": torch.zeros(1, 8), "pair_head.threshold": torch.zeros(1)})
     with pytest.raises(ValueError, match="siamese pair head: load its export folder"):

@@ -17,7 +17,7 @@ ALL_METHODS = METHODS.names()
 T5 = ("t5-small", "t5-base", "t5-large")
 E = {"t5-small": 512, "t5-base": 768, "t5-large": 1024, "minilm": 384}
 
-# Paper Table 1 (and DESIGN.md), trainable parameters per task, T5-small / base / large.
+# Paper Table 1, trainable parameters per task, T5-small / base / large.
 # ft: the whole backbone as HF counts it (tied embedding counted once).
 TABLE1 = {
     "pt": (5_120, 7_680, 10_240),
@@ -101,7 +101,7 @@ def test_cli_params_table(capsys):
     (["--method", "ept", "--layer-norm", "true"], 3 * 512 + 2 * 512),
     (["--method", "ept", "--num-tokens", "7"], 3 * 512),
     (["--method", "pt", "--num-tokens", "100"], 51_200),
-    (["--method", "ptuning", "--encoder", "lstm"], 12_081_664),  # reference-spec 1.3, LSTM column
+    (["--method", "ptuning", "--encoder", "lstm"], 12_081_664),  # peft's PromptEncoder, LSTM (paper Table 1)
     (["--method", "ept", "--linear-head", "2"], 3 * 512 + 2 * 513),
 ])
 def test_cli_params_switches(flags, expected, capsys):

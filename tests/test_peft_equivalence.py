@@ -1,6 +1,6 @@
 """ept's `ptuning` is PEFT's P-Tuning `PromptEncoder` (peft.tuners.p_tuning), checked in both directions:
 the same parameter count for the same e, n and h, and, with the weights copied across, the same
-prompt — alone and inside a whole prompted T5. Reference counts: reference-spec.md §1.3.
+prompt — alone and inside a whole prompted T5. Reference counts: paper Table 1 and peft `src/peft/tuners/p_tuning/model.py`.
 
 Differences that are deliberate (not tested as equal): PEFT initialises the prompt embedding
 N(0, 1), ept uses its own init schemes (default U[-0.5, 0.5]); PEFT gives a seq2seq model 2n
@@ -51,7 +51,7 @@ def _copy_into_peft(ours, theirs) -> None:
 def test_mlp_parameter_count_equals_peft(e, n):
     ours, theirs = _ept_encoder(e, n), _peft_encoder(e, n)
     assert count_trainable(ours) == count_trainable(theirs) == n * e + 3 * e * e + 3 * e
-    reference = {512: 793_088, 768: 1_779_456, 1024: 3_159_040}  # paper Table 1, reference-spec §1.3
+    reference = {512: 793_088, 768: 1_779_456, 1024: 3_159_040}  # paper Table 1
     if e in reference:
         assert count_trainable(ours) == reference[e]
 
@@ -63,7 +63,7 @@ def test_mlp_hidden_size_count_equals_peft(h):
 
 def test_lstm_parameter_count_equals_peft_reference():
     ours, theirs = _ept_encoder(512, 10, "lstm"), _peft_encoder(512, 10, "lstm")
-    assert count_trainable(ours) == count_trainable(theirs) == 12_081_664  # reference-spec §1.3, LSTM column
+    assert count_trainable(ours) == count_trainable(theirs) == 12_081_664  # peft's PromptEncoder, LSTM: paper Table 1's column
 
 
 @pytest.mark.parametrize("encoder,h,layers", [("mlp", None, 2), ("mlp", 5, 2), ("lstm", None, 2), ("lstm", 6, 1)])

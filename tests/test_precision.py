@@ -12,7 +12,7 @@ import torch
 from ept import precision as P
 from ept.backbones import PromptedModel, prepend_prompt
 from ept.prompts import method_config
-from ept.train import TrainConfig, run
+from ept.training.recipe import TrainConfig, run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
@@ -98,7 +98,7 @@ def test_a_norm_1e6_prompt_stays_finite_in_bf16_through_the_first_rmsnorm(tiny_l
 def test_bf16_keeps_prompt_and_optimizer_fp32_and_the_loss_fp32(fast_bf16, tiny_llama):
     from ept.heads import make_scorer
     from ept.tasks import Example, get_task
-    from ept.train import setup_optimizer, train_step
+    from ept.training.recipe import setup_optimizer, train_step
     from ept.batching import collate
 
     backbone, tok = tiny_llama
@@ -151,7 +151,7 @@ def test_run_records_precision_and_threads(tiny_bert, data_dir, tmp_path, fast_b
 
 
 def test_compile_falls_back_to_eager_naming_the_error(tiny_llama):
-    from ept.causal import target_loss
+    from ept.kinds.causal import target_loss
 
     backbone, tok = tiny_llama
     model = PromptedModel(copy.deepcopy(backbone), tok, method_config("pt"))

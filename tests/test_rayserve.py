@@ -1,4 +1,4 @@
-"""Ray Serve (ept.rayserve): the HTTP app behind Ray's proxy with 2 replicas gives the batch mode's
+"""Ray Serve (ept.serving.ray_app): the HTTP app behind Ray's proxy with 2 replicas gives the batch mode's
 predictions, both replicas answer, and a PUT / DELETE that lands on one replica reaches both."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def test_two_replicas_give_the_batch_mode_predictions(exports, tmp_path, monkeyp
     import ray
     from ray import serve
 
-    from ept.rayserve import build
+    from ept.serving.ray_app import build
 
     rows = [{"task": "a", "text": t} for t in TEXTS] + [{"task": "b", "text": t} for t in TEXTS]
     expected = _batch_mode(exports, rows, tmp_path)

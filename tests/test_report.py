@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ept.cli import main
-from ept.train import TrainConfig, run
+from ept.training.recipe import TrainConfig, run
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import ept.train as train_mod
+import ept.training.recipe as train_mod
 from ept.checkpoint import CheckpointError
 from ept.method_configs import EPTConfig
-from ept.rundir import RunDir, RunDirError, RunLockedError, StaleRunError, atomic_write_text, read_jsonl
-from ept.train import TrainConfig, run
+from ept.training.rundir import RunDir, RunDirError, RunLockedError, StaleRunError, atomic_write_text, read_jsonl
+from ept.training.recipe import TrainConfig, run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -119,7 +119,7 @@ def test_sweep_with_a_changed_fixed_key_is_refused(tiny_bert, mini_data, tmp_pat
 def test_a_second_writer_gets_the_lock_error_naming_the_pid(tiny_bert, mini_data, tmp_path):
     out = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from ept.rundir import RunDir; held = RunDir(sys.argv[1]).acquire(); "
+        [sys.executable, "-c", "import sys, time; from ept.training.rundir import RunDir; held = RunDir(sys.argv[1]).acquire(); "
          "print('locked', flush=True); time.sleep(60)", str(out) + "/"],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     try:
@@ -297,7 +297,7 @@ def test_atomic_writes_use_a_unique_temp_file_and_the_umask(tmp_path):
 
 # ------------------------------------------------------------------------------ trainer defaults
 def test_linear_schedule_decays_to_zero_at_the_last_step(tiny_bert, mini_data, tmp_path):
-    from ept.train import setup_model, setup_optimizer
+    from ept.training.recipe import setup_model, setup_optimizer
 
     out = tmp_path / "lin"
     cfg = _cfg(tiny_bert, mini_data, out, steps=4, eval_every=2, lr=0.2, lr_scheduler="linear")
@@ -319,9 +319,10 @@ def test_linear_schedule_decays_to_zero_at_the_last_step(tiny_bert, mini_data, t
 
 
 def test_clipping_bounds_the_gradient_norm(tiny_bert, mini_data, tmp_path):
-    from ept.batching import collate, encode
+    from ept.batching import collate
+    from ept.kinds import encode
     from ept.tasks import get_task, load_task
-    from ept.train import setup_model, setup_optimizer, train_step
+    from ept.training.recipe import setup_model, setup_optimizer, train_step
 
     norms = {}
     for clip in (None, 1e-4):
@@ -342,7 +343,7 @@ def test_clipping_bounds_the_gradient_norm(tiny_bert, mini_data, tmp_path):
 
 def test_no_decay_on_biases_and_norm_weights(tiny_bert, mini_data, tmp_path):
     from ept.tasks import get_task
-    from ept.train import setup_model, setup_optimizer
+    from ept.training.recipe import setup_model, setup_optimizer
 
     opts = EPTConfig(layer_norm=True, bias=True)
     cfg = _cfg(tiny_bert, mini_data, tmp_path / "d", method=opts, decay_norm_and_bias=False)

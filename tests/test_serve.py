@@ -1,4 +1,4 @@
-"""Mixed-task serving (ept.serve, `ept serve`): one batch mixing tasks, prompt lengths and label
+"""Mixed-task serving (ept.serving.server, `ept serve`): one batch mixing tasks, prompt lengths and label
 sets must score every row exactly as that task's own scorer does on a single-task batch."""
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from ept.backbones import PromptedModel
-from ept.batching import collate, encode
+from ept.batching import collate
+from ept.kinds import encode
 from ept.heads import make_scorer
 from ept.prompts import PTConfig
-from ept.serve import LabelSpec, MultiTaskServer
+from ept.serving.server import LabelSpec, MultiTaskServer
 
 SENTENCES = [
     "a gripping , funny and moving film .",
@@ -84,7 +85,7 @@ def _solo(model, tok, spec, prompt, examples, kind, eval_mode=None):
     batch = collate(tok, encode(tok, examples, kind, 256).features)
     with torch.no_grad():
         # one backbone pass each: classification predictions are the argmax of these scores in
-        # EncoderLabelScorer.predict and Seq2SeqScorer.predict (rank) alike
+        # EncoderLabelScorer.predict and TextScorer.predict (rank) alike
         if kind == "encoder" and spec.kind == "classification":
             scores = scorer.logits(batch, prompt)
             return scores, scores.argmax(-1).tolist()
@@ -280,8 +281,9 @@ def test_causal_prefix_cache_equals_uncached(minilm_tokenizer, padding_side, bos
 @pytest.mark.parametrize("window", [12, 4])
 def test_causal_prefix_cache_with_sliding_window_layers(minilm_tokenizer, window):
     """Gemma 3 mixes sliding-window and full layers: with a window longer than every prompt but
-    shorter than prompt + input (12), the cache gives the uncached scores; a prompt longer than the
-    window (4 < 10) keeps no cache, and passes with its task run uncached, with the same results."""
+    shorter than prompt + input (12), or shorter than a prompt (4 < 10), every task keeps its cache
+    (the window is applied by the masks, in positions: `ept.kinds.causal.window_masks`) and the cached
+    passes give the uncached scores."""
     import copy
 
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
@@ -298,7 +300,7 @@ def test_causal_prefix_cache_with_sliding_window_layers(minilm_tokenizer, window
     tasks = _causal_tasks(model.config.hidden_size)
     cached, plain = _causal_server(model, tok, tasks), _causal_server(model, tok, tasks, prefix_cache=False)
     kept = {name for name, t in cached.tasks.items() if t.prefix_kv is not None}
-    assert kept == (set(tasks) if window > 10 else {"sst2_ept", "gen_n3"})
+    assert kept == set(tasks)
     rows = _causal_rows(tasks)
     assert max(len(f["input_ids"]) for f in cached.prepare(rows)) + 10 > window
     _assert_same_results(cached.score(rows, batch_size=len(rows)), plain.score(rows, batch_size=len(rows)))
@@ -311,7 +313,7 @@ def test_causal_prefix_cache_follows_replace_and_delete(minilm_tokenizer):
     import gc
     import weakref
 
-    from ept.serve import RowError
+    from ept.serving.server import RowError
 
     model, tok = _tiny_llama(minilm_tokenizer, "left")
     e = model.config.hidden_size
@@ -339,51 +341,6 @@ def test_causal_prefix_cache_follows_replace_and_delete(minilm_tokenizer):
         server.score([{"task": "cb_eptstar", "text": "a gem"}])
     kept = [r for r in rows if r["task"] != "cb_eptstar"]
     _assert_same_results(server.score(kept, batch_size=len(kept)), [r for r in after if r["task"] != "cb_eptstar"])
-
-
-KV_BYTES_PER_POSITION = 2 * 2 * 2 * 8 * 4  # tiny Llama: layers x (K, V) x kv heads x head dim x fp32
-
-
-def test_causal_prefix_cache_cap_evicts_and_recomputes_without_changing_a_score(minilm_tokenizer):
-    """--prefix-cache-mb: room for any two of the four tasks' caches (1 + 10 + 10 + 3 positions),
-    passes of two rows of changing pairs of tasks, so caches are hit, evicted and recomputed: every score equals the uncapped server's exactly (the same computation) and the
-    uncached server's to float rounding; size and hit counts are tracked."""
-    model, tok = _tiny_llama(minilm_tokenizer, "left")
-    tasks = _causal_tasks(model.config.hidden_size)
-    cap = 20 * KV_BYTES_PER_POSITION
-    capped = _causal_server(model, tok, tasks, prefix_cache_mb=cap / 2**20)
-    full, plain = _causal_server(model, tok, tasks), _causal_server(model, tok, tasks, prefix_cache=False)
-    assert capped.prefix_cache.nbytes <= cap < full.prefix_cache.nbytes
-    pairs = [("sst2_ept", "rte_pt")] * 2 + [("cb_eptstar", "gen_n3")] * 2 + [("rte_pt", "cb_eptstar"), ("gen_n3", "sst2_ept")]
-    rows = [{"task": name, "text": SENTENCES[i % len(SENTENCES)]} for i, name in enumerate(n for pair in pairs for n in pair)]
-    for _ in range(2):
-        got = capped.score(rows, batch_size=2, sort_by_length=False)
-        assert got == full.score(rows, batch_size=2, sort_by_length=False)
-        _assert_same_results(got, plain.score(rows, batch_size=2, sort_by_length=False))
-        assert capped.prefix_cache.nbytes <= cap
-    cache = capped.prefix_cache
-    assert cache.evictions > 0 and cache.misses > 0 and cache.hits > 0, (cache.evictions, cache.misses, cache.hits)
-    assert full.prefix_cache.evictions == full.prefix_cache.misses == 0
-    states = {name: t.cache_state for name, t in capped.tasks.items()}
-    assert set(states.values()) <= {"cached", "evicted"} and "evicted" in states.values(), states
-    assert all((t.prefix_kv is None) == (t.cache_state == "evicted") for t in capped.tasks.values())
-    assert capped.describe("rte_pt")["cache"] in ("cached", "evicted")
-
-
-def test_causal_task_whose_cache_is_over_the_cap_is_served_uncached(minilm_tokenizer):
-    model, tok = _tiny_llama(minilm_tokenizer, "left")
-    tasks = _causal_tasks(model.config.hidden_size)
-    with pytest.warns(UserWarning, match="over --prefix-cache-mb") as caught:
-        capped = _causal_server(model, tok, tasks, prefix_cache_mb=5 * KV_BYTES_PER_POSITION / 2**20)
-    assert sorted(str(w.message).split("'")[1] for w in caught) == ["cb_eptstar", "rte_pt"]
-    assert {n: t.cache_state for n, t in capped.tasks.items()} == \
-        {"sst2_ept": "cached", "rte_pt": "over cap", "cb_eptstar": "over cap", "gen_n3": "cached"}
-    plain = _causal_server(model, tok, tasks, prefix_cache=False)
-    rows = _causal_rows(tasks)
-    _assert_same_results(capped.score(rows, batch_size=2, sort_by_length=False),
-                         plain.score(rows, batch_size=2, sort_by_length=False))
-    assert capped.prefix_cache.evictions == 0  # an over-cap task never pushes the others out
-    assert plain.describe("rte_pt")["cache"] is None
 
 
 def _export(model, tok, method, folder, seed):
@@ -555,6 +512,86 @@ def test_serve_cli_no_prefix_cache_gives_the_cached_results(minilm_tokenizer, tm
     torch.testing.assert_close(torch.tensor([r["scores"] for r in cached]), torch.tensor([r["scores"] for r in plain]))
 
 
+def test_serve_eval_mode_generate_reaches_a_causal_backbone(minilm_tokenizer, tmp_path, capsys):
+    """Issue 21: `ept serve --eval-mode generate` on a decoder-only export generates text (as the
+    task's own scorer in generate mode), over the CLI and an HTTP PUT; it used to reach seq2seq only
+    and a causal backbone silently ranked labels."""
+    from ept.checkpoint import export_prompt
+    from ept.cli import main
+    from ept.serving.http_app import ServeConfig, Service
+    from ept.prompts import method_config
+
+    model, tok = _tiny_llama(minilm_tokenizer)
+    model.save_pretrained(tmp_path / "llama")
+    tok.save_pretrained(tmp_path / "llama")
+    torch.manual_seed(3)
+    export_prompt(PromptedModel(model, tok, method_config("pt", num_tokens=4)), tmp_path / "a", str(tmp_path / "llama"))
+    rows = [{"task": "a", "text": s} for s in SENTENCES[:3]]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["serve", "--prompt", f"a={tmp_path / 'a'}", "--labels", "a=no,yes", "--eval-mode", "generate",
+                 "--input", str(tmp_path / "rows.jsonl")]) == 0
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    spec = LabelSpec("a", label_words=("no", "yes"))
+    _, want = _solo(model, tok, spec, MultiTaskServer(model, tok).add_task("a", tmp_path / "a", spec).prompt,
+                    [_example([r["text"]]) for r in rows], "causal", "generate")
+    assert [r["prediction"] for r in out] == want and all(isinstance(p, str) and "scores" not in r for p, r in zip(want, out))
+
+    service = Service(MultiTaskServer(model, tok), ServeConfig(eval_mode="generate"))
+    try:
+        from ept.checkpoint import load_exported
+
+        prompt, meta = load_exported(tmp_path / "a")
+        assert service.put_prompt("a", prompt, ["no", "yes"], "generate", meta)["mode"] == "generate"
+    finally:
+        service.batcher.close()
+
+
+KV_BYTES_PER_POSITION = 2 * 2 * 2 * 8 * 4  # tiny Llama: layers x (K, V) x kv heads x head dim x fp32
+
+
+def test_causal_prefix_cache_cap_evicts_and_recomputes_without_changing_a_score(minilm_tokenizer):
+    """--prefix-cache-mb: room for any two of the four tasks' caches (1 + 10 + 10 + 3 positions),
+    passes of two rows of changing pairs of tasks, so caches are hit, evicted and recomputed: every score equals the uncapped server's exactly (the same computation) and the
+    uncached server's to float rounding; size and hit counts are tracked."""
+    model, tok = _tiny_llama(minilm_tokenizer, "left")
+    tasks = _causal_tasks(model.config.hidden_size)
+    cap = 20 * KV_BYTES_PER_POSITION
+    capped = _causal_server(model, tok, tasks, prefix_cache_mb=cap / 2**20)
+    full, plain = _causal_server(model, tok, tasks), _causal_server(model, tok, tasks, prefix_cache=False)
+    assert capped.prefix_cache.nbytes <= cap < full.prefix_cache.nbytes
+    pairs = [("sst2_ept", "rte_pt")] * 2 + [("cb_eptstar", "gen_n3")] * 2 + [("rte_pt", "cb_eptstar"), ("gen_n3", "sst2_ept")]
+    rows = [{"task": name, "text": SENTENCES[i % len(SENTENCES)]} for i, name in enumerate(n for pair in pairs for n in pair)]
+    for _ in range(2):
+        got = capped.score(rows, batch_size=2, sort_by_length=False)
+        assert got == full.score(rows, batch_size=2, sort_by_length=False)
+        _assert_same_results(got, plain.score(rows, batch_size=2, sort_by_length=False))
+        assert capped.prefix_cache.nbytes <= cap
+    cache = capped.prefix_cache
+    assert cache.evictions > 0 and cache.misses > 0 and cache.hits > 0, (cache.evictions, cache.misses, cache.hits)
+    assert full.prefix_cache.evictions == full.prefix_cache.misses == 0
+    states = {name: t.cache_state for name, t in capped.tasks.items()}
+    assert set(states.values()) <= {"cached", "evicted"} and "evicted" in states.values(), states
+    assert all((t.prefix_kv is None) == (t.cache_state == "evicted") for t in capped.tasks.values())
+    assert capped.describe("rte_pt")["cache"] in ("cached", "evicted")
+
+
+def test_causal_task_whose_cache_is_over_the_cap_is_served_uncached(minilm_tokenizer):
+    model, tok = _tiny_llama(minilm_tokenizer, "left")
+    tasks = _causal_tasks(model.config.hidden_size)
+    with pytest.warns(UserWarning, match="over --prefix-cache-mb") as caught:
+        capped = _causal_server(model, tok, tasks, prefix_cache_mb=5 * KV_BYTES_PER_POSITION / 2**20)
+    assert sorted(str(w.message).split("'")[1] for w in caught) == ["cb_eptstar", "rte_pt"]
+    assert {n: t.cache_state for n, t in capped.tasks.items()} == \
+        {"sst2_ept": "cached", "rte_pt": "over cap", "cb_eptstar": "over cap", "gen_n3": "cached"}
+    plain = _causal_server(model, tok, tasks, prefix_cache=False)
+    rows = _causal_rows(tasks)
+    _assert_same_results(capped.score(rows, batch_size=2, sort_by_length=False),
+                         plain.score(rows, batch_size=2, sort_by_length=False))
+    assert capped.prefix_cache.evictions == 0  # an over-cap task never pushes the others out
+    assert plain.describe("rte_pt")["cache"] is None
+
+
+
 # ---------------------------------------------------------------------- serving precision (issue 22 item 2)
 def test_serve_computes_in_the_precision_the_export_records(minilm_tokenizer, tmp_path, monkeypatch, capsys):
     """An export that records bf16 (the run trained and validated in it) is served in bf16 and
@@ -612,13 +649,14 @@ def test_serve_computes_in_the_precision_the_export_records(minilm_tokenizer, tm
     assert "different precisions ['bf16', 'fp32']" in err and "--precision" in err and "Loading weights" not in err
 
 
+
 def test_export_records_the_precision_the_run_validated_in(minilm_tokenizer, tmp_path):
     """`ept export` writes the precision of the saved best state (method.json, since issue 22) or,
     for a run saved before, the run's results.json / last/state.json; none when nothing says."""
     from ept.checkpoint import load_exported, save_method
     from ept.commands.export import export_run
     from ept.prompts import method_config
-    from ept.rundir import atomic_write_json
+    from ept.atomic_io import atomic_write_json
 
     model, tok = _tiny_llama(minilm_tokenizer)
     model.save_pretrained(tmp_path / "llama")
@@ -631,3 +669,4 @@ def test_export_records_the_precision_the_run_validated_in(minilm_tokenizer, tmp
     atomic_write_json(tmp_path / "old" / "last" / "state.json", {"step": 3, "precision": "bf16"})
     assert export_run(tmp_path / "old" / "best", tmp_path / "e3")["precision"] == "bf16"
     assert load_exported(tmp_path / "e3")[1]["precision"] == "bf16"
+

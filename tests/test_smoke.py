@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from ept.train import TrainConfig, run
+from ept.training.recipe import TrainConfig, run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -199,6 +199,13 @@ def test_protocol_errors_are_caught_before_any_run(bad, key, message, tmp_path, 
     assert not (tmp_path / "out").exists()
 
 
+def test_yaml_string_lr_is_read_as_the_number(tmp_path):
+    """One validation path (issue 21): YAML 1.1 reads `1e-5` as a string; `ept.flags.coerce` parses
+    it like every numeric setting, so no separate lr check (or "write 1.0e-5" hint) is needed."""
+    (tmp_path / "s.yaml").write_text(f"out: {tmp_path / 'out'}\ntask: sst2\nmethod: ft\ngrid:\n  lr: [1e-5, 3.0e-4]\n")
+    assert [r.config["lr"] for r in load_spec(tmp_path / "s.yaml", check_data=False).runs] == [1e-5, 3e-4]
+
+
 def test_generation_on_an_encoder_folder_is_caught_too(tiny_bert, tiny_t5_dir, tmp_path):
     with pytest.raises(SweepError, match=r"eval_mode: 'generate' needs .* is an encoder"):
         expand({"out": str(tmp_path), "backbone": tiny_bert, "eval_mode": "generate"}, check_data=False)
@@ -210,7 +217,7 @@ def test_grid_over_method_options_keeps_folders_written_before_typed_configs(tmp
     spec now records `{}`: the folder is the same run (not stale), and typed configs come back."""
     from ept.config import TrainConfig
     from ept.method_configs import LoRAConfig
-    from ept.rundir import RunDir
+    from ept.training.rundir import RunDir
     from ept.sweep import run_state, stale_keys
 
     spec = {"out": str(tmp_path), "steps": 10, "grid": {"methods": ["ept"], "hidden_size": [1, 5]}}

@@ -196,7 +196,7 @@ def test_not_a_task_and_not_a_file(tmp_path, capsys):
 # ---------------------------------------------------------------------- identity
 def test_identity_is_the_content_not_the_path(tmp_path):
     from ept.config import TrainConfig
-    from ept.rundir import RunDir, StaleRunError
+    from ept.training.rundir import RunDir, StaleRunError
 
     path = write_task(tmp_path / "a")
     cfg = TrainConfig(task=str(path), out=str(tmp_path / "run"))
@@ -285,7 +285,7 @@ def test_serving_a_row_gives_ept_evals_score(request, tmp_path, capsys, backbone
     from ept.batching import collate
     from ept.evaluation import load_run
     from ept.heads import make_scorer
-    from ept.serve import build_server, load_prompts
+    from ept.serving.server import build_server, load_prompts
     from ept.tasks import score
 
     path = write_task(tmp_path / "task", SERVED, n_train=24, n_test=10)
@@ -338,7 +338,7 @@ def test_serving_a_row_gives_ept_evals_score(request, tmp_path, capsys, backbone
 def test_http_rows_take_one_input_key():
     from pydantic import ValidationError
 
-    from ept.httpserve import PredictRequest
+    from ept.serving.http_app import PredictRequest
 
     body = PredictRequest(rows=[{"task": "t", "inputs": {"subject": "a", "body": "b"}}, {"task": "t", "fields": ["a", "b"]},
                                 {"task": "s", "text": "a"}, {"task": "t", "source": "tickets subject: a body: b"}])
@@ -355,7 +355,7 @@ def test_http_rows_take_one_input_key():
 def test_the_readme_task_file_trains_evaluates_exports_and_serves(tmp_path, capsys, backbone):
     """Acceptance (issue 20): the README's task file, as printed there, over a CSV of tickets, on
     the real MiniLM and SmolLM2 (natural template): train, eval, export, serve by field name."""
-    from ept.serve import build_server, load_prompts
+    from ept.serving.server import build_server, load_prompts
     from ept.tasks import score
 
     if backbone != "minilm":

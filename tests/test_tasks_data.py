@@ -395,7 +395,7 @@ def test_few_shot_sample_follows_the_run_seed_and_evaluation_does_not():
 
 @needs_shared
 def test_ept_train_draws_the_few_shot_sample_with_the_run_seed(tiny_bert, tmp_path, capsys):
-    from ept.train import TrainConfig, run
+    from ept.training.recipe import TrainConfig, run
 
     base = dict(task="rte", method="ept", backbone=tiny_bert, steps=1, eval_every=1, batch_size=4, few_shot=4,
                 max_eval_examples=8, max_length=32, data_dir=str(SHARED), tensorboard=False)

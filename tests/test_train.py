@@ -13,7 +13,7 @@ import time
 import pytest
 
 from ept.cli import main
-from ept.train import TrainConfig, batch_indices, run
+from ept.training.recipe import TrainConfig, batch_indices, run
 
 
 def _cfg(tiny_bert, data_dir, out, **kw):
@@ -131,11 +131,11 @@ def test_ept_learns_sst2_on_minilm(data_dir, tmp_path):
     seed and packages gave +5 or more on an AVX2 EPYC and +2.75 (67.5 -> 70.25) on an AVX-512 one,
     whose matmul kernels round differently."""
     from ept.backbones import PromptedModel, load_backbone
-    from ept.batching import encode
+    from ept.kinds import encode
     from ept.heads import make_scorer
     from ept.prompts import method_config
     from ept.tasks import load_task
-    from ept.train import evaluate
+    from ept.training.recipe import evaluate
 
     cfg = TrainConfig(task="sst2", method="ept", steps=300, eval_every=100, max_length=64,
                       max_eval_examples=400, data_dir=str(data_dir), out=str(tmp_path / "e2e"), tensorboard=False)
@@ -186,7 +186,7 @@ def test_eval_shards_cover_every_row_once_and_restore_the_order(minilm_tokenizer
     import torch
 
     from ept.batching import Encoded, sorted_batches
-    from ept.train import in_row_order
+    from ept.training.recipe import in_row_order
 
     lengths = [3, 5, 2, 6, 4, 1, 5]
     enc = Encoded([{"input_ids": [7] * k, "attention_mask": [1] * k, "labels": 0, "index": i}

@@ -15,7 +15,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from ept.rundir import find_runs
+from ept.training.rundir import find_runs
 
 NAMES = {"pt": "PT", "ptuning": "P-Tuning", "resprompt": "ResPrompt", "ept": "EPT", "ept_star": "EPT*"}
 

@@ -15,7 +15,7 @@ import json
 import statistics
 from pathlib import Path
 
-from ept.rundir import read_jsonl
+from ept.training.rundir import read_jsonl
 
 NAMES = {"pt": "PT", "ptuning": "P-Tuning", "resprompt": "ResPrompt", "ept": "EPT", "ept_star": "EPT*"}
 

@@ -17,7 +17,7 @@ import csv
 import statistics
 from pathlib import Path
 
-from ept.rundir import find_runs
+from ept.training.rundir import find_runs
 
 
 def saw_drops(mus: list[float], ratio: float = 0.5) -> int:

@@ -44,19 +44,34 @@ for _spec in (
 BACKBONES._aliases["all-minilm-l6-v2"] = "minilm"  # the model's own name
 
 
-# model_type values read as BERT-family encoders (`ept.backbones.backbone_kind`).
+# model_type values read as BERT-family encoders (`kind_rule`).
 ENCODER_TYPES = ("bert", "roberta", "distilbert", "electra", "xlm-roberta", "deberta", "deberta-v2", "mpnet")
 
 
-def is_encoder_backbone(name: str) -> bool:
-    """A registered encoder, or a local model folder whose config.json names a BERT-family type;
-    without torch. A hub id is unknown until loaded: False."""
+def kind_rule(model_type: str | None, is_encoder_decoder: bool, causal_lm: bool) -> str | None:
+    """THE rule for a backbone's kind (`ept.kinds`), from three config facts: seq2seq (T5 family)
+    | encoder (BERT family; checked before causal: BERT also has a causal-LM head class) | causal
+    (decoder-only LMs: Llama, Gemma, Qwen2, GPT-2...) | None (not supported). `ept.backbones.
+    backbone_kind` asks it with transformers' facts, `offline_kind` with a config.json's."""
+    if is_encoder_decoder:
+        return "seq2seq"
+    if model_type in ENCODER_TYPES:
+        return "encoder"
+    return "causal" if causal_lm else None
+
+
+def offline_kind(name: str) -> str | None:
+    """The kind of a registered backbone or a local model folder, without torch: a registry fact or
+    the folder's config.json (`kind_rule`; a causal LM by its `architectures`). None when only
+    transformers can tell (a hub id, a folder without architectures)."""
     if name in BACKBONES:
-        return BACKBONES.get(name).kind == "encoder"
+        return BACKBONES.get(name).kind
     try:
-        return json.loads((Path(name).expanduser() / "config.json").read_text()).get("model_type") in ENCODER_TYPES
+        config = json.loads((Path(name).expanduser() / "config.json").read_text())
     except (OSError, ValueError):
-        return False
+        return None
+    causal = any(str(a).endswith("ForCausalLM") for a in config.get("architectures") or ())
+    return kind_rule(config.get("model_type"), bool(config.get("is_encoder_decoder")), causal)
 
 
 def offline_embed_dim(name: str) -> int | None:

@@ -2,9 +2,9 @@
 
 `PromptedModel` computes the prompt P' (n, e) once per forward, broadcasts it over the batch
 (B, n, e), concatenates it in front of the word embeddings (B, L, e) and extends the attention
-mask with n ones. Seq2seq models (T5) get the prompt on the encoder input only; labels and the
-decoder are untouched (as PEFT's PROMPT_TUNING does). Encoder-only models (BERT family, the
-embedded MiniLM) get it in front of [CLS], token_type_ids padded with zeros.
+mask with n ones. What else the input needs (positions, token types, BOS) and how the output is
+scored depends on the backbone's kind, decided once here (`backbone_kind`) and implemented in
+`ept.kinds` (`PromptedModel.kind_ops`).
 
 The prompt stays fp32 (trained in fp32) and is cast to the embedding dtype at concatenation, so
 bf16/fp16 backbones work.
@@ -18,8 +18,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ept.backbone_specs import BACKBONES, ENCODER_TYPES, BackboneSpec  # noqa: F401  (the registry, torch-free; re-exported)
-from ept.pooling import pool, read_pooling
+from ept.backbone_specs import BACKBONES, ENCODER_TYPES, BackboneSpec, kind_rule, offline_kind  # noqa: F401  (torch-free; re-exported)
+from ept.kinds import KINDS
+from ept.kinds.base import prepend_prompt  # noqa: F401  (re-exported)
+from ept.pooling import read_pooling
 from ept.prompts import Init, MethodConfig, build_encoder
 
 
@@ -60,23 +62,27 @@ def resolve_backbone(name: str) -> tuple[str, BackboneSpec | None]:
 
 
 def backbone_kind(config) -> str:
-    """seq2seq (T5 family) | encoder (BERT family) | causal (decoder-only LMs: Llama, Gemma, Qwen2, GPT-2...)."""
+    """The kind of a loaded backbone's config (`ept.backbone_specs.kind_rule`), decided once here."""
     from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
 
-    if getattr(config, "is_encoder_decoder", False):
-        return "seq2seq"
-    if config.model_type in ENCODER_TYPES:  # checked first: BERT also has a causal-LM head class
-        return "encoder"
-    if type(config) in MODEL_FOR_CAUSAL_LM_MAPPING:
-        return "causal"
-    raise ValueError(f"backbone model_type {config.model_type!r} is not supported; use a seq2seq (T5), "
-                     "a BERT-family encoder or a decoder-only causal LM")
+    kind = kind_rule(config.model_type, getattr(config, "is_encoder_decoder", False),
+                     type(config) in MODEL_FOR_CAUSAL_LM_MAPPING)
+    if kind is None:
+        raise ValueError(f"backbone model_type {config.model_type!r} is not supported; use a seq2seq (T5), "
+                         "a BERT-family encoder or a decoder-only causal LM")
+    return kind
+
+
+def kind_of_backbone(name: str) -> str:
+    """The kind of a backbone by name, without loading weights: offline facts when they tell
+    (`offline_kind`), else its transformers config (a hub id)."""
+    return offline_kind(name) or backbone_kind(backbone_config(name))
 
 
 def _auto_class(kind: str):
-    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    import transformers
 
-    return {"seq2seq": AutoModelForSeq2SeqLM, "causal": AutoModelForCausalLM}.get(kind, AutoModel)
+    return getattr(transformers, KINDS.get(kind).auto_class)
 
 
 def load_backbone(name: str, dtype: torch.dtype | None = None):
@@ -92,12 +98,7 @@ def load_backbone(name: str, dtype: torch.dtype | None = None):
     kind = backbone_kind(config)
     model = _auto_class(kind).from_pretrained(path, dtype=dtype, use_safetensors=True)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    if kind == "causal" and tokenizer.pad_token_id is None:
-        # Many causal LMs ship without a pad token. Pads are always masked (and positions come
-        # from the mask), so any id works; EOS is the usual choice.
-        if tokenizer.eos_token_id is None:
-            raise ValueError(f"backbone {name!r}: the tokenizer has neither a pad nor an eos token")
-        tokenizer.pad_token = tokenizer.eos_token
+    KINDS.get(kind).prepare_tokenizer(tokenizer, name)
     return model, tokenizer
 
 
@@ -158,49 +159,30 @@ def param_counts(backbone: str, config: MethodConfig, linear_head_labels: int = 
     return {"trainable": trainable + head, "inference": config.inference_params(e) + head}
 
 
-def prepend_prompt(embeds, mask, prompt, prompt_mask=None, token_type_ids=None):
-    """[P'; X]: embeds (B, L, e), mask (B, L), prompt (n, e) shared or (B, n, e) per row.
-
-    prompt_mask (B, n) hides padding rows of per-row prompts of different lengths (mixed-task
-    serving). Pad such prompts on the LEFT (padding first, then the row's real prompt): T5's
-    relative position bias then sees the same distances as for the row alone (BERT-family
-    positions are re-based in `PromptedModel.build_inputs`).
-    Returns (embeds (B, n+L, e), mask (B, n+L), token_type_ids or None).
-    """
-    B = embeds.shape[0]
-    if prompt.dim() == 2:
-        prompt = prompt.unsqueeze(0).expand(B, -1, -1)  # (B, n, e), a view
-    n = prompt.shape[1]
-    if prompt_mask is None:
-        prompt_mask = mask.new_ones(B, n)
-    embeds = torch.cat([prompt.to(embeds.dtype), embeds], dim=1)
-    mask = torch.cat([prompt_mask.to(mask.dtype), mask], dim=1)
-    if token_type_ids is not None:
-        token_type_ids = torch.cat([token_type_ids.new_zeros(B, n), token_type_ids], dim=1)
-    return embeds, mask, token_type_ids
-
-
 class PromptedModel(nn.Module):
-    """A frozen backbone (trainable for `ft`) plus a prompt encoder and, optionally, a linear head."""
+    """A frozen backbone (trainable for `ft`) plus a prompt encoder and, optionally, a linear head.
+    `prompt_config=None`: no prompt of its own, the backbone frozen; every call passes its rows'
+    prompts (a server holding many tasks' prompts, `ept.serving.server`)."""
 
-    def __init__(self, backbone: nn.Module, tokenizer, prompt_config: MethodConfig, linear_head_labels: int = 0,
+    def __init__(self, backbone: nn.Module, tokenizer, prompt_config: MethodConfig | None, linear_head_labels: int = 0,
                  init_token_ids: list[int] | None = None, sink_token: str | None = None):
         super().__init__()
         self.backbone, self.tokenizer, self.prompt_config = backbone, tokenizer, prompt_config
         self.kind = backbone_kind(backbone.config)
+        self.kind_ops = KINDS.get(self.kind)(self)  # inputs, loss, scoring, generation (ept.kinds)
         self.sink_token, self.sink_token_id = sink_token, self._sink_id(sink_token)
         if backbone.get_input_embeddings() is None:
             raise ValueError("backbone has no input embeddings; a soft prompt needs them")
         self.embed_dim = backbone.get_input_embeddings().embedding_dim
-        trains_backbone = prompt_config.trains_backbone
-        backbone.requires_grad_(trains_backbone)
+        backbone.requires_grad_(prompt_config is not None and prompt_config.trains_backbone)
         if hasattr(prompt_config, "peft_config"):  # lora / ia3: PEFT injects trainable layers in place
             from peft import inject_adapter_in_model
 
             backbone = inject_adapter_in_model(prompt_config.peft_config(), backbone)
             self.backbone = backbone
-        self.encoder = build_encoder(prompt_config, self.embed_dim)
-        self._init_prompt(init_token_ids)
+        self.encoder = build_encoder(prompt_config, self.embed_dim) if prompt_config is not None else None
+        if prompt_config is not None:
+            self._init_prompt(init_token_ids)
         # Optional trainable head for encoder-only models (counted in trainable params).
         self.head = nn.Linear(self.embed_dim, linear_head_labels) if linear_head_labels else None
         # The backbone's own sentence-embedding recipe (sentence-transformers files, else a stated default).
@@ -222,56 +204,20 @@ class PromptedModel(nn.Module):
         self.encoder.init_from_rows(table[torch.as_tensor(token_ids)])
 
     def prompt(self) -> torch.Tensor | None:
-        """P' (n, e), or None for ft."""
-        return self.encoder()
+        """P' (n, e), or None for ft (and without a prompt config)."""
+        return self.encoder() if self.encoder is not None else None
 
     def num_prompt_tokens(self) -> int:
-        return self.encoder.num_tokens
+        return self.encoder.num_tokens if self.encoder is not None else 0
 
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     # ------------------------------------------------------------------ inputs
     def build_inputs(self, batch: dict, prompt: torch.Tensor | None = None, prompt_mask=None) -> dict:
-        """Model kwargs with the prompt prepended. `prompt` overrides the trained one (serving)."""
-        if prompt is None:
-            prompt = self.prompt()
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        embeds = self.backbone.get_input_embeddings()(ids)  # (B, L, e)
-        tti = batch.get("token_type_ids") if self.kind == "encoder" else None
-        if prompt is not None:
-            embeds, mask, tti = prepend_prompt(embeds, mask, prompt, prompt_mask, tti)
-        if self.kind == "causal":
-            return self._causal_inputs(embeds, mask)
-        kwargs = {"inputs_embeds": embeds, "attention_mask": mask}
-        if tti is not None:
-            kwargs["token_type_ids"] = tti
-        if prompt is not None and prompt_mask is not None and self.kind == "encoder":
-            # BERT-family positions are absolute: without this, a row whose prompt is padded
-            # (shorter than the longest in the batch) would see its real tokens shifted, and differ
-            # from the same row run alone. Masked prompt slots take position 0; real prompt rows
-            # count 0..n_i-1 and the input continues at n_i, exactly as for the row alone.
-            # T5 needs nothing: its relative position bias is unchanged by left padding.
-            pm = prompt_mask.to(ids.device).long()  # (B, n)
-            n_i = pm.sum(1, keepdim=True)  # (B, 1)
-            prompt_pos = (pm.cumsum(1) - 1).clamp(min=0)
-            input_pos = n_i + torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)  # (B, L)
-            kwargs["position_ids"] = torch.cat([prompt_pos, input_pos], dim=1)
-        return kwargs
-
-    def _causal_inputs(self, embeds: torch.Tensor, mask: torch.Tensor) -> dict:
-        """Decoder-only: [BOS] [P'] [input], BOS only where the tokenizer adds one (inputs are
-        tokenised without special tokens, see ept.causal). Position ids come from the mask, so a
-        row has the same rotary positions alone, right-padded, left-padded, or behind a masked
-        (shorter) prompt in a mixed-task batch: masked slots are skipped, not counted."""
-        bos = self.tokenizer.bos_token_id if self.uses_bos else self.sink_token_id
-        if bos is not None:
-            B = embeds.shape[0]
-            bos_ids = torch.full((B, 1), bos, dtype=torch.long, device=embeds.device)
-            embeds = torch.cat([self.backbone.get_input_embeddings()(bos_ids).to(embeds.dtype), embeds], dim=1)
-            mask = torch.cat([mask.new_ones(B, 1), mask], dim=1)
-        position_ids = (mask.long().cumsum(1) - 1).clamp(min=0)
-        return {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": position_ids}
+        """Model kwargs with the prompt prepended (`Kind.build_inputs`). `prompt` overrides the
+        trained one: (n, e) shared, or (B, n, e) per row with `prompt_mask` (B, n) (serving)."""
+        return self.kind_ops.build_inputs(batch, self.prompt() if prompt is None else prompt, prompt_mask)
 
     def _sink_id(self, token: str | None) -> int | None:
         """`--sink-token`: a fixed token before P' on a decoder-only model whose tokenizer adds no BOS,
@@ -292,69 +238,17 @@ class PromptedModel(nn.Module):
         return vocab[token]
 
     @property
+    def lead_token_id(self) -> int | None:
+        """Decoder-only: the token that opens every row before P' (BOS where the tokenizer adds one,
+        else the sink token, else none); exports put it first in the PEFT adapter."""
+        if self.kind != "causal":
+            return None
+        return self.tokenizer.bos_token_id if self.uses_bos else self.sink_token_id
+
+    @property
     def uses_bos(self) -> bool:
         """Does this tokenizer start every text with BOS (Llama-3, Gemma) or not (SmolLM2, GPT-2)?"""
         if not hasattr(self, "_uses_bos"):
             ids = self.tokenizer("a")["input_ids"]
             self._uses_bos = bool(ids) and self.tokenizer.bos_token_id is not None and ids[0] == self.tokenizer.bos_token_id
         return self._uses_bos
-
-    def input_offset(self, batch_prompt: torch.Tensor | None = None) -> int:
-        if batch_prompt is not None:
-            return batch_prompt.shape[-2]
-        return self.num_prompt_tokens()
-
-    # ------------------------------------------------------------------ encoder-only
-    def pooled(self, batch: dict, prompt=None, prompt_mask=None) -> torch.Tensor:
-        """Sentence embedding of the input tokens (B, e) by the backbone's recipe (`self.pooling`;
-        MiniLM: mean + L2 norm), taken over the real input only: the prompt acts through
-        attention, not by being averaged in. A siamese pair batch holds both sides as rows."""
-        kwargs = self.build_inputs(batch, prompt, prompt_mask)
-        hidden = self.backbone(**kwargs).last_hidden_state  # (B, n+L, e)
-        n = hidden.shape[1] - batch["input_ids"].shape[1]
-        return pool(hidden[:, n:], batch["attention_mask"], self.pooling).float()  # fp32 heads and losses
-
-    # ------------------------------------------------------------------ seq2seq
-    def seq2seq_loss(self, batch: dict) -> torch.Tensor:
-        """The model's own loss (mean token cross-entropy), computed here on fp32 logits: a bf16
-        backbone's would otherwise be taken in bf16 (ept.precision)."""
-        labels = batch["labels"].contiguous()
-        decoder_input_ids = self.backbone.prepare_decoder_input_ids_from_labels(labels=labels)
-        logits = self.backbone(**self.build_inputs(batch), decoder_input_ids=decoder_input_ids).logits
-        return nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
-
-    def label_loglik(self, batch: dict, label_ids: torch.Tensor, prompt=None, prompt_mask=None) -> torch.Tensor:
-        """Rank classification: summed log p(label_c | input) for every row and label, (B, C).
-
-        The encoder runs once; its output is repeated C times for one decoder pass.
-        label_ids: (C, T) token ids padded with -100.
-        """
-        kwargs = self.build_inputs(batch, prompt, prompt_mask)
-        enc = self.backbone.get_encoder()(inputs_embeds=kwargs["inputs_embeds"], attention_mask=kwargs["attention_mask"])
-        B, C = enc.last_hidden_state.shape[0], label_ids.shape[0]
-        hidden = enc.last_hidden_state.repeat_interleave(C, dim=0)  # (B*C, n+L, e)
-        mask = kwargs["attention_mask"].repeat_interleave(C, dim=0)
-        labels = label_ids.to(hidden.device).repeat(B, 1)  # (B*C, T)
-        return self.sequence_loglik(hidden, mask, labels).view(B, C)
-
-    def sequence_loglik(self, hidden: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Summed log p(labels_r | encoder output r) per row, (R,): one decoder pass.
-
-        hidden (R, n+L, e) and mask (R, n+L) from the encoder; labels (R, T) padded with -100.
-        Decoder inputs are the labels shifted right, as `labels=` would make them, but without
-        `labels=` the model skips its own cross-entropy: a second full softmax over the vocabulary
-        that nobody reads (on a small T5 it was 30% of rank classification).
-        """
-        labels = labels.contiguous()
-        decoder_input_ids = self.backbone.prepare_decoder_input_ids_from_labels(labels=labels)
-        out = self.backbone(encoder_outputs=(hidden,), attention_mask=mask, decoder_input_ids=decoder_input_ids)
-        logp = out.logits.float().log_softmax(-1)  # (R, T, V)
-        valid = labels != -100
-        tok = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * valid  # (R, T)
-        return tok.sum(-1)
-
-    @torch.no_grad()
-    def generate(self, batch: dict, max_new_tokens: int = 20, prompt=None, prompt_mask=None) -> list[str]:
-        kwargs = self.build_inputs(batch, prompt, prompt_mask)
-        out = self.backbone.generate(**kwargs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
-        return [s.strip() for s in self.tokenizer.batch_decode(out, skip_special_tokens=True)]

@@ -1,22 +1,20 @@
-"""Tokenise a split once, then pad each batch to its own longest row (dynamic padding).
+"""Pad each batch of tokenised rows to its own longest row (dynamic padding), and the batch orders.
 
-Tokenisation happens here, at setup, never in the training loop. Truncations are counted so a
-run can report how much text the max length cut.
+Rows are tokenised once, at setup, never in the training loop, by their backbone kind
+(`ept.kinds.encode`), which counts truncations so a run can report how much text the max
+length cut.
 
 Sentence pairs on an encoder are encoded either jointly (`cross`: `[CLS] a [SEP] b [SEP]`, token
 types 0/1) or separately (`siamese`: each side its own `[CLS] x [SEP]`, as sentence-transformers
-models were trained). A siamese batch stacks the B side-A rows and then the B side-B rows into one
+models were trained; `ept.kinds.encoder.encode_pairs`). A siamese batch stacks the B side-A rows and then the B side-B rows into one
 (2B, L) batch, so both sides take ONE backbone pass; `batch["pair_rows"] = B` marks it.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import torch
-
-from ept.tasks.spec import is_pair_task  # noqa: F401  (the rule lives torch-free; every PAIR_SIDES key is in PAIR_TASKS_BY_NAME)
 
 
 @dataclass
@@ -33,100 +31,6 @@ def encoder_segments(fields) -> tuple[str, str | None]:
     field, then the rest joined (None for a single field). Training and serving both call this."""
     first, rest = fields[0], fields[1:]
     return first, (" ".join(rest) if rest else None)
-
-
-def _segments(example, kind: str):
-    """Encoders read the raw fields (`encoder_segments`); seq2seq models the text-to-text source."""
-    if kind == "encoder" and example.fields:
-        return encoder_segments(example.fields)
-    return example.source, None
-
-
-def mark_word(sentence: str, word: str) -> str:
-    """WiC: wrap the first word of `sentence` that starts with the target lemma's stem in quotes
-    ("bank" -> `the "banks" of`); when no word matches (irregular forms), append ` (word)`."""
-    words, stem = sentence.split(), word.lower()[: max(3, len(word) - 2)]
-    for i, w in enumerate(words):
-        lead, core, tail = re.match(r"^(\W*)(.*?)(\W*)$", w).groups()  # punctuation stays outside the marks
-        if core.lower().startswith(stem):
-            return " ".join(words[:i] + [f'{lead}"{core}"{tail}'] + words[i + 1:])
-    return f"{sentence} ({word})"
-
-
-def _wic_sides(fields):
-    s1, s2, word = fields
-    return mark_word(s1, word), mark_word(s2, word)
-
-
-# Tasks whose two sides are not simply their two text fields (task name -> fields -> (a, b)).
-PAIR_SIDES = {"wic": _wic_sides}
-
-
-
-def pair_sides(example, spec, position: int = 0) -> tuple[str, str]:
-    """(side A, side B) of one example; a missing or empty side is an error naming the row."""
-    if not is_pair_task(spec):
-        raise ValueError(f"task {spec.name!r} has fields {spec.fields}: not a sentence-pair task; "
-                         f"use pair_encoding=cross")
-    expected = len(spec.fields)
-    if len(example.fields) != expected:
-        raise ValueError(f"task {spec.name!r}, example {position}: a pair needs {expected} fields "
-                         f"{spec.fields}, got {len(example.fields)}: {example.fields!r}")
-    sides = PAIR_SIDES[spec.name](example.fields) if spec.name in PAIR_SIDES else tuple(example.fields)
-    for name, text in zip(("A", "B"), sides):
-        if not text.strip():
-            raise ValueError(f"task {spec.name!r}, example {position}: side {name} is empty: {example.fields!r}")
-    return sides
-
-
-def encode_pairs(tokenizer, examples, spec, max_length: int) -> Encoded:
-    """Siamese: each side tokenised on its own, `[CLS] side [SEP]`, cut at max_length."""
-    sides = [pair_sides(x, spec, i) for i, x in enumerate(examples)]
-    features, truncated = [], 0
-    if examples:
-        a_texts, b_texts = (list(t) for t in zip(*sides))
-        full = tokenizer(a_texts + b_texts, truncation=False)["input_ids"]
-        n = len(examples)
-        truncated = sum(len(full[i]) > max_length or len(full[n + i]) > max_length for i in range(n))
-        a, b = (tokenizer(t, truncation=True, max_length=max_length) for t in (a_texts, b_texts))
-        for i, x in enumerate(examples):
-            features.append({"a": {k: a[k][i] for k in a.keys()}, "b": {k: b[k][i] for k in b.keys()},
-                             "labels": x.label, "index": i})
-    return Encoded(features, truncated)
-
-
-def encode(tokenizer, examples, kind: str, max_length: int, pair_encoding: str = "cross", spec=None) -> Encoded:
-    """Features of a split. `pair_encoding="siamese"` (needs `spec`, a pair task, an encoder)
-    encodes the two sides apart; otherwise pairs are joined with [SEP]."""
-    if pair_encoding == "siamese":
-        if kind != "encoder" or spec is None:
-            raise ValueError(f"pair_encoding=siamese needs an encoder backbone and the task spec (got kind {kind!r})")
-        return encode_pairs(tokenizer, examples, spec, max_length)
-    if pair_encoding != "cross":
-        raise ValueError(f"pair_encoding={pair_encoding!r}; allowed: cross, siamese")
-    if kind == "causal":  # source + answer cue, target ids apart (ept.causal)
-        from ept.causal import encode_causal
-
-        return encode_causal(tokenizer, examples, max_length, *([spec.answer_cue] if spec is not None else []))
-    firsts, seconds = zip(*(_segments(x, kind) for x in examples)) if examples else ((), ())
-    pair = any(s is not None for s in seconds)
-    seconds = [s or "" for s in seconds] if pair else None
-    full = tokenizer(list(firsts), seconds, truncation=False)["input_ids"] if examples else []
-    truncated = sum(len(ids) > max_length for ids in full)
-    enc = tokenizer(list(firsts), seconds, truncation=True, max_length=max_length) if examples else {}
-    targets = None
-    if kind == "seq2seq" and examples:
-        targets = tokenizer([x.target for x in examples], truncation=True, max_length=128)["input_ids"]
-    features = []
-    for i, x in enumerate(examples):
-        f = {k: enc[k][i] for k in enc.keys()}
-        if kind == "seq2seq":
-            f["labels"] = targets[i]
-        else:
-            f["labels"] = x.label
-        f["index"] = i
-        features.append(f)
-    return Encoded(features, truncated)
 
 
 def collate(tokenizer, features: list[dict]) -> dict:

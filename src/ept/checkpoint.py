@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from ept import __version__
 from ept.prompts import config_from_dict
-from ept.rundir import RunDirError, atomic_save_tensors, atomic_write_json, atomic_write_text, read_json  # noqa: F401
+from ept.training.rundir import RunDirError, atomic_save_tensors, atomic_write_json, atomic_write_text, read_json  # noqa: F401
 
 STATE_FILE, CONFIG_FILE = "method.safetensors", "method.json"
 EXPORT_FILE, EXPORT_CONFIG = "prompt.safetensors", "prompt.json"
@@ -187,10 +187,14 @@ def export_prompt(model, out, backbone: str, peft_task_type: str | None = None, 
         "num_tokens": n, "embed_dim": e, "broadcast": broadcast,
         "stored_vectors": vectors.shape[0], "inference_params": vectors.numel() + head_params,
         **pair_meta(model), **({"sink_token": model.sink_token} if getattr(model, "sink_token", None) else {}),
+        # decoder-only: ept tokenises inputs without special tokens (BOS, if any, is the PEFT adapter's first token)
+        **({"peft_add_special_tokens": False} if model.kind == "causal" else {}),
         **(extra or {}),
     })
-    task_type = peft_task_type or {"seq2seq": "SEQ_2_SEQ_LM", "causal": "CAUSAL_LM"}.get(model.kind, "FEATURE_EXTRACTION")
-    cfg = PromptTuningConfig(task_type=task_type, num_virtual_tokens=n, token_dim=e, num_transformer_submodules=1,
+    peft_prompt = peft_prompt_embeddings(model, prompt)
+    task_type = peft_task_type or model.kind_ops.peft_task_type
+    cfg = PromptTuningConfig(task_type=task_type, num_virtual_tokens=peft_prompt.shape[0], token_dim=e,
+                             num_transformer_submodules=1,
                              num_attention_heads=getattr(model.backbone.config, "num_attention_heads", None)
                              or getattr(model.backbone.config, "num_heads", None),
                              num_layers=getattr(model.backbone.config, "num_hidden_layers", None)
@@ -199,8 +203,24 @@ def export_prompt(model, out, backbone: str, peft_task_type: str | None = None, 
     peft_dir = out / "peft"
     peft_dir.mkdir(parents=True, exist_ok=True)
     cfg.save_pretrained(str(peft_dir))
-    atomic_save_tensors(peft_dir / "adapter_model.safetensors", {"prompt_embeddings": prompt})
+    atomic_save_tensors(peft_dir / "adapter_model.safetensors", {"prompt_embeddings": peft_prompt})
     return out
+
+
+def peft_prompt_embeddings(model, prompt: torch.Tensor) -> torch.Tensor:
+    """The virtual tokens of the PEFT adapter. PEFT's prompt tuning puts them before the tokenised
+    input (peft `PeftModelForCausalLM.forward`: `torch.cat((prompts, inputs_embeds), dim=1)`), so
+    a tokenizer that adds BOS (Llama 3, Gemma) would give [P'][BOS][x] where ept runs [BOS][P'][x].
+    A decoder-only export therefore starts the adapter with the embedding of the token ept puts
+    before P' (BOS or the sink token), and its inputs are tokenised without special tokens
+    (prompt.json: `peft_add_special_tokens: false`), which gives [BOS][P'][x] exactly."""
+    lead = getattr(model, "lead_token_id", None)
+    if lead is None:
+        return prompt
+    table = model.backbone.get_input_embeddings()
+    with torch.no_grad():  # the module's output: Gemma scales its embeddings inside embed_tokens
+        first = table(torch.tensor([lead], device=table.weight.device)).float().cpu()
+    return torch.cat([first, prompt.cpu()]).contiguous()
 
 
 def load_exported(folder) -> tuple[torch.Tensor, dict]:

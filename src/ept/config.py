@@ -1,4 +1,4 @@
-"""`TrainConfig`: everything a training run depends on, apart from the torch code (`ept.train`)
+"""`TrainConfig`: everything a training run depends on, apart from the torch code (`ept.training.recipe`)
 so that `ept --help`, config files and sweep specs are read and validated without torch.
 
 Types come from the annotations and ranges from the field metadata (`ept.flags`): the CLI, a
@@ -102,7 +102,7 @@ class TrainConfig:
         "help": "siamese: training pairs used to fit the head's threshold/anchors at setup", "min": 2})
     # ---- a task file (README "Your own task"): its parsed content and where it was read, set from
     # `task: FILE`; config.json keeps both, so a run never re-reads the file. The identity hashes
-    # what the content means and ignores the path (`ept.rundir.identity`).
+    # what the content means and ignores the path (`ept.training.rundir.identity`).
     task_spec: dict | None = field(default=None, metadata={"help": "a task file's content (from --task FILE)"})
     task_file: str | None = field(default=None, metadata={"help": "the task file it was read from"})
 
@@ -223,13 +223,12 @@ def canonical_options(method: str, options: dict) -> dict:
 def siamese_prompt_run(cfg: TrainConfig) -> bool:
     """Does this run train a prompt for a siamese pair task on an encoder (`ept.heads.resolve_pair_encoding`)?
     Reads the backbone's kind only in that case (a registry fact or the folder's config)."""
-    from ept.backbone_specs import is_encoder_backbone
-    from ept.tasks.spec import is_pair_task
+    from ept.backbone_specs import offline_kind
+    from ept.tasks.spec import siamese_applies
 
-    spec = cfg.spec
-    if not (cfg.method.has_prompt and cfg.pair_encoding == "siamese" and is_pair_task(spec) and spec.kind != "generation"):
+    if not (cfg.method.has_prompt and cfg.pair_encoding == "siamese"):
         return False
-    return is_encoder_backbone(cfg.backbone)
+    return siamese_applies(offline_kind(cfg.backbone), cfg.spec, cfg.pair_encoding)
 
 
 def check_backbone(name: str) -> None:

@@ -11,8 +11,8 @@ def load_run(run_dir, data_dir=None, precision: str | None = None, precision_fal
     one, its own setting resolved for this machine; ept.precision). A huge-norm prompt scores
     differently in bf16 and fp32 (docs/results-smollm2.md), so `auto` must not re-decide it here."""
     from ept.checkpoint import load_method
-    from ept.rundir import RunDir
-    from ept.train import TrainConfig
+    from ept.training.rundir import RunDir
+    from ept.training.recipe import TrainConfig
 
     rd = RunDir(run_dir)
     data = rd.read_config()
@@ -39,9 +39,9 @@ def evaluate_run(run_dir, split: str = "test", task: str | None = None, data_dir
     RUN/eval/<task>-<split>.json. Pass `model`/`cfg` to reuse a loaded run. `precision` and
     `threads` as for training (default: the run's precision, torch's threads)."""
     from ept.heads import make_scorer
-    from ept.rundir import RunDir, atomic_write_json
+    from ept.training.rundir import RunDir, atomic_write_json
     from ept.tasks import load_task
-    from ept.train import evaluate
+    from ept.training.recipe import evaluate
 
     from ept.precision import set_threads
 
@@ -114,7 +114,7 @@ def evaluate_zero_shot(task: str, backbone: str = "minilm", split: str = "test",
     from ept.prompts import method_config
     from ept.tasks import load_task
     from ept.tasks.taskfile import resolve_task
-    from ept.train import evaluate
+    from ept.training.recipe import evaluate
 
     data = load_task(resolve_task(task), data_dir=data_dir, seed=split_seed, template=template)
     examples = split_examples(data, split)[:max_examples]

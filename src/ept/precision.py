@@ -20,7 +20,7 @@ native bf16 matmul), so there `auto` = fp32, and an explicit `bf16` is an error 
 What runs in low precision: a frozen backbone is cast ONCE to bf16/fp16 (no optimizer state, and
 autocast would re-cast every frozen weight at every op: its cast cache keeps only trainable
 leaves); the prompt and its encoder stay fp32 (parameters and AdamW state) and are cast at the
-concatenation (`ept.backbones.prepend_prompt`); logits are cast to fp32 before every loss. A
+concatenation (`ept.kinds.base.prepend_prompt`); logits are cast to fp32 before every loss. A
 trainable backbone (ft, lora, ia3) keeps fp32 weights and runs under `torch.autocast` instead.
 """
 

@@ -6,7 +6,7 @@
     cache.drop("sst2")           # replaced or removed
 
 A causal task's keys/values over [BOS][P'] are computed once and reused by every pass
-(`ept.kernels.CausalKernel`): 45 KiB per prompt position on SmolLM2-135M, so 1,000 PT tasks of
+(`ept.kinds.causal.CausalKind`): 45 KiB per prompt position on SmolLM2-135M, so 1,000 PT tasks of
 n=100 would hold 4.4 GiB. The policy is LoRAX's for adapters: keep what fits, evict the least
 recently used, load it again on the next request that needs it. A recomputed cache is the same computation on the same prompt, so
 eviction changes speed, never a score (tests/test_serve.py). A task whose cache alone is over the
@@ -14,7 +14,7 @@ cap is served uncached, with a warning, and never evicts the others.
 
 `task.prefix_kv` holds the tensor while it is cached (None once evicted) and `task.cache_state`
 says which: cached | evicted | over cap | uncacheable (a sliding window shorter than the prompt,
-`ept.causal.prompt_kv`). Only the worker (passes) and the server's lock holders (add, remove)
+`ept.kinds.causal.prompt_kv`). Only the worker (passes) and the server's lock holders (add, remove)
 touch it, never at once.
 """
 

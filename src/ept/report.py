@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ept.analysis.runs import RunRecord, group_by, load_records, mean_std
-from ept.rundir import NEUTRAL_WHEN, identity, train_defaults
+from ept.training.rundir import NEUTRAL_WHEN, identity, train_defaults
 
 METHOD_ORDER = ["ft", "ptuning", "resprompt", "pt", "ept", "ept_star"]
 METHOD_NAMES = {"ft": "FT", "ptuning": "P-Tuning", "resprompt": "ResPrompt", "pt": "PT", "ept": "EPT", "ept_star": "EPT*"}
@@ -74,7 +74,7 @@ SEARCHED = {"lr"}
 
 def _context(record: RunRecord) -> dict:
     """The settings that decide the run's numbers, as its identity reads them (a pair setting of a
-    single-sentence task is neutral, as in `ept.rundir.identity`), bar the cell's own keys and lr."""
+    single-sentence task is neutral, as in `ept.training.rundir.identity`), bar the cell's own keys and lr."""
     ident = identity(record.config, train_defaults())
     return {k: v for k, v in ident.items() if k not in NOT_CONTEXT and k not in SEARCHED}
 

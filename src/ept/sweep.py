@@ -104,29 +104,24 @@ def run_name(grid_values: dict, fixed: dict) -> str:
 
 
 def _backbone_kind(name: str) -> str | None:
-    """seq2seq | encoder | ... without loading weights; None when only loading can tell (a hub id)."""
+    """seq2seq | encoder | causal without loading weights; None when only loading can tell (a hub id)."""
     from ept.backbone_specs import BACKBONES
-    from ept.backbones import backbone_config, backbone_kind
+    from ept.backbones import kind_of_backbone
 
-    if name in BACKBONES:
-        return BACKBONES.get(name).kind
-    if not Path(name).is_dir():
+    if name not in BACKBONES and not Path(name).is_dir():
         return None
     try:
-        return backbone_kind(backbone_config(name))
+        return kind_of_backbone(name)
     except (ValueError, OSError):
         return None  # an unsupported or unreadable folder fails when the run loads it, with its own message
 
 
 def _check_protocol(configs: list[dict]) -> list[str]:
     """Paper-protocol keys that would fail only inside a run: generation on a backbone that cannot
-    generate, and a learning rate that is not a positive number."""
+    generate. (The lr needs no check here: `TrainConfig.from_dict` already parsed and range-checked
+    every run's config, YAML's string `1e-5` included, through `ept.flags.coerce`.)"""
     errors = []
     for c in configs:
-        lr = c.get("lr")
-        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0):
-            hint = " (YAML reads 1e-5 as a string: write 1.0e-5)" if isinstance(lr, str) else ""
-            errors.append(f"lr: learning rates must be positive numbers, got {lr!r}{hint}")
         if c.get("eval_mode") == "generate" and _backbone_kind(c["backbone"]) == "encoder":
             errors.append(f"eval_mode: 'generate' needs a backbone that generates text; backbone {c['backbone']!r} "
                           f"is an encoder (rank classification only: drop eval_mode or use a seq2seq backbone)")
@@ -379,7 +374,7 @@ def load_spec(path: str | Path, out: str | Path | None = None, check_data: bool 
 def stale_keys(run: Run) -> list[str]:
     """The settings in which the run folder's config differs from this run's (fixed keys of the
     spec included); [] when the folder is empty or holds this very run."""
-    from ept.rundir import RunDir, RunDirError, config_diff, identity, train_defaults
+    from ept.training.rundir import RunDir, RunDirError, config_diff, identity, train_defaults
 
     rd = RunDir(run.config["out"])
     if not rd.config_path.exists():
@@ -395,13 +390,13 @@ def stale_keys(run: Run) -> list[str]:
 def run_state(run: Run) -> str:
     """finished | failed | partial (has a checkpoint, will resume) | pending | stale (the folder
     holds a run of another config: never reported as finished)."""
-    from ept.rundir import RunDir
+    from ept.training.rundir import RunDir
 
     return "stale" if stale_keys(run) else RunDir(run.config["out"]).status()
 
 
 def _write_manifest(sweep: Sweep, states: dict[str, str]) -> None:
-    from ept.rundir import SWEEP_MANIFEST, atomic_write_json
+    from ept.training.rundir import SWEEP_MANIFEST, atomic_write_json
 
     atomic_write_json(sweep.out / SWEEP_MANIFEST, {
         "name": sweep.name, "spec": sweep.source, "fixed": sweep.fixed, "grid": sweep.grid,
@@ -422,8 +417,8 @@ def run_one(config: dict, threads: int | None = None) -> dict:
     (with the traceback in error.txt) so the sweep reports it and does not retry it."""
     import torch
 
-    from ept.rundir import RunDir, RunLockedError, StaleRunError
-    from ept.train import TrainConfig, run
+    from ept.training.rundir import RunDir, RunLockedError, StaleRunError
+    from ept.training.recipe import TrainConfig, run
 
     if threads:
         torch.set_num_threads(threads)
@@ -529,7 +524,7 @@ def execute(sweep: Sweep, workers: int = 1, executor: str = "local", address: st
         raise SweepError(f"executor={executor!r}; allowed: local, ray")
     if workers < 1:
         raise SweepError(f"workers must be >= 1, got {workers}")
-    from ept.rundir import RunDir
+    from ept.training.rundir import RunDir
 
     states = {r.name: run_state(r) for r in sweep.runs}
     stale = {r.name: stale_keys(r) for r in sweep.runs if states[r.name] == "stale" and not r.config.get("overwrite")}

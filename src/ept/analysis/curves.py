@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ept.analysis.output import figure, save_figure, write_csv, write_json
 from ept.analysis.runs import RunRecord, group_by, mean_std
-from ept.rundir import atomic_write_text
+from ept.training.rundir import atomic_write_text
 
 # Switches an ablation varies, and their defaults in EPT (paper Section 3.3: none of them).
 ABLATION_SWITCHES = {"layer_norm": False, "residual": False, "activation": "none", "bias": False}

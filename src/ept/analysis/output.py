@@ -13,7 +13,7 @@ import csv
 import io
 from pathlib import Path
 
-from ept.rundir import atomic_write_json, atomic_write_text
+from ept.training.rundir import atomic_write_json, atomic_write_text
 
 
 def figure(figsize: tuple[float, float], rows: int = 1, cols: int = 1, **kwargs):

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ept.rundir import RunDir, RunDirError, find_runs, read_jsonl
+from ept.training.rundir import RunDir, RunDirError, find_runs, read_jsonl
 
 
 @dataclass

@@ -65,7 +65,7 @@ def run(args) -> int:
     elif not args.run:
         raise ValueError("give a run folder (or --no-prompt --task TASK)")
     else:
-        from ept.rundir import RunDir
+        from ept.training.rundir import RunDir
 
         note = RunDir(args.run).progress_note() if RunDir(args.run).config_path.is_file() else None
         if note:  # an unfinished run's best state: say so, the numbers are not the run's final ones

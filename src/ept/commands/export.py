@@ -35,7 +35,7 @@ def register(sub) -> None:
 def method_dir(source) -> Path:
     """The folder holding method.json: SOURCE itself or SOURCE/best."""
     from ept.checkpoint import CONFIG_FILE
-    from ept.rundir import RunDir
+    from ept.training.rundir import RunDir
 
     source = Path(source)
     best = RunDir(source).best  # a training run keeps its best checkpoint (a save_method folder) there
@@ -60,7 +60,7 @@ def export_run(source, out, backbone: str | None = None, peft_task_type: str | N
     model, tokenizer = load_backbone(name)
     prompted = load_method(folder, model, tokenizer)
     export_prompt(prompted, out, meta["backbone"], peft_task_type, record)
-    from ept.rundir import read_json
+    from ept.training.rundir import read_json
 
     return read_json(Path(out) / EXPORT_CONFIG)
 
@@ -71,7 +71,7 @@ def _record(folder: Path, meta: dict, source: Path) -> dict:
     method.json and, for a run folder, how far the run got; the precision it was validated in
     (`validated_precision`)."""
     from ept.checkpoint import export_record
-    from ept.rundir import BEST, RunDir
+    from ept.training.rundir import BEST, RunDir
     from ept.tasks.taskfile import stored_spec
 
     run = RunDir(Path(folder).parent)
@@ -94,7 +94,7 @@ def _record(folder: Path, meta: dict, source: Path) -> dict:
 def validated_precision(source: Path, folder: Path, meta: dict) -> str | None:
     """The precision the saved state was trained and validated in: its method.json's (runs since
     issue 22), else the run's results.json or last/state.json (older runs), else None (unknown)."""
-    from ept.rundir import RunDir, read_json
+    from ept.training.rundir import RunDir, read_json
 
     if meta.get("precision"):
         return meta["precision"]

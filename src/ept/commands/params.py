@@ -62,17 +62,12 @@ def task_head_params(args) -> int:
     """The siamese pair head's scalars for --task on --backbone (0 without --task)."""
     if not args.task:
         return 0
-    from ept.backbone_specs import BACKBONES
+    from ept.backbones import kind_of_backbone
     from ept.heads import pair_head_params
     from ept.tasks.taskfile import resolve_task
 
     spec = resolve_task(args.task)  # a name or a task file
-    if args.backbone in BACKBONES:
-        kind = BACKBONES.get(args.backbone).kind
-    else:
-        from ept.backbones import backbone_config, backbone_kind
-
-        kind = backbone_kind(backbone_config(args.backbone))
+    kind = kind_of_backbone(args.backbone)
     if args.linear_head and pair_head_params(spec, kind, args.pair_encoding, args.pair_head):
         raise ValueError("--linear-head scores a joint encoding; add --pair-encoding cross")
     return pair_head_params(spec, kind, args.pair_encoding, args.pair_head)

@@ -59,7 +59,7 @@ def register(sub) -> None:
     p.add_argument("--labels", action="append", default=[], metavar="NAME=W1,W2,...",
                    help="label words of a prompt whose NAME is not a registered task")
     p.add_argument("--backbone", default=None, help="override the backbone the exports name")
-    p.add_argument("--eval-mode", default=None, choices=("rank", "generate"), help="seq2seq classification: rank (default) | generate")
+    p.add_argument("--eval-mode", default=None, choices=("rank", "generate"), help="seq2seq and causal classification: rank (default) | generate (an encoder has rank only)")
     p.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false",
                    help="causal backbones: recompute each prompt's keys/values every pass instead of once per task")
     p.add_argument("--max-length", type=positive_int, default=None, help="max input tokens (default: each task's, else 256)")
@@ -130,7 +130,7 @@ def _read_rows(path: str) -> list[dict]:
 
 def _check_rows(rows: list, names) -> None:
     """Task names and text types, before any weights load (the server checks them again)."""
-    from ept.serve import RowError
+    from ept.serving.server import RowError
 
     for i, row in enumerate(rows):
         task = row.get("task") if isinstance(row, dict) else None
@@ -142,7 +142,7 @@ def _check_rows(rows: list, names) -> None:
 
 
 def run(args) -> int:
-    from ept.serve import build_server, find_exports, load_prompts
+    from ept.serving.server import build_server, find_exports, load_prompts
 
     if not args.prompt and not args.prompts_dir:
         raise ValueError("give at least one --prompt NAME=EXPORT_DIR or --prompts-dir DIR")
@@ -151,9 +151,9 @@ def run(args) -> int:
     if args.http and args.input is not None:
         raise ValueError("--input is for batch mode; with --http, clients POST rows to /v1/predict")
     if args.http:
-        from ept.httpserve import ServeConfig, serve_forever
+        from ept.serving.http_app import ServeConfig, read_token, serve_forever
 
-        token = _read_token(args.token_file)
+        token = read_token(args.token_file)
         if args.host not in (None, "127.0.0.1", "localhost", "::1") and token is None:
             print(f"ept serve: warning: binding {args.host} without --token-file: anyone who reaches it can call it", file=sys.stderr)
         config = ServeConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
@@ -171,7 +171,7 @@ def run(args) -> int:
     server = build_server(loaded, args.backbone, args.max_length, args.eval_mode, args.prefix_cache, args.precision,
                           args.precision_fallback, prefix_cache_mb=args.prefix_cache_mb)
     results = server.score(rows, batch_size=args.batch_size)
-    # allow_nan=False: the output is standard JSON (the kernels already refuse non-finite scores)
+    # allow_nan=False: the output is standard JSON (the kinds already refuse non-finite scores)
     text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in results)
     if args.output == "-":
         sys.stdout.write(text)
@@ -203,14 +203,3 @@ def _check_port(host: str, port: int) -> None:
             raise OSError(f"cannot listen on {host}:{port} ({err.strerror}): another server uses it? "
                           f"pick another --port (0 picks a free one)") from None
 
-
-def _read_token(path: str | None) -> str | None:
-    if path is None:
-        return None
-    try:
-        token = open(path, encoding="utf-8-sig").read().strip()
-    except OSError as err:
-        raise FileNotFoundError(f"--token-file {path}: {err.strerror}") from None
-    if not token:
-        raise ValueError(f"--token-file {path} is empty")
-    return token

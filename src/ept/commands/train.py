@@ -73,11 +73,11 @@ def run(args) -> int:
     config = config_from_args(args)
     check_out_dir(config.run_dir(), create=True)  # a file or an unwritable folder fails now, before any loading
     try:
-        from ept.train import run as train_run  # (torch loads here: seconds in which a Ctrl-C may come)
+        from ept.training.recipe import run as train_run  # (torch loads here: seconds in which a Ctrl-C may come)
 
         results = train_run(config, progress=not args.quiet)
     except KeyboardInterrupt:  # Ctrl-C: no traceback; say what is kept and how to go on
-        from ept.rundir import RunDir
+        from ept.training.rundir import RunDir
 
         step = RunDir(config.run_dir()).start_step()
         kept = f"its last checkpoint is step {step} of {config.steps}" if step else "no checkpoint was written yet"

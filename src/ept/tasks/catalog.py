@@ -1,7 +1,7 @@
 """The 21 tasks of the paper (Table 5), one registry entry each, in the paper's order.
 
 Templates follow T5 (Raffel et al.): the task name, then the fields with their prefixes, in the
-field order of ATTEMPT / DePT `tasks.py` (reference-spec §3.1); targets are label *words*.
+field order of ATTEMPT / DePT `tasks.py` (DePT `src/tasks.py`); targets are label *words*.
 Official sizes are those of the full datasets (they decide the split rule, Appendix B.1);
 local files are listed in the layout of ../shared/data (see docs/tasks.md for every choice).
 """

@@ -1,4 +1,4 @@
-"""Task metrics, x100 as in the paper's tables (reference-spec §3.4).
+"""Task metrics, x100 as in the paper's tables (DePT `src/metrics.py`, ATTEMPT `attempt/metrics`).
 
     score("cb", predictions, examples)  # {"macro_f1": .., "accuracy": .., "avg": ..}
 

@@ -1,4 +1,4 @@
-"""The task schema: what one of the 21 tasks *is*, as frozen data (STYLE rule 7).
+"""The task schema: what one of the 21 tasks *is*, as frozen data (frozen data, as lm-evaluation-harness task configs are).
 
 A `TaskSpec` declares where a task loads from (local files in the benchmark's original format,
 or a Hugging Face hub id), its text-to-text template, label words, metrics, official split sizes
@@ -274,7 +274,7 @@ class TaskSpec:
 
 
 # Tasks with more than two fields that still compare two texts (WiC: two sentences, the word
-# marked in both; `ept.batching.PAIR_SIDES` builds their sides).
+# marked in both; `ept.tasks.templates.PAIR_SIDES` builds their sides).
 PAIR_TASKS_BY_NAME = ("wic",)
 
 
@@ -282,10 +282,35 @@ def is_pair_task(spec: TaskSpec) -> bool:
     """Two texts to compare: every two-field task (STS-B, MRPC, QQP, RTE, MNLI, QNLI, CB, BoolQ,
     SciTail, PAWS), and WiC with its word marked in both sentences; a task file says so itself
     (`pair:`, default false: two fields are not always two texts to compare). Torch-free: the
-    run-folder identity (`ept.rundir`) asks it too."""
+    run-folder identity (`ept.training.rundir`) asks it too."""
     if spec.pair is not None:
         return spec.pair
     return spec.name in PAIR_TASKS_BY_NAME or len(spec.fields) == 2
+
+
+def siamese_applies(backbone_kind: str | None, spec: TaskSpec, pair_encoding: str | None) -> bool:
+    """THE rule for siamese pair scoring: asked for, on an encoder, for a pair task that is not
+    free text. Scorers (`ept.heads.resolve_pair_encoding`) and the lr default (`ept.config`) ask it."""
+    return pair_encoding == "siamese" and backbone_kind == "encoder" and is_pair_task(spec) and spec.kind != "generation"
+
+
+def pair_sides(example, spec, position: int = 0) -> tuple[str, str]:
+    """(side A, side B) of one example of a pair task; a missing or empty side is an error naming
+    the row. Training (`ept.kinds.encoder.encode_pairs`) and serving (`ept.serving.server.siamese_sides`) call it."""
+    from ept.tasks.templates import PAIR_SIDES  # local: templates imports nothing from here
+
+    if not is_pair_task(spec):
+        raise ValueError(f"task {spec.name!r} has fields {spec.fields}: not a sentence-pair task; "
+                         f"use pair_encoding=cross")
+    expected = len(spec.fields)
+    if len(example.fields) != expected:
+        raise ValueError(f"task {spec.name!r}, example {position}: a pair needs {expected} fields "
+                         f"{spec.fields}, got {len(example.fields)}: {example.fields!r}")
+    sides = PAIR_SIDES[spec.name](example.fields) if spec.name in PAIR_SIDES else tuple(example.fields)
+    for name, text in zip(("A", "B"), sides):
+        if not text.strip():
+            raise ValueError(f"task {spec.name!r}, example {position}: side {name} is empty: {example.fields!r}")
+    return sides
 
 
 def stsb_string(score: float) -> str:

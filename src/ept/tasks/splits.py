@@ -1,4 +1,4 @@
-"""The split protocol of paper Appendix B.1 (reference-spec §3.3) and few-shot sampling (§5.2).
+"""The split protocol of paper Appendix B.1 (DePT / ATTEMPT `AbstractTask.get`, `split_validation_test`) and few-shot sampling (paper Section 5.2).
 
 Decided by the *official* train size (`TaskSpec.split_rule`), whatever the local files hold:
   train < 10K   -> the official validation set is shuffled and halved: validation / test.

@@ -2,7 +2,7 @@
 
 Each preprocessor takes one record (a dict with the task's canonical keys) and returns a new
 record; `TaskSpec.source_format` is then applied to it. They follow the T5 / ATTEMPT / DePT
-preprocessors (reference-spec §3.1), with their known bugs fixed (see docs/tasks.md):
+preprocessors (DePT `src/tasks.py`), with their known bugs fixed (see docs/tasks.md):
 
 - `wsc`: span1 wrapped in `* ... *`, the pronoun (span2) in `# ... #` (T5 `wsc_simple` style).
 - `multirc`: `<br>` becomes a space, `<b>`/`</b>` are removed (ATTEMPT `remove_markup`).
@@ -89,6 +89,26 @@ def mrqa(record: Record) -> Record:
     return {**record, "question": pad_punctuation(str(record["question"])),
             "context": pad_punctuation(str(record["context"])), "label": answers}
 
+
+def mark_word(sentence: str, word: str) -> str:
+    """WiC: wrap the first word of `sentence` that starts with the target lemma's stem in quotes
+    ("bank" -> `the "banks" of`); when no word matches (irregular forms), append ` (word)`."""
+    words, stem = sentence.split(), word.lower()[: max(3, len(word) - 2)]
+    for i, w in enumerate(words):
+        lead, core, tail = re.match(r"^(\W*)(.*?)(\W*)$", w).groups()  # punctuation stays outside the marks
+        if core.lower().startswith(stem):
+            return " ".join(words[:i] + [f'{lead}"{core}"{tail}'] + words[i + 1:])
+    return f"{sentence} ({word})"
+
+
+def wic_sides(fields) -> tuple[str, str]:
+    s1, s2, word = fields
+    return mark_word(s1, word), mark_word(s2, word)
+
+
+# Tasks whose two sides (siamese pair scoring) are not simply their two text fields:
+# task name -> fields -> (side A, side B). Each key is in `ept.tasks.spec.PAIR_TASKS_BY_NAME`.
+PAIR_SIDES: dict[str, Callable[[tuple], tuple[str, str]]] = {"wic": wic_sides}
 
 PREPROCESSORS.register("wsc", wsc)
 PREPROCESSORS.register("multirc", multirc)

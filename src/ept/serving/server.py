@@ -1,6 +1,6 @@
 """Mixed-task serving: one frozen backbone, many task prompts, rows of different tasks in ONE batch.
 
-    from ept.serve import MultiTaskServer
+    from ept.serving.server import MultiTaskServer
     server = MultiTaskServer(*load_backbone("minilm"))
     server.add_task("sst2", "runs/sst2-ept/export", get_task("sst2"))
     server.add_task("rte", "runs/rte-pt/export", label_words=("entailment", "not_entailment"))
@@ -9,15 +9,15 @@
 
 An EPT task is one vector (paper Section 3.3), so what tells tasks apart is the few input
 positions in front of each row. PEFT can only switch the active prompt adapter between batches
-(reference-spec §1.7); here every row carries its own prompt. The pieces, each small:
+(peft `PeftModel.get_prompt` uses the active adapter; `adapter_names` mixes only injected tuners such as LoRA, peft PR #1558); here every row carries its own prompt. The pieces, each small:
 
-- `PromptBank` (ept.bank): the prompts of all served tasks; `bank(task_ids)` gives a batch its
+- `PromptBank` (ept.serving.bank): the prompts of all served tasks; `bank(task_ids)` gives a batch its
   rows' prompts, left-padded, and their mask.
 - `TaskRegistry` (here): name -> `ServedTask` (spec, scorer, mode, max length) plus the bank;
   add, replace and remove at any time (the HTTP server's hot reload).
 - `parse_row` (here): one input row -> the segments to tokenise, or a `RowError` naming the row.
-- Kernels (ept.kernels): one mixed-task scoring kernel per backbone kind, in a registry; each
-  scores one backbone pass and formats the rows' results.
+- The backbone's kind (ept.kinds): encodes the rows as training does and scores one backbone
+  pass of rows of many tasks (`Kind.serve`) with the very functions training calls for one task.
 
 Scores and predictions equal those of each task's own scorer (`ept.heads.make_scorer`) on a
 single-task batch, up to float summation order (tests/test_serve.py).
@@ -32,21 +32,24 @@ from typing import Any, Iterable
 import torch
 
 from ept.backbones import PromptedModel
-from ept.bank import PromptBank
+from ept.serving.bank import PromptBank
 from ept.batching import collate, encoder_segments, to_device
 from ept.checkpoint import load_exported
 from ept.heads import make_scorer
-from ept.prompts import PTConfig
+from ept.kinds import KINDS
+from ept.kinds.base import RowError  # noqa: F401  (re-exported: one unusable input row)
+from ept.tasks.spec import Example, pair_sides
 
 MAX_LENGTH = 256  # paper Appendix B.2; a task spec's own max_length wins
 
 
-class RowError(ValueError):
-    """One input row is unusable; `.row` is its index in the request / file."""
+class TaskNotServed(RowError, KeyError):
+    """A row or a call names a task that is not served (never served, or removed meanwhile): the
+    HTTP layer answers 404 by this type, not by the message text. A KeyError too, for callers
+    that look tasks up like a dict."""
 
-    def __init__(self, row: int, message: str):
-        super().__init__(f"row {row}: {message}")
-        self.row = row
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
 
 
 @dataclass(frozen=True)
@@ -78,10 +81,10 @@ class ServedTask:
     spec: Any
     scorer: Any  # the task's own scorer: eval mode, label ids, max_new_tokens come from it
     prompt: torch.Tensor  # P' (n, e), fp32, as held by the bank
-    mode: str  # "embed" (encoder) | "rank" | "generate" (seq2seq); kernels may add their own
+    mode: str  # "embed" | "siamese" (encoder) | "rank" | "generate" (seq2seq, causal): `Kind.prepare_task`
     max_length: int
     meta: dict = field(default_factory=dict)
-    # causal: keys/values of [BOS][P'] (ept.kernels.CausalKernel), computed when the task is added
+    # causal: keys/values of [BOS][P'] (ept.kinds.causal.CausalKind), computed when the task is added
     # and held in the capped LRU (ept.prefixcache): None once evicted (recomputed on next use);
     # they live and die with this task, so a replaced or removed task drops its cache
     prefix_kv: torch.Tensor | None = None
@@ -113,13 +116,13 @@ class TaskRegistry:
         self.tasks[task.name] = task
 
     def remove(self, name: str) -> ServedTask:
+        self.get(name)
         self.bank.remove(name)
         return self.tasks.pop(name)
 
     def get(self, name, row: int | None = None) -> ServedTask:
         if not isinstance(name, str) or name not in self.tasks:
-            where = f"row {row}: " if row is not None else ""
-            raise KeyError(f"{where}task {name!r} is not served; served: {', '.join(self.tasks) or '(none)'}")
+            raise TaskNotServed(row, f"task {name!r} is not served; served: {', '.join(self.tasks) or '(none)'}")
         return self.tasks[name]
 
 
@@ -141,10 +144,7 @@ def parse_row(row, i: int, registry: TaskRegistry, kind: str) -> tuple[ServedTas
     if not isinstance(row, dict):
         raise RowError(i, f"expected an object with \"task\" and \"inputs\", \"fields\", \"text\" or \"source\", "
                           f"got {type(row).__name__}")
-    try:
-        task = registry.get(row.get("task"), i)
-    except KeyError as err:
-        raise RowError(i, str(err.args[0]).removeprefix(f"row {i}: ")) from None
+    task = registry.get(row.get("task"), i)  # TaskNotServed, naming the row
     given = [k for k in INPUT_KEYS if k in row]
     if len(given) != 1:
         raise RowError(i, f"give exactly one of \"inputs\" (fields by name), \"fields\" (a list), \"text\" "
@@ -217,11 +217,8 @@ def _raw_segments(task: ServedTask, key: str, value, i: int, kind: str) -> tuple
 
 
 def siamese_sides(task: ServedTask, fields, i: int) -> tuple[str, str]:
-    """The two sides of a siamese row, as training builds them (`ept.batching.pair_sides`: WiC's
+    """The two sides of a siamese row, as training builds them (`ept.tasks.spec.pair_sides`: WiC's
     word marked, no empty side); a task known only by label words takes exactly two fields."""
-    from ept.batching import pair_sides
-    from ept.tasks import Example
-
     spec = task.spec
     if not getattr(spec, "fields", None):
         if len(fields) != 2 or not all(f.strip() for f in fields):
@@ -266,27 +263,24 @@ class MultiTaskServer:
         prefix_cache_mb: the most MiB those caches hold, least recently used evicted (default: a
         quarter of the machine's memory, ept.prefixcache). The backbone computes in its own dtype
         (`precision`); `build_server` casts it to the serving precision."""
-        from ept.kernels import KERNELS
         from ept.precision import DTYPE_NAMES
 
         backbone.eval()
-        # The wrapper's own prompt is never used: every call passes per-row prompts from the bank.
-        self.model = PromptedModel(backbone, tokenizer, PTConfig(num_tokens=1))
+        self.model = PromptedModel(backbone, tokenizer, None)  # no prompt of its own: the bank's, per row
         self.model.eval()
         self.tokenizer, self.kind, self.max_length = tokenizer, self.model.kind, max_length
         self.device = next(backbone.parameters()).device
         self.registry = TaskRegistry(self.model.embed_dim)
         self.registry.bank.to(self.device)
-        if self.kind not in KERNELS:
-            raise ValueError(f"no mixed-task serving kernel for {self.kind} backbones; available: {', '.join(KERNELS.names())}")
+        # the kind's own serving pass (`Kind.serve`), with its per-task caches (causal: a capped LRU)
         cap = None if prefix_cache_mb is None else int(prefix_cache_mb * 2**20)
-        self.kernel = KERNELS.get(self.kind)(self.model, prefix_cache=prefix_cache, prefix_cache_bytes=cap, warn=warn)
+        self.kind_ops = KINDS.get(self.kind)(self.model, prefix_cache=prefix_cache, prefix_cache_bytes=cap, warn=warn)
         self.precision = DTYPE_NAMES.get(str(next(backbone.parameters()).dtype).removeprefix("torch."), "fp32")
 
     @property
     def prefix_cache(self):
         """The causal prompt-KV LRU (ept.prefixcache), or None."""
-        return self.kernel.cache
+        return self.kind_ops.cache
 
     def describe(self, name: str) -> dict:
         """One served task as `GET /v1/prompts` shows it: method, backbone, the precision this
@@ -336,13 +330,13 @@ class MultiTaskServer:
         max_length = self.max_length or getattr(spec, "max_length", None) or MAX_LENGTH
         prompt = PromptBank.check(name, prompt, self.model.embed_dim)  # shape / NaN check before any label pass
         task = ServedTask(name, spec, scorer, prompt, "", max_length, meta, pair_head=head, pooling=pooling)
-        task.mode = self.kernel.prepare_task(task)  # label embeddings / ids, computed once, now
+        task.mode = self.kind_ops.prepare_task(task)  # label embeddings / ids, computed once, now
         self.registry.put(task, replace=replace)
         return task
 
     def remove_task(self, name: str) -> ServedTask:
         task = self.registry.remove(name)
-        self.kernel.forget(name)
+        self.kind_ops.forget(name)
         return task
 
     # ------------------------------------------------------------------ rows -> features
@@ -363,25 +357,20 @@ class MultiTaskServer:
                 sides = zip(self._tokenize(firsts, None, max_length), self._tokenize(seconds, None, max_length))
                 feats = [{"a": a, "b": b} for a, b in sides]
             else:
-                feats = self._tokenize(firsts, seconds if shape == "pair" else None, max_length, cue)
+                spec = parsed[idx[0]][0].spec  # the group's tasks share one answer cue
+                feats = self._tokenize(firsts, seconds if shape == "pair" else None, max_length, spec)
             for i, f in zip(idx, feats):
                 f.update(labels=None, index=i, task=parsed[i][0].name)
                 features[i] = f
         return features
 
-    def _tokenize(self, firsts: list[str], seconds: list[str] | None, max_length: int,
-                  cue: str | None = None) -> list[dict]:
-        if self.kind == "causal":  # the rendered source + the template's answer cue, exactly as in training
-            from types import SimpleNamespace
-
-            from ept.causal import encode_causal
-
-            rows = [SimpleNamespace(source=f if s is None else f"{f} {s}", target=None)
-                    for f, s in zip(firsts, seconds or [None] * len(firsts))]
-            return [{k: v for k, v in f.items() if k in ("input_ids", "attention_mask")}
-                    for f in encode_causal(self.tokenizer, rows, max_length, *([cue] if cue is not None else [])).features]
-        enc = self.tokenizer(firsts, seconds, truncation=True, max_length=max_length)
-        return [{k: enc[k][j] for k in enc.keys()} for j in range(len(firsts))]
+    def _tokenize(self, firsts: list[str], seconds: list[str] | None, max_length: int, spec=None) -> list[dict]:
+        """Rows through their backbone kind's encoding (`Kind.encode`), exactly as training encodes
+        them: an encoder reads a [SEP] pair, seq2seq the source, causal the source + the answer cue
+        of the task's template (`spec.answer_cue`; the default without one)."""
+        rows = [Example(source=f if s is None else f"{f} {s}", target="", label=None,
+                        fields=(f,) if s is None else (f, s)) for f, s in zip(firsts, seconds or [None] * len(firsts))]
+        return self.kind_ops.encode(self.tokenizer, rows, max_length, spec, count_truncated=False).features
 
     # ------------------------------------------------------------------ scoring
     @torch.inference_mode()
@@ -421,11 +410,11 @@ class MultiTaskServer:
 
     @torch.inference_mode()
     def predict_pass(self, features: list[dict]) -> list[dict]:
-        """One backbone pass (per kernel mode) over rows of any mix of tasks."""
+        """One backbone pass (per mode) over rows of any mix of tasks."""
         if not features:
             return []
         tasks = [self.registry.get(f["task"]) for f in features]
-        return self.kernel.score(self, features, tasks)
+        return self.kind_ops.serve(self, features, tasks)
 
     def inputs(self, features: list[dict], tasks: list[ServedTask]):
         """Padded inputs plus the rows' prompts (B, n_b, e) and prompt mask (B, n_b) from the bank."""
@@ -582,5 +571,5 @@ def build_server(loaded: dict, backbone: str | None = None, max_length: int | No
                              prefix_cache_mb=prefix_cache_mb, warn=lambda m: say(f"ept serve: warning: {m}"))
     say(f"ept serve: computing in {chosen} ({why})")
     for name, (prompt, meta, spec) in loaded.items():
-        server.add_task(name, prompt, spec, eval_mode=eval_mode if server.kind == "seq2seq" else None, meta=meta)
+        server.add_task(name, prompt, spec, eval_mode=eval_mode, meta=meta)
     return server

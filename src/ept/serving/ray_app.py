@@ -1,7 +1,7 @@
 """Scale `ept serve --http` out on Ray Serve: the same FastAPI app, one copy per replica.
 
-    serve run ept.rayserve:build prompts_dir=/srv/exports replicas=2 port=8000
-    serve run ept.rayserve:build prompt=sst2=/srv/exports/sst2,rte=/srv/exports/rte labels=rte=entailment/not_entailment
+    serve run ept.serving.ray_app:build prompts_dir=/srv/exports replicas=2 port=8000
+    serve run ept.serving.ray_app:build prompt=sst2=/srv/exports/sst2,rte=/srv/exports/rte labels=rte=entailment/not_entailment
 
 Each replica loads its own backbone and prompts from the export folders (put them on a path every
 node sees) and runs its own dynamic-batching worker; Ray Serve's proxy spreads requests over the
@@ -33,7 +33,7 @@ def _pairs(text: str, sep: str) -> dict[str, str]:
 
 
 class RayPromptLog:
-    """`ept.httpserve.PromptLog` as a named Ray actor, created by the first replica that needs it
+    """`ept.serving.http_app.PromptLog` as a named Ray actor, created by the first replica that needs it
     (`get_if_exists`: the others attach to the same one). Picklable: it travels in ServeConfig."""
 
     def __init__(self, name: str):
@@ -46,7 +46,7 @@ class RayPromptLog:
         if self._actor is None:
             import ray
 
-            from ept.httpserve import PromptLog
+            from ept.serving.http_app import PromptLog
 
             self._actor = ray.remote(PromptLog).options(name=self.name, namespace="ept", get_if_exists=True,
                                                         lifetime="detached", num_cpus=0).remote()
@@ -70,30 +70,29 @@ def _loader(args: dict):
     cache_mb = float(args["prefix_cache_mb"]) if args.get("prefix_cache_mb") else None
 
     def load():  # says its precision on the replica's stderr (Ray's worker log; the driver's with log_to_driver)
-        from ept.serve import build_server, find_exports, load_prompts
+        from ept.serving.server import build_server, find_exports, load_prompts
 
         return build_server(load_prompts(find_exports(prompts, prompts_dir), labels), backbone, max_length, eval_mode,
                             precision=precision, precision_fallback=fallback, prefix_cache_mb=cache_mb)
 
-    from ept.serve import find_exports, load_prompts
+    from ept.serving.server import find_exports, load_prompts
 
     load_prompts(find_exports(prompts, prompts_dir), labels)  # a bad folder or label set fails here, not in N replicas
     return load
 
 
 def build(args: dict):
-    """Ray Serve application builder (`serve run ept.rayserve:build key=value ...`)."""
+    """Ray Serve application builder (`serve run ept.serving.ray_app:build key=value ...`)."""
     import uuid
 
     from ray import serve
 
-    from ept.commands.serve import _read_token
-    from ept.httpserve import ServeConfig, create_app
+    from ept.serving.http_app import ServeConfig, create_app, read_token
 
     config = ServeConfig(max_batch=int(args.get("max_batch", 32)), max_wait_ms=float(args.get("max_wait_ms", 5)),
                          max_queue=int(args.get("max_queue", 1024)),
                          max_body_bytes=int(args.get("max_body_bytes", 1 << 20)),
-                         token=_read_token(args.get("token_file")), eval_mode=args.get("eval_mode"),
+                         token=read_token(args.get("token_file")), eval_mode=args.get("eval_mode"),
                          prompt_log=RayPromptLog(f"ept-prompt-log-{uuid.uuid4().hex[:12]}"),  # this deployment's
                          sync_seconds=float(args.get("sync_seconds", 1)),
                          allowed_paths=tuple(filter(None, [args.get("prompts_dir"),

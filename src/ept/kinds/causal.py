@@ -1,7 +1,7 @@
 """Decoder-only (causal LM) backbones: inputs, loss and scoring for prompt tuning.
 
 A row is laid out as `[BOS] [P'] [source + answer cue] [target + EOS]` (BOS only where the
-tokenizer adds one; `PromptedModel._causal_inputs`). The T5 text-to-text source is used as it is,
+tokenizer adds one, or a `--sink-token`; `causal_inputs`). The T5 text-to-text source is used as it is,
 followed by `ANSWER_CUE`; the target is the T5 target word with a leading space (how a BPE LM
 spells a word after a colon) and EOS, so greedy generation knows where to stop.
 
@@ -32,6 +32,8 @@ import torch
 from torch import nn
 
 from ept.batching import Encoded
+from ept.kinds.base import Labels, prompts_first
+from ept.kinds.seq2seq import Seq2SeqKind
 
 from ept.tasks.spec import T5_ANSWER_CUE as ANSWER_CUE  # after the T5 source; targets start with a space: " positive"
 
@@ -62,15 +64,77 @@ def encode_causal(tokenizer, examples, max_length: int, cue: str = ANSWER_CUE) -
     return Encoded(features, truncated)
 
 
+def causal_inputs(model, embeds: torch.Tensor, mask: torch.Tensor) -> dict:
+    """Decoder-only: [BOS] [P'] [input], BOS only where the tokenizer adds one (else the sink token,
+    if any; `PromptedModel.lead_token_id`); inputs are tokenised without special tokens. Position ids
+    come from the mask, so a row has the same rotary positions alone, right-padded, left-padded, or
+    behind a masked (shorter) prompt in a mixed-task batch: masked slots are skipped, not counted."""
+    lead = model.lead_token_id
+    if lead is not None:
+        B = embeds.shape[0]
+        lead_ids = torch.full((B, 1), lead, dtype=torch.long, device=embeds.device)
+        embeds = torch.cat([model.backbone.get_input_embeddings()(lead_ids).to(embeds.dtype), embeds], dim=1)
+        mask = torch.cat([mask.new_ones(B, 1), mask], dim=1)
+    position_ids = (mask.long().cumsum(1) - 1).clamp(min=0)
+    return {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": position_ids}
+
+
 # ------------------------------------------------------------------------------ passes
 def _run(model, **kwargs):
     """The base model (no LM head) with the KV cache under this transformers version's name for it
-    (`cache` from 5.x, `past_key_values` before)."""
+    (`cache` from 5.x, `past_key_values` before). A model with sliding-window layers gets its masks
+    from `window_masks` and a cache that keeps every key (the masks do the windowing)."""
+    from transformers import DynamicCache
+
     base = model.backbone.base_model
+    window = sliding_window(model.backbone.config)
+    if window is not None:
+        impl = getattr(model.backbone.config, "_attn_implementation", None) or "eager"
+        if impl not in ("eager", "sdpa"):  # flash kernels take no mask: they would count slots again
+            raise ValueError(f"a sliding-window model runs with attn_implementation eager or sdpa here (its window "
+                             f"is applied by masks, in positions), not {impl!r}")
+        if kwargs.get("use_cache") and kwargs.get("cache") is None:
+            kwargs["cache"] = DynamicCache()  # no config: full layers, nothing dropped by slot count
+        queries = kwargs["inputs_embeds"].shape[1]
+        kwargs["attention_mask"] = window_masks(kwargs["attention_mask"], queries, window, kwargs["inputs_embeds"].dtype)
     if "cache" in kwargs and "cache" not in inspect.signature(base.forward).parameters:
         kwargs["past_key_values"] = kwargs.pop("cache")
     out = base(**kwargs)
     return out.last_hidden_state, getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+
+
+def sliding_window(config) -> int | None:
+    """The window of a model that mixes sliding-window and full attention layers (Gemma 2/3:
+    `layer_types` names them), else None."""
+    types = getattr(config, "layer_types", None) or ()
+    return getattr(config, "sliding_window", None) if "sliding_attention" in types else None
+
+
+def window_masks(mask: torch.Tensor, queries: int, window: int, dtype) -> dict:
+    """Additive attention masks (B, 1, Q, K) for the full and the sliding-window layers, from the
+    key mask (B, K) of cache + input (the Q queries are its last slots).
+
+    transformers counts a sliding window in slots (`masking_utils.sliding_window_overlay`:
+    kv_idx > q_idx - window), pads included, so in a padded batch a short row's sliding layers
+    lose keys they see when the row runs alone (BOS and the prompt first). Here the window is
+    counted in positions, which come from the mask as everywhere in this module: a key is seen
+    when it is real, not after the query, and less than `window` positions before it. Every query
+    also sees itself, so a pad query never attends to nothing (a NaN the next layer would spread)."""
+    K = mask.shape[1]
+    real = mask.bool()
+    pos = mask.long().cumsum(1) - 1  # (B, K)
+    q_slot = torch.arange(K - queries, K, device=mask.device)
+    k_slot = torch.arange(K, device=mask.device)
+    causal = k_slot[None, :] <= q_slot[:, None]  # (Q, K)
+    itself = k_slot[None, :] == q_slot[:, None]
+    full = causal[None] & real[:, None, :]  # (B, Q, K)
+    near = pos[:, -queries:, None] - pos[:, None, :] < window
+    lowest = torch.finfo(dtype).min
+
+    def additive(allowed):
+        return torch.zeros(allowed.shape, dtype=dtype, device=mask.device).masked_fill(~(allowed | itself), lowest)[:, None]
+
+    return {"full_attention": additive(full), "sliding_attention": additive(full & near)}
 
 
 def lm_logits(model, hidden: torch.Tensor) -> torch.Tensor:
@@ -126,7 +190,7 @@ def _prefix_result(model, hidden, cache, mask, position_ids) -> dict:
 # once per task (`prompt_kv`) and runs only the input over them (`cached_prefix_pass`). Rotary
 # positions are already applied to cached keys; the input continues at position m (the prompt's
 # length), exactly as in the uncached pass, whose masked prompt slots come after the real ones
-# (ept.kernels.prompts_first) just as the zero-padded slots of a gathered cache do.
+# (ept.kinds.base.prompts_first) just as the zero-padded slots of a gathered cache do.
 def _layer_kv(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     if hasattr(cache, "layers"):  # transformers >= 4.56
         return [(layer.keys, layer.values) for layer in cache.layers]
@@ -134,18 +198,15 @@ def _layer_kv(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 @torch.no_grad()
-def prompt_kv(model, prompt: torch.Tensor) -> torch.Tensor | None:
+def prompt_kv(model, prompt: torch.Tensor) -> torch.Tensor:
     """Keys and values of [BOS][P'] for one task's prompt P' (n, e): (layers, 2, kv_heads, m, head_dim),
-    m = n (+1 with BOS), in the backbone's dtype. None when a sliding-window layer (Gemma 3) is
-    shorter than the prompt: it keeps only its last keys, so such a task is served uncached."""
+    m = n (+1 with BOS), in the backbone's dtype. Sliding-window layers (Gemma 3) keep every key
+    too: their window is applied by `window_masks`, in positions."""
     weight = model.backbone.get_input_embeddings().weight
     embeds = prompt.to(weight.device, weight.dtype).unsqueeze(0)  # (1, n, e)
-    kwargs = model._causal_inputs(embeds, torch.ones(1, embeds.shape[1], dtype=torch.long, device=weight.device))
+    kwargs = causal_inputs(model, embeds, torch.ones(1, embeds.shape[1], dtype=torch.long, device=weight.device))
     _, cache = _run(model, **kwargs, use_cache=True)
-    layers = _layer_kv(cache)
-    if any(k.shape[2] != kwargs["inputs_embeds"].shape[1] for k, _ in layers):
-        return None
-    return torch.stack([torch.stack([k[0], v[0]]) for k, v in layers])
+    return torch.stack([torch.stack([k[0], v[0]]) for k, v in _layer_kv(cache)])
 
 
 def gather_prompt_kv(kvs: list[torch.Tensor], rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,12 +223,11 @@ def cached_prefix_pass(model, batch: dict, kv: torch.Tensor, kv_mask: torch.Tens
     """`prefix_pass` with [BOS][P'] already cached (`gather_prompt_kv`): only the input runs."""
     from transformers import DynamicCache
 
-    config = model.backbone.config  # a config gives each layer its kind (sliding window or full)
-    cache = DynamicCache(config=config) if "config" in inspect.signature(DynamicCache).parameters else DynamicCache()
+    cache = DynamicCache()  # no config: every layer keeps every key (sliding windows: `window_masks`)
     for layer in range(kv.shape[1]):
         cache.update(kv[:, layer, 0], kv[:, layer, 1], layer)
     mask = torch.cat([kv_mask.to(batch["attention_mask"]), batch["attention_mask"]], dim=1)
-    position_ids = (mask.long().cumsum(1) - 1).clamp(min=0)  # as PromptedModel._causal_inputs
+    position_ids = (mask.long().cumsum(1) - 1).clamp(min=0)  # as causal_inputs
     embeds = model.backbone.get_input_embeddings()(batch["input_ids"])
     hidden, cache = _run(model, inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids[:, kv.shape[4]:],
                          cache=cache, use_cache=True)
@@ -245,7 +305,7 @@ def greedy_decode(model, prefix: dict, max_new_tokens: int) -> list[str]:
     return texts
 
 
-# ------------------------------------------------------------------------------ scorer
+# ------------------------------------------------------------------------------ label tables
 def label_id_table(tokenizer, texts, eos: bool = True) -> torch.Tensor:
     """(C, T) token ids of each label continuation (space + word + EOS; without EOS if not `eos`),
     padded with -100."""
@@ -255,8 +315,89 @@ def label_id_table(tokenizer, texts, eos: bool = True) -> torch.Tensor:
 
 
 def rank_scores(model, batch: dict, label_ids: torch.Tensor, prompt=None, prompt_mask=None) -> torch.Tensor:
-    """(B, C) summed label log-likelihoods: one prefix pass, one continuation pass."""
-    prefix = prefix_pass(model, batch, prompt, prompt_mask)
-    B, C = prefix["logp"].shape[0], label_ids.shape[0]
-    rep = torch.arange(B, device=prefix["logp"].device).repeat_interleave(C)
-    return continuation_loglik(model, prefix, rep, label_ids.repeat(B, 1)).view(B, C)
+    """(B, C) summed label log-likelihoods of one label table for every row (`CausalKind.rank_scores`)."""
+    return model.kind_ops.rank_scores(batch, Labels.one(label_ids, batch["input_ids"].shape[0]), prompt, prompt_mask)
+
+
+# ------------------------------------------------------------------------------ the kind
+class CausalKind(Seq2SeqKind):
+    """Decoder-only: rows and scores as above. Rank scoring is ONE prefix pass over
+    [BOS][P'_row][input] for every row, then the labels of each row's own table as continuations;
+    generation is greedy on the same cache.
+
+    Serving: with `prefix_cache` (the default) the keys/values of [BOS][P'] are computed once per
+    task, when it is added (`ServedTask.prefix_kv`), and a pass gathers them per row and runs only
+    the inputs; without it, every pass recomputes the prompt positions. The two give the same
+    scores. The caches live in a capped LRU (`ept.prefixcache`): an evicted one is recomputed on
+    next use; a pass with a task that has no cache (its cache alone over the cap) runs uncached."""
+
+    name = "causal"
+    auto_class = "AutoModelForCausalLM"
+    peft_task_type = "CAUSAL_LM"
+
+    @staticmethod
+    def prepare_tokenizer(tokenizer, name: str) -> None:
+        """Many causal LMs ship without a pad token. Pads are always masked (and positions come
+        from the mask), so any id works; EOS is the usual choice."""
+        if tokenizer.pad_token_id is None:
+            if tokenizer.eos_token_id is None:
+                raise ValueError(f"backbone {name!r}: the tokenizer has neither a pad nor an eos token")
+            tokenizer.pad_token = tokenizer.eos_token
+
+    @staticmethod
+    def encode(tokenizer, examples, max_length: int, spec=None, count_truncated: bool = True) -> Encoded:
+        return encode_causal(tokenizer, examples, max_length, getattr(spec, "answer_cue", ANSWER_CUE))
+
+    def build_inputs(self, batch: dict, prompt=None, prompt_mask=None) -> dict:
+        if prompt is not None and prompt_mask is not None:
+            prompt, prompt_mask = prompts_first(prompt, prompt_mask)  # no masked slot at position 0
+        kwargs = super().build_inputs(batch, prompt, prompt_mask)
+        return causal_inputs(self.model, kwargs["inputs_embeds"], kwargs["attention_mask"])
+
+    def label_table(self, texts, eos: bool = True) -> torch.Tensor:
+        return label_id_table(self.model.tokenizer, texts, eos)
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        return target_loss(self.model, batch)
+
+    def rank_scores(self, batch: dict, labels: Labels, prompt=None, prompt_mask=None) -> torch.Tensor:
+        return self.scores_after(prefix_pass(self.model, batch, prompt, prompt_mask), labels)
+
+    def scores_after(self, prefix: dict, labels: Labels) -> torch.Tensor:
+        """(B, C_max) summed log-likelihoods of each row's own labels after a prefix pass."""
+        rep, within, ids, scores = labels.pairs(prefix["logp"].device)
+        scores[rep, within] = continuation_loglik(self.model, prefix, rep, ids)
+        return scores
+
+    def generate(self, batch: dict, max_new_tokens: int, prompt=None, prompt_mask=None) -> list[str]:
+        return greedy_generate(self.model, batch, max_new_tokens, prompt, prompt_mask)
+
+    # ------------------------------------------------------------------ serving
+    def __init__(self, model, prefix_cache: bool = True, prefix_cache_bytes: int | None = None, warn=None):
+        from ept.prefixcache import PrefixCache
+
+        super().__init__(model, prefix_cache, prefix_cache_bytes, warn)
+        if prefix_cache:  # capped, least recently used evicted and recomputed on next use
+            self.cache = PrefixCache(lambda task: prompt_kv(self.model, task.prompt), prefix_cache_bytes, warn)
+
+    def prepare_task(self, task) -> str:
+        mode = super().prepare_task(task)
+        if self.cache is not None:
+            self.cache.add(task)
+        return mode
+
+    def served_prefix(self, server, features, tasks) -> dict:
+        distinct = list({t.name: t for t in tasks}.values())  # the pass's distinct tasks, in order of first row
+        kvs = self.cache.lookup(distinct) if self.cache is not None else None
+        if kvs is None:
+            batch, prompt, mask = server.inputs(features, tasks)
+            return prefix_pass(self.model, batch, prompt, mask)
+        order = {t.name: i for i, t in enumerate(distinct)}
+        kv, kv_mask = gather_prompt_kv(kvs, torch.tensor([order[t.name] for t in tasks], device=kvs[0].device))
+        return cached_prefix_pass(self.model, server.collate(features), kv, kv_mask)
+
+    def served_rank_scores(self, server, features, tasks, labels: Labels) -> torch.Tensor:
+        return self.scores_after(self.served_prefix(server, features, tasks), labels)
+
+    def served_generate(self, server, features, tasks, max_new: int) -> list[str]:
+        return greedy_decode(self.model, self.served_prefix(server, features, tasks), max_new)

@@ -44,8 +44,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, model_validator
 
-from ept.batcher import DynamicBatcher, QueueFull
-from ept.serve import RowError
+from ept.serving.batcher import DynamicBatcher, QueueFull
+from ept.serving.server import TaskNotServed
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 REQUEST_ID, REQUEST_ID_TEXT = "ept.request_id", re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")  # scope key; a caller's id we keep
@@ -59,11 +59,11 @@ class ServeConfig:
     max_queue: int = 1024
     max_body_bytes: int = 1 << 20
     token: str | None = None
-    eval_mode: str | None = None  # seq2seq classification prompts added over HTTP
+    eval_mode: str | None = None  # prompts added over HTTP: rank | generate (seq2seq and causal)
     # Folders a PUT {"path": ...} may load exports from (each with everything under it): by default
     # --prompts-dir and the --prompt folders, so a caller cannot make the server read any folder it can.
     allowed_paths: tuple[str, ...] = ()
-    # replicas (ept.rayserve): the shared log of prompt changes every replica follows, and how often
+    # replicas (ept.serving.ray_app): the shared log of prompt changes every replica follows, and how often
     prompt_log: object = None  # async record(name, change) -> version, since(version) -> [(version, name, change)]
     sync_seconds: float = 1.0
 
@@ -79,7 +79,7 @@ class ServeConfig:
 
 # ---------------------------------------------------------------------- request / response bodies
 class Row(BaseModel):
-    """One row: its task and its input given ONE way (`ept.serve.parse_row`): "inputs" (the task's
+    """One row: its task and its input given ONE way (`ept.serving.server.parse_row`): "inputs" (the task's
     fields by name), "fields" (in the task's field order), "text" (a one-field task) or "source"
     (an already formatted input, used as it is)."""
     model_config = ConfigDict(extra="forbid")
@@ -210,12 +210,11 @@ class Service:
             return err
 
     def put_prompt(self, name: str, prompt, labels, eval_mode, meta: dict) -> dict:
-        from ept.serve import spec_for
+        from ept.serving.server import spec_for
 
         spec = spec_for(name, meta, labels)
         with self.lock:
-            self.server.add_task(name, prompt, spec, eval_mode=eval_mode if self.server.kind == "seq2seq" else None,
-                                 replace=True, meta=meta)
+            self.server.add_task(name, prompt, spec, eval_mode=eval_mode, replace=True, meta=meta)
             info = self.server.describe(name)
         validated = meta.get("precision")
         if validated and validated != self.server.precision:  # served anyway: one backbone, one precision
@@ -250,7 +249,7 @@ class Service:
 class PromptLog:
     """The one source of truth for prompt changes across replicas: name -> its latest change and
     the version that made it (older changes of a name are dropped: replaying the latest of each,
-    in version order, gives the same prompts). In-process here; a Ray actor in ept.rayserve."""
+    in version order, gives the same prompts). In-process here; a Ray actor in ept.serving.ray_app."""
 
     def __init__(self):
         self.version, self.latest = 0, {}
@@ -456,7 +455,7 @@ def _names(tasks, limit: int = 20) -> str:
 
 
 def _status_of(err: Exception) -> int:
-    if isinstance(err, KeyError) or (isinstance(err, RowError) and "is not served" in str(err)):
+    if isinstance(err, TaskNotServed):
         return 404  # the task was deleted between the request's check and its pass
     return 422 if isinstance(err, ValueError) else 500
 
@@ -546,7 +545,7 @@ def _prompt_routes(app: FastAPI, auth: list, config: ServeConfig) -> None:
         """Stop serving task `name` (queued rows of it get 404)."""
         try:
             await _change(service, name, None)
-        except KeyError:
+        except KeyError:  # TaskNotServed is one
             raise HTTPException(404, f"prompt {name!r} is not loaded; loaded: {_names(service.server.tasks)}") from None
         return {"deleted": name}
 
@@ -609,3 +608,16 @@ def log_config() -> dict:
     config["handlers"]["ept"] = {"formatter": "ept", "class": "logging.StreamHandler", "stream": "ext://sys.stderr"}
     config["loggers"]["ept"] = {"handlers": ["ept"], "level": "INFO", "propagate": False}
     return config
+
+
+def read_token(path: str | None) -> str | None:
+    """The bearer token in `path` (--token-file), or None without one."""
+    if path is None:
+        return None
+    try:
+        token = open(path, encoding="utf-8-sig").read().strip()
+    except OSError as err:
+        raise FileNotFoundError(f"--token-file {path}: {err.strerror}") from None
+    if not token:
+        raise ValueError(f"--token-file {path} is empty")
+    return token
