@@ -98,7 +98,7 @@ class Kind:
     def __init__(self, model, prefix_cache: bool = True, prefix_cache_bytes: int | None = None, warn=None):
         self.model = model
         self.prefix_cache = prefix_cache  # serving, causal: reuse each task's prompt keys/values
-        self.cache = None  # serving, causal: the capped LRU of those (ept.prefixcache)
+        self.cache = None  # serving, causal: the capped LRU of those (ept.kinds.prefixcache)
 
     def forget(self, name: str) -> None:
         """A served task was removed: drop what was computed for it."""

@@ -328,7 +328,7 @@ class CausalKind(Seq2SeqKind):
     Serving: with `prefix_cache` (the default) the keys/values of [BOS][P'] are computed once per
     task, when it is added (`ServedTask.prefix_kv`), and a pass gathers them per row and runs only
     the inputs; without it, every pass recomputes the prompt positions. The two give the same
-    scores. The caches live in a capped LRU (`ept.prefixcache`): an evicted one is recomputed on
+    scores. The caches live in a capped LRU (`ept.kinds.prefixcache`): an evicted one is recomputed on
     next use; a pass with a task that has no cache (its cache alone over the cap) runs uncached."""
 
     name = "causal"
@@ -374,7 +374,7 @@ class CausalKind(Seq2SeqKind):
 
     # ------------------------------------------------------------------ serving
     def __init__(self, model, prefix_cache: bool = True, prefix_cache_bytes: int | None = None, warn=None):
-        from ept.prefixcache import PrefixCache
+        from ept.kinds.prefixcache import PrefixCache
 
         super().__init__(model, prefix_cache, prefix_cache_bytes, warn)
         if prefix_cache:  # capped, least recently used evicted and recomputed on next use

@@ -143,7 +143,7 @@ class Metrics:
 
 
 class _PrefixCacheCollector:
-    """The causal prompt-KV cache (ept.prefixcache) in /metrics: size, cap, entries, lookups by
+    """The causal prompt-KV cache (ept.kinds.prefixcache) in /metrics: size, cap, entries, lookups by
     result, hit ratio, evictions. Nothing for a server without one."""
 
     def __init__(self, service):

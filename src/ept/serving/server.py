@@ -85,7 +85,7 @@ class ServedTask:
     max_length: int
     meta: dict = field(default_factory=dict)
     # causal: keys/values of [BOS][P'] (ept.kinds.causal.CausalKind), computed when the task is added
-    # and held in the capped LRU (ept.prefixcache): None once evicted (recomputed on next use);
+    # and held in the capped LRU (ept.kinds.prefixcache): None once evicted (recomputed on next use);
     # they live and die with this task, so a replaced or removed task drops its cache
     prefix_kv: torch.Tensor | None = None
     cache_state: str | None = None  # cached | evicted | over cap | uncacheable; None: no prompt cache
@@ -261,7 +261,7 @@ class MultiTaskServer:
         """prefix_cache (causal backbones): compute each task's prompt keys/values once, when it is
         added, and run only the inputs per pass; False recomputes them in every pass.
         prefix_cache_mb: the most MiB those caches hold, least recently used evicted (default: a
-        quarter of the machine's memory, ept.prefixcache). The backbone computes in its own dtype
+        quarter of the machine's memory, ept.kinds.prefixcache). The backbone computes in its own dtype
         (`precision`); `build_server` casts it to the serving precision."""
         from ept.precision import DTYPE_NAMES
 
@@ -279,7 +279,7 @@ class MultiTaskServer:
 
     @property
     def prefix_cache(self):
-        """The causal prompt-KV LRU (ept.prefixcache), or None."""
+        """The causal prompt-KV LRU (ept.kinds.prefixcache), or None."""
         return self.kind_ops.cache
 
     def describe(self, name: str) -> dict:
