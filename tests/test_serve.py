@@ -477,11 +477,10 @@ def test_bad_serving_input_is_refused_naming_it(mini_bb, tmp_path, capsys):
     fails(["--labels", "a=negative,positive", "--input", str(rows)], "NaN/inf")
 
 
-def test_serve_cli_no_prefix_cache_gives_the_cached_results(minilm_tokenizer, tmp_path, monkeypatch):
-    """`ept serve --no-prefix-cache` on a decoder-only backbone folder: the flag reaches the server
-    (its tasks hold no prompt cache) and the predictions and scores equal the default cached mode."""
+def _llama_pt_export(minilm_tokenizer, tmp_path, n_rows: int):
+    """A tiny Llama saved to tmp_path/llama, a 4-token PT export of it in tmp_path/a, and the first
+    `n_rows` SENTENCES as task-"a" rows in tmp_path/rows.jsonl: (model, tokenizer, rows)."""
     from ept.checkpoint import export_prompt
-    from ept.cli import main
     from ept.prompts import method_config
 
     model, tok = _tiny_llama(minilm_tokenizer)
@@ -489,8 +488,17 @@ def test_serve_cli_no_prefix_cache_gives_the_cached_results(minilm_tokenizer, tm
     tok.save_pretrained(tmp_path / "llama")
     torch.manual_seed(3)
     export_prompt(PromptedModel(model, tok, method_config("pt", num_tokens=4)), tmp_path / "a", str(tmp_path / "llama"))
-    rows = [{"task": "a", "text": s} for s in SENTENCES[:4]]
+    rows = [{"task": "a", "text": s} for s in SENTENCES[:n_rows]]
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return model, tok, rows
+
+
+def test_serve_cli_no_prefix_cache_gives_the_cached_results(minilm_tokenizer, tmp_path, monkeypatch):
+    """`ept serve --no-prefix-cache` on a decoder-only backbone folder: the flag reaches the server
+    (its tasks hold no prompt cache) and the predictions and scores equal the default cached mode."""
+    from ept.cli import main
+
+    model, tok, rows = _llama_pt_export(minilm_tokenizer, tmp_path, 4)
     caches = []
     add_task = MultiTaskServer.add_task
 
@@ -516,18 +524,10 @@ def test_serve_eval_mode_generate_reaches_a_causal_backbone(minilm_tokenizer, tm
     """Issue 21: `ept serve --eval-mode generate` on a decoder-only export generates text (as the
     task's own scorer in generate mode), over the CLI and an HTTP PUT; it used to reach seq2seq only
     and a causal backbone silently ranked labels."""
-    from ept.checkpoint import export_prompt
     from ept.cli import main
     from ept.serving.http_app import ServeConfig, Service
-    from ept.prompts import method_config
 
-    model, tok = _tiny_llama(minilm_tokenizer)
-    model.save_pretrained(tmp_path / "llama")
-    tok.save_pretrained(tmp_path / "llama")
-    torch.manual_seed(3)
-    export_prompt(PromptedModel(model, tok, method_config("pt", num_tokens=4)), tmp_path / "a", str(tmp_path / "llama"))
-    rows = [{"task": "a", "text": s} for s in SENTENCES[:3]]
-    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    model, tok, rows = _llama_pt_export(minilm_tokenizer, tmp_path, 3)
     assert main(["serve", "--prompt", f"a={tmp_path / 'a'}", "--labels", "a=no,yes", "--eval-mode", "generate",
                  "--input", str(tmp_path / "rows.jsonl")]) == 0
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
