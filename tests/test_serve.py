@@ -343,6 +343,39 @@ def test_causal_prefix_cache_follows_replace_and_delete(minilm_tokenizer):
     _assert_same_results(server.score(kept, batch_size=len(kept)), [r for r in after if r["task"] != "cb_eptstar"])
 
 
+@pytest.mark.parametrize("prefix_cache", [True, False])
+def test_prompt_trained_behind_a_sink_token_is_served_as_trained(minilm_tokenizer, tmp_path, prefix_cache):
+    """Issue 19's sink token: an export trained as [sink][P'][x] is served in one batch beside a
+    task without one, with its own model's scores (that model places the sink token itself); the
+    same P' served without its sink token scores differently, so the test sees the token."""
+    from ept.checkpoint import export_prompt
+    from ept.prompts import method_config
+
+    model, tok = _tiny_llama(minilm_tokenizer)
+    torch.manual_seed(5)
+    trained = PromptedModel(model, tok, method_config("pt", num_tokens=3), sink_token="[CLS]").eval()
+    export_prompt(trained, tmp_path / "sunk", "tiny-llama")
+    spec = LabelSpec("sunk", label_words=("negative", "positive"))
+    server = MultiTaskServer(model, tok, prefix_cache=prefix_cache)
+    server.add_task("sunk", tmp_path / "sunk", spec)
+    server.add_task("plain", _prompt(10, model.config.hidden_size, 2), LabelSpec("plain", label_words=("no", "yes")))
+    server.add_task("bare", trained.prompt().detach(), spec)  # the same P', no sink token
+    assert {k: server.describe("sunk")[k] for k in ("num_tokens", "sink_token")} == {"num_tokens": 3, "sink_token": "[CLS]"}
+    rows = [{"task": name, "text": s} for s in SENTENCES for name in ("sunk", "plain", "bare")]
+    results = server.score(rows, batch_size=len(rows))  # ONE pass mixing the three layouts
+    served = {name: torch.tensor([r["scores"] for r in results if r["task"] == name]) for name in ("sunk", "bare")}
+    batch = collate(tok, encode(tok, [_example([s]) for s in SENTENCES], "causal", 256).features)
+    with torch.no_grad():
+        want = make_scorer(trained, spec).label_scores(batch)
+    torch.testing.assert_close(served["sunk"], want, rtol=1e-4, atol=1e-4)
+    assert (served["bare"] - want).abs().max() > 1e-2
+    assert [r["prediction"] for r in results if r["task"] == "sunk"] == want.argmax(-1).tolist()
+
+    bos_model, bos_tok = _tiny_llama(minilm_tokenizer, bos=True)  # BOS already sits before P': no sink token
+    with pytest.raises(ValueError, match=r"'sunk'.*sink token.*already starts every row with BOS"):
+        MultiTaskServer(bos_model, bos_tok).add_task("sunk", tmp_path / "sunk", spec)
+
+
 def _export(model, tok, method, folder, seed):
     from ept.checkpoint import export_prompt
     from ept.prompts import method_config

@@ -237,6 +237,14 @@ class PromptedModel(nn.Module):
                              f"its special tokens: {special}")
         return vocab[token]
 
+    def token_embedding(self, token_id: int) -> torch.Tensor:
+        """(1, e) fp32 on the CPU: the input-embedding module's output for one token (the module's,
+        not the table row: Gemma scales its embeddings inside embed_tokens). What ept feeds for BOS or
+        a sink token before P'; the PEFT export and mixed-task serving put it in front of P'."""
+        table = self.backbone.get_input_embeddings()
+        with torch.no_grad():
+            return table(torch.tensor([token_id], device=table.weight.device)).float().cpu()
+
     @property
     def lead_token_id(self) -> int | None:
         """Decoder-only: the token that opens every row before P' (BOS where the tokenizer adds one,

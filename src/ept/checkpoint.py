@@ -217,10 +217,7 @@ def peft_prompt_embeddings(model, prompt: torch.Tensor) -> torch.Tensor:
     lead = getattr(model, "lead_token_id", None)
     if lead is None:
         return prompt
-    table = model.backbone.get_input_embeddings()
-    with torch.no_grad():  # the module's output: Gemma scales its embeddings inside embed_tokens
-        first = table(torch.tensor([lead], device=table.weight.device)).float().cpu()
-    return torch.cat([first, prompt.cpu()]).contiguous()
+    return torch.cat([model.token_embedding(lead), prompt.cpu()]).contiguous()
 
 
 def load_exported(folder) -> tuple[torch.Tensor, dict]:

@@ -80,7 +80,7 @@ class ServedTask:
     name: str
     spec: Any
     scorer: Any  # the task's own scorer: eval mode, label ids, max_new_tokens come from it
-    prompt: torch.Tensor  # P' (n, e), fp32, as held by the bank
+    prompt: torch.Tensor  # P' (n, e), fp32, as held by the bank ([e(sink); P'] behind a sink token: `_behind_sink`)
     mode: str  # "embed" | "siamese" (encoder) | "rank" | "generate" (seq2seq, causal): `Kind.prepare_task`
     max_length: int
     meta: dict = field(default_factory=dict)
@@ -97,7 +97,9 @@ class ServedTask:
     def describe(self) -> dict:
         """What `GET /v1/prompts` shows (with the server's precision, `MultiTaskServer.describe`)."""
         return {"name": self.name, "method": self.meta.get("method"), "backbone": self.meta.get("backbone"),
-                "kind": self.spec.kind, "mode": self.mode, "num_tokens": int(self.prompt.shape[0]),
+                "kind": self.spec.kind, "mode": self.mode,
+                "num_tokens": int(self.meta.get("num_tokens") or self.prompt.shape[0]),  # P' alone, without a sink token
+                "sink_token": self.meta.get("sink_token"),
                 "embed_dim": int(self.prompt.shape[1]), "label_words": list(getattr(self.spec, "label_words", ()) or ()),
                 "validated_precision": self.meta.get("precision"), "cache": self.cache_state}
 
@@ -316,9 +318,8 @@ class MultiTaskServer:
             if not label_words and kind != "generation":
                 raise ValueError(f"task {name!r}: give a task spec or its label_words")
             spec = LabelSpec(name, kind, tuple(label_words or ()))
-        if meta.get("sink_token"):  # one shared model serves every task: its first slot is the task's P'
-            raise ValueError(f"prompt {name!r} was trained with sink_token={meta['sink_token']!r} before P'; "
-                             "mixed-task serving does not place sink tokens yet: evaluate it with `ept eval`")
+        if meta.get("sink_token"):
+            prompt = self._behind_sink(name, prompt, meta["sink_token"])
         head = pooling = None
         if meta.get("pair_encoding") == "siamese":
             if self.kind != "encoder":
@@ -333,6 +334,18 @@ class MultiTaskServer:
         task.mode = self.kind_ops.prepare_task(task)  # label embeddings / ids, computed once, now
         self.registry.put(task, replace=replace)
         return task
+
+    def _behind_sink(self, name: str, prompt: torch.Tensor, token: str) -> torch.Tensor:
+        """A prompt trained behind a sink token (`--sink-token`: rows ran as [sink][P'][x]) is served
+        as the prompt [e(sink); P']. The shared model puts nothing before a row's prompt (a sink
+        token is only allowed where the tokenizer adds no BOS), so each row gets its training
+        layout and positions exactly, beside tasks without one, and the prompt KV cache covers the
+        sink token too. Refused, naming the prompt, where the sink token could not have been trained."""
+        try:
+            sink = self.model._sink_id(token)
+        except ValueError as err:
+            raise ValueError(f"prompt {name!r} was trained behind a sink token, which this backbone cannot serve: {err}") from None
+        return torch.cat([self.model.token_embedding(sink).to(prompt.device), prompt.float()])
 
     def remove_task(self, name: str) -> ServedTask:
         task = self.registry.remove(name)
