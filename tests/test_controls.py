@@ -167,9 +167,20 @@ def test_residual_norms_by_position_kind(tiny_llama):
     batch = collate(tok, encode(tok, exs, "causal", 64).features)
     stats = residual_norms(model, batch)
     layers = len(layer_list(model.backbone))
-    assert set(stats) == {"sink", "prompt", "input"} and stats["prompt"].shape == (layers + 1, 2)
+    assert set(stats) == {"sink", "prompt", "input", "slot0", "prompt_rest"} and stats["prompt"].shape == (layers + 1, 2)
+    torch.testing.assert_close(stats["slot0"], stats["sink"], equal_nan=True)  # the sink token holds the first slot
+    torch.testing.assert_close(stats["prompt_rest"], stats["prompt"], equal_nan=True)
     # entering layer 0 the residual is the embedding: the prompt's own norm, the sink token's row
     torch.testing.assert_close(stats["prompt"][0, 0], model.prompt().norm(dim=-1).mean().detach())
     torch.testing.assert_close(stats["sink"][0, 0], backbone.get_input_embeddings().weight[tok.cls_token_id].norm())
     assert stats["prompt"][0, 0] > 100 * stats["input"][0, 0]
     assert torch.isnan(stats["input"][-1, 1]) and torch.isfinite(stats["input"][:-1]).all()
+    # without the sink token P'_0 is the first slot: slot0 is its row, prompt_rest the other two
+    bare = PromptedModel(copy.deepcopy(backbone), tok, method_config("pt", num_tokens=3)).eval()
+    bare.load_state_dict(model.state_dict())
+    stats = residual_norms(bare, batch)
+    rows = bare.prompt().norm(dim=-1).detach()
+    assert "sink" not in stats
+    torch.testing.assert_close(stats["slot0"][0, 0], rows[0])
+    torch.testing.assert_close(stats["prompt_rest"][0, 0], rows[1:].mean())
+    torch.testing.assert_close(stats["prompt"][0, 0], rows.mean())

@@ -99,6 +99,25 @@ def test_every_format_reads_the_same_rows(tmp_path, fmt):
     assert (a.train, a.validation, a.test) == (b.train, b.validation, b.test)
 
 
+@pytest.mark.parametrize("fmt", ["csv", "tsv"])
+def test_csv_cells_are_read_as_written(tmp_path, fmt):
+    """A csv/tsv cell is text: "007", "1.50", "NA", "1e5", "true" and "-0" reach the template unchanged (pandas
+    alone would read 7, 1.5, NaN and 100000.0), while a numeric label column still maps to words."""
+    cells = ["007", "1.50", "NA", "1e5", "true", "-0"]
+    sep = "\t" if fmt == "tsv" else ","
+    lines = [sep.join(["text", "label"])] + [sep.join([c, str(i % 2)]) for i, c in enumerate(cells)]
+    for name in ("train", "test"):
+        (tmp_path / f"{name}.{fmt}").write_text("\n".join(lines) + "\n")
+    content = {"name": "codes", "fields": ["text"], "template": "code: {text}",
+               "label": {"column": "label", "words": {0: "no", 1: "yes"}},
+               "data": {"train": f"train.{fmt}", "validation": f"test.{fmt}", "test": f"test.{fmt}"}}
+    (tmp_path / "codes.yaml").write_text(yaml.safe_dump(content, sort_keys=False))
+    data = load_task(read_task_file(tmp_path / "codes.yaml").spec)
+    assert [ex.fields[0] for ex in data.test] == cells
+    assert [ex.source for ex in data.test][:2] == ["code: 007", "code: 1.50"]
+    assert [ex.target for ex in data.test] == ["no", "yes"] * 3
+
+
 def test_given_splits_and_split_sizes(tmp_path):
     path = write_task(tmp_path)
     write_csv(tmp_path / "dev.csv", _rows(5, 500))

@@ -105,16 +105,24 @@ def stage_a_checks(report: list[str]) -> None:
 
         rows = list(csv.DictReader(res.open()))
         layers = sorted({int(r["layer"]) for r in rows})
-        picks = [layers[0], layers[len(layers) // 2], layers[-1]]
+        picks = layers[::5] + ([layers[-1]] if layers[-1] % 5 else [])
         report += ["### Residual stream at the prompt vs the input positions (64 validation rows)", "",
-                   "| run | layer | prompt residual norm | input residual norm | prompt / input | prompt update norm |",
-                   "| --- | --- | --- | --- | --- | --- |"]
+                   "Slot 0 is each row's first position, where a causal LM parks its attention sink: P'_0 here "
+                   "(SmolLM2 adds no BOS), so for EPT (n = 1) it is the whole prompt. \"Rest of prompt\": PT's other "
+                   "nine vectors.", "",
+                   "| run | layer | prompt residual norm | slot 0 | rest of prompt | input residual norm | prompt / input "
+                   "| prompt update norm |",
+                   "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+
+        def cell(at, group, key="residual_norm"):
+            return f"{float(at[group][key]):.3g}" if group in at else "–"
+
         for run in dict.fromkeys(r["run"] for r in rows):
             for layer in picks:
                 at = {r["position"]: r for r in rows if r["run"] == run and int(r["layer"]) == layer}
-                report.append(f"| {run} | {layer} | {float(at['prompt']['residual_norm']):.3g} | "
-                              f"{float(at['input']['residual_norm']):.3g} | {float(at['prompt']['ratio_to_input']):.3g} | "
-                              f"{float(at['prompt']['update_norm']):.3g} |")
+                report.append(f"| {run} | {layer} | {cell(at, 'prompt')} | {cell(at, 'slot0')} | {cell(at, 'prompt_rest')} | "
+                              f"{cell(at, 'input')} | {cell(at, 'prompt', 'ratio_to_input')} | "
+                              f"{cell(at, 'prompt', 'update_norm')} |")
         report += ["", "Figure: `results/smollm2-prereg/A/residual/residual.png`.", ""]
 
 

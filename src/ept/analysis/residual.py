@@ -9,6 +9,12 @@ input): the mean L2 norm of the residual stream entering layer l, and of layer l
 the prompt positions' norm is orders of magnitude above it at every layer, every later layer's
 attention reads a stream the prompt dominates.
 
+Two more groups overlap those three: `slot0`, each row's first real position, and `prompt_rest`,
+the prompt positions after it. A causal LM parks its attention sink in the first slot and grows a
+massive activation there; without BOS or a sink token that slot is P'_0, so PT's prompt mean mixes
+the sink with its other nine vectors. `slot0` and `prompt_rest` tell the two apart (EPT's single
+vector is slot0 itself then, and it has no `prompt_rest`).
+
 Captured with forward hooks on the backbone's layer list (the first `nn.ModuleList` as long as
 `num_hidden_layers`: Llama/Gemma `layers`, BERT `encoder.layer`, T5 `encoder.block`), so it needs
 no model-specific code. `hidden_states` is not used because decoder-only models apply their final
@@ -26,7 +32,8 @@ from ept.analysis.output import figure, label, save_figure, write_csv
 from ept.analysis.prober import Prober
 from ept.analysis.runs import RunRecord
 
-KINDS = ("sink", "prompt", "input")
+KINDS = ("sink", "prompt", "input")  # a partition of the real positions
+GROUPS = (*KINDS, "slot0", "prompt_rest")  # plus two that overlap it (module docstring)
 
 
 def layer_list(backbone) -> nn.ModuleList:
@@ -39,12 +46,13 @@ def layer_list(backbone) -> nn.ModuleList:
 
 @torch.no_grad()
 def residual_norms(model, batch: dict) -> dict[str, torch.Tensor]:
-    """{kind: (layers + 1, 2)}: per layer the mean residual norm entering it (last row: the stream
-    after the last layer) and its update's mean norm (last row: NaN), over that kind's positions."""
+    """{group: (layers + 1, 2)} for the GROUPS that have positions here: per layer the mean residual
+    norm entering it (last row: the stream after the last layer) and its update's mean norm (last
+    row: NaN), over that group's positions."""
     kwargs = model.build_inputs(batch)
     mask = kwargs["attention_mask"].bool()  # (B, S): real positions
     S, L, n = mask.shape[1], batch["input_ids"].shape[1], model.num_prompt_tokens()
-    kind = torch.full((S,), 2)  # input
+    kind = torch.full((S,), 2, device=mask.device)  # input
     kind[S - L - n:S - L] = 1  # prompt
     kind[:S - L - n] = 0  # BOS / sink before the prompt
     streams: list[torch.Tensor] = []
@@ -69,9 +77,11 @@ def residual_norms(model, batch: dict) -> dict[str, torch.Tensor]:
     norms = res.norm(dim=-1)  # (layers + 1, B, S)
     upd = (res[1:] - res[:-1]).norm(dim=-1)  # (layers, B, S)
     upd = torch.cat([upd, torch.full_like(upd[:1], float("nan"))])
+    first = torch.arange(S, device=mask.device).unsqueeze(0) == mask.long().argmax(1, keepdim=True)  # (B, S): first real slot
+    selections = {name: mask & (kind == k).unsqueeze(0) for k, name in enumerate(KINDS)}
+    selections.update(slot0=first & mask, prompt_rest=selections["prompt"] & ~first)
     out = {}
-    for k, name in enumerate(KINDS):
-        sel = mask & (kind == k).unsqueeze(0)
+    for name, sel in selections.items():
         if sel.any():
             out[name] = torch.stack([norms[:, sel].mean(1), upd[:, sel].mean(1)], dim=1)
     return out
@@ -118,9 +128,9 @@ def model_encode(model, spec, examples, config: dict):
 
 def draw_residual(rows: list[dict]):
     """Two panels: the residual norm per layer (log scale) and each layer's update norm, a line per
-    (run, position kind): solid prompt, dashed input, dotted sink."""
+    (run, position group): solid prompt, dashed input, dotted sink, dash-dot the first slot."""
     fig, axes = figure((11, 4), 1, 2)
-    style = {"prompt": "-", "input": "--", "sink": ":"}
+    style = {"prompt": "-", "input": "--", "sink": ":", "slot0": "-."}
     runs = list(dict.fromkeys(x["label"] for x in rows))
     for i, run in enumerate(runs):
         for kind, ls in style.items():

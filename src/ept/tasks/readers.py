@@ -245,25 +245,25 @@ def read_table(path: Path, f: LocalFile, keys: tuple[str, ...], display: str) ->
     fmt = table_format(path, f)
     if not path.is_file():
         raise DataError(f"{display}: file not found")
-    builder, kwargs = {"csv": ("csv", {"keep_default_na": False}), "tsv": ("csv", {"sep": "\t", "keep_default_na": False}),
+    mapping = dict(f.fields)
+    # Every csv/tsv cell is text and is kept as written: pandas would guess "007" -> 7, "1.50" -> 1.5,
+    # "NA" -> NaN. Labels are left to pandas (numbers in a label column are label ids or targets).
+    text = {mapping.get(key, key): str for key in keys if key != "label"}
+    builder, kwargs = {"csv": ("csv", {"keep_default_na": False, "converters": text}),
+                       "tsv": ("csv", {"sep": "\t", "keep_default_na": False, "converters": text}),
                        "jsonl": ("json", {}), "parquet": ("parquet", {})}[fmt]
     datasets.disable_progress_bars()
     try:
         rows = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
     except Exception as err:  # noqa: BLE001 - pandas/pyarrow parse errors: name the file
         raise DataError(f"{display}: cannot read as {fmt} ({' '.join(str(err).split())[:300]})") from None
-    mapping = dict(f.fields)
     missing = {key: mapping.get(key, key) for key in keys if mapping.get(key, key) not in rows.column_names}
     if missing:
         wanted = ", ".join(f"{col!r} (for {key})" if col != key else repr(col) for key, col in missing.items())
         raise DataError(f"{display}: no column {wanted}; columns present: {', '.join(rows.column_names)}")
-    text = fmt in ("csv", "tsv")  # every cell of a csv is text; pandas may have read "3" as 3
-    offset = 2 if text else 1
+    offset = 2 if fmt in ("csv", "tsv") else 1  # the header line
     for i, row in enumerate(rows):
-        record = {key: row[mapping.get(key, key)] for key in keys}
-        if text:
-            record = {k: v if v is None or isinstance(v, str) or k == "label" else str(v) for k, v in record.items()}
-        yield Row(i + offset, record)
+        yield Row(i + offset, {key: row[mapping.get(key, key)] for key in keys})
 
 
 READ: dict[str, Callable[..., Iterator[Row]]] = {
