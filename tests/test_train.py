@@ -77,6 +77,33 @@ def test_resume_after_sigkill_gives_the_same_results(tiny_bert, data_dir, tmp_pa
     assert steps == list(range(1, 41))
 
 
+def test_checkpoints_between_evaluations_resume_to_the_same_results(tiny_bert, data_dir, tmp_path, monkeypatch):
+    """`checkpoint_every`: last/ is also written between evaluations (here at step 5 of an eval_every
+    of 20), a run stopped after it resumes from there to the uninterrupted run's results, and the
+    setting is not part of the run's identity (the same folder resumes without it)."""
+    import ept.training.recipe as T
+
+    reference = run(_cfg(tiny_bert, data_dir, tmp_path / "ref", steps=20, eval_every=20), progress=False)
+    out = tmp_path / "cut"
+    real_step, calls = T.train_step, []
+
+    def stopped(*args, **kw):
+        calls.append(1)
+        if len(calls) > 7:
+            raise KeyboardInterrupt
+        return real_step(*args, **kw)
+
+    monkeypatch.setattr(T, "train_step", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        run(_cfg(tiny_bert, data_dir, out, steps=20, eval_every=20, checkpoint_every=5), progress=False)
+    monkeypatch.setattr(T, "train_step", real_step)
+    state = json.loads((out / "last" / "state.json").read_text())
+    assert state["step"] == 5 and state["best"]["step"] is None  # a checkpoint no evaluation made
+    resumed = run(_cfg(tiny_bert, data_dir, out, steps=20, eval_every=20), progress=False)
+    assert _metrics(resumed) == _metrics(reference)
+    assert [json.loads(line)["step"] for line in (out / "steps.jsonl").read_text().splitlines()] == list(range(1, 21))
+
+
 def test_overflow_stops_with_a_clear_message(tiny_bert, data_dir, tmp_path):
     results = run(_cfg(tiny_bert, data_dir, tmp_path / "nan", lr=1e30), progress=False)
     assert results["status"] == "failed"

@@ -21,7 +21,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 DECISION = ROOT / "results" / "smollm2-prereg" / "B" / "decision.json"
 SHARED = ("backbone", "template", "label_score_eos", "precision", "batch_size", "eval_batch_size", "weight_decay",
-          "lr_scheduler", "warmup_steps", "max_grad_norm", "decay_norm_and_bias", "group_by_length", "tensorboard")
+          "lr_scheduler", "warmup_steps", "max_grad_norm", "decay_norm_and_bias", "group_by_length", "tensorboard",
+          "checkpoint_every")
 
 
 def grids(lr: dict, seeds: list[int], pt1: bool = False, extra: dict | None = None) -> list[dict]:

@@ -43,6 +43,10 @@ class TrainConfig:
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay", "min": 0})
     batch_size: int = field(default=16, metadata={"help": "global batch size (split over processes)", "min": 1})
     eval_every: int = field(default=100, metadata={"help": "steps between validation runs and checkpoints (paper: 1000)", "min": 1})
+    checkpoint_every: int | None = field(default=None, metadata={
+        "help": "steps between resume checkpoints (last/) besides those at each evaluation: a slow run "
+                "killed between evaluations loses at most this many steps. Not in the run's identity", "min": 1,
+        "unset": "eval_every"})
     eval_batch_size: int = field(default=64, metadata={"help": "evaluation batch size", "min": 1})
     max_eval_examples: int | None = field(default=None, metadata={
         "help": "cap validation/test size (CPU budgets); None = all", "min": 1, "unset": "all examples"})

@@ -465,7 +465,8 @@ class Recipe:
                         self.cfg.eval_batch_size, self.accelerator.device, self.accelerator)
 
     def train(self) -> None:
-        """Steps data.start..cfg.steps; evaluation + checkpoint every eval_every."""
+        """Steps data.start..cfg.steps; evaluation + checkpoint every eval_every, and a resume
+        checkpoint (last/ only) every checkpoint_every steps in between."""
         cfg, data, model, spec = self.cfg, self.data, self.model, self.data.spec
         device, rank = self.accelerator.device, self.accelerator.process_index
         if data.start == 0 and model.pair_head is not None:
@@ -488,8 +489,10 @@ class Recipe:
                 return
             with torch.no_grad():
                 self.log.step(step + 1, loss=loss, mu_t=mu, raw_norm=raw_norm(model), lr=lr)
-            if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+            evaluating = (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps
+            if evaluating:
                 self._evaluated(step + 1, self.validate())
+            if evaluating or (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0):
                 if self.main:  # checkpoint last: everything up to here is redone identically after a kill
                     self.ckpt.save_last(model, self.opt, device, step + 1, self.best)
                 self.accelerator.wait_for_everyone()  # best/ is written before any process reads it (test)

@@ -35,7 +35,8 @@ STATE, LAST_METHOD, LAST_OPTIMIZER, LAST_RNG = "state.json", "method.safetensors
 LOCK, OWNER = ".lock", ".owner.json"
 SWEEP_MANIFEST = "sweep.json"
 # TrainConfig fields that do not change a run's numbers: left out of its identity.
-NOT_IDENTITY = ("out", "tensorboard", "overwrite", "threads", "compile", "precision_fallback", "task_file")
+NOT_IDENTITY = ("out", "tensorboard", "overwrite", "threads", "compile", "precision_fallback", "task_file",
+                "checkpoint_every")
 # Fields added after runs existed, left out of the identity while at these values (what every
 # earlier run did): the config_hash of a run that does not use them stays what it was.
 NEUTRAL_WHEN = {"precision": "auto", "group_by_length": False, "template": "t5", "label_score_eos": True,
