@@ -129,16 +129,15 @@ def _read_rows(path: str) -> list[dict]:
 
 
 def _check_rows(rows: list, names) -> None:
-    """Task names and text types, before any weights load (the server checks them again)."""
-    from ept.serving.server import RowError
+    """Each row's shape and task name before any weights load (`parse_row` reads the fields later,
+    against the task)."""
+    from ept.serving.server import RowError, row_input_key, row_task
 
     for i, row in enumerate(rows):
-        task = row.get("task") if isinstance(row, dict) else None
-        if task not in names:
+        task = row_task(row, i)
+        if not isinstance(task, str) or task not in names:
             raise RowError(i, f"task {task!r} has no --prompt; prompts: {', '.join(names)}")
-        text = row.get("text", "")
-        if not isinstance(text, str):
-            raise RowError(i, f"\"text\" must be a string, got {type(text).__name__} {text!r:.40}")
+        row_input_key(row, i)
 
 
 def run(args) -> int:

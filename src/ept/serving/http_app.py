@@ -45,7 +45,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, model_validator
 
 from ept.serving.batcher import DynamicBatcher, QueueFull
-from ept.serving.server import TaskNotServed
+from ept.serving.server import ONE_INPUT, TaskNotServed
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 REQUEST_ID, REQUEST_ID_TEXT = "ept.request_id", re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")  # scope key; a caller's id we keep
@@ -92,8 +92,7 @@ class Row(BaseModel):
     @model_validator(mode="after")
     def _one_input(self):
         if sum(getattr(self, k) is not None for k in ("inputs", "fields", "text", "source")) != 1:
-            raise ValueError('give exactly one of "inputs" (the task\'s fields by name), "fields" (a non-empty list of '
-                             'strings), "text" (a one-field task) or "source" (an already formatted input)')
+            raise ValueError(ONE_INPUT)
         return self
 
     def as_row(self) -> dict:

@@ -129,6 +129,29 @@ class TaskRegistry:
 
 
 INPUT_KEYS = ("inputs", "fields", "text", "source")
+ONE_INPUT = ('give exactly one of "inputs" (the task\'s fields by name), "fields" (a list in the task\'s field order), '
+             '"text" (a one-field task) or "source" (an already formatted input)')
+
+
+# The shape of a row, checked in one place: `parse_row` here, `ept serve`'s check before any weights
+# load (ept.commands.serve) and the HTTP request model's message (ept.serving.http_app.Row).
+def row_task(row, i: int):
+    """The task a row names (any value: the caller looks it up), once it is an object at all."""
+    if not isinstance(row, dict):
+        raise RowError(i, f"expected an object with \"task\" and \"inputs\", \"fields\", \"text\" or \"source\", "
+                          f"got {type(row).__name__}")
+    return row.get("task")
+
+
+def row_input_key(row: dict, i: int) -> str:
+    """Which ONE of INPUT_KEYS a row gives its input by; "text" and "source" must be strings."""
+    given = [k for k in INPUT_KEYS if k in row]
+    if len(given) != 1:
+        raise RowError(i, f"{ONE_INPUT}; got keys {sorted(row)}")
+    key = given[0]
+    if key in ("text", "source") and not isinstance(row[key], str):
+        raise RowError(i, f"\"{key}\" must be a string, got {type(row[key]).__name__} {row[key]!r:.40}")
+    return key
 
 
 def parse_row(row, i: int, registry: TaskRegistry, kind: str) -> tuple[ServedTask, str, str | None]:
@@ -143,17 +166,8 @@ def parse_row(row, i: int, registry: TaskRegistry, kind: str) -> tuple[ServedTas
     served by its label words only (`--labels`) has no field names: "fields"/"text" are its raw
     segments. Values must be strings: a null, list or dict is an error, never scored as "None".
     """
-    if not isinstance(row, dict):
-        raise RowError(i, f"expected an object with \"task\" and \"inputs\", \"fields\", \"text\" or \"source\", "
-                          f"got {type(row).__name__}")
-    task = registry.get(row.get("task"), i)  # TaskNotServed, naming the row
-    given = [k for k in INPUT_KEYS if k in row]
-    if len(given) != 1:
-        raise RowError(i, f"give exactly one of \"inputs\" (fields by name), \"fields\" (a list), \"text\" "
-                          f"(a one-field task) or \"source\" (an already formatted input); got keys {sorted(row)}")
-    key = given[0]
-    if key in ("text", "source") and not isinstance(row[key], str):
-        raise RowError(i, f"\"{key}\" must be a string, got {type(row[key]).__name__} {row[key]!r:.40}")
+    task = registry.get(row_task(row, i), i)  # TaskNotServed, naming the row
+    key = row_input_key(row, i)
     if key == "source":
         if task.mode == "siamese":
             raise RowError(i, f"task {task.name!r} scores sentence pairs: give its two sides in \"fields\" or \"inputs\"")
