@@ -26,6 +26,7 @@ SST2_TEST_MAJORITY = 444 / 872 * 100  # positive rows of the 872 GLUE dev rows
 RTE_TEST_MAJORITY = 76 / 139 * 100    # entailment rows of the 139 test rows (split seed 42)
 FAIL_MARGIN, TOST_MARGIN = 3.0, 2.0
 ARMS_C = {"PT": ("pt", {}), "EPT": ("ept", {}), "PT1": ("pt", {"num_tokens": 1})}
+C_SEEDS = (2, 3, 4, 5, 6)
 
 
 # ------------------------------------------------------------------------------ reading
@@ -187,6 +188,17 @@ def correctness(run: dict) -> np.ndarray:
     return np.array([float(p["prediction"] == p["label"]) for p in preds])
 
 
+def test_accuracy(run: dict) -> float:
+    """The run's test accuracy from its per-row predictions (unrounded), checked against results.json
+    (which rounds): the number the endpoint uses, one per (arm, seed)."""
+    c = correctness(run)
+    acc, recorded = 100 * float(c.mean()) if len(c) else float("nan"), main_score(run, "test")
+    if not len(c) or abs(acc - recorded) > 0.051:
+        raise ValueError(f"{run['dir']}: predictions-test.jsonl gives accuracy {acc:.3f} on {len(c)} rows, "
+                         f"results.json says {recorded}: the run's files disagree")
+    return acc
+
+
 def verdict(lo95: float, hi90: float) -> str:
     if lo95 > 0:
         return "beats"
@@ -196,8 +208,8 @@ def verdict(lo95: float, hi90: float) -> str:
 
 
 def compare(name_a: str, name_b: str, arms: dict, report: list[str]) -> dict:
-    a = np.array([main_score(r, "test") for r in arms[name_a]])
-    b = np.array([main_score(r, "test") for r in arms[name_b]])
+    a = np.array([test_accuracy(r) for r in arms[name_a]])
+    b = np.array([test_accuracy(r) for r in arms[name_b]])
     d, lo95, hi95 = welch(a, b, 0.95)
     _, lo90, hi90 = welch(a, b, 0.90)
     blo, bhi = bootstrap(np.stack([correctness(r) for r in arms[name_a]]),
@@ -230,8 +242,11 @@ def stage_c(report: list[str]) -> dict | None:
         z = json.loads(zero.read_text())
         report.append(f"| no prompt (frozen, zero-shot) | — | {z['accuracy']:.1f} | — | — |")
     report.append("")
-    if n_done < 15:
-        report += [f"{n_done} of 15 runs finished: no verdict yet.", ""]
+    missing = [f"{arm} seed {seed}" for arm in ARMS_C for seed in C_SEEDS
+               if seed not in {r["config"]["seed"] for r in arms.get(arm, [])}]
+    if missing:
+        report += [f"{n_done} of {len(ARMS_C) * len(C_SEEDS)} runs finished (missing: {', '.join(missing)}): "
+                   "no verdict yet.", ""]
         return None
     report += ["| contrast | d | Welch 95% | Welch 90% (TOST) | seed x row bootstrap 95% | verdict |",
                "| --- | --- | --- | --- | --- | --- |"]
@@ -241,16 +256,27 @@ def stage_c(report: list[str]) -> dict | None:
 
 
 # ------------------------------------------------------------------------------ D, E, curves
-def paired_stage(stage: str, title: str, report: list[str], majority: float | None = None) -> None:
+def paired_stage(stage: str, title: str, report: list[str], majority: float | None = None,
+                 paired_with: str | None = None) -> None:
+    """A described (not tested) stage: its runs; with `paired_with`, each run's test difference to
+    the same arm and seed there (stage D against C, as preregistered); with `majority`, E's rule."""
     rs = [r for r in runs(stage) if r["results"]]
     report += [f"## {title}", ""]
     if not rs:
         report += ["No finished run yet.", ""]
         return
-    report += ["| run | method | seed | validation | test | final mu_t |", "| --- | --- | --- | --- | --- | --- |"]
+    partner = {(arm_of(r), r["config"]["seed"]): r for r in runs(paired_with) if r["results"]} if paired_with else {}
+    extra = f" | {paired_with} (same arm, seed) | difference" if paired_with else ""
+    report += [f"| run | method | seed | validation | test | final mu_t{extra} |",
+               "| --- " * (6 + 2 * bool(paired_with)) + "|"]
     for r in rs:
-        report.append(f"| {r['name']} | {arm_of(r)} | {r['config']['seed']} | {main_score(r, 'validation'):.1f} | "
-                      f"{main_score(r, 'test'):.1f} | {r['results']['final_mu_t']:.3g} |")
+        row = (f"| {r['name']} | {arm_of(r)} | {r['config']['seed']} | {main_score(r, 'validation'):.1f} | "
+               f"{main_score(r, 'test'):.1f} | {r['results']['final_mu_t']:.3g} |")
+        if paired_with:
+            other = partner.get((arm_of(r), r["config"]["seed"]))
+            row += (f" {main_score(other, 'test'):.1f} | {main_score(r, 'test') - main_score(other, 'test'):+.1f} |"
+                    if other else " not finished | – |")
+        report.append(row)
     if majority is not None:
         by_arm: dict[str, list] = {}
         for r in rs:
@@ -258,8 +284,10 @@ def paired_stage(stage: str, title: str, report: list[str], majority: float | No
         means = {a: float(np.mean(v)) for a, v in by_arm.items()}
         informative = any(abs(m - majority) > FAIL_MARGIN for m in means.values())
         report.append("")
-        report.append(f"Majority class {majority:.1f}; arm means {means}: "
-                      + ("informative." if informative else "**uninformative** (preregistered rule): no verdict."))
+        shown = ", ".join(f"{a} {m:.1f}" for a, m in sorted(means.items()))
+        diff = f" EPT - PT {means['EPT'] - means['PT']:+.1f} (described, not tested)." if {"EPT", "PT"} <= set(means) else ""
+        report.append(f"Majority class {majority:.1f}; arm means {shown}: "
+                      + (f"informative.{diff}" if informative else "**uninformative** (preregistered rule): no verdict."))
     report.append("")
 
 
@@ -269,7 +297,7 @@ def curves(report: list[str]) -> None:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    for stage in ("B", "C"):
+    for stage in ("B", "C", "D", "E"):
         rs = runs(stage)
         if not rs:
             continue
@@ -298,7 +326,7 @@ def main(argv=None) -> int:
     if args.stage == "all":
         stage_b(report)
         stage_c(report)
-        paired_stage("D", "Stage D: sink token before P' (seeds 2-3)", report)
+        paired_stage("D", "Stage D: sink token before P' (seeds 2-3)", report, paired_with="C")
         paired_stage("E", "Stage E: RTE (seeds 2-4, 400 steps)", report, RTE_TEST_MAJORITY)
         curves(report)
     (RES / "analysis.md").write_text("\n".join(report) + "\n")

@@ -1,0 +1,148 @@
+"""The preregistered SmolLM2 analysis (experiments/smollm2_prereg/analyze.py), tested on synthetic
+run folders before stage C's results exist: the statistics against scipy, the lr rule with its
+tie-break, the decision rule at its boundaries, and a whole B -> C -> D -> E report."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def analyze(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("prereg_analyze", ROOT / "experiments" / "smollm2_prereg" / "analyze.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "RES", tmp_path)
+    return module
+
+
+def _run(res: Path, stage: str, name: str, method: str, seed: int, lr: float, validation: float,
+         correct: np.ndarray | None = None, options: dict | None = None) -> None:
+    """A finished run folder as `ept train` writes it (the files the analysis reads)."""
+    folder = res / stage / name
+    folder.mkdir(parents=True)
+    cfg = {"method": method, "seed": seed, "lr": lr, **({"method_options": options} if options else {})}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    test = None
+    if correct is not None:
+        labels = np.arange(len(correct)) % 2
+        preds = np.where(correct == 1, labels, 1 - labels)
+        (folder / "predictions-test.jsonl").write_text("".join(
+            json.dumps({"row": i, "prediction": int(p), "label": int(y)}) + "\n" for i, (p, y) in enumerate(zip(preds, labels))))
+        test = {"accuracy": round(100 * float(correct.mean()), 2)}
+    (folder / "results.json").write_text(json.dumps({
+        "status": "finished", "main_metric": "accuracy", "validation": {"accuracy": validation}, "test": test,
+        "best_step": 200, "final_mu_t": 10.0}))
+
+
+def test_welch_interval_is_scipys(analyze):
+    a, b = np.array([88.1, 86.9, 90.2, 87.5, 89.0]), np.array([84.0, 88.8, 79.5, 86.1, 83.3])
+    for level in (0.95, 0.90):
+        d, lo, hi = analyze.welch(a, b, level)
+        want = stats.ttest_ind(a, b, equal_var=False).confidence_interval(level)
+        assert d == pytest.approx(a.mean() - b.mean())
+        assert (lo, hi) == pytest.approx((want.low, want.high))
+
+
+def test_bootstrap_is_seeded_and_centred(analyze):
+    rng = np.random.default_rng(1)
+    base = (rng.random((5, 872)) < 0.85).astype(float)
+    lo, hi = analyze.bootstrap(base, base.copy())
+    assert lo < 0 < hi and abs(lo + hi) < 0.5  # the same runs in both arms: seed resampling only, centred on 0
+    worse = base.copy()
+    worse[:, :87] = 0  # arm b loses ~10% of the rows in every seed
+    d = 100 * (base.mean() - worse.mean())
+    lo, hi = analyze.bootstrap(base, worse)
+    assert 0 < lo < d < hi
+    assert analyze.bootstrap(base, worse) == (lo, hi)  # seeded: the same interval every time
+
+
+@pytest.mark.parametrize("lo95, hi90, want", [
+    (0.1, 3.0, "beats"), (0.0, 1.9, "is not better than"), (-5.0, 1.99, "is not better than"),
+    (-0.5, 2.0, "inconclusive against"), (-3.0, 4.0, "inconclusive against")])
+def test_decision_rule_boundaries(analyze, lo95, hi90, want):
+    assert analyze.verdict(lo95, hi90) == want
+
+
+def test_lr_rule_takes_the_best_mean_and_breaks_ties_upwards(analyze, tmp_path):
+    # pt: 0.03 best on the mean; ept: 0.03 and 0.3 tie -> 0.3 (the paper's side)
+    val = {("pt", 0.003): (80, 82), ("pt", 0.03): (85, 86), ("pt", 0.3): (90, 70),
+           ("ept", 0.003): (60, 61), ("ept", 0.03): (70, 72), ("ept", 0.3): (72, 70)}
+    for (method, lr), scores in val.items():
+        for seed, v in enumerate(scores):
+            _run(tmp_path, "B", f"{method}-{lr}-s{seed}", method, seed, lr, v)
+    report: list[str] = []
+    decision = analyze.stage_b(report)
+    assert decision["lr"] == {"pt": 0.03, "ept": 0.3} and decision["pt1_lr"] == 0.03
+    assert json.loads((tmp_path / "B" / "decision.json").read_text())["lr"] == decision["lr"]
+
+
+def test_an_unfinished_stage_draws_no_verdict_and_names_what_is_missing(analyze, tmp_path):
+    rng = np.random.default_rng(0)
+    for seed in (2, 3, 4, 5):  # one seed short in every arm
+        for arm, (method, opts) in analyze.ARMS_C.items():
+            _run(tmp_path, "C", f"{arm}-s{seed}", method, seed, 0.3, 80, (rng.random(872) < 0.8).astype(float), opts)
+    report: list[str] = []
+    assert analyze.stage_c(report) is None
+    text = "\n".join(report)
+    assert "12 of 15 runs finished (missing: PT seed 6, EPT seed 6, PT1 seed 6)" in text and "beats" not in text
+    assert not (tmp_path / "B" / "decision.json").exists()
+    report = []
+    assert analyze.stage_b(report) is None and "0 of 12 runs finished" in "\n".join(report)
+
+
+def test_a_whole_report_from_b_to_e(analyze, tmp_path):
+    """C: EPT clearly above PT (verdict "beats"), PT1 equal to PT ("not better" at the 2-point margin);
+    D is paired with C's same seeds; E's arms near the majority are declared uninformative."""
+    rng = np.random.default_rng(0)
+    truth = {"PT": 0.80, "EPT": 0.88, "PT1": 0.80}
+    shared = rng.random(872)  # row difficulty shared by the arms, as real test rows are
+    acc: dict[str, list[float]] = {}
+    for arm, (method, opts) in analyze.ARMS_C.items():
+        for seed in analyze.C_SEEDS:
+            noise = rng.normal(0, 0.004)
+            correct = (shared < truth[arm] + noise).astype(float)
+            acc.setdefault(arm, []).append(100 * correct.mean())
+            _run(tmp_path, "C", f"{arm}-s{seed}", method, seed, 0.3, 85, correct, opts)
+    for arm, shift in (("PT", 0.0), ("EPT", -0.02)):
+        method, opts = analyze.ARMS_C[arm]
+        for seed in (2, 3):
+            _run(tmp_path, "D", f"{arm}-sink-s{seed}", method, seed, 0.3, 85,
+                 (shared < truth[arm] + shift).astype(float), opts)
+    for arm in ("PT", "EPT"):
+        for seed in (2, 3, 4):
+            _run(tmp_path, "E", f"{arm}-s{seed}", arm.lower(), seed, 0.3, 55, (rng.random(139) < 0.55).astype(float))
+    report: list[str] = []
+    out = analyze.stage_c(report)
+    assert out["EPT - PT"]["verdict"] == "beats"
+    assert out["EPT - PT"]["difference"] == pytest.approx(np.mean(acc["EPT"]) - np.mean(acc["PT"]))  # unrounded
+    lo, hi = out["EPT - PT"]["bootstrap95"]
+    assert 0 < lo < out["EPT - PT"]["difference"] < hi
+    assert out["PT1 - PT"]["verdict"] == "is not better than"
+    analyze.paired_stage("D", "D", report, paired_with="C")
+    analyze.paired_stage("E", "E", report, analyze.RTE_TEST_MAJORITY)
+    text = "\n".join(report)
+    d_rows = [line for line in text.splitlines() if line.startswith("| EPT-sink-s")]
+    d_ept = 100 * (shared < truth["EPT"] - 0.02).mean()
+    want = [f"| {round(acc['EPT'][i], 2):.1f} | {round(d_ept, 2) - round(acc['EPT'][i], 2):+.1f} |" for i in (0, 1)]
+    assert [line[-len(w):] for line, w in zip(d_rows, want)] == want  # each against C's same seed (2, 3)
+    assert "**uninformative** (preregistered rule)" in text
+
+
+def test_files_that_disagree_stop_the_analysis(analyze, tmp_path):
+    correct = np.ones(872)
+    _run(tmp_path, "C", "bad", "pt", 2, 0.3, 80, correct)
+    results = tmp_path / "C" / "bad" / "results.json"
+    r = json.loads(results.read_text())
+    r["test"]["accuracy"] = 90.0  # the predictions say 100
+    results.write_text(json.dumps(r))
+    with pytest.raises(ValueError, match="bad: predictions-test.jsonl gives accuracy 100.000 on 872 rows"):
+        analyze.test_accuracy(analyze.runs("C")[0])
