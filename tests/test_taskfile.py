@@ -133,6 +133,11 @@ def test_given_splits_and_split_sizes(tmp_path):
     only = {**TICKETS, "data": {"train": "train.csv"}}  # the protocol with no evaluation file: carved from train
     (tmp_path / "only.yaml").write_text(yaml.safe_dump(only, sort_keys=False))
     assert load_task(read_task_file(tmp_path / "only.yaml").spec).sizes() == {"train": 32, "validation": 4, "test": 4}
+    from ept.tasks.check import check_task
+
+    # `ept data check`: such a file is whole (not "partial", the word for a built-in missing official rows)
+    check = check_task(read_task_file(tmp_path / "only.yaml").spec, None)
+    assert (check.status, check.notes) == ("complete", ["no evaluation file: validation and test are carved from train"])
     assert path.exists()
 
 

@@ -58,7 +58,10 @@ def check_task(name: str | TaskSpec, data_dir: Path | None, seed: int = 42) -> T
     check.fallbacks = _validate_fallbacks(spec, root, used_paths, already_read, check)
     check.sizes = {"train": len(split.train), "validation": len(split.validation), "test": len(split.test)}
     check.rule = split.rule
-    eval_full = raw.eval is not None and len(raw.eval) >= COMPLETE_FRACTION * spec.eval_size
+    # A task file that names no evaluation file is whole with its train file: the protocol carves
+    # validation and test from it, as the file asks. "partial" is for a built-in missing official rows.
+    carved = bool(spec.data_root) and not spec.local_eval and raw.eval is None
+    eval_full = carved or (raw.eval is not None and len(raw.eval) >= COMPLETE_FRACTION * spec.eval_size)
     check.status = "complete" if raw.train_complete and eval_full else "partial"
     check.notes = _short_notes(spec, eval_full, raw, used, read)
     if not spec.data_root:  # a task file's folder may hold anything: only the built-ins' folders are listed
@@ -101,7 +104,9 @@ def _short_notes(spec: TaskSpec, eval_full: bool, raw, used, read) -> list[str]:
         notes.append("no train")
     elif not raw.train_complete:
         notes.append(f"train sample {len(raw.train):,} of {spec.train_size:,}")
-    if raw.eval is None:
+    if raw.eval is None and eval_full:  # a task file without an evaluation file
+        notes.append("no evaluation file: validation and test are carved from train")
+    elif raw.eval is None:
         notes.append("no official validation")
     elif not eval_full:
         notes.append(f"eval sample {len(raw.eval):,} of {spec.eval_size:,}")
