@@ -271,6 +271,12 @@ def test_sweep_over_two_task_files(tmp_path, mini_data):
     assert [r.name for r in sweep.runs] == ["tickets-ept-s0", "tickets-plain-ept-s0", "sst2-ept-s0"]
     assert sweep.runs[0].config["task_spec"]["template"] == TICKETS["template"]
     assert sweep.runs[2].config["task_spec"] is None
+    # a task_overrides key names its task however either is spelled ("./x", an absolute path, "a/../x")
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({
+        "out": str(tmp_path / "runs"), "steps": 2, "data_dir": str(mini_data),
+        "grid": {"task": ["./tasks/tickets.yaml", f"{tmp_path}//tasks/plain.yaml"]},
+        "task_overrides": {"tasks/../tasks/tickets.yaml": {"steps": 3}, str(tmp_path / "tasks" / "plain.yaml"): {"steps": 4}}}))
+    assert [r.config["steps"] for r in load_spec(tmp_path / "spec.yaml").runs] == [3, 4]
 
 
 # ---------------------------------------------------------------------- serving = ept eval

@@ -328,13 +328,15 @@ def _named(values: dict) -> dict:
 
 
 def task_files_from(spec, base: Path):
-    """The spec with every relative task file path (task, grid/grids task lists, task_overrides
-    keys) made absolute from `base`, the spec's folder, as a task file's data paths are."""
+    """The spec with every task file path (task, grid/grids task lists, task_overrides keys) in one
+    spelling: relative ones made absolute from `base`, the spec's folder, as a task file's data
+    paths are, and every one resolved, so "./t.yaml", "t.yaml" and "/abs//t.yaml" name one task
+    (a task_overrides key matches its grid entry however either is written)."""
     from ept.tasks.taskfile import is_task_file
 
     def fix(value):
-        if is_task_file(value) and not Path(value).expanduser().is_absolute():
-            return str((base / value).resolve())
+        if is_task_file(value):
+            return str((base / Path(value).expanduser()).resolve())  # base / an absolute path = that path
         return value
 
     def fix_grid(grid):
