@@ -4,7 +4,7 @@
 - the hardware has fast bf16 arithmetic: a CUDA device with bf16 support, or a CPU with AMX tiles
   or AVX-512-BF16 (`torch.cpu._is_amx_tile_supported` / `_is_avx512_bf16_supported`; torch's
   `get_cpu_capability()` stops at "AVX512" and does not say);
-- the backbone is pre-LN (`causal`, `seq2seq`): every block normalises its input, so bf16's 8-bit
+- the backbone is pre-LN (`Kind.pre_layernorm`: `causal`, `seq2seq`): every block normalises its input, so bf16's 8-bit
   mantissa is rounding noise, not a change of the model. Post-LN encoders (BERT, MiniLM) stay fp32;
 - the run does not tune a prompt on a frozen backbone. A prompt of norm 1e4 (EPT's, at lr 0.3)
   sits in the residual stream where bf16's spacing (~1e4 / 2^8 = 40) exceeds what a layer adds to
@@ -31,9 +31,10 @@ import warnings
 
 import torch
 
+from ept.kinds import KINDS
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DTYPE_NAMES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}  # TrainConfig.dtype -> precision
-PRE_LN_KINDS = ("causal", "seq2seq")
 
 
 class PrecisionError(ValueError):
@@ -67,7 +68,7 @@ def resolve_precision(requested: str, device: torch.device, kind: str, dtype: st
     if requested == "auto":
         if dtype != "float32":
             return DTYPE_NAMES[dtype]
-        fast = kind in PRE_LN_KINDS and not prompt and fast_low_precision(device, "bf16")[0]
+        fast = KINDS.get(kind).pre_layernorm and not prompt and fast_low_precision(device, "bf16")[0]
         return "bf16" if fast else "fp32"
     if requested not in DTYPES:
         raise ValueError(f"precision={requested!r} is not allowed; allowed: auto, {', '.join(DTYPES)}")

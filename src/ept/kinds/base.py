@@ -90,6 +90,7 @@ class Kind:
     auto_class = "AutoModel"  # the transformers class that loads such a backbone
     peft_task_type = "FEATURE_EXTRACTION"  # the PEFT adapter's task type in an export
     absolute_positions = False  # positions past max_position_embeddings crash (BERT), not extrapolate
+    pre_layernorm = False  # every block normalises its input: bf16 is rounding noise there (ept.precision)
 
     @staticmethod
     def prepare_tokenizer(tokenizer, name: str) -> None:

@@ -26,6 +26,7 @@ class Seq2SeqKind(Kind):
     eval_modes = ("rank", "generate")
     auto_class = "AutoModelForSeq2SeqLM"
     peft_task_type = "SEQ_2_SEQ_LM"
+    pre_layernorm = True  # T5 (and the decoder-only LMs, `CausalKind`, which inherit this)
 
     # ------------------------------------------------------------------ rows
     @staticmethod
