@@ -284,6 +284,28 @@ def test_a_nan_checkpoint_is_refused_before_training(unfinished, tiny_bert, data
     assert not (unfinished / "results.json").exists()
 
 
+def test_a_checkpoint_of_mixed_steps_is_refused(unfinished, tiny_bert, data_dir, capsys):
+    """last/'s files are replaced one by one: a disk that fills after the first, or a copy taken
+    mid-write, leaves one step's weights beside another step's optimizer and counter. state.json
+    records the files it was written with (and best/'s weights, written just before); a checkpoint
+    that mixes files is refused, naming the file, before any step runs."""
+    from safetensors.torch import load_file, save_file
+
+    state = json.loads((unfinished / "last" / "state.json").read_text())
+    assert set(state["files"]) == {"last/method.safetensors", "last/optimizer.safetensors", "last/rng.safetensors",
+                                   "best/method.safetensors"}
+    for name in ("last/method.safetensors", "best/method.safetensors"):
+        path = unfinished / name
+        original = path.read_bytes()
+        save_file({k: v + 1e-3 for k, v in load_file(str(path)).items()}, str(path))  # "another step's"
+        assert main(_flags(tiny_bert, data_dir, unfinished)) == 2
+        err = capsys.readouterr().err
+        assert f"{path} is not the file {unfinished / 'last' / 'state.json'} was written with" in err
+        assert "delete" in err and not (unfinished / "results.json").exists()
+        path.write_bytes(original)
+    assert main(_flags(tiny_bert, data_dir, unfinished)) == 0  # the files back: it resumes and finishes
+
+
 def test_resuming_with_another_thread_count_warns(unfinished, tiny_bert, data_dir, capsys):
     state = json.loads((unfinished / "last" / "state.json").read_text())
     assert state["threads"] == 1

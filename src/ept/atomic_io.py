@@ -34,6 +34,16 @@ def atomic_write_text(path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def file_digest(data) -> str:
+    """"sha256:<hex>" of a file (a path) or of bytes: what a checkpoint's state.json records of the
+    files it was written with, so a mixed checkpoint is caught (`ept.training.checkpointer`)."""
+    import hashlib
+
+    if not isinstance(data, (bytes, bytearray)):
+        data = Path(data).read_bytes()
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
 def atomic_write_json(path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 

@@ -3,6 +3,12 @@
 safetensors + JSON, written atomically (`ept.training.rundir`); every checkpoint is validated before it is
 used, so a run killed at any point resumes from its last checkpoint to bit-identical results
 (torchtune's `Checkpointer` is the model: one object that owns what a recipe saves and loads).
+
+last/ is four files, each replaced atomically but not together: state.json, written last, records
+the sha256 of the three it goes with and of best/'s weights (`files`). A checkpoint whose files are not those (a write that
+failed half way, a disk that filled after the first file, a copy or `git add` taken while a
+checkpoint was being written) is refused at resume, naming the file, instead of resuming one
+step's weights with another step's optimizer and counter (`check_last`).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import contextlib
 
 import torch
 
+from ept.atomic_io import file_digest
 from ept.checkpoint import CheckpointError, check_state, load_state, read_tensors, save_method, trainable_state
 from ept.config import TrainConfig, task_meta
 from ept.training.rundir import LAST_METHOD, LAST_OPTIMIZER, LAST_RNG, STATE, RunDir, atomic_save_tensors, atomic_write_json, \
@@ -19,6 +26,37 @@ from ept.training.rundir import LAST_METHOD, LAST_OPTIMIZER, LAST_RNG, STATE, Ru
 
 def optimizer_params(opt) -> list[torch.Tensor]:
     return [p for g in opt.param_groups for p in g["params"]]
+
+
+LAST_FILES = (LAST_METHOD, LAST_OPTIMIZER, LAST_RNG)
+
+
+def checkpoint_files(rundir: RunDir, best_step) -> dict[str, str]:
+    """{path relative to the run folder: digest} of what a resume reads: last/'s three files and,
+    once there is a best state, best/'s weights (written at the same evaluation, just before)."""
+    names = [f"{rundir.last.name}/{n}" for n in LAST_FILES]
+    if best_step is not None:
+        names.append(f"{rundir.best.name}/{LAST_METHOD}")
+    return {name: file_digest(rundir.path / name) for name in names}
+
+
+def check_last(run, state: dict, remedy: str, read=None) -> None:
+    """Raise CheckpointError unless the run folder's checkpoint files are the ones last/state.json
+    was written with. `read(relative path) -> bytes` reads them some other way (a git index: the
+    experiments' commit helper). A state.json from before digests were recorded has nothing to
+    check against."""
+    recorded = state.get("files")
+    if not recorded:
+        return
+    for name, want in recorded.items():
+        path = run / name
+        try:
+            digest = file_digest(read(name) if read else path)
+        except (OSError, KeyError) as err:
+            raise CheckpointError(f"{path}: missing or unreadable ({err}); {remedy}") from None
+        if digest != want:
+            raise CheckpointError(f"{path} is not the file {run / 'last' / STATE} was written with (a checkpoint "
+                                  f"written half way, or copied while it was being written); {remedy}")
 
 
 class Checkpointer:
@@ -87,6 +125,8 @@ class Checkpointer:
         if state["best"].get("step") is not None:  # fail now, not after training
             check_state(read_tensors(self.rd.best / LAST_METHOD, self.remedy), trainable_state(model),
                         self.rd.best / LAST_METHOD, self.remedy)
+        # last: each file is whole (checked above, with the specific message); are they one checkpoint?
+        check_last(self.rd.path, state, self.remedy)
         return state["step"], state["best"]
 
     def save_last(self, model, opt, device, step: int, best: dict) -> None:
@@ -97,10 +137,11 @@ class Checkpointer:
         if device.type == "cuda":  # dropout on the GPU draws from the device's generator
             rng["cuda"] = torch.cuda.get_rng_state(device)
         atomic_save_tensors(last / LAST_RNG, rng)
-        # state.json last: it is what says the checkpoint is complete.
+        # state.json last: it is what says the checkpoint is complete, and which files make it up.
         atomic_write_json(last / STATE, {"step": step, "best": best, "config_hash": self.cfg_hash,
                                          "precision": getattr(model, "precision", "fp32"),
-                                         "threads": torch.get_num_threads()})
+                                         "threads": torch.get_num_threads(),
+                                         "files": checkpoint_files(self.rd, best.get("step"))})
 
     def save_best(self, model, step: int) -> None:
         # the precision it was validated in: `ept export` records it and `ept serve` computes in it
