@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole preregistered SmolLM2 experiment, in its order (docs/preregistration-smollm2.md), from
 # the repository root. Every step skips what is done, so on a new machine this continues from the
-# committed run folders; commit results/smollm2-prereg/ after each finished run.
+# committed run folders. Commit results/smollm2-prereg/ as it goes, never a half-written checkpoint:
 #   nohup nice -n -5 experiments/smollm2_prereg/run_all.sh > experiment.log 2>&1 &
+#   nohup python experiments/smollm2_prereg/commit_progress.py --every 600 > commit.log 2>&1 &
 set -euo pipefail
 export OMP_NUM_THREADS=1
 D=experiments/smollm2_prereg
