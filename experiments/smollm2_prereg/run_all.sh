@@ -9,9 +9,9 @@ export OMP_NUM_THREADS=1
 D=experiments/smollm2_prereg
 ept fetch smollm2-135m
 "$D/stage_a.sh" --prompts                         # zero-shot screen -> A/decision.json; 2 prompts; checks
-ept sweep "$D/B_lr_screen.yaml" --workers 2       # stage B
+ept sweep "$D/B_lr_screen.yaml" --workers "${EPT_WORKERS:-2}"   # stage B
 python "$D/analyze.py"                            # -> B/decision.json once all 12 runs finished
 [ -f results/smollm2-prereg/B/decision.json ] || { echo "stage B unfinished"; exit 1; }
 python "$D/make_specs.py"                         # C, D, E specs with B's lrs (never rewritten)
-for s in C_confirm D_sink E_rte; do ept sweep "$D/$s.yaml" --workers 2; done
+for s in C_confirm D_sink E_rte; do ept sweep "$D/$s.yaml" --workers "${EPT_WORKERS:-2}"; done
 python "$D/analyze.py"
