@@ -137,9 +137,13 @@ def stage_b(report: list[str]) -> dict | None:
              "final_mu_t": r["results"]["final_mu_t"]} for r in done]
     report += ["## Stage B: lr screen (validation only, 500 rows, best of 5 checkpoints)", ""]
     if len(done) < expected:
-        missing = sorted({r["name"] for r in rs} - {r["name"] for r in done})
-        report += [f"{len(done)} of {expected} runs finished; unfinished or not started: "
-                   f"{', '.join(missing) or '(folders not created yet)'}. No lr is chosen yet.", ""]
+        from ept.sweep import load_spec
+
+        names = [r.name for r in load_spec(ROOT / "experiments" / "smollm2_prereg" / "B_lr_screen.yaml", check_data=False).runs]
+        started = {r["name"] for r in rs}
+        unfinished = [n for n in names if n in started and n not in {r["name"] for r in done}]
+        report += [f"{len(done)} of {expected} runs finished; unfinished: {', '.join(unfinished) or 'none'}; "
+                   f"not started: {', '.join(n for n in names if n not in started) or 'none'}. No lr is chosen yet.", ""]
     report += ["| method | lr | seed | best validation | best step | final mu_t |", "| --- | --- | --- | --- | --- | --- |"]
     report += [f"| {x['method']} | {x['lr']:g} | {x['seed']} | {x['validation']:.1f} | {x['best_step']} | "
                f"{x['final_mu_t']:.3g} |" for x in sorted(rows, key=lambda x: (x["method"], x["lr"], x["seed"]))]
