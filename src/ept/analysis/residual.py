@@ -32,8 +32,7 @@ from ept.analysis.output import figure, label, save_figure, write_csv
 from ept.analysis.prober import Prober
 from ept.analysis.runs import RunRecord
 
-KINDS = ("sink", "prompt", "input")  # a partition of the real positions
-GROUPS = (*KINDS, "slot0", "prompt_rest")  # plus two that overlap it (module docstring)
+KINDS = ("sink", "prompt", "input")  # a partition of the real positions; slot0 and prompt_rest overlap it
 
 
 def layer_list(backbone) -> nn.ModuleList:
@@ -46,7 +45,7 @@ def layer_list(backbone) -> nn.ModuleList:
 
 @torch.no_grad()
 def residual_norms(model, batch: dict) -> dict[str, torch.Tensor]:
-    """{group: (layers + 1, 2)} for the GROUPS that have positions here: per layer the mean residual
+    """{group: (layers + 1, 2)} for KINDS, slot0 and prompt_rest, those with positions here: per layer the mean residual
     norm entering it (last row: the stream after the last layer) and its update's mean norm (last
     row: NaN), over that group's positions."""
     kwargs = model.build_inputs(batch)

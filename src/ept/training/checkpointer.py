@@ -5,10 +5,10 @@ used, so a run killed at any point resumes from its last checkpoint to bit-ident
 (torchtune's `Checkpointer` is the model: one object that owns what a recipe saves and loads).
 
 last/ is four files, each replaced atomically but not together: state.json, written last, records
-the sha256 of the three it goes with and of best/'s weights (`files`). A checkpoint whose files are not those (a write that
-failed half way, a disk that filled after the first file, a copy or `git add` taken while a
-checkpoint was being written) is refused at resume, naming the file, instead of resuming one
-step's weights with another step's optimizer and counter (`check_last`).
+the sha256 of the three it goes with and of best/'s weights (`files`). A checkpoint whose files
+are not those (a write that failed half way, a disk that filled after the first file, a copy or
+`git add` taken while a checkpoint was being written) is refused at resume, naming the file,
+instead of resuming one step's weights with another step's optimizer and counter (`check_last`).
 """
 
 from __future__ import annotations
@@ -29,15 +29,6 @@ def optimizer_params(opt) -> list[torch.Tensor]:
 
 
 LAST_FILES = (LAST_METHOD, LAST_OPTIMIZER, LAST_RNG)
-
-
-def checkpoint_files(rundir: RunDir, best_step) -> dict[str, str]:
-    """{path relative to the run folder: digest} of what a resume reads: last/'s three files and,
-    once there is a best state, best/'s weights (written at the same evaluation, just before)."""
-    names = [f"{rundir.last.name}/{n}" for n in LAST_FILES]
-    if best_step is not None:
-        names.append(f"{rundir.best.name}/{LAST_METHOD}")
-    return {name: file_digest(rundir.path / name) for name in names}
 
 
 def check_last(run, state: dict, remedy: str, read=None) -> None:
@@ -65,6 +56,7 @@ class Checkpointer:
 
     def __init__(self, rundir: RunDir, cfg: TrainConfig):
         self.rd, self.cfg = rundir, cfg
+        self.best_digest = None  # of best/'s weights, taken when they are written (not at every checkpoint)
         self.remedy = f"delete {rundir.last} (and {rundir.best}) to restart the run from step 0"
 
     def read_state(self) -> dict | None:
@@ -127,6 +119,7 @@ class Checkpointer:
                         self.rd.best / LAST_METHOD, self.remedy)
         # last: each file is whole (checked above, with the specific message); are they one checkpoint?
         check_last(self.rd.path, state, self.remedy)
+        self.best_digest = (state.get("files") or {}).get(f"{self.rd.best.name}/{LAST_METHOD}")
         return state["step"], state["best"]
 
     def save_last(self, model, opt, device, step: int, best: dict) -> None:
@@ -137,17 +130,22 @@ class Checkpointer:
         if device.type == "cuda":  # dropout on the GPU draws from the device's generator
             rng["cuda"] = torch.cuda.get_rng_state(device)
         atomic_save_tensors(last / LAST_RNG, rng)
+        # what a resume reads: last/'s three files (just written: read back from the page cache) and best/'s weights
+        files = {f"{last.name}/{name}": file_digest(last / name) for name in LAST_FILES}
+        if best.get("step") is not None:
+            self.best_digest = self.best_digest or file_digest(self.rd.best / LAST_METHOD)  # a run from before digests
+            files[f"{self.rd.best.name}/{LAST_METHOD}"] = self.best_digest
         # state.json last: it is what says the checkpoint is complete, and which files make it up.
         atomic_write_json(last / STATE, {"step": step, "best": best, "config_hash": self.cfg_hash,
                                          "precision": getattr(model, "precision", "fp32"),
-                                         "threads": torch.get_num_threads(),
-                                         "files": checkpoint_files(self.rd, best.get("step"))})
+                                         "threads": torch.get_num_threads(), "files": files})
 
     def save_best(self, model, step: int) -> None:
         # the precision it was validated in: `ept export` records it and `ept serve` computes in it
         save_method(model, self.rd.best, self.cfg.backbone, {"step": step, "task": self.cfg.task,
                                                              "template": self.cfg.template, **task_meta(self.cfg),
                                                              "precision": getattr(model, "precision", "fp32")})
+        self.best_digest = file_digest(self.rd.best / LAST_METHOD)
 
     @contextlib.contextmanager
     def best_state(self, model):
