@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import torch
 
 from ept.cli import COMMANDS, build_parser, main
 
@@ -43,3 +45,16 @@ def test_env_json(capsys):
     assert main(["env", "--json"]) == 0
     env = json.loads(capsys.readouterr().out)
     assert env["torch"] and env["ept"]
+
+
+def test_env_says_whether_cpu_bf16_is_native(capsys):
+    """env.json's "bf16" on a CPU is whether bf16 is native (AMX / AVX512-BF16), checked against
+    the kernel's own CPU flags: it once said true on an AVX2-only CPU, where bf16 is ~20x slower."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists() or torch.cuda.is_available():
+        pytest.skip("needs a Linux CPU-only machine (/proc/cpuinfo)")
+    flags = set(cpuinfo.read_text().split())
+    assert main(["env", "--json"]) == 0
+    env = json.loads(capsys.readouterr().out)
+    assert env["device"] == "cpu"
+    assert env["bf16"] == bool(flags & {"avx512_bf16", "amx_bf16"}), env["cpu_bf16"]

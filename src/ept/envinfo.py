@@ -46,10 +46,14 @@ def _device() -> dict:
                 "cuda": torch.version.cuda, "bf16": bool(torch.cuda.is_bf16_supported())}
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return {"device": "mps", "device_name": "Apple MPS", "device_count": 1, "cuda": None, "bf16": True}
-    # CPU: bf16 tensors and autocast work on every recent torch (tests run a bf16 backbone here);
-    # whether they are fast depends on the CPU's native bf16 instructions (cpu_capability).
+    # CPU: bf16 runs on every recent torch, but "bf16" says whether it is NATIVE (AMX / AVX512-BF16),
+    # as `--precision auto` decides: on an AVX2-only CPU bf16 is 17-20x slower than fp32, so a result
+    # must say which kind of machine it ran on.
+    from ept.precision import fast_low_precision
+
+    native, hardware = fast_low_precision(torch.device("cpu"))
     return {"device": "cpu", "device_name": platform.processor() or platform.machine(), "device_count": 0,
-            "cuda": None, "bf16": True}
+            "cuda": None, "bf16": native, "cpu_bf16": hardware}
 
 
 def _data_root() -> str | None:
