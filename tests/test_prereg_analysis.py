@@ -146,3 +146,21 @@ def test_files_that_disagree_stop_the_analysis(analyze, tmp_path):
     results.write_text(json.dumps(r))
     with pytest.raises(ValueError, match="bad: predictions-test.jsonl gives accuracy 100.000 on 872 rows"):
         analyze.test_accuracy(analyze.runs("C")[0])
+
+
+def test_stage_a_alone_leaves_the_whole_report(analyze, tmp_path):
+    """`--stage A` (run_all.sh, at every start) writes A's decision and prints; it once replaced
+    analysis.md with stage A alone, and the progress committer committed B's section's deletion."""
+    (tmp_path / "A").mkdir()
+    for template, acc in (("t5", 45.0), ("natural", 79.0)):
+        metrics = {"true": {"accuracy": acc}, "false": {"accuracy": acc + 0.5}}
+        (tmp_path / "A" / f"zeroshot-validation-{template}.json").write_text(
+            json.dumps({"examples": 500, "label_score_eos": metrics}))
+    _run(tmp_path, "B", "sst2-pt-lr=0.03-s0", "pt", 0, 0.03, 89.2)
+    assert analyze.main([]) == 0
+    whole = (tmp_path / "analysis.md").read_text()
+    assert "## Stage B" in whole and "## Stage C" in whole
+    (tmp_path / "A" / "decision.json").unlink()
+    assert analyze.main(["--stage", "A"]) == 0
+    assert json.loads((tmp_path / "A" / "decision.json").read_text())["template"] == "natural"
+    assert (tmp_path / "analysis.md").read_text() == whole

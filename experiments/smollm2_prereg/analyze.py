@@ -1,7 +1,7 @@
 """The preregistered analysis of the SmolLM2 experiment (docs/preregistration-smollm2.md).
 
     python experiments/smollm2_prereg/analyze.py              # every stage that has results
-    python experiments/smollm2_prereg/analyze.py --stage A    # only stage A's decision
+    python experiments/smollm2_prereg/analyze.py --stage A    # only stage A's decision, printed
 
 Reads only committed artefacts under results/smollm2-prereg/ and writes
 results/smollm2-prereg/analysis.md (+ CSVs, figures, A/decision.json, B/decision.json). Every
@@ -333,7 +333,9 @@ def main(argv=None) -> int:
         paired_stage("D", "Stage D: sink token before P' (seeds 2-3)", report, paired_with="C")
         paired_stage("E", "Stage E: RTE (seeds 2-4, 400 steps)", report, RTE_TEST_MAJORITY)
         curves(report)
-    (RES / "analysis.md").write_text("\n".join(report) + "\n")
+        # Only the whole analysis is the report: `--stage A` (run_all.sh, every start) once replaced
+        # it with stage A alone, and the progress committer committed the B-E sections' deletion.
+        (RES / "analysis.md").write_text("\n".join(report) + "\n")
     print("\n".join(report))
     return 0
 
