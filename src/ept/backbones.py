@@ -170,7 +170,7 @@ class PromptedModel(nn.Module):
         self.backbone, self.tokenizer, self.prompt_config = backbone, tokenizer, prompt_config
         self.kind = backbone_kind(backbone.config)
         self.kind_ops = KINDS.get(self.kind)(self)  # inputs, loss, scoring, generation (ept.kinds)
-        self.sink_token, self.sink_token_id = sink_token, self._sink_id(sink_token)
+        self.sink_token, self.sink_token_id = sink_token, self.sink_id(sink_token)
         if backbone.get_input_embeddings() is None:
             raise ValueError("backbone has no input embeddings; a soft prompt needs them")
         self.embed_dim = backbone.get_input_embeddings().embedding_dim
@@ -219,13 +219,13 @@ class PromptedModel(nn.Module):
         trained one: (n, e) shared, or (B, n, e) per row with `prompt_mask` (B, n) (serving)."""
         return self.kind_ops.build_inputs(batch, self.prompt() if prompt is None else prompt, prompt_mask)
 
-    def _sink_id(self, token: str | None) -> int | None:
+    def sink_id(self, token: str | None) -> int | None:
         """`--sink-token`: a fixed token before P' on a decoder-only model whose tokenizer adds no BOS,
         so the first position (where a causal LM parks its attention sink) holds a real token
         instead of the prompt. Refused where it would change nothing or cannot be looked up."""
         if token is None:
             return None
-        if self.kind != "causal":
+        if not self.kind_ops.lead_token:
             raise ValueError(f"sink_token={token!r} is for decoder-only (causal) backbones; this one is {self.kind}")
         if self.uses_bos:
             raise ValueError(f"sink_token={token!r}: this tokenizer already starts every row with BOS "
@@ -249,7 +249,7 @@ class PromptedModel(nn.Module):
     def lead_token_id(self) -> int | None:
         """Decoder-only: the token that opens every row before P' (BOS where the tokenizer adds one,
         else the sink token, else none); exports put it first in the PEFT adapter."""
-        if self.kind != "causal":
+        if not self.kind_ops.lead_token:
             return None
         return self.tokenizer.bos_token_id if self.uses_bos else self.sink_token_id
 

@@ -188,7 +188,7 @@ def export_prompt(model, out, backbone: str, peft_task_type: str | None = None, 
         "stored_vectors": vectors.shape[0], "inference_params": vectors.numel() + head_params,
         **pair_meta(model), **({"sink_token": model.sink_token} if getattr(model, "sink_token", None) else {}),
         # decoder-only: ept tokenises inputs without special tokens (BOS, if any, is the PEFT adapter's first token)
-        **({"peft_add_special_tokens": False} if model.kind == "causal" else {}),
+        **({"peft_add_special_tokens": False} if model.kind_ops.lead_token else {}),
         **(extra or {}),
     })
     peft_prompt = peft_prompt_embeddings(model, prompt)

@@ -130,7 +130,7 @@ def evaluate_zero_shot(task: str, backbone: str = "minilm", split: str = "test",
     if scorer.pair_encoding == "siamese":
         scorer.fit(batches(tokenizer, scorer.encode(data.train[:fit_examples], max_length), batch_size))
         metrics = evaluate_pairs(scorer, encoded, examples, batch_size, device)
-    elif model.kind == "causal" and data.spec.kind == "classification":
+    elif model.kind_ops.label_eos and data.spec.kind == "classification":
         both = {}
         for eos in (label_score_eos, not label_score_eos):
             scorer = make_scorer(model, data.spec, label_score_eos=eos)
@@ -139,6 +139,6 @@ def evaluate_zero_shot(task: str, backbone: str = "minilm", split: str = "test",
         setting.update(sink_token=sink_token)
     else:
         metrics = evaluate(scorer, data.spec, tokenizer, encoded, examples, batch_size, device)
-    pairs = {"pair_encoding": scorer.pair_encoding, "pooling": model.pooling.source} if model.kind == "encoder" else {}
+    pairs = {"pair_encoding": scorer.pair_encoding, "pooling": model.pooling.source} if model.kind_ops.segment_pairs else {}
     return {"task": data.spec.name, "split": split, "examples": len(examples), "backbone": backbone, **setting,
             **pairs, **metrics}

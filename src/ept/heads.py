@@ -358,7 +358,7 @@ def make_scorer(model, spec, eval_mode: str | None = None, label_texts=None, pai
     """The task's scorer. `pair_encoding="siamese"` picks the siamese pair scorer for pair tasks on
     an encoder (attaching `model.pair_head`); None / "cross" keeps the joint [SEP] encoding.
     `label_score_eos=False` (decoder-only rank scoring only) leaves EOS out of the label scores."""
-    if not label_score_eos and model.kind != "causal":
+    if not label_score_eos and not model.kind_ops.label_eos:
         raise ValueError(f"label_score_eos=false is for decoder-only (causal) backbones; this one is {model.kind}")
     scorer = _make_scorer(model, spec, eval_mode, label_texts, pair_encoding, pair_head)
     scorer.label_score_eos = label_score_eos

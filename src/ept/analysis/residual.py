@@ -65,10 +65,7 @@ def residual_norms(model, batch: dict) -> dict[str, torch.Tensor]:
     layers = layer_list(model.backbone)
     handles = [layer.register_forward_hook(hook, with_kwargs=True) for layer in layers]
     try:
-        if model.kind == "seq2seq":
-            model.backbone.get_encoder()(inputs_embeds=kwargs["inputs_embeds"], attention_mask=kwargs["attention_mask"])
-        else:
-            model.backbone.base_model(**kwargs)
+        model.kind_ops.prompt_stack(kwargs)
     finally:
         for h in handles:
             h.remove()

@@ -24,7 +24,7 @@ def encode(tokenizer, examples, kind: str, max_length: int, pair_encoding: str =
     "siamese"` (needs `spec`, a pair task, an encoder) encodes the two sides apart; otherwise
     pairs are joined with [SEP] (encoders) or rendered in the task's source (seq2seq, causal)."""
     if pair_encoding == "siamese":
-        if kind != "encoder" or spec is None:
+        if not KINDS.get(kind).segment_pairs or spec is None:
             raise ValueError(f"pair_encoding=siamese needs an encoder backbone and the task spec (got kind {kind!r})")
         return encode_pairs(tokenizer, examples, spec, max_length)
     if pair_encoding != "cross":

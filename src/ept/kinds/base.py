@@ -91,6 +91,9 @@ class Kind:
     peft_task_type = "FEATURE_EXTRACTION"  # the PEFT adapter's task type in an export
     absolute_positions = False  # positions past max_position_embeddings crash (BERT), not extrapolate
     pre_layernorm = False  # every block normalises its input: bf16 is rounding noise there (ept.precision)
+    lead_token = False  # a token (BOS, or `--sink-token`) may open each row before P'; exports keep it first
+    label_eos = False  # rank scoring may add the EOS term after a label (`--label-score-eos`)
+    segment_pairs = False  # a pair is two segments of one row ([SEP]); siamese scoring, pooled sentence embeddings
 
     @staticmethod
     def prepare_tokenizer(tokenizer, name: str) -> None:
@@ -122,6 +125,11 @@ class Kind:
         if prompt is not None:
             embeds, mask, _ = prepend_prompt(embeds, mask, prompt, prompt_mask)
         return {"inputs_embeds": embeds, "attention_mask": mask}
+
+    def prompt_stack(self, kwargs: dict):
+        """Runs the layer stack the prompt goes through (what `ept analyze residual` hooks) on
+        `build_inputs`' kwargs: the backbone's base model (seq2seq: its encoder only)."""
+        return self.model.backbone.base_model(**kwargs)
 
     # ------------------------------------------------------------------ training and scoring
     def loss(self, batch: dict) -> torch.Tensor:

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ept.batching import Encoded
-from ept.kinds.base import Labels, prompts_first
+from ept.kinds.base import Kind, Labels, prompts_first
 from ept.kinds.seq2seq import Seq2SeqKind
 
 from ept.tasks.spec import T5_ANSWER_CUE as ANSWER_CUE  # after the T5 source; targets start with a space: " positive"
@@ -334,6 +334,11 @@ class CausalKind(Seq2SeqKind):
     name = "causal"
     auto_class = "AutoModelForCausalLM"
     peft_task_type = "CAUSAL_LM"
+    lead_token = True
+    label_eos = True
+
+    def prompt_stack(self, kwargs: dict):
+        return Kind.prompt_stack(self, kwargs)  # the whole decoder, not Seq2SeqKind's encoder
 
     @staticmethod
     def prepare_tokenizer(tokenizer, name: str) -> None:

@@ -58,6 +58,7 @@ def _segments(example):
 class EncoderKind(Kind):
     name = "encoder"
     absolute_positions = True
+    segment_pairs = True
 
     def __init__(self, model, **options):
         super().__init__(model, **options)

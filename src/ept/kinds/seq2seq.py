@@ -28,6 +28,9 @@ class Seq2SeqKind(Kind):
     peft_task_type = "SEQ_2_SEQ_LM"
     pre_layernorm = True  # T5 (and the decoder-only LMs, `CausalKind`, which inherit this)
 
+    def prompt_stack(self, kwargs: dict):
+        return self.model.backbone.get_encoder()(inputs_embeds=kwargs["inputs_embeds"], attention_mask=kwargs["attention_mask"])
+
     # ------------------------------------------------------------------ rows
     @staticmethod
     def encode(tokenizer, examples, max_length: int, spec=None, count_truncated: bool = True) -> Encoded:

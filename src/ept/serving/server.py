@@ -154,7 +154,7 @@ def row_input_key(row: dict, i: int) -> str:
     return key
 
 
-def parse_row(row, i: int, registry: TaskRegistry, kind: str) -> tuple[ServedTask, str, str | None]:
+def parse_row(row, i: int, registry: TaskRegistry, segment_pairs: bool) -> tuple[ServedTask, str, str | None]:
     """(task, first segment, second segment or None) of one input row, or a RowError naming it.
 
     A row gives its input ONE way, with one meaning on every backbone kind: "inputs" (the task's
@@ -165,6 +165,7 @@ def parse_row(row, i: int, registry: TaskRegistry, kind: str) -> tuple[ServedTas
     used as it is (seq2seq/causal: the text-to-text source; encoder: the one segment). A task
     served by its label words only (`--labels`) has no field names: "fields"/"text" are its raw
     segments. Values must be strings: a null, list or dict is an error, never scored as "None".
+    `segment_pairs`: the backbone's kind reads several fields as [SEP] segments (`Kind.segment_pairs`).
     """
     task = registry.get(row_task(row, i), i)  # TaskNotServed, naming the row
     key = row_input_key(row, i)
@@ -174,7 +175,7 @@ def parse_row(row, i: int, registry: TaskRegistry, kind: str) -> tuple[ServedTas
         return task, row["source"], None
     names = tuple(getattr(task.spec, "fields", ()) or ())
     if not names:  # known by its label words only: the raw segments
-        return (task, *_raw_segments(task, key, row[key], i, kind))
+        return (task, *_raw_segments(task, key, row[key], i, segment_pairs))
     record = _record(task, names, key, row[key], i)
     try:
         source, fields = task.spec.render(record)
@@ -182,7 +183,7 @@ def parse_row(row, i: int, registry: TaskRegistry, kind: str) -> tuple[ServedTas
         raise RowError(i, f"task {task.name!r}: {str(err).strip(chr(39))}") from None
     if task.mode == "siamese":
         return (task, *siamese_sides(task, fields, i))
-    if kind == "encoder":
+    if segment_pairs:
         return (task, *encoder_segments(fields))
     return task, source, None
 
@@ -215,7 +216,7 @@ def _record(task: ServedTask, names: tuple[str, ...], key: str, value, i: int) -
     return dict(value)
 
 
-def _raw_segments(task: ServedTask, key: str, value, i: int, kind: str) -> tuple[str, str | None]:
+def _raw_segments(task: ServedTask, key: str, value, i: int, segment_pairs: bool) -> tuple[str, str | None]:
     """A task known by its label words only: "text" is its one segment, "fields" its segments."""
     if key == "text":
         return value, None
@@ -229,7 +230,7 @@ def _raw_segments(task: ServedTask, key: str, value, i: int, kind: str) -> tuple
             raise RowError(i, f"\"fields\"[{j}] must be a string, got {type(v).__name__} {v!r:.40}")
     if task.mode == "siamese":
         return siamese_sides(task, value, i)
-    return encoder_segments(value) if kind == "encoder" else (" ".join(value), None)
+    return encoder_segments(value) if segment_pairs else (" ".join(value), None)
 
 
 def siamese_sides(task: ServedTask, fields, i: int) -> tuple[str, str]:
@@ -336,7 +337,7 @@ class MultiTaskServer:
             prompt = self._behind_sink(name, prompt, meta["sink_token"])
         head = pooling = None
         if meta.get("pair_encoding") == "siamese":
-            if self.kind != "encoder":
+            if not self.kind_ops.segment_pairs:
                 raise ValueError(f"prompt {name!r} scores pairs siamese, which needs an encoder backbone, not {self.kind}")
             head, pooling = siamese_parts(name, spec, meta, self.device)
             scorer = None  # the pair head scores; the shared model never gets a head attached
@@ -356,7 +357,7 @@ class MultiTaskServer:
         layout and positions exactly, beside tasks without one, and the prompt KV cache covers the
         sink token too. Refused, naming the prompt, where the sink token could not have been trained."""
         try:
-            sink = self.model._sink_id(token)
+            sink = self.model.sink_id(token)
         except ValueError as err:
             raise ValueError(f"prompt {name!r} was trained behind a sink token, which this backbone cannot serve: {err}") from None
         return torch.cat([self.model.token_embedding(sink).to(prompt.device), prompt.float()])
@@ -372,7 +373,7 @@ class MultiTaskServer:
         per group). Each feature names its task; ids are resolved per pass, so a feature stays
         valid while other tasks are added or removed."""
         rows = list(rows)
-        parsed = [parse_row(r, i, self.registry, self.kind) for i, r in enumerate(rows)]
+        parsed = [parse_row(r, i, self.registry, self.kind_ops.segment_pairs) for i, r in enumerate(rows)]
         features: list[dict | None] = [None] * len(rows)
         groups: dict[tuple[int, str, str], list[int]] = {}
         for i, (task, _, second) in enumerate(parsed):
