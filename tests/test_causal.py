@@ -378,3 +378,25 @@ def test_peft_export_reproduces_ept_scores_with_and_without_bos(tiny_llama, tmp_
         hidden, _ = _run(model, **model.build_inputs({"input_ids": ids, "attention_mask": torch.ones_like(ids)}))
         ours = lm_logits(model, hidden[:, -ids.shape[1]:])
     torch.testing.assert_close(theirs.float(), ours, atol=1e-5, rtol=1e-5)
+
+
+def test_export_of_an_old_run_keeps_its_template_and_label_scoring(tiny_llama_dir, data_dir, tmp_path):
+    """A run whose best/method.json predates the template / label_score_eos fields is exported
+    with its config's: it once fell back to label_score_eos true, so `ept serve` added an EOS term
+    the run never scored (found by experiments/crosscheck/lm_eval_check.py, 2e-3 nats off lm-eval)."""
+    import json
+
+    from ept.cli import main
+    from ept.training.recipe import TrainConfig, run
+
+    out = tmp_path / "run"
+    run(TrainConfig(task="sst2", method="pt", backbone=tiny_llama_dir, steps=2, eval_every=2, batch_size=4,
+                    max_eval_examples=4, max_length=32, data_dir=str(data_dir), out=str(out), tensorboard=False,
+                    template="natural", label_score_eos=False), progress=False)
+    method_json = out / "best" / "method.json"
+    meta = json.loads(method_json.read_text())
+    assert meta["label_score_eos"] is False and meta["template"] == "natural"
+    method_json.write_text(json.dumps({k: v for k, v in meta.items() if k not in ("template", "label_score_eos")}))
+    assert main(["export", str(out), "--out", str(tmp_path / "old")]) == 0
+    exported = json.loads((tmp_path / "old" / "prompt.json").read_text())
+    assert exported["label_score_eos"] is False and exported["template"] == "natural"

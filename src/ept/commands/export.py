@@ -76,14 +76,18 @@ def _record(folder: Path, meta: dict, source: Path) -> dict:
 
     run = RunDir(Path(folder).parent)
     is_run = Path(folder).name == BEST and run.config_path.is_file()  # else a saved method folder
-    # the template decides the label words: method.json has it, or (written before) the run's config
-    template = meta.get("template") or (run.read_config().get("template") if is_run else None)
+    # How the run rendered and scored its rows: method.json has it, or (written before it did) the
+    # run's config. The template decides the label words; without label_score_eos from the config,
+    # an old run trained without the EOS term was exported (and served) with it.
+    config = run.read_config() if is_run else {}
+    template = meta.get("template") or config.get("template")
+    label_score_eos = meta.get("label_score_eos", config.get("label_score_eos", True))
     task_spec = meta.get("task_spec")  # a task file's content (method.json keeps it): the export carries it
     try:
         spec = stored_spec(meta["task"], task_spec).with_template(template) if meta.get("task") else None
     except (KeyError, ValueError):  # no longer in the catalog: the name alone
         spec = None
-    extra = dict(task=meta.get("task"), task_spec=task_spec, label_score_eos=meta.get("label_score_eos", True),
+    extra = dict(task=meta.get("task"), task_spec=task_spec, label_score_eos=label_score_eos,
                  precision=validated_precision(Path(source), Path(folder), meta))
     if not is_run:
         return export_record(spec, meta.get("step"), **extra)
