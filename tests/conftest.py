@@ -5,6 +5,7 @@
   config with a fixed seed, paired with the MiniLM (BERT WordPiece) tokenizer because no T5
   tokenizer exists offline: pad = [PAD] (also the decoder start), eos = [SEP].
 - `minilm_tokenizer`: that tokenizer alone (no weights loaded).
+- `tiny_llama_dir`: a 2-layer Llama (the MiniLM tokenizer, [SEP] as EOS) saved as a backbone folder.
 - `data_dir`: the real task data ($EPT_DATA_DIR, else ../shared/data beside the repo); tests that
   need it are skipped with a reason when it is absent.
 
@@ -137,3 +138,25 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory):
+    """A 2-layer Llama with the WordPiece tokenizer ([SEP] as EOS), saved as a backbone folder
+    (test_causal.py has its own, built from its `tiny_llama`)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from ept.backbones import embedded_minilm_path
+
+    tok = AutoTokenizer.from_pretrained(embedded_minilm_path())
+    tok.eos_token = "[SEP]"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(LlamaConfig(
+            vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=256, pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.sep_token_id, tie_word_embeddings=True))
+    path = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)

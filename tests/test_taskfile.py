@@ -280,28 +280,6 @@ def test_sweep_over_two_task_files(tmp_path, mini_data):
 
 
 # ---------------------------------------------------------------------- serving = ept eval
-@pytest.fixture(scope="module")
-def tiny_llama_dir(tmp_path_factory):
-    """A 2-layer Llama with the WordPiece tokenizer ([SEP] as EOS), saved as a backbone folder."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from ept.backbones import embedded_minilm_path
-
-    tok = AutoTokenizer.from_pretrained(embedded_minilm_path())
-    tok.eos_token = "[SEP]"
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = LlamaForCausalLM(LlamaConfig(
-            vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=256, pad_token_id=tok.pad_token_id,
-            eos_token_id=tok.sep_token_id, tie_word_embeddings=True))
-    path = tmp_path_factory.mktemp("tiny-llama")
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
-
-
 SERVED = {**TICKETS, "data": {"train": "train.csv", "validation": "test.csv", "test": "test.csv"},
           "templates": {"plain": {"format": "Subject: {subject}\nBody: {body}\nPriority:", "label_words": ["high", "low"]}}}
 
