@@ -52,6 +52,11 @@ def test_two_replicas_give_the_batch_mode_predictions(exports, tmp_path, monkeyp
         pids = {httpx.get(f"{url}/healthz", timeout=30).json()["pid"] for _ in range(40)}
         assert len(pids) == 2, pids  # Ray's proxy spread the calls over both replicas
         _put_and_delete_reach_both_replicas(url, exports, tmp_path)
+        assert status.deployments["EptPromptLog"].replica_states.get("RUNNING") == 1
+        serve.delete("ept")  # the log goes with the application (it was a detached actor that stayed)
+        left = [a for a in ray.util.list_named_actors(all_namespaces=True) if "promptlog" in a["name"].lower()
+                or "prompt-log" in a["name"].lower()]
+        assert left == [], left
     finally:
         serve.shutdown()
         ray.shutdown()

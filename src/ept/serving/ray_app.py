@@ -11,12 +11,12 @@ prefix_cache_mb, replicas (default 1), num_cpus (per replica, default 1), max_ba
 max_queue, max_body_bytes, token_file, sync_seconds (default 1), allow_path (DIR,...: as --allow-path).
 
 Prompt changes reach every replica: a PUT/DELETE lands on one replica, which applies it (its errors
-answer the caller) and records it in ONE log, a Ray actor of this deployment (`PromptLog`, named
-per `build`); every replica replays the log in version order every `sync_seconds`, so all serve
+answer the caller) and records it in ONE log, a one-replica deployment of the same application
+(`EptPromptLog`); every replica replays the log in version order every `sync_seconds`, so all serve
 the same prompts within about that time plus one prompt load, and a replica started later (scaled
 up, restarted) replays it before it serves. An upload travels in the log as its bytes; an export
-path must be readable on every node. The log is a detached actor: `ray kill` it (or stop the Ray
-cluster) after deleting the application.
+path must be readable on every node. The log lives and dies with the application: `serve delete`
+removes it too (it was once a detached actor that outlived the application, uploads and all).
 """
 
 from __future__ import annotations
@@ -32,25 +32,27 @@ def _pairs(text: str, sep: str) -> dict[str, str]:
     return out
 
 
-class RayPromptLog:
-    """`ept.serving.http_app.PromptLog` as a named Ray actor, created by the first replica that needs it
-    (`get_if_exists`: the others attach to the same one). Picklable: it travels in ServeConfig."""
+LOG_DEPLOYMENT = "EptPromptLog"
 
-    def __init__(self, name: str):
-        self.name, self._actor = name, None
+
+class RayPromptLog:
+    """`ept.serving.http_app.PromptLog` as the `LOG_DEPLOYMENT` of the replica's own application,
+    reached through a deployment handle looked up on first use (the application's name is only
+    known inside a replica). Picklable: it travels in ServeConfig."""
+
+    def __init__(self, deployment: str = LOG_DEPLOYMENT):
+        self.deployment, self._log = deployment, None
 
     def __getstate__(self):
-        return {"name": self.name, "_actor": None}
+        return {"deployment": self.deployment, "_log": None}
 
     def _handle(self):
-        if self._actor is None:
-            import ray
+        if self._log is None:
+            from ray import serve
 
-            from ept.serving.http_app import PromptLog
-
-            self._actor = ray.remote(PromptLog).options(name=self.name, namespace="ept", get_if_exists=True,
-                                                        lifetime="detached", num_cpus=0).remote()
-        return self._actor
+            app = serve.get_replica_context().replica_id.deployment_id.app_name
+            self._log = serve.get_deployment_handle(self.deployment, app_name=app)
+        return self._log
 
     async def record(self, name: str, change):
         return await self._handle().record.remote(name, change)
@@ -83,17 +85,15 @@ def _loader(args: dict):
 
 def build(args: dict):
     """Ray Serve application builder (`serve run ept.serving.ray_app:build key=value ...`)."""
-    import uuid
-
     from ray import serve
 
-    from ept.serving.http_app import ServeConfig, create_app, read_token
+    from ept.serving.http_app import PromptLog, ServeConfig, create_app, read_token
 
     config = ServeConfig(max_batch=int(args.get("max_batch", 32)), max_wait_ms=float(args.get("max_wait_ms", 5)),
                          max_queue=int(args.get("max_queue", 1024)),
                          max_body_bytes=int(args.get("max_body_bytes", 1 << 20)),
                          token=read_token(args.get("token_file")), eval_mode=args.get("eval_mode"),
-                         prompt_log=RayPromptLog(f"ept-prompt-log-{uuid.uuid4().hex[:12]}"),  # this deployment's
+                         prompt_log=RayPromptLog(LOG_DEPLOYMENT),
                          sync_seconds=float(args.get("sync_seconds", 1)),
                          allowed_paths=tuple(filter(None, [args.get("prompts_dir"),
                                                            *_pairs(str(args.get("prompt", "")), ",").values(),
@@ -103,10 +103,15 @@ def build(args: dict):
     def make_app():  # runs inside each replica: its own app, model and worker thread
         return create_app(config, load=load)
 
+    log = serve.deployment(PromptLog, name=LOG_DEPLOYMENT, num_replicas=1, ray_actor_options={"num_cpus": 0})
+
     @serve.deployment(num_replicas=int(args.get("replicas", 1)),
                       ray_actor_options={"num_cpus": float(args.get("num_cpus", 1))})
     @serve.ingress(make_app)
     class EptServe:
-        pass
+        def __init__(self, prompt_log):
+            # Bound here only so that the log is part of this application (started and deleted with
+            # it); the app reaches it by name (`RayPromptLog`), as its builder cannot see `self`.
+            self.prompt_log = prompt_log
 
-    return EptServe.bind()
+    return EptServe.bind(log.bind())
