@@ -164,3 +164,42 @@ def test_stage_a_alone_leaves_the_whole_report(analyze, tmp_path):
     assert analyze.main(["--stage", "A"]) == 0
     assert json.loads((tmp_path / "A" / "decision.json").read_text())["template"] == "natural"
     assert (tmp_path / "analysis.md").read_text() == whole
+
+
+def test_make_specs_writes_c_d_e_from_b_and_never_rewrites(tmp_path, monkeypatch):
+    """The unattended step between B and C (run_all.sh): C, D and E at B's lrs, everything else as
+    registered and copied from B's spec, each a valid sweep of the registered size; a spec that
+    exists is left as it is."""
+    from ept.sweep import load_spec
+
+    spec = importlib.util.spec_from_file_location("prereg_specs", ROOT / "experiments" / "smollm2_prereg" / "make_specs.py")
+    specs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(specs)
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "B_lr_screen.yaml").write_text((ROOT / "experiments" / "smollm2_prereg" / "B_lr_screen.yaml").read_text())
+    decision = tmp_path / "decision.json"
+    decision.write_text(json.dumps({"lr": {"pt": 0.03, "ept": 0.3}}))
+    monkeypatch.setattr(specs, "HERE", here)
+    monkeypatch.setattr(specs, "ROOT", tmp_path)
+    monkeypatch.setattr(specs, "DECISION", decision)
+    assert specs.main() == 0
+    b = load_spec(here / "B_lr_screen.yaml", out=tmp_path / "B", check_data=False)
+    want = {"C_confirm": (15, "sst2", 1000), "D_sink": (4, "sst2", 1000), "E_rte": (6, "rte", 400)}
+    for name, (count, task, steps) in want.items():
+        sweep = load_spec(here / f"{name}.yaml", out=tmp_path / name, check_data=False)
+        assert len(sweep.runs) == count, name
+        for run in sweep.runs:
+            cfg = run.config
+            assert (cfg["task"], cfg["steps"]) == (task, steps)
+            assert cfg["lr"] == {"pt": 0.03, "ept": 0.3}[cfg["method"]]  # PT1 takes PT's lr
+            for key in specs.SHARED:
+                assert cfg[key] == b.runs[0].config[key], (name, key)
+            assert cfg["seed"] in ((2, 3, 4, 5, 6) if name == "C_confirm" else (2, 3) if name == "D_sink" else (2, 3, 4))
+            assert cfg.get("sink_token") == ("<|endoftext|>" if name == "D_sink" else None)
+    c = load_spec(here / "C_confirm.yaml", out=tmp_path / "C", check_data=False)
+    assert sum((run.config.get("method_options") or {}).get("num_tokens") == 1 for run in c.runs) == 5
+    decision.write_text(json.dumps({"lr": {"pt": 0.3, "ept": 0.003}}))  # a later decision changes nothing
+    before = {p.name: p.read_text() for p in here.glob("*.yaml")}
+    assert specs.main() == 0
+    assert {p.name: p.read_text() for p in here.glob("*.yaml")} == before
