@@ -380,7 +380,7 @@ def test_peft_export_reproduces_ept_scores_with_and_without_bos(tiny_llama, tmp_
     torch.testing.assert_close(theirs.float(), ours, atol=1e-5, rtol=1e-5)
 
 
-def test_export_of_an_old_run_keeps_its_template_and_label_scoring(tiny_llama_dir, data_dir, tmp_path):
+def test_an_old_run_is_exported_and_served_with_its_template_and_label_scoring(tiny_llama_dir, data_dir, tmp_path):
     """A run whose best/method.json predates the template / label_score_eos fields is exported
     with its config's: it once fell back to label_score_eos true, so `ept serve` added an EOS term
     the run never scored (found by experiments/crosscheck/lm_eval_check.py, 2e-3 nats off lm-eval)."""
@@ -400,3 +400,11 @@ def test_export_of_an_old_run_keeps_its_template_and_label_scoring(tiny_llama_di
     assert main(["export", str(out), "--out", str(tmp_path / "old")]) == 0
     exported = json.loads((tmp_path / "old" / "prompt.json").read_text())
     assert exported["label_score_eos"] is False and exported["template"] == "natural"
+    # RUN/export/ written by such a run: read with its run's settings, without exporting again
+    from ept.checkpoint import load_exported
+
+    in_run = out / "export" / "prompt.json"
+    in_run.write_text(json.dumps({k: v for k, v in json.loads(in_run.read_text()).items()
+                                  if k not in ("task", "template", "label_score_eos")}))
+    _, meta = load_exported(out / "export")
+    assert (meta["task"], meta["template"], meta["label_score_eos"]) == ("sst2", "natural", False)

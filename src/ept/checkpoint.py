@@ -230,10 +230,15 @@ def load_exported(folder) -> tuple[torch.Tensor, dict]:
         raise FileNotFoundError(f"{path}: not an ept export folder (expected {EXPORT_FILE} and {EXPORT_CONFIG})")
     meta = read_json(path)
     meta.setdefault("pair_encoding", "cross")  # exports written before siamese pairs existed
-    if not meta.get("task"):  # a RUN/export/ written before exports recorded their task: the run's config says it
-        run_config = folder.parent / "config.json"
-        if folder.name == "export" and run_config.is_file():
-            meta["task"] = read_json(run_config).get("task")
+    run_config = folder.parent / "config.json"
+    if folder.name == "export" and run_config.is_file():
+        # A RUN/export/ written before exports recorded its task, template or label scoring: the run's
+        # config says them (else it would be served with the T5 template and the EOS term).
+        config = read_json(run_config)
+        for key in ("task", "template"):
+            meta[key] = meta.get(key) or config.get(key)
+        if "label_score_eos" not in meta and config.get("label_score_eos") is False:
+            meta["label_score_eos"] = False
     tensors = read_tensors(folder / EXPORT_FILE, "export the run again (ept export)")
     vectors = tensors.get("prompt")
     if vectors is None:
