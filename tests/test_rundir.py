@@ -217,6 +217,23 @@ def test_torn_steps_log_is_reported_and_truncated_on_resume(tiny_bert, mini_data
     assert [r["step"] for r in read_jsonl(out / "steps.jsonl")] == list(range(1, 9))
 
 
+def test_env_json_keeps_the_machines_a_resumed_run_ran_on(tiny_bert, mini_data, tmp_path, monkeypatch):
+    """Steps 1-4 ran on one machine, 5-8 on another: env.json says both, with the steps each ran
+    from; a start from step 0 keeps none of the earlier ones."""
+    out = tmp_path / "moved"
+    _interrupted(tiny_bert, mini_data, out, monkeypatch)
+    first = json.loads((out / "env.json").read_text())
+    assert first["from_step"] == 0 and "earlier" not in first
+    first["cpu_capability"] = "ANOTHER"  # as if the first start ran elsewhere
+    (out / "env.json").write_text(json.dumps(first))
+    run(_cfg(tiny_bert, mini_data, out), progress=False)
+    env = json.loads((out / "env.json").read_text())
+    assert env["from_step"] == 4 and env["cpu_capability"] != "ANOTHER"
+    assert [(e["from_step"], e["cpu_capability"]) for e in env["earlier"]] == [(0, "ANOTHER")]
+    RunDir(out).write_env({"cpu_capability": "X"}, 0)  # from scratch: nothing earlier is kept
+    assert json.loads((out / "env.json").read_text()) == {"cpu_capability": "X", "from_step": 0}
+
+
 def test_ft_resumes_although_some_parameters_have_no_optimizer_state(tiny_bert, mini_data, tmp_path, monkeypatch):
     """BERT's pooler trains under ft but never gets a gradient (the scorer mean-pools): AdamW keeps
     no state for it, and the checkpoint check must accept that."""

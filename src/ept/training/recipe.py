@@ -408,7 +408,7 @@ class Recipe:
             model.compiled = self._compile()
         if self.main:
             self.rundir.write_config(cfg.to_dict())
-            self.rundir.write_env(collect_env())
+            self.rundir.write_env(collect_env(), self.data.start)
             self.rundir.trim_logs(self.data.start, warn=lambda m: print(f"ept train: warning: {m}"))
             print(self._banner())
             for note in self.data.task.notes:

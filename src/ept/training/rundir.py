@@ -1,7 +1,7 @@
 """One run folder: every path and artifact `ept train` writes, read and written in one place.
 
     RUN/config.json      the resolved TrainConfig (its identity hash goes into results.json)
-    RUN/env.json         versions and machine (ept env)
+    RUN/env.json         versions and machine (ept env), and those of earlier starts it resumed
     RUN/steps.jsonl      one line per optimizer step: loss, mu_t, raw_norm, lr[, grad_norm]
     RUN/eval.jsonl       one line per validation run
     RUN/last/            the resume checkpoint: method, optimizer, rng .safetensors + state.json
@@ -272,8 +272,19 @@ class RunDir:
     def write_config(self, config: dict) -> None:
         atomic_write_json(self.config_path, config)
 
-    def write_env(self, env: dict) -> None:
-        atomic_write_json(self.env_path, env)
+    def write_env(self, env: dict, step: int = 0) -> None:
+        """env.json: the machine and versions of this (re)start, which runs steps `step`+1 on, and
+        under "earlier" those of the starts whose steps it kept: a run resumed on another machine
+        ran on both (an AVX-512 and an AVX2 CPU round differently); a restart from step 0 drops them."""
+        earlier = []
+        if step and self.env_path.is_file():
+            try:
+                old = json.loads(self.env_path.read_text())
+            except (OSError, ValueError):
+                old = {}
+            if old:
+                earlier = [e for e in old.pop("earlier", []) + [old] if e.get("from_step", 0) < step]
+        atomic_write_json(self.env_path, {**env, "from_step": step, **({"earlier": earlier} if earlier else {})})
 
     def predictions(self, split: str) -> Path:
         return self.path / f"predictions-{split}.jsonl"
