@@ -220,6 +220,19 @@ def peft_prompt_embeddings(model, prompt: torch.Tensor) -> torch.Tensor:
     return torch.cat([model.token_embedding(lead), prompt.cpu()]).contiguous()
 
 
+def with_run_settings(meta: dict, config: dict) -> dict:
+    """`meta` (a run's best/method.json or RUN/export/prompt.json) with what it was written without,
+    before ept recorded it, taken from the run's config: the task, the template and the label
+    scoring. Without them an old run would be exported and served with the T5 template and the EOS
+    term, whatever it was trained with."""
+    out = dict(meta)
+    for key in ("task", "template"):
+        out[key] = out.get(key) or config.get(key)
+    if "label_score_eos" not in out and config.get("label_score_eos") is False:
+        out["label_score_eos"] = False
+    return out
+
+
 def load_exported(folder) -> tuple[torch.Tensor, dict]:
     """(P' (n, e), metadata) from an export folder, broadcast restored. A siamese export's
     metadata carries `pair_encoding`, `pair_head` (kind, labels) and `pair_head_state`, the head's
@@ -231,14 +244,8 @@ def load_exported(folder) -> tuple[torch.Tensor, dict]:
     meta = read_json(path)
     meta.setdefault("pair_encoding", "cross")  # exports written before siamese pairs existed
     run_config = folder.parent / "config.json"
-    if folder.name == "export" and run_config.is_file():
-        # A RUN/export/ written before exports recorded its task, template or label scoring: the run's
-        # config says them (else it would be served with the T5 template and the EOS term).
-        config = read_json(run_config)
-        for key in ("task", "template"):
-            meta[key] = meta.get(key) or config.get(key)
-        if "label_score_eos" not in meta and config.get("label_score_eos") is False:
-            meta["label_score_eos"] = False
+    if folder.name == "export" and run_config.is_file():  # a RUN/export/: its run's config fills the gaps
+        meta = with_run_settings(meta, read_json(run_config))
     tensors = read_tensors(folder / EXPORT_FILE, "export the run again (ept export)")
     vectors = tensors.get("prompt")
     if vectors is None:

@@ -70,18 +70,16 @@ def _record(folder: Path, meta: dict, source: Path) -> dict:
     (`ept serve` takes its label words and checks a --labels count against them), the step from
     method.json and, for a run folder, how far the run got; the precision it was validated in
     (`validated_precision`)."""
-    from ept.checkpoint import export_record
+    from ept.checkpoint import export_record, with_run_settings
     from ept.training.rundir import BEST, RunDir
     from ept.tasks.taskfile import stored_spec
 
     run = RunDir(Path(folder).parent)
     is_run = Path(folder).name == BEST and run.config_path.is_file()  # else a saved method folder
-    # How the run rendered and scored its rows: method.json has it, or (written before it did) the
-    # run's config. The template decides the label words; without label_score_eos from the config,
-    # an old run trained without the EOS term was exported (and served) with it.
-    config = run.read_config() if is_run else {}
-    template = meta.get("template") or config.get("template")
-    label_score_eos = meta.get("label_score_eos", config.get("label_score_eos", True))
+    # How the run rendered and scored its rows (the template decides the label words): method.json
+    # has it, or, written before it did, the run's config.
+    meta = with_run_settings(meta, run.read_config()) if is_run else meta
+    template, label_score_eos = meta.get("template"), meta.get("label_score_eos", True)
     task_spec = meta.get("task_spec")  # a task file's content (method.json keeps it): the export carries it
     try:
         spec = stored_spec(meta["task"], task_spec).with_template(template) if meta.get("task") else None
