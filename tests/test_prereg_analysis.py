@@ -203,3 +203,48 @@ def test_make_specs_writes_c_d_e_from_b_and_never_rewrites(tmp_path, monkeypatch
     before = {p.name: p.read_text() for p in here.glob("*.yaml")}
     assert specs.main() == 0
     assert {p.name: p.read_text() for p in here.glob("*.yaml")} == before
+
+
+def test_commit_progress_commits_results_and_new_specs_never_a_mixed_checkpoint(tmp_path, monkeypatch):
+    """The committer while the experiment runs: it commits the results folder and the C/D/E specs
+    (they must land with or before their first results), nothing else of the tree, and never a
+    checkpoint whose files are not the ones its last/state.json was written with."""
+    import subprocess
+
+    from ept.atomic_io import file_digest
+
+    spec = importlib.util.spec_from_file_location("prereg_commit", ROOT / "experiments" / "smollm2_prereg" / "commit_progress.py")
+    committer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(committer)
+    monkeypatch.setattr(committer, "ROOT", tmp_path)
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    (tmp_path / "README").write_text("x")
+    git("add", "README")
+    git("commit", "-q", "-m", "start")
+    run = tmp_path / committer.RESULTS / "C" / "sst2-ept-s2"
+    (run / "last").mkdir(parents=True)
+    (run / "last" / "method.safetensors").write_bytes(b"weights at step 50")
+    (run / "last" / "state.json").write_text(json.dumps(
+        {"step": 50, "files": {"last/method.safetensors": file_digest(run / "last" / "method.safetensors")}}))
+    (tmp_path / "experiments" / "smollm2_prereg").mkdir(parents=True)
+    (tmp_path / "experiments" / "smollm2_prereg" / "C_confirm.yaml").write_text("name: C\n")
+    (tmp_path / "experiments" / "smollm2_prereg" / "analyze.py").write_text("# being edited\n")
+    assert committer.commit_once()
+    committed = set(git("show", "--name-only", "--format=", "HEAD").split())
+    assert committed == {f"{committer.RESULTS}/C/sst2-ept-s2/last/method.safetensors",
+                         f"{committer.RESULTS}/C/sst2-ept-s2/last/state.json",
+                         "experiments/smollm2_prereg/C_confirm.yaml"}
+    assert "sst2-ept-s2: step 50" in git("log", "-1", "--format=%B")
+    assert not committer.commit_once()  # nothing new
+
+    # The weights of the next step written, its state.json not yet: not committed, nothing left staged.
+    (run / "last" / "method.safetensors").write_bytes(b"weights at step 100")
+    assert not committer.commit_once()
+    assert git("diff", "--cached", "--name-only") == ""
+    assert git("rev-list", "--count", "HEAD").strip() == "2"

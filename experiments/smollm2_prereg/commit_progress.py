@@ -8,7 +8,9 @@ written: one step's weights beside another step's optimizer. last/state.json rec
 the files it was written with (`ept.training.checkpointer.check_last`): this stages the results
 folder, checks every staged checkpoint against its staged state.json (reading the index, not the
 working tree, which may have moved on), and commits only when all agree; otherwise it unstages
-and tries again a little later. Only the results folder is staged and committed.
+and tries again a little later. Only the results folder and the stage specs that make_specs.py
+writes (C_confirm.yaml, D_sink.yaml, E_rte.yaml: committed with, or before, their first results) are
+staged and committed.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from ept.training.checkpointer import check_last
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = "results/smollm2-prereg"
+# What this commits: the results and the specs make_specs.py writes once B ends (never edited after).
+PATHS = [RESULTS, *(f"experiments/smollm2_prereg/{name}.yaml" for name in ("C_confirm", "D_sink", "E_rte"))]
 
 
 def git(*args: str, data: bool = False):
@@ -44,17 +48,19 @@ def staged_checkpoints_agree() -> list[str]:
 
 
 def commit_once() -> bool:
-    git("add", "-A", "--", RESULTS)
-    if not git("diff", "--cached", "--name-only", "--", RESULTS).strip():
+    present = [p for p in PATHS if (ROOT / p).exists()]
+    git("add", "-A", "--", *present)
+    if not git("diff", "--cached", "--name-only", "--", *present).strip():
         return False
     try:
         progress = staged_checkpoints_agree()
     except (CheckpointError, subprocess.CalledProcessError) as err:
-        git("reset", "-q", "--", RESULTS)
+        git("reset", "-q", "--", *present)
         print(f"commit_progress: not now ({err})", file=sys.stderr)
         return False
-    changed = sorted({Path(p).parts[2] + "/" + Path(p).parts[3] for p in
-                      git("diff", "--cached", "--name-only", "--", RESULTS).split() if len(Path(p).parts) > 4})
+    staged = git("diff", "--cached", "--name-only", "--", *present).split()
+    changed = sorted({Path(p).parts[2] + "/" + Path(p).parts[3] for p in staged if p.startswith(RESULTS) and len(Path(p).parts) > 4}
+                     | {Path(p).name for p in staged if p.endswith(".yaml")})
     git("commit", "-q", "-m", f"results: smollm2-prereg progress ({', '.join(changed) or 'reports'})",
         "-m", "\n".join(progress))
     print(f"commit_progress: committed {', '.join(changed) or 'reports'}")
