@@ -408,3 +408,18 @@ def test_an_old_run_is_exported_and_served_with_its_template_and_label_scoring(t
                                   if k not in ("task", "template", "label_score_eos")}))
     _, meta = load_exported(out / "export")
     assert (meta["task"], meta["template"], meta["label_score_eos"]) == ("sst2", "natural", False)
+    # ... copied away from its run folder, nothing can fill them: it is served with the defaults, and says so
+    import shutil
+    import warnings
+
+    shutil.copytree(out / "export", tmp_path / "copied")
+    copied = tmp_path / "copied" / "prompt.json"
+    copied.write_text(json.dumps({**json.loads(copied.read_text()), "task": "sst2"}))  # as such exports were
+    with pytest.warns(UserWarning, match=r"copied/prompt.json: records no template .*\(ept export RUN\)"):
+        _, meta = load_exported(tmp_path / "copied")
+    assert "template" not in meta and "label_score_eos" not in meta
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one that records its template loads silently, as does a task-less prompt
+        load_exported(tmp_path / "old")
+        copied.write_text(json.dumps({k: v for k, v in json.loads(copied.read_text()).items() if k != "task"}))
+        load_exported(tmp_path / "copied")

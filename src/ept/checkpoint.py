@@ -8,6 +8,7 @@ times — plus a PEFT PROMPT_TUNING adapter folder that `peft.PeftModel.from_pre
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -246,6 +247,13 @@ def load_exported(folder) -> tuple[torch.Tensor, dict]:
     run_config = folder.parent / "config.json"
     if folder.name == "export" and run_config.is_file():  # a RUN/export/: its run's config fills the gaps
         meta = with_run_settings(meta, read_json(run_config))
+    if meta.get("task") and "template" not in meta and "task_spec" not in meta:
+        # A task's prompt written before ept recorded the input format, away from its run folder: it is
+        # served with the task's default template and the EOS term, whatever it was trained with.
+        # (A prompt exported with no task at all is served with the spec its caller gives.)
+        warnings.warn(f"{path}: records no template (written before exports recorded it); it is "
+                      f"served with the task's default template and label scoring with EOS. If it was trained "
+                      f"otherwise, export it again from its run folder (ept export RUN)", stacklevel=2)
     tensors = read_tensors(folder / EXPORT_FILE, "export the run again (ept export)")
     vectors = tensors.get("prompt")
     if vectors is None:
