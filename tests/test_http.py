@@ -365,7 +365,8 @@ def test_causal_prefix_cache_follows_put_and_delete(minilm_tokenizer):
 def test_replicas_sharing_a_prompt_log_agree_after_put_and_delete(exports):
     """Two replicas in one process (ept.serving.ray_app runs the same code with a Ray actor as the log):
     a PUT on one is served by the other within the sync interval with the same scores, a DELETE
-    on the other reaches the first; a replica started later replays the log before it serves."""
+    on the other reaches the first; a replica started later replays the log before it serves; a log
+    that restarts empty is followed from its first change."""
     from fastapi.testclient import TestClient
 
     from ept.serving.http_app import PromptLog, ServeConfig, create_app
@@ -412,6 +413,14 @@ def test_replicas_sharing_a_prompt_log_agree_after_put_and_delete(exports):
         assert {p["name"] for p in one.get("/v1/prompts").json()["prompts"]} == {"a", "b"}
         bad = one.put("/v1/prompts/d", json={"path": str(exports / "missing")})
         assert bad.status_code == 404 and shared.version == 3  # a refused change is never recorded
+
+        # The log restarted (its Ray replica died): empty, counting from 1 again, in a new epoch. The
+        # replicas, past version 3 of the old one, still follow it: a PUT on one reaches the other.
+        shared.__init__()
+        until(lambda: two.get("/healthz").json()["prompts_version"] == 0)
+        assert one.put("/v1/prompts/c", json={"path": str(exports / "c"), "labels": ["bad", "good"]}).status_code == 200
+        until(lambda: two.post("/v1/predict", json={"rows": [row]}).status_code == 200)
+        assert one.get("/healthz").json()["prompts_version"] == two.get("/healthz").json()["prompts_version"] == 1
 
 
 def test_http_status_comes_from_the_error_type_not_its_text(minilm):

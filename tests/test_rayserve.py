@@ -1,5 +1,6 @@
 """Ray Serve (ept.serving.ray_app): the HTTP app behind Ray's proxy with 2 replicas gives the batch mode's
-predictions, both replicas answer, and a PUT / DELETE that lands on one replica reaches both."""
+predictions, both replicas answer, and a PUT / DELETE that lands on one replica reaches both, also
+after the prompt log's replica died and Ray Serve started it again, empty."""
 
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ def test_two_replicas_give_the_batch_mode_predictions(exports, tmp_path, monkeyp
         assert len(pids) == 2, pids  # Ray's proxy spread the calls over both replicas
         _put_and_delete_reach_both_replicas(url, exports, tmp_path)
         assert status.deployments["EptPromptLog"].replica_states.get("RUNNING") == 1
+        _a_restarted_log_is_followed(url, exports)
         serve.delete("ept")  # the log goes with the application (it was a detached actor that stayed)
         left = [a for a in ray.util.list_named_actors(all_namespaces=True) if "promptlog" in a["name"].lower()
                 or "prompt-log" in a["name"].lower()]
@@ -87,3 +89,28 @@ def _put_and_delete_reach_both_replicas(url, exports, tmp_path):
     assert all(h["prompts"] == 2 for h in _replicas_at(url, 2).values())
     gone = [httpx.post(f"{url}/v1/predict", json={"rows": [r]}, timeout=60).status_code for r in rows * 3]
     assert gone == [404] * len(gone)
+
+
+def _log_actors() -> list[str]:
+    import ray
+
+    return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "EptPromptLog" in a["name"]]
+
+
+def _a_restarted_log_is_followed(url, exports):
+    """The log's replica killed: Serve starts a new one, empty, counting from version 1 again. The
+    replicas (at version 2 of the old log) must follow it, not wait for its version 3."""
+    import ray
+
+    (old,) = _log_actors()
+    ray.kill(ray.get_actor(old, namespace="serve"), no_restart=True)
+    deadline = time.monotonic() + 60
+    while len(new := [n for n in _log_actors() if n != old]) != 1:
+        assert time.monotonic() < deadline, f"Serve did not restart the prompt log: {_log_actors()}"
+        time.sleep(0.2)
+    put = None
+    while put is None or put.status_code != 200:  # until the handle routes to the new log replica
+        assert time.monotonic() < deadline, put.text
+        put = httpx.put(f"{url}/v1/prompts/c", json={"path": str(exports / "c"), "labels": LABELS["c"].split(",")},
+                        timeout=60)
+    assert all(h["prompts"] == 3 for h in _replicas_at(url, 1).values())

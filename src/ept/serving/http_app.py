@@ -248,18 +248,24 @@ class Service:
 class PromptLog:
     """The one source of truth for prompt changes across replicas: name -> its latest change and
     the version that made it (older changes of a name are dropped: replaying the latest of each,
-    in version order, gives the same prompts). In-process here; a Ray actor in ept.serving.ray_app."""
+    in version order, gives the same prompts). In-process here; a Ray actor in ept.serving.ray_app.
+
+    `epoch` names this log's life: a log restarted (its Ray replica died) is empty again and counts
+    from version 1, so versions alone would tell a replica that has applied up to N to skip the new
+    log's changes 1..N. A caller names the epoch it has followed; another epoch is replayed from 0."""
 
     def __init__(self):
-        self.version, self.latest = 0, {}
+        self.epoch, self.version, self.latest = secrets.token_hex(8), 0, {}
 
-    async def record(self, name: str, change: dict | None) -> int:
+    async def record(self, name: str, change: dict | None) -> tuple[str, int]:
         self.version += 1
         self.latest[name] = (self.version, change)
-        return self.version
+        return self.epoch, self.version
 
-    async def since(self, version: int) -> list:
-        return sorted((v, name, change) for name, (v, change) in self.latest.items() if v > version)
+    async def since(self, version: int, epoch: str | None = None) -> tuple[str, list]:
+        """(this log's epoch, its changes after `version` of `epoch`: all of them for another epoch)."""
+        after = version if epoch == self.epoch else 0
+        return self.epoch, sorted((v, name, change) for name, (v, change) in self.latest.items() if v > after)
 
 
 class Follower:
@@ -270,14 +276,14 @@ class Follower:
 
     def __init__(self, service: Service, log_, every: float):
         self.service, self.log, self.every = service, log_, every
-        self.version = 0  # the log's version this replica has applied up to
+        self.epoch, self.version = None, 0  # the log (its epoch) and its version this replica has applied up to
         self.lock = asyncio.Lock()
 
     async def change(self, name: str, change: dict | None):
         async with self.lock:
             result = await run_in_threadpool(self.service.apply, name, change)
-            version = await self.log.record(name, change)
-            if version == self.version + 1:
+            epoch, version = await self.log.record(name, change)
+            if epoch == self.epoch and version == self.version + 1:
                 self.version = version  # nothing else came between: the replay is what we hold
             else:
                 await self._catch_up()  # others' changes came first: replay them, then ours, in order
@@ -288,7 +294,12 @@ class Follower:
             await self._catch_up()
 
     async def _catch_up(self) -> None:
-        for version, name, change in await self.log.since(self.version):
+        # A new epoch (the log restarted, empty): its changes are replayed from its first; what this
+        # replica already holds stays (a replica started after the restart lacks what came before it).
+        epoch, changes = await self.log.since(self.version, self.epoch)
+        if epoch != self.epoch:
+            self.epoch, self.version = epoch, 0
+        for version, name, change in changes:
             try:
                 await run_in_threadpool(self.service.apply, name, change)
             except KeyError:

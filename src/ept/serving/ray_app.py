@@ -16,7 +16,10 @@ answer the caller) and records it in ONE log, a one-replica deployment of the sa
 the same prompts within about that time plus one prompt load, and a replica started later (scaled
 up, restarted) replays it before it serves. An upload travels in the log as its bytes; an export
 path must be readable on every node. The log lives and dies with the application: `serve delete`
-removes it too (it was once a detached actor that outlived the application, uploads and all).
+removes it too (it was once a detached actor that outlived the application, uploads and all). It is
+held in memory: if its replica dies, Serve starts it again empty, in a new epoch, and the replicas
+follow the new log from its first change, keeping what they serve; a replica started after that
+lacks the prompts changed before it (put them in prompts_dir to make them permanent).
 """
 
 from __future__ import annotations
@@ -57,8 +60,8 @@ class RayPromptLog:
     async def record(self, name: str, change):
         return await self._handle().record.remote(name, change)
 
-    async def since(self, version: int):
-        return await self._handle().since.remote(version)
+    async def since(self, version: int, epoch: str | None = None):
+        return await self._handle().since.remote(version, epoch)
 
 
 def _loader(args: dict):
