@@ -21,6 +21,7 @@ def analyze(tmp_path, monkeypatch):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     monkeypatch.setattr(module, "RES", tmp_path)
+    monkeypatch.setattr(module, "DOC", tmp_path / "results-smollm2.md")  # never the real doc
     return module
 
 
@@ -67,7 +68,7 @@ def test_bootstrap_is_seeded_and_centred(analyze):
 
 @pytest.mark.parametrize("lo95, hi90, want", [
     (0.1, 3.0, "beats"), (0.0, 1.9, "is not better than"), (-5.0, 1.99, "is not better than"),
-    (-0.5, 2.0, "inconclusive against"), (-3.0, 4.0, "inconclusive against")])
+    (-0.5, 2.0, "is inconclusive against"), (-3.0, 4.0, "is inconclusive against")])
 def test_decision_rule_boundaries(analyze, lo95, hi90, want):
     assert analyze.verdict(lo95, hi90) == want
 
@@ -248,3 +249,51 @@ def test_commit_progress_commits_results_and_new_specs_never_a_mixed_checkpoint(
     assert not committer.commit_once()
     assert git("diff", "--cached", "--name-only") == ""
     assert git("rev-list", "--count", "HEAD").strip() == "2"
+
+
+def test_the_doc_opens_with_the_status_then_the_verdict_regenerated(analyze, tmp_path):
+    """docs/results-smollm2.md's opening, between its markers, is written by the analysis: the
+    progress of every stage (a run in progress with its checkpoint step) and no verdict while C is
+    short of a run; the verdict with its intervals, the controls and the arms once C is whole. The
+    prose around it is kept byte for byte."""
+    doc = tmp_path / "results-smollm2.md"
+    doc.write_text(f"# Title\n\n{analyze.BEGIN}\nstale\n{analyze.END}\n\nProse that stays.\n")
+    (tmp_path / "B").mkdir()
+    (tmp_path / "B" / "decision.json").write_text(json.dumps({"lr": {"pt": 0.3, "ept": 0.03}}))
+    rng = np.random.default_rng(1)
+    shared = rng.random(872)
+    truth = {"PT": 0.84, "EPT": 0.83, "PT1": 0.60}
+    for arm, (method, opts) in analyze.ARMS_C.items():
+        for seed in analyze.C_SEEDS[:-1]:
+            _run(tmp_path, "C", f"{arm}-s{seed}", method, seed, 0.3, 85, (shared < truth[arm] + rng.normal(0, 0.005)).astype(float), opts)
+    last = tmp_path / "C" / "EPT-s6" / "last"
+    last.mkdir(parents=True)
+    (last.parent / "config.json").write_text(json.dumps({"method": "ept", "seed": 6, "lr": 0.03}))
+    (last / "state.json").write_text(json.dumps({"step": 350}))
+    assert analyze.main([]) == 0
+    text = doc.read_text()
+    assert text.startswith(f"# Title\n\n{analyze.BEGIN}\n## Status") and text.endswith(f"{analyze.END}\n\nProse that stays.\n")
+    assert "**No verdict yet**: stage C has 12 of 15 runs finished." in text and "stale" not in text
+    assert "| C | confirmation: PT, EPT, PT1 x seeds 2-6 at B's lrs, 1,000 steps, 872 test rows | 12 of 15 | EPT-s6 at step 350 |" in text
+    assert "beats" not in text and "is not better than" not in text
+
+    import shutil
+
+    shutil.rmtree(last.parent)
+    for arm, (method, opts) in analyze.ARMS_C.items():
+        _run(tmp_path, "C", f"{arm}-s6", method, 6, 0.3, 85, (shared < truth[arm]).astype(float), opts)
+    assert analyze.main([]) == 0
+    text = doc.read_text()
+    out = analyze.stage_c([])
+    m = out["EPT - PT"]
+    assert m["verdict"] == "is not better than"  # EPT one point below PT: inside the 2-point margin
+    opening = text[text.index(analyze.BEGIN):text.index(analyze.END)]
+    assert opening.splitlines()[1] == "## Verdict (preregistered; stage C)"
+    assert "**EPT is not better than PT** on SST-2 test accuracy" in opening
+    assert f"PT 0.3, EPT 0.03): EPT − PT = **{m['difference']:+.2f}** points, Welch 95% [{m['welch95'][0]:+.2f}, " in opening
+    assert f"Welch 90% upper bound {m['welch90'][1]:+.2f}" in opening
+    assert "Control: **EPT beats PT1**" in opening and "Control: **PT1 is not better than PT**" in opening
+    pt1 = out["arms"]["PT1"]
+    assert f"PT1 {np.mean(pt1):.1f} ± {np.std(pt1, ddof=1):.1f} (0 of 5 failed)" in opening
+    assert "| C | confirmation" in opening and "15 of 15 | – |" in opening
+    assert text.endswith(f"{analyze.END}\n\nProse that stays.\n")
