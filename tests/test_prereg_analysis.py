@@ -200,6 +200,9 @@ def test_make_specs_writes_c_d_e_from_b_and_never_rewrites(tmp_path, monkeypatch
             assert cfg.get("sink_token") == ("<|endoftext|>" if name == "D_sink" else None)
     c = load_spec(here / "C_confirm.yaml", out=tmp_path / "C", check_data=False)
     assert sum((run.config.get("method_options") or {}).get("num_tokens") == 1 for run in c.runs) == 5
+    arms = [(r.config["seed"], r.config["method"], (r.config.get("method_options") or {}).get("num_tokens")) for r in c.runs]
+    assert arms[:6] == [(2, "pt", None), (2, "ept", None), (2, "pt", 1), (3, "pt", None), (3, "ept", None), (3, "pt", 1)]
+    assert len({r.name for r in c.runs}) == 15  # seed by seed, every arm: a stage cut short is balanced
     decision.write_text(json.dumps({"lr": {"pt": 0.3, "ept": 0.003}}))  # a later decision changes nothing
     before = {p.name: p.read_text() for p in here.glob("*.yaml")}
     assert specs.main() == 0

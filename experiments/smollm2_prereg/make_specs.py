@@ -26,10 +26,14 @@ SHARED = ("backbone", "template", "label_score_eos", "precision", "batch_size", 
 
 
 def grids(lr: dict, seeds: list[int], pt1: bool = False, extra: dict | None = None) -> list[dict]:
-    out = [{"method": ["pt"], "lr": [lr["pt"]], "seed": list(seeds), **(extra or {})},
-           {"method": ["ept"], "lr": [lr["ept"]], "seed": list(seeds), **(extra or {})}]
-    if pt1:
-        out.append({"method": ["pt"], "num_tokens": [1], "lr": [lr["pt"]], "seed": list(seeds)})
+    """One grid per (seed, arm), seed by seed: `ept sweep` starts runs in spec order, so a stage cut
+    short (a machine gone, the project stopped) holds the same seeds in every arm, not all of PT's."""
+    out = []
+    for seed in seeds:
+        out += [{"method": ["pt"], "lr": [lr["pt"]], "seed": [seed], **(extra or {})},
+                {"method": ["ept"], "lr": [lr["ept"]], "seed": [seed], **(extra or {})}]
+        if pt1:
+            out.append({"method": ["pt"], "num_tokens": [1], "lr": [lr["pt"]], "seed": [seed]})
     return out
 
 
