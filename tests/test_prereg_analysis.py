@@ -84,6 +84,12 @@ def test_lr_rule_takes_the_best_mean_and_breaks_ties_upwards(analyze, tmp_path):
     decision = analyze.stage_b(report)
     assert decision["lr"] == {"pt": 0.03, "ept": 0.3} and decision["pt1_lr"] == 0.03
     assert json.loads((tmp_path / "B" / "decision.json").read_text())["lr"] == decision["lr"]
+    # Fig. 8 from the same runs, by `ept analyze lr`'s code: the mean over the two seeds per (method, lr)
+    import csv
+
+    summary = list(csv.DictReader((tmp_path / "B" / "fig8-lr" / "lr_summary.csv").open()))
+    assert {(r["series"], float(r["x"])): float(r["mean"]) for r in summary} == {k: sum(v) / 2 for k, v in val.items()}
+    assert (tmp_path / "B" / "fig8-lr" / "lr.png").stat().st_size > 0
 
 
 def test_an_unfinished_stage_draws_no_verdict_and_names_what_is_missing(analyze, tmp_path):

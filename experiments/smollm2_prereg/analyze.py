@@ -157,6 +157,8 @@ def stage_b(report: list[str]) -> dict | None:
     report += [f"| {x['method']} | {x['lr']:g} | {x['seed']} | {x['validation']:.1f} | {x['best_step']} | "
                f"{x['final_mu_t']:.3g} |" for x in sorted(rows, key=lambda x: (x["method"], x["lr"], x["seed"]))]
     report.append("")
+    if done:
+        lr_robustness(len(done), expected, report)
     if len(done) < expected:
         return None
     choice = {}
@@ -172,6 +174,20 @@ def stage_b(report: list[str]) -> dict | None:
     (RES / "B" / "decision.json").write_text(json.dumps(decision, indent=2) + "\n")
     report += [f"Chosen lrs: PT {choice['pt']['lr']:g}, EPT {choice['ept']['lr']:g}, PT1 = PT's.", ""]
     return decision
+
+
+def lr_robustness(done: int, expected: int, report: list[str]) -> None:
+    """Fig. 8 on SmolLM2 (described, not tested): B's best validation against lr, per method, drawn
+    by the toolkit's own `ept analyze lr` code from B's finished runs."""
+    from ept.analysis import load_records
+    from ept.analysis.curves import lr
+
+    records, _ = load_records([RES / "B"])
+    out = RES / "B" / "fig8-lr"
+    out.mkdir(exist_ok=True)
+    lr(records, out, split="validation")
+    report += [f"Fig. 8 (validation vs lr, mean ± sd over seeds 0-1; {done} of {expected} runs): "
+               "`results/smollm2-prereg/B/fig8-lr/lr.png` (`lr_summary.csv`).", ""]
 
 
 # ------------------------------------------------------------------------------ stage C
