@@ -84,6 +84,14 @@ def test_lr_rule_takes_the_best_mean_and_breaks_ties_upwards(analyze, tmp_path):
     decision = analyze.stage_b(report)
     assert decision["lr"] == {"pt": 0.03, "ept": 0.3} and decision["pt1_lr"] == 0.03
     assert json.loads((tmp_path / "B" / "decision.json").read_text())["lr"] == decision["lr"]
+    # What C can resolve at B's spread: pooled seed variance per method, Welch half-widths for 5 seeds
+    sens = analyze.sensitivity([{"method": m, "lr": lr, "validation": v} for (m, lr), vs in val.items() for v in vs], [])
+    pooled = {m: np.mean([np.var(v, ddof=1) for (mm, _), v in val.items() if mm == m]) for m in ("pt", "ept")}
+    se = np.sqrt((pooled["pt"] + pooled["ept"]) / 5)
+    df = se ** 4 / ((pooled["pt"] / 5) ** 2 / 4 + (pooled["ept"] / 5) ** 2 / 4)
+    assert sens["half_width95"] == pytest.approx(stats.t.ppf(0.975, df) * se)
+    assert sens["sd"]["pt"] == pytest.approx(np.sqrt(pooled["pt"]))
+    assert "Design sensitivity" in "\n".join(report)
     # Fig. 8 from the same runs, by `ept analyze lr`'s code: the mean over the two seeds per (method, lr)
     import csv
 

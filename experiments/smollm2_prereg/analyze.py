@@ -173,7 +173,28 @@ def stage_b(report: list[str]) -> dict | None:
                 "rule": "max mean best-checkpoint validation over seeds 0-1; ties: the larger lr"}
     (RES / "B" / "decision.json").write_text(json.dumps(decision, indent=2) + "\n")
     report += [f"Chosen lrs: PT {choice['pt']['lr']:g}, EPT {choice['ept']['lr']:g}, PT1 = PT's.", ""]
+    sensitivity(rows, report)
     return decision
+
+
+def sensitivity(rows: list[dict], report: list[str], n: int = len(C_SEEDS)) -> dict:
+    """What stage C can resolve (described, feeds no decision): the seed-to-seed spread of B's best
+    validation, pooled over each method's lrs, and the Welch half-widths it implies for C's n seeds
+    an arm. C's endpoint is test accuracy, so this is a guide, not a power analysis of it."""
+    var = {}
+    for method in ("pt", "ept"):
+        groups = [[x["validation"] for x in rows if x["method"] == method and x["lr"] == lr] for lr in {x["lr"] for x in rows}]
+        var[method] = float(np.mean([np.var(g, ddof=1) for g in groups if len(g) > 1]))
+    va, vb = var["ept"] / n, var["pt"] / n
+    df = (va + vb) ** 2 / (va ** 2 / (n - 1) + vb ** 2 / (n - 1))
+    h95, h90 = (float(stats.t.ppf(q, df) * math.sqrt(va + vb)) for q in (0.975, 0.95))
+    report += [f"Design sensitivity (described, not a test): B's seed-to-seed sd of best validation, pooled over lrs, "
+               f"is {math.sqrt(var['pt']):.2f} for PT and {math.sqrt(var['ept']):.2f} for EPT (2 seeds per lr). At that "
+               f"spread, stage C's {n} seeds an arm give a Welch 95% half-width of about {h95:.2f} points: C can say "
+               f"\"beats\" for an EPT - PT difference above about {h95:.2f}, and \"not better\" below about "
+               f"{TOST_MARGIN - h90:+.2f} (margin {TOST_MARGIN:g} minus the 90% half-width {h90:.2f}); in between it "
+               "is inconclusive.", ""]
+    return {"sd": {m: math.sqrt(v) for m, v in var.items()}, "half_width95": h95, "half_width90": h90}
 
 
 def lr_robustness(done: int, expected: int, report: list[str]) -> None:
