@@ -210,3 +210,21 @@ def test_generation_runs_record_invalid_outputs_and_the_report_footnotes_them(ti
     assert f"Invalid generations on test, summed over seeds: {Path(tiny_t5_dir).name} SST-2 / EPT 12 of 12 (100.0%)" in md
     notes = dict(re.findall(r"^- (\w): (.*)$", md, flags=re.M))
     assert any(t.startswith("some test outputs were invalid generations") for t in notes.values())
+
+
+def test_the_scoring_footnote_names_siamese_pair_scoring(tmp_path):
+    """A prompt on a sentence-pair task on an encoder is scored siamese (cosine pair head), whatever
+    its eval_mode says: the footnote once called it "default (rank classification)"."""
+    from ept.analysis.runs import RunRecord
+    from ept.report import scoring_of
+
+    def record(method, task="rte", backbone="minilm", **kw):
+        cfg = TrainConfig(task=task, method=method, backbone=backbone, out=str(tmp_path), **kw).to_dict()
+        return RunRecord(tmp_path, cfg, None)
+
+    assert scoring_of(record("ept")) == "siamese cosine (trainable pair head)"
+    assert scoring_of(record("pt", pair_head="fixed")) == "siamese cosine (fixed pair head)"
+    assert scoring_of(record("ept", pair_encoding="cross")) == "default"    # joint [SEP] encoding: rank scoring
+    assert scoring_of(record("ept", task="sst2")) == "default"              # not a pair task
+    assert scoring_of(record("ft")) == "default"                            # no prompt
+    assert scoring_of(record("ept", backbone="t5-base", eval_mode="generate")) == "generate"  # not an encoder

@@ -240,10 +240,30 @@ LR_NOTE = ("learning rate searched (Appendix B.2): the lr with the best mean val
 INVALID_NOTE = "some test outputs were invalid generations (no label word; scored as wrong): counts below"
 
 
+def scoring_of(run: RunRecord) -> str:
+    """How a run's predictions were scored: its eval_mode, except a prompt on a sentence-pair task
+    on an encoder scored siamese (each side pooled apart, then the cosine pair head), where no
+    eval_mode applies. The rule is the one training used (`ept.tasks.spec.siamese_applies`)."""
+    from ept.backbone_specs import offline_kind
+    from ept.method_configs import METHODS
+    from ept.tasks.spec import siamese_applies
+
+    mode = str(run.config.get("eval_mode") or "default")
+    if run.method not in METHODS or not METHODS.get(run.method).config_cls.has_prompt:
+        return mode
+    try:
+        spec = run.spec
+    except (KeyError, ValueError):  # a task this install does not know: its eval_mode is all we can say
+        return mode
+    if siamese_applies(offline_kind(run.config["backbone"]), spec, run.config.get("pair_encoding")):
+        return f"siamese cosine ({run.config.get('pair_head') or 'trainable'} pair head)"
+    return mode
+
+
 def _search_and_invalid(entry: dict, cell: Cell, notes: Notes) -> None:
     """Put the lr search's winner and the invalid-generation count of a cell into its entry."""
     entry["invalid"], entry["predictions"] = invalid_count(cell.runs)
-    entry["eval_modes"] = sorted({str(r.config.get("eval_mode") or "default") for r in cell.runs})
+    entry["eval_modes"] = sorted({scoring_of(r) for r in cell.runs})
     marks = []
     if cell.search:
         entry["lr"], entry["lr_validation"] = cell.search["chosen"], cell.search["validation"]
@@ -282,7 +302,8 @@ def _detail_notes(table: dict) -> list[str]:
         out.append("Invalid generations on test, summed over seeds: " + "; ".join(invalid))
     if modes:
         out.append("Scoring (eval_mode): " + ", ".join(sorted(modes)) + " (generate: the paper's greedy decoding; "
-                   "rank/default: rank classification, never invalid)")
+                   "rank/default: rank classification, never invalid; siamese cosine: each side of a pair pooled "
+                   "apart, scored by the cosine pair head)")
     return out
 
 
