@@ -276,7 +276,9 @@ def test_the_doc_opens_with_the_status_then_the_verdict_regenerated(analyze, tmp
     doc = tmp_path / "results-smollm2.md"
     doc.write_text(f"# Title\n\n{analyze.BEGIN}\nstale\n{analyze.END}\n\nProse that stays.\n")
     (tmp_path / "B").mkdir()
-    (tmp_path / "B" / "decision.json").write_text(json.dumps({"lr": {"pt": 0.3, "ept": 0.03}}))
+    (tmp_path / "B" / "decision.json").write_text(json.dumps({"lr": {"pt": 0.3, "ept": 0.03}, "detail": {
+        "pt": {"lr": 0.3, "mean_validation": {"0.003": 88.0, "0.03": 90.2, "0.3": 91.0}},
+        "ept": {"lr": 0.03, "mean_validation": {"0.003": 80.0, "0.03": 85.5, "0.3": 84.0}}}}))
     rng = np.random.default_rng(1)
     shared = rng.random(872)
     truth = {"PT": 0.84, "EPT": 0.83, "PT1": 0.60}
@@ -293,6 +295,8 @@ def test_the_doc_opens_with_the_status_then_the_verdict_regenerated(analyze, tmp
     assert "**No verdict yet**: stage C has 12 of 15 runs finished." in text and "stale" not in text
     assert "| C | confirmation: PT, EPT, PT1 x seeds 2-6 at B's lrs, 1,000 steps, 872 test rows | 12 of 15 | EPT-s6 at step 350 |" in text
     assert "beats" not in text and "is not better than" not in text
+    assert ("Stage B chose lr **0.3 for PT** (and PT1) and **0.03 for EPT**: the best mean best-checkpoint validation "
+            "accuracy over seeds 0-1 (PT 0.003: 88.0, 0.03: 90.2, 0.3: 91.0; EPT 0.003: 80.0, 0.03: 85.5, 0.3: 84.0;") in text
 
     import shutil
 

@@ -353,6 +353,14 @@ def status_block(c: dict | None) -> list[str]:
     else:
         lines += ["## Status: the preregistered test of the paper's claim is running", "",
                   f"**No verdict yet**: stage C has {progress('C')[0]} of {STAGES['C'][1]} runs finished.", ""]
+    b = RES / "B" / "decision.json"
+    if b.exists():  # B's outcome, as the preregistered rule read it (validation only)
+        detail = json.loads(b.read_text())["detail"]
+        means = "; ".join(f"{m.upper()} " + ", ".join(f"{float(lr):g}: {v:.1f}" for lr, v in detail[m]["mean_validation"].items())
+                          for m in ("pt", "ept"))
+        lines += [f"Stage B chose lr **{detail['pt']['lr']:g} for PT** (and PT1) and **{detail['ept']['lr']:g} for EPT**: "
+                  f"the best mean best-checkpoint validation accuracy over seeds 0-1 ({means}; Fig. 8: "
+                  "`results/smollm2-prereg/B/fig8-lr/lr.png`).", ""]
     a_done = (RES / "A" / "decision.json").exists()
     lines += ["| stage | what | runs finished | in progress (each resumes from its committed last/) |",
               "| --- | --- | --- | --- |",
