@@ -443,3 +443,49 @@ def test_http_status_comes_from_the_error_type_not_its_text(minilm):
     assert [_status_of(e) for e in (gone.value, unknown.value)] == [404, 404]
     assert _status_of(RowError(3, "the text 'this task is not served' is fine")) == 422
     assert _status_of(KeyError("is not served")) == 500
+
+
+def test_a_prompt_log_file_keeps_put_and_delete_across_a_restart(exports, tmp_path, caplog):
+    """`ept serve --http --prompt-log FILE` (Ray: prompt_log=FILE): an upload, a path PUT and a
+    DELETE made before a restart are served the same after it, from the file alone; a last line cut
+    short by a crash is dropped with a warning, a damaged line before it is an error naming it."""
+    from fastapi.testclient import TestClient
+
+    from ept.serving.http_app import PromptLog, ServeConfig, create_app
+    from ept.serving.server import build_server, find_exports, load_prompts
+
+    path = tmp_path / "prompts.log"
+    labels = {n: tuple(LABELS[n].split(",")) for n in ("a", "b")}
+
+    def server(log):
+        config = ServeConfig(max_wait_ms=1, prompt_log=log, sync_seconds=0.05, allowed_paths=(str(exports),))
+        backend = build_server(load_prompts(find_exports({n: str(exports / n) for n in ("a", "b")}), labels), say=lambda _: None)
+        return TestClient(create_app(config, backend))
+
+    rows = [{"task": t, "text": TEXTS[0]} for t in ("b", "c", "up")]
+    body = (exports / "a" / "prompt.safetensors").read_bytes()
+    n = json.loads((exports / "a" / "prompt.json").read_text())["num_tokens"]
+    first = PromptLog(str(path))
+    with server(first) as one:
+        assert one.put("/v1/prompts/c", json={"path": str(exports / "c"), "labels": ["bad", "good"]}).status_code == 200
+        up = one.put(f"/v1/prompts/up?labels=negative,positive&num_tokens={n}", content=body,
+                     headers={"content-type": "application/octet-stream"})
+        assert up.status_code == 200, up.text
+        assert one.delete("/v1/prompts/a").status_code == 200
+        before = one.post("/v1/predict", json={"rows": rows}).json()["predictions"]
+    with server(PromptLog(str(path))) as again:  # a new process: only the file carries the changes
+        assert {p["name"] for p in again.get("/v1/prompts").json()["prompts"]} == {"b", "c", "up"}
+        assert again.post("/v1/predict", json={"rows": rows}).json()["predictions"] == before
+        assert again.get("/healthz").json()["prompts_version"] == 3
+    assert PromptLog(str(path)).epoch == first.epoch  # the same log, not a new one to replay from 0
+
+    with path.open("a") as f:
+        f.write('{"version": 4, "name": "x", "chan')  # a crash mid-write
+    with caplog.at_level("WARNING"):
+        kept = PromptLog(str(path))
+    assert kept.version == 3 and "last line cut short" in caplog.text
+    assert path.read_text().count("\n") == 4 and '"name": "x"' not in path.read_text()  # compacted, the bad tail gone
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], "not json", *lines[1:]]) + "\n")
+    with pytest.raises(ValueError, match=r"prompts.log:2: not a prompt log line"):
+        PromptLog(str(path))

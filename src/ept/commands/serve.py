@@ -87,6 +87,9 @@ def register(sub) -> None:
     http.add_argument("--allow-path", action="append", default=[], metavar="DIR",
                       help="PUT /v1/prompts/NAME {\"path\": ...} may also load exports under DIR (default: only "
                            "under --prompts-dir and the --prompt folders); repeatable")
+    http.add_argument("--prompt-log", default=None, metavar="FILE",
+                      help="keep the prompts PUT/DELETE over HTTP (uploads too) in FILE: a restarted server "
+                           "replays it and serves them again (default: they live as long as the process)")
     p.set_defaults(func=run)
 
 
@@ -150,7 +153,7 @@ def run(args) -> int:
     if args.http and args.input is not None:
         raise ValueError("--input is for batch mode; with --http, clients POST rows to /v1/predict")
     if args.http:
-        from ept.serving.http_app import ServeConfig, read_token, serve_forever
+        from ept.serving.http_app import PromptLog, ServeConfig, read_token, serve_forever
 
         token = read_token(args.token_file)
         if args.host not in (None, "127.0.0.1", "localhost", "::1") and token is None:
@@ -158,7 +161,8 @@ def run(args) -> int:
         config = ServeConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                              max_body_bytes=args.max_body_bytes, token=token, eval_mode=args.eval_mode,
                              allowed_paths=tuple(map(str, [*([args.prompts_dir] if args.prompts_dir else []),
-                                                           *folders.values(), *args.allow_path])))
+                                                           *folders.values(), *args.allow_path])),
+                             prompt_log=PromptLog(args.prompt_log) if args.prompt_log else None)
         _check_port(args.host or "127.0.0.1", args.port)  # before the model loads, not after
         server = build_server(loaded, args.backbone, args.max_length, args.eval_mode, args.prefix_cache, args.precision,
                               args.precision_fallback, prefix_cache_mb=args.prefix_cache_mb)

@@ -22,8 +22,10 @@ One bad request never fails the others in its pass: a pass that raises is re-run
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import itertools
+import json
 import logging
 import math
 import os
@@ -64,7 +66,8 @@ class ServeConfig:
     # --prompts-dir and the --prompt folders, so a caller cannot make the server read any folder it can.
     allowed_paths: tuple[str, ...] = ()
     # replicas (ept.serving.ray_app): the shared log of prompt changes every replica follows, and how often
-    prompt_log: object = None  # async record(name, change) -> version, since(version) -> [(version, name, change)]
+    # async record(name, change) -> (epoch, version), since(version, epoch) -> (epoch, [(version, name, change)])
+    prompt_log: object = None
     sync_seconds: float = 1.0
 
     def check_path(self, path: str) -> None:
@@ -252,20 +255,68 @@ class PromptLog:
 
     `epoch` names this log's life: a log restarted (its Ray replica died) is empty again and counts
     from version 1, so versions alone would tell a replica that has applied up to N to skip the new
-    log's changes 1..N. A caller names the epoch it has followed; another epoch is replayed from 0."""
+    log's changes 1..N. A caller names the epoch it has followed; another epoch is replayed from 0.
 
-    def __init__(self):
+    `path` keeps it across restarts (`ept serve --http --prompt-log FILE`, Ray's prompt_log=FILE on
+    storage every node sees): each change is appended as one JSON line and fsynced before the PUT
+    or DELETE answers; a log started on the file reads it back with its epoch and versions, so
+    replicas go on where they were and a server restarted with the same file serves its uploads
+    again. Written by hand: a few lines of JSON, no database is needed for one writer."""
+
+    def __init__(self, path: str | None = None):
+        self.path = Path(path) if path else None
         self.epoch, self.version, self.latest = secrets.token_hex(8), 0, {}
+        if self.path is not None:
+            self._load()
 
     async def record(self, name: str, change: dict | None) -> tuple[str, int]:
-        self.version += 1
-        self.latest[name] = (self.version, change)
-        return self.epoch, self.version
+        version = self.version + 1
+        if self.path is not None:  # on disk first: a change the file lacks is never served as recorded
+            with self.path.open("a") as f:
+                f.write(json.dumps({"version": version, "name": name, "change": _change_json(change)}) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        self.version = version
+        self.latest[name] = (version, change)
+        return self.epoch, version
 
     async def since(self, version: int, epoch: str | None = None) -> tuple[str, list]:
         """(this log's epoch, its changes after `version` of `epoch`: all of them for another epoch)."""
         after = version if epoch == self.epoch else 0
         return self.epoch, sorted((v, name, change) for name, (v, change) in self.latest.items() if v > after)
+
+    def _load(self) -> None:
+        """Read the file back (a last line cut short by a crash is dropped, said in the log), then
+        rewrite it compacted to the latest change of each name, atomically."""
+        from ept.atomic_io import atomic_write_text
+
+        if self.path.exists():
+            lines = self.path.read_text().splitlines()
+            for i, line in enumerate(lines, 1):
+                try:
+                    entry = json.loads(line)
+                    if i == 1:
+                        self.epoch = entry["epoch"]
+                    else:
+                        self.version = entry["version"]
+                        self.latest[entry["name"]] = (entry["version"], _change_from_json(entry["change"]))
+                except (ValueError, KeyError, TypeError) as err:
+                    if i < len(lines):
+                        raise ValueError(f"{self.path}:{i}: not a prompt log line ({err}); move the file away "
+                                         f"to start an empty log") from None
+                    log.warning("%s:%d: last line cut short (a write interrupted); dropped", self.path, i)
+        entries = [{"epoch": self.epoch}] + [{"version": v, "name": n, "change": _change_json(c)}
+                                             for n, (v, c) in sorted(self.latest.items(), key=lambda kv: kv[1][0])]
+        atomic_write_text(self.path, "".join(json.dumps(e) + "\n" for e in entries))
+
+
+def _change_json(change: dict | None) -> dict | None:
+    """A change as JSON: its body (the PUT's bytes: an upload or a JSON body) in base64."""
+    return None if change is None else {**change, "body": base64.b64encode(change["body"]).decode()}
+
+
+def _change_from_json(change: dict | None) -> dict | None:
+    return None if change is None else {**change, "body": base64.b64decode(change["body"])}
 
 
 class Follower:

@@ -8,7 +8,8 @@ node sees) and runs its own dynamic-batching worker; Ray Serve's proxy spreads r
 replicas. Args (all strings, as `serve run` passes them): prompts_dir, prompt (NAME=DIR,...),
 labels (NAME=w1/w2/...;NAME=...), backbone, max_length, eval_mode, precision, precision_fallback,
 prefix_cache_mb, replicas (default 1), num_cpus (per replica, default 1), max_batch, max_wait_ms,
-max_queue, max_body_bytes, token_file, sync_seconds (default 1), allow_path (DIR,...: as --allow-path).
+max_queue, max_body_bytes, token_file, sync_seconds (default 1), allow_path (DIR,...: as --allow-path),
+prompt_log (FILE on storage every node sees: as --prompt-log, the log survives its replica and the app).
 
 Prompt changes reach every replica: a PUT/DELETE lands on one replica, which applies it (its errors
 answer the caller) and records it in ONE log, a one-replica deployment of the same application
@@ -17,9 +18,10 @@ the same prompts within about that time plus one prompt load, and a replica star
 up, restarted) replays it before it serves. An upload travels in the log as its bytes; an export
 path must be readable on every node. The log lives and dies with the application: `serve delete`
 removes it too (it was once a detached actor that outlived the application, uploads and all). It is
-held in memory: if its replica dies, Serve starts it again empty, in a new epoch, and the replicas
-follow the new log from its first change, keeping what they serve; a replica started after that
-lacks the prompts changed before it (put them in prompts_dir to make them permanent).
+held in memory unless prompt_log=FILE names a file for it: without one, if its replica dies, Serve
+starts it again empty, in a new epoch, and the replicas follow the new log from its first change,
+keeping what they serve, while a replica started after that lacks the prompts changed before it;
+with one, the restarted log reads the file back and nothing is lost.
 """
 
 from __future__ import annotations
@@ -117,4 +119,4 @@ def build(args: dict):
             # it); the app reaches it by name (`RayPromptLog`), as its builder cannot see `self`.
             self.prompt_log = prompt_log
 
-    return EptServe.bind(log.bind())
+    return EptServe.bind(log.bind(args.get("prompt_log") or None))
