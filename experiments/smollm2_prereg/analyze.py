@@ -185,9 +185,7 @@ def sensitivity(rows: list[dict], report: list[str], n: int = len(C_SEEDS)) -> d
     for method in ("pt", "ept"):
         groups = [[x["validation"] for x in rows if x["method"] == method and x["lr"] == lr] for lr in {x["lr"] for x in rows}]
         var[method] = float(np.mean([np.var(g, ddof=1) for g in groups if len(g) > 1]))
-    va, vb = var["ept"] / n, var["pt"] / n
-    df = (va + vb) ** 2 / (va ** 2 / (n - 1) + vb ** 2 / (n - 1))
-    h95, h90 = (float(stats.t.ppf(q, df) * math.sqrt(va + vb)) for q in (0.975, 0.95))
+    h95, h90 = (welch_half_width(var["ept"], n, var["pt"], n, level) for level in (0.95, 0.90))
     report += [f"Design sensitivity (described, not a test): B's seed-to-seed sd of best validation, pooled over lrs, "
                f"is {math.sqrt(var['pt']):.2f} for PT and {math.sqrt(var['ept']):.2f} for EPT (2 seeds per lr). At that "
                f"spread, stage C's {n} seeds an arm give a Welch 95% half-width of about {h95:.2f} points: C can say "
@@ -212,13 +210,23 @@ def lr_robustness(done: int, expected: int, report: list[str]) -> None:
 
 
 # ------------------------------------------------------------------------------ stage C
+def welch_half_width(var_a: float, n_a: int, var_b: float, n_b: int, level: float) -> float:
+    """Half-width of the Welch interval at `level` for two means of n_a and n_b values."""
+    va, vb = var_a / n_a, var_b / n_b
+    se = math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (n_a - 1) + vb ** 2 / (n_b - 1)) if se > 0 else float("inf")
+    return float(stats.t.ppf(0.5 + level / 2, df) * se)
+
+
 def welch(a: np.ndarray, b: np.ndarray, level: float) -> tuple[float, float, float]:
     """(difference of means a - b, lower, upper) of the Welch interval at `level`."""
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    d, se = a.mean() - b.mean(), math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se > 0 else float("inf")
-    t = stats.t.ppf(0.5 + level / 2, df)
-    return d, d - t * se, d + t * se
+    d, h = a.mean() - b.mean(), welch_half_width(a.var(ddof=1), len(a), b.var(ddof=1), len(b), level)
+    return d, d - h, d + h
+
+
+def failures(scores) -> int:
+    """Runs that ended within FAIL_MARGIN points of SST-2's majority class (the preregistered failure)."""
+    return sum(s < SST2_TEST_MAJORITY + FAIL_MARGIN for s in scores)
 
 
 def bootstrap(ca: np.ndarray, cb: np.ndarray, n: int = 10_000, seed: int = 0) -> tuple[float, float]:
@@ -283,7 +291,7 @@ def stage_c(report: list[str]) -> dict | None:
     for arm in ARMS_C:
         scores = [main_score(r, "test") for r in sorted(arms.get(arm, []), key=lambda r: r["config"]["seed"])]
         if scores:
-            fails = sum(s < SST2_TEST_MAJORITY + FAIL_MARGIN for s in scores)
+            fails = failures(scores)
             sd = np.std(scores, ddof=1) if len(scores) > 1 else float("nan")
             report.append(f"| {arm} | {len(scores)} | {', '.join(f'{s:.1f}' for s in scores)} | "
                           f"{np.mean(scores):.1f} ± {sd:.1f} | {fails} of {len(scores)} |")
@@ -335,7 +343,7 @@ def verdict_lines(c: dict) -> list[str]:
         lines.append(f"- Control: **{a} {x['verdict']} {b}**: {x['difference']:+.2f} points, Welch 95% "
                      f"[{x['welch95'][0]:+.2f}, {x['welch95'][1]:+.2f}], bootstrap 95% "
                      f"[{x['bootstrap95'][0]:+.2f}, {x['bootstrap95'][1]:+.2f}].")
-    arms = ", ".join(f"{arm} {np.mean(v):.1f} ± {np.std(v, ddof=1):.1f} ({sum(s < SST2_TEST_MAJORITY + FAIL_MARGIN for s in v)}"
+    arms = ", ".join(f"{arm} {np.mean(v):.1f} ± {np.std(v, ddof=1):.1f} ({failures(v)}"
                      f" of {len(v)} failed)" for arm, v in c["arms"].items())
     lines.append(f"- Test accuracy, mean ± sd over seeds: {arms}; a failure ends within {FAIL_MARGIN:g} points of the "
                  f"majority class ({SST2_TEST_MAJORITY:.1f}). PT1 is PT with one token at PT's lr.")
