@@ -11,7 +11,12 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := .make/setup-$(shell $(PYTHON) -c "import sys;print('%d%d'%sys.version_info[:2])").stamp
 
 .PHONY: setup demo test test-fast bench bench-serve clean
-setup: $(STAMP)
+# The stamp alone is not enough: a checkout kept across machines (or a recreated venv) keeps
+# .make/ while the packages are gone, so drop the stamp whenever ept or torch cannot be imported.
+setup:
+	@$(PYTHON) -c "import torch, ept" 2>/dev/null || rm -f $(STAMP)
+	@$(MAKE) -s --no-print-directory $(STAMP)
+
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)"
 	$(PIP) install -q -e ".[dev]"

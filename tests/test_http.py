@@ -489,3 +489,28 @@ def test_a_prompt_log_file_keeps_put_and_delete_across_a_restart(exports, tmp_pa
     path.write_text("\n".join([lines[0], "not json", *lines[1:]]) + "\n")
     with pytest.raises(ValueError, match=r"prompts.log:2: not a prompt log line"):
         PromptLog(str(path))
+
+
+def test_a_prompt_log_file_is_compacted_while_it_runs(tmp_path):
+    """A server that keeps replacing its prompts keeps a log file of a bounded size, and a log
+    started on the compacted file replays to the same latest changes and versions."""
+    import asyncio
+
+    from ept.serving.http_app import PromptLog
+
+    path = tmp_path / "prompts.log"
+    log = PromptLog(str(path))
+    log.compact_after = 4
+
+    async def changes():
+        for i in range(30):  # 3 names, each replaced 10 times; one deleted at the end
+            await log.record(f"t{i % 3}", {"content_type": "application/json", "body": f'{{"i": {i}}}'.encode(), "query": ""})
+        await log.record("t0", None)
+
+    asyncio.run(changes())
+    lines = path.read_text().splitlines()
+    assert len(lines) - 1 <= 3 + 4  # the epoch line, the live changes and at most compact_after superseded
+    again = PromptLog(str(path))
+    assert (again.epoch, again.version) == (log.epoch, 31)
+    assert again.latest == log.latest and again.latest["t0"] == (31, None)
+    assert again.latest["t2"][1]["body"] == b'{"i": 29}'

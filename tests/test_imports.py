@@ -107,3 +107,22 @@ def test_the_checks_can_fail():
     assert layer_of("ept.kinds.causal") < layer_of("ept.serving.server") < layer_of("ept.commands.serve")
     edges = graph()
     assert "ept.kinds.causal" in edges["ept.kinds"] and "ept.kinds.base" in edges["ept.kinds.causal"]  # ast saw them
+
+
+def test_help_and_ls_do_not_import_torch():
+    """`ept --help` and `ept ls` answer without importing torch (2-3 s on a small machine): a
+    module-level torch import reached from the parsers or the registries would undo that."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from ept.cli import build_parser; from ept.commands.ls import catalog; "
+            "build_parser(); catalog(); print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_every_registered_analysis_resolves_to_a_function():
+    from ept.analysis import ANALYSES
+
+    for name in ANALYSES.names():
+        assert callable(ANALYSES.get(name).resolve()), name

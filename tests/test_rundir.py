@@ -380,3 +380,25 @@ def test_steps_log_has_the_raw_prompt_norm_beside_mu_t(finished):
     rows = read_jsonl(out / "steps.jsonl")
     assert all(r["raw_norm"] > 0 and r["mu_t"] > 0 for r in rows)
     assert rows[-1]["raw_norm"] != pytest.approx(rows[-1]["mu_t"])  # P1 is not P' for EPT
+
+
+def test_logs_replaced_under_a_running_trainer_keep_every_step(tiny_bert, mini_data, tmp_path, monkeypatch):
+    """A run folder kept in git is replaced under a running trainer (a checkout, a stash, a pull):
+    steps.jsonl / eval.jsonl are replaced by a new file of the same content mid-run, and every
+    later step still lands in the file at the path, not in the deleted one."""
+    out = tmp_path / "run"
+    calls = {"n": 0}
+    real = train_mod.train_step
+
+    def replacing(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 6:  # after step 4's evaluation: both logs exist
+            for name in ("steps.jsonl", "eval.jsonl"):
+                path = out / name
+                atomic_write_text(path, path.read_text())  # a new inode, as git writes it
+        return real(*a, **kw)
+
+    monkeypatch.setattr(train_mod, "train_step", replacing)
+    run(_cfg(tiny_bert, mini_data, out), progress=False)
+    assert [r["step"] for r in read_jsonl(out / "steps.jsonl")] == list(range(1, 9))
+    assert [r["step"] for r in read_jsonl(out / "eval.jsonl")] == [4, 8]

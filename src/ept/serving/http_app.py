@@ -263,9 +263,15 @@ class PromptLog:
     replicas go on where they were and a server restarted with the same file serves its uploads
     again. Written by hand: a few lines of JSON, no database is needed for one writer."""
 
+    # The file is rewritten compacted once it holds this many superseded lines and at least as many
+    # superseded as live ones: a server that replaces its prompts all day keeps a file of about
+    # twice its prompts, and the rewrite's cost is spread over that many appends.
+    compact_after = 256
+
     def __init__(self, path: str | None = None):
         self.path = Path(path) if path else None
         self.epoch, self.version, self.latest = secrets.token_hex(8), 0, {}
+        self.lines = 0  # change lines in the file; those beyond len(self.latest) are superseded
         if self.path is not None:
             self._load()
 
@@ -276,8 +282,12 @@ class PromptLog:
                 f.write(json.dumps({"version": version, "name": name, "change": _change_json(change)}) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
+            self.lines += 1
         self.version = version
         self.latest[name] = (version, change)
+        superseded = self.lines - len(self.latest)
+        if self.path is not None and superseded >= max(self.compact_after, len(self.latest)):
+            self._compact()
         return self.epoch, version
 
     async def since(self, version: int, epoch: str | None = None) -> tuple[str, list]:
@@ -287,9 +297,7 @@ class PromptLog:
 
     def _load(self) -> None:
         """Read the file back (a last line cut short by a crash is dropped, said in the log), then
-        rewrite it compacted to the latest change of each name, atomically."""
-        from ept.atomic_io import atomic_write_text
-
+        rewrite it compacted to the latest change of each name."""
         if self.path.exists():
             lines = self.path.read_text().splitlines()
             for i, line in enumerate(lines, 1):
@@ -305,9 +313,17 @@ class PromptLog:
                         raise ValueError(f"{self.path}:{i}: not a prompt log line ({err}); move the file away "
                                          f"to start an empty log") from None
                     log.warning("%s:%d: last line cut short (a write interrupted); dropped", self.path, i)
+        self._compact()
+
+    def _compact(self) -> None:
+        """Rewrite the file as its epoch and the latest change of each name, atomically (a crash
+        mid-rewrite leaves the old file, which replays to the same prompts)."""
+        from ept.atomic_io import atomic_write_text
+
         entries = [{"epoch": self.epoch}] + [{"version": v, "name": n, "change": _change_json(c)}
                                              for n, (v, c) in sorted(self.latest.items(), key=lambda kv: kv[1][0])]
         atomic_write_text(self.path, "".join(json.dumps(e) + "\n" for e in entries))
+        self.lines = len(self.latest)
 
 
 def _change_json(change: dict | None) -> dict | None:

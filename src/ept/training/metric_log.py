@@ -16,9 +16,6 @@ class MetricLog:
         from tqdm.auto import tqdm
 
         self.rd, self.enabled, self.last_val = rundir, enabled, None
-        # line-buffered: `tail -f steps.jsonl` shows every step as it ends (a slow CPU run otherwise
-        # shows nothing for ~60 steps, one 8 KiB buffer); one write call per step costs nothing
-        self.steps = open(rundir.steps_path, "a", buffering=1) if enabled else None
         self.writer = None
         if enabled and cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -29,7 +26,7 @@ class MetricLog:
     def step(self, step: int, **row) -> None:
         if not self.enabled:
             return
-        self.steps.write(json.dumps({"step": step, **row}) + "\n")
+        _append(self.rd.steps_path, {"step": step, **row})
         if self.writer:
             for k, v in row.items():
                 if v is not None:
@@ -39,17 +36,22 @@ class MetricLog:
         self.bar.update(1)
 
     def evaluation(self, step: int, metrics: dict, main_metric: str) -> None:
-        self.steps.flush()
         self.last_val = round(metrics[main_metric], 2)
-        with open(self.rd.evals_path, "a") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        _append(self.rd.evals_path, {"step": step, **metrics})
         if self.writer:
             for k, v in metrics.items():
                 self.writer.add_scalar(f"validation/{k}", v, step)
 
     def close(self) -> None:
         self.bar.close()
-        if self.steps:
-            self.steps.close()
         if self.writer:
             self.writer.close()
+
+
+def _append(path, row: dict) -> None:
+    # Opened per line, not held open: a run folder kept in git is replaced under a running trainer
+    # (a checkout, a stash, a pull of a committed unfinished run) and a held handle would go on
+    # writing to the old, deleted file. One open per step costs microseconds against a step's
+    # seconds, and every step is on disk as it ends (`tail -f steps.jsonl`).
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
