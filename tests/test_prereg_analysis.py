@@ -295,6 +295,7 @@ def test_the_doc_opens_with_the_status_then_the_verdict_regenerated(analyze, tmp
     assert "**No verdict yet**: stage C has 12 of 15 runs finished." in text and "stale" not in text
     assert "| C | confirmation: PT, EPT, PT1 x seeds 2-6 at B's lrs, 1,000 steps, 872 test rows | 12 of 15 | EPT-s6 at step 350 |" in text
     assert "beats" not in text and "is not better than" not in text
+    assert "Left: 9,050 training steps (C 2,650, D 4,000, E 2,400)." in text  # 15,000 - 12 x 1,000 - 350 in C
     assert ("Stage B chose lr **0.3 for PT** (and PT1) and **0.03 for EPT**: the best mean best-checkpoint validation "
             "accuracy over seeds 0-1 (PT 0.003: 88.0, 0.03: 90.2, 0.3: 91.0; EPT 0.003: 80.0, 0.03: 85.5, 0.3: 84.0;") in text
 
@@ -318,3 +319,19 @@ def test_the_doc_opens_with_the_status_then_the_verdict_regenerated(analyze, tmp
     assert f"PT1 {np.mean(pt1):.1f} ± {np.std(pt1, ddof=1):.1f} (0 of 5 failed)" in opening
     assert "| C | confirmation" in opening and "15 of 15 | – |" in opening
     assert text.endswith(f"{analyze.END}\n\nProse that stays.\n")
+
+
+def test_the_time_left_comes_from_the_last_segments_of_finished_runs(analyze, tmp_path):
+    """A resumed run's wall_seconds covers only the steps after env.json's from_step; a last
+    segment under 50 steps (start-up and the test pass) gives no pace."""
+    for name, wall, from_step in (("a", 2000.0, 0), ("b", 1500.0, 500), ("c", 90.0, 980)):  # 2.0, 3.0, (4.5) s/step
+        _run(tmp_path, "C", name, "pt", 2, 0.3, 85)
+        results = tmp_path / "C" / name / "results.json"
+        results.write_text(json.dumps({**json.loads(results.read_text()), "wall_seconds": wall}))
+        (tmp_path / "C" / name / "config.json").write_text(json.dumps({"method": "pt", "seed": 2, "lr": 0.3, "steps": 1000}))
+        (tmp_path / "C" / name / "env.json").write_text(json.dumps({"from_step": from_step}))
+    assert analyze.seconds_per_step() == (2.5, 2)
+    assert analyze.steps_left("C") == 12_000
+    line = analyze.time_left_line()[0]
+    assert line.startswith("Left: 18,400 training steps (C 12,000, D 4,000, E 2,400).")
+    assert f"about **{18_400 * 2.5 / analyze.WORKERS / 3600:.0f} h** of wall time" in line
