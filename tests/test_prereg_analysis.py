@@ -335,3 +335,17 @@ def test_the_time_left_comes_from_the_last_segments_of_finished_runs(analyze, tm
     line = analyze.time_left_line()[0]
     assert line.startswith("Left: 18,400 training steps (C 12,000, D 4,000, E 2,400).")
     assert f"about **{18_400 * 2.5 / analyze.WORKERS / 3600:.0f} h** of wall time" in line
+
+
+def test_a_run_that_failed_is_named_as_failed_in_the_status(analyze, tmp_path):
+    """`ept sweep` does not retry a failed run by itself: the status must say it failed and how to
+    retry, not show it as a run in progress."""
+    folder = tmp_path / "C" / "EPT-s4"
+    (folder / "last").mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"method": "ept", "seed": 4, "lr": 0.03}))
+    (folder / "last" / "state.json").write_text(json.dumps({"step": 150}))
+    (folder / "results.json").write_text(json.dumps({"status": "failed", "error": "MemoryError: out of memory"}))
+    assert analyze.progress("C") == (0, ["EPT-s4 at step 150 **FAILED** (MemoryError: out of memory; see its "
+                                         "error.txt, then `ept sweep SPEC --retry-failed`)"])
+    (folder / "results.json").unlink()
+    assert analyze.progress("C") == (0, ["EPT-s4 at step 150"])

@@ -318,14 +318,20 @@ def stage_c(report: list[str]) -> dict | None:
 
 # ------------------------------------------------------------------------------ the doc's opening
 def progress(stage: str) -> tuple[int, list[str]]:
-    """(runs finished, "name at step N" of each run started and not finished)."""
+    """(runs finished, "name at step N" of each run started and not finished; a run that stopped on
+    an error says so: `ept sweep` does not retry it unless asked, so it needs a person)."""
     done, partial = 0, []
     for r in runs(stage):
         if r["results"]:
             done += 1
             continue
         state = r["dir"] / "last" / "state.json"
-        partial.append(f"{r['name']} at step {json.loads(state.read_text())['step'] if state.exists() else 0}")
+        where = f"{r['name']} at step {json.loads(state.read_text())['step'] if state.exists() else 0}"
+        failed = json.loads((r["dir"] / "results.json").read_text()) if (r["dir"] / "results.json").exists() else {}
+        if failed.get("status") == "failed":
+            where += (f" **FAILED** ({failed.get('error') or 'no error recorded'}; see its error.txt, then "
+                      "`ept sweep SPEC --retry-failed`)")
+        partial.append(where)
     return done, partial
 
 
