@@ -31,3 +31,21 @@ def test_lm_eval_scores_an_export_as_ept_serve_does(tiny_llama_dir, data_dir, tm
     assert row["rows"] == 24
     assert row["predictions_that_differ"] == 0 and row["ept_accuracy"] == row["lm_eval_accuracy"]
     assert row["max_abs_score_diff"] < 1e-4, row  # fp32 rounding; the EOS term alone was ~1e-3 on SmolLM2
+    # All of the run's test rows: lm-eval against the predictions training recorded, then the
+    # cached comparison reused by a rerun (nothing is scored again).
+    recorded = [json.loads(line) for line in (folder / "predictions-test.jsonl").read_text().splitlines()]
+    n = len(recorded)
+    assert check.main([str(folder), "--rows", str(n), "--no-frozen", "--no-noise-floor", "--data-dir", str(data_dir),
+                       "--out", str(tmp_path)]) == 0
+    [row] = json.loads((tmp_path / "lm-eval-sst2.json").read_text())["runs"]
+    assert row["rows"] == n and "noise_floor_max_abs_diff" not in row
+    assert row["lm_eval_differs_from_recorded"] == 0 and row["recorded_accuracy"] == pytest.approx(res["test"]["accuracy"], abs=0.01)
+    assert "Against each run's own recorded test predictions" in (tmp_path / "lm-eval-sst2.md").read_text()
+
+    def scored_again(*a, **kw):
+        raise AssertionError("a cached run was scored again")
+
+    check.lm_eval_scores = scored_again
+    assert check.main([str(folder), "--rows", str(n), "--no-frozen", "--no-noise-floor", "--data-dir", str(data_dir),
+                       "--out", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "lm-eval-sst2.json").read_text())["runs"] == [row]

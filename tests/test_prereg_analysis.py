@@ -319,6 +319,20 @@ def test_the_doc_opens_with_the_status_then_the_verdict_regenerated(analyze, tmp
     assert f"PT1 {np.mean(pt1):.1f} ± {np.std(pt1, ddof=1):.1f} (0 of 5 failed)" in opening
     assert "| C | confirmation" in opening and "15 of 15 | – |" in opening
     assert text.endswith(f"{analyze.END}\n\nProse that stays.\n")
+    assert "Checked outside ept" not in opening
+
+    # lm-evaluation-harness's check of the C runs (run_all.sh, after E): one line in the verdict
+    names = [f"{arm}-s{seed}" for arm in analyze.ARMS_C for seed in analyze.C_SEEDS]
+    checks = [{"run": name, "rows": 872, "recorded_accuracy": 85.0, "lm_eval_accuracy": 85.0 + 0.11 * (name == "PT-s2"),
+               "lm_eval_differs_from_recorded": int(name == "PT-s2")} for name in names[:-1]]
+    (tmp_path / "C" / "lm-eval").mkdir()
+    (tmp_path / "C" / "lm-eval" / "lm-eval-sst2.json").write_text(json.dumps({"runs": checks + [{"run": "elsewhere", "rows": 9}]}))
+    assert analyze.main([]) == 0
+    opening = doc.read_text()[:doc.read_text().index(analyze.END)]
+    assert ("- Checked outside ept: lm-evaluation-harness, loading each run's exported PEFT adapter, scores 14 of the 15 "
+            "finished C runs on all their test rows; its predictions differ from the runs' recorded ones in 1 of 12,208 rows "
+            "(largest accuracy difference 0.11 points;") in opening
+    assert "Checked outside ept" in (tmp_path / "analysis.md").read_text()
 
 
 def test_the_time_left_comes_from_the_last_segments_of_finished_runs(analyze, tmp_path):

@@ -14,7 +14,11 @@ lm-eval is not one of ept's dependencies; install it beside ept (a venv that see
     python -m venv --system-site-packages .venv-lmeval && .venv-lmeval/bin/pip install lm_eval==0.4.13
     .venv-lmeval/bin/python experiments/crosscheck/lm_eval_check.py \
         results/smollm2-prereg/A/prompts/sst2-pt-s0 results/smollm2-prereg/A/prompts/sst2-ept-s0 --rows 300
-Writes results/crosscheck/lm-eval-sst2.{json,md}. CPU: a few minutes per 300 rows on SmolLM2-135M.
+Writes results/crosscheck/lm-eval-sst2.{json,md} (`--out` for elsewhere). CPU: a few minutes per 300
+rows on SmolLM2-135M. Each run's comparison is kept in OUT/runs/ as it ends and reused by a rerun
+with the same rows, so a long check cut short goes on where it stopped. With all test rows, each run
+is also compared with its own recorded test predictions (predictions-test.jsonl): lm-eval against
+the numbers training reported.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from ept.atomic_io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "results" / "crosscheck"
@@ -94,19 +100,38 @@ def ept_scores(run: Path, folder: Path, ept_rows: Path, batch_size: int) -> list
     return [json.loads(line)["scores"] for line in out.read_text().splitlines() if line.strip()]
 
 
-def compare(name: str, ept: list[list[float]], lm: list[list[float]], labels: list[int], ept_b1: list[list[float]]) -> dict:
+def compare(name: str, ept: list[list[float]], lm: list[list[float]], labels: list[int],
+            ept_b1: list[list[float]] | None, recorded: list[int] | None = None) -> dict:
     """Accuracy both ways, rows whose prediction differs, score differences; the noise floor is
-    ept against itself at batch size 1 (other padding, other matmul shapes: fp32 rounding only)."""
+    ept against itself at batch size 1 (other padding, other matmul shapes: fp32 rounding only).
+    `recorded`: the run's own test predictions, row by row, when the check covers them all."""
     import numpy as np
 
-    a, b, y, c = np.array(ept), np.array(lm), np.array(labels), np.array(ept_b1)
+    a, b, y = np.array(ept), np.array(lm), np.array(labels)
     pa, pb = a.argmax(1), b.argmax(1)
-    return {"run": name, "rows": len(y), "ept_accuracy": round(100 * float((pa == y).mean()), 2),
-            "lm_eval_accuracy": round(100 * float((pb == y).mean()), 2),
-            "predictions_that_differ": int((pa != pb).sum()),
-            "max_abs_score_diff": float(np.abs(a - b).max()), "mean_abs_score_diff": float(np.abs(a - b).mean()),
-            "max_abs_margin_diff": float(np.abs((a[:, 1] - a[:, 0]) - (b[:, 1] - b[:, 0])).max()),
-            "noise_floor_max_abs_diff": float(np.abs(a - c).max()), "noise_floor_predictions_that_differ": int((pa != c.argmax(1)).sum())}
+    out = {"run": name, "rows": len(y), "ept_accuracy": round(100 * float((pa == y).mean()), 2),
+           "lm_eval_accuracy": round(100 * float((pb == y).mean()), 2),
+           "predictions_that_differ": int((pa != pb).sum()),
+           "max_abs_score_diff": float(np.abs(a - b).max()), "mean_abs_score_diff": float(np.abs(a - b).mean()),
+           "max_abs_margin_diff": float(np.abs((a[:, 1] - a[:, 0]) - (b[:, 1] - b[:, 0])).max())}
+    if ept_b1 is not None:
+        c = np.array(ept_b1)
+        out |= {"noise_floor_max_abs_diff": float(np.abs(a - c).max()),
+                "noise_floor_predictions_that_differ": int((pa != c.argmax(1)).sum())}
+    if recorded is not None:
+        r = np.array(recorded)
+        out |= {"recorded_accuracy": round(100 * float((r == y).mean()), 2),
+                "lm_eval_differs_from_recorded": int((pb != r).sum())}
+    return out
+
+
+def recorded_predictions(run: Path, rows: int) -> list[int] | None:
+    """The run's test predictions as training recorded them (rows 0..rows-1), if it has them all."""
+    path = run / "predictions-test.jsonl"
+    if not path.exists():
+        return None
+    by_row = {r["row"]: int(r["prediction"]) for r in map(json.loads, path.read_text().splitlines()) if r}
+    return [by_row[i] for i in range(rows)] if all(i in by_row for i in range(rows)) else None
 
 
 def report(rows: list[dict], n: int, batch_size: int) -> list[str]:
@@ -121,10 +146,38 @@ def report(rows: list[dict], n: int, batch_size: int) -> list[str]:
           "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         diff = f"{r['max_abs_score_diff']:.2e} / {r['mean_abs_score_diff']:.2e}" if "max_abs_score_diff" in r else "—"
-        floor = f"{r['noise_floor_max_abs_diff']:.2e}, {r['noise_floor_predictions_that_differ']}" if "max_abs_score_diff" in r else "—"
+        floor = f"{r['noise_floor_max_abs_diff']:.2e}, {r['noise_floor_predictions_that_differ']}" if "noise_floor_max_abs_diff" in r else "—"
         md.append(f"| {r['run']} | {r['rows']} | {r['ept_accuracy']:.2f} | {r['lm_eval_accuracy']:.2f} | "
                   f"{r.get('predictions_that_differ', '—')} | {diff} | {floor} |")
+    recorded = [r for r in rows if "recorded_accuracy" in r]
+    if recorded:
+        md += ["", "Against each run's own recorded test predictions (`predictions-test.jsonl`, written by training):", "",
+               "| run | recorded accuracy | lm-eval accuracy | lm-eval predictions that differ from the recorded ones |",
+               "| --- | --- | --- | --- |"]
+        md += [f"| {r['run']} | {r['recorded_accuracy']:.2f} | {r['lm_eval_accuracy']:.2f} | {r['lm_eval_differs_from_recorded']} |"
+               for r in recorded]
     return md
+
+
+def check_run(run: Path, folder: Path, ept_rows: Path, docs: list[dict], args) -> dict:
+    """One run's comparison, kept in OUT/runs/RUN.json and reused while the rows and settings match."""
+    cache = args.out / "runs" / f"{run.name}.json"
+    key = {"rows": args.rows, "batch_size": args.batch_size, "noise_floor": args.noise_floor}
+    if cache.exists() and json.loads(cache.read_text()).get("key") == key:
+        return json.loads(cache.read_text())["result"]
+    cfg = json.loads((run / "config.json").read_text())
+    if cfg["task"] != "sst2" or cfg.get("template") != "natural" or cfg.get("label_score_eos", True):
+        raise SystemExit(f"{run}: this check is for SST-2 runs with template natural, label_score_eos false")
+    from ept.backbones import resolve_backbone
+
+    backbone_dir = Path(resolve_backbone(cfg["backbone"])[0])
+    ept = ept_scores(run, folder, ept_rows, args.batch_size)
+    ept_b1 = ept_scores(run, folder, ept_rows, 1) if args.noise_floor else None
+    lm = lm_eval_scores(folder, backbone_dir, folder / f"export-{run.name}" / "peft", args.batch_size)
+    result = compare(run.name, ept, lm, [d["label"] for d in docs], ept_b1, recorded_predictions(run, len(docs)))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(cache, json.dumps({"key": key, "result": result}, indent=2) + "\n")
+    return result
 
 
 def main(argv=None) -> int:
@@ -134,6 +187,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--no-frozen", action="store_true", help="skip the frozen-backbone comparison")
+    p.add_argument("--no-noise-floor", dest="noise_floor", action="store_false",
+                   help="skip ept's batch-size-1 pass (the noise floor; it costs as much as the check)")
     p.add_argument("--out", type=Path, default=OUT, help=f"where lm-eval-sst2.{{json,md}} go (default {OUT.relative_to(ROOT)})")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -153,15 +208,8 @@ def main(argv=None) -> int:
         labels = [d["label"] for d in docs]
         backbone = None
         for run in args.runs:
-            cfg = json.loads((run / "config.json").read_text())
-            if cfg["task"] != "sst2" or cfg.get("template") != "natural" or cfg.get("label_score_eos", True):
-                raise SystemExit(f"{run}: this check is for SST-2 runs with template natural, label_score_eos false")
-            backbone = backbone or cfg["backbone"]
-            backbone_dir = Path(resolve_backbone(cfg["backbone"])[0])
-            ept = ept_scores(run, folder, ept_rows, args.batch_size)
-            ept_b1 = ept_scores(run, folder, ept_rows, 1)
-            lm = lm_eval_scores(folder, backbone_dir, folder / f"export-{run.name}" / "peft", args.batch_size)
-            rows.append(compare(run.name, ept, lm, labels, ept_b1))
+            backbone = backbone or json.loads((run / "config.json").read_text())["backbone"]
+            rows.append(check_run(run, folder, ept_rows, docs, args))
             print(json.dumps(rows[-1]))
         if not args.no_frozen and backbone:
             cmd = ["ept", "eval", "--no-prompt", "--task", "sst2", "--backbone", backbone, "--template", "natural",
@@ -176,9 +224,9 @@ def main(argv=None) -> int:
     result = {"check": "ept serve vs lm-evaluation-harness on ept's PEFT exports", "task": "sst2 test, natural template",
               "lm_eval": lm_eval.__version__ if hasattr(lm_eval, "__version__") else None, "runs": rows,
               "env": collect_env()}
-    (args.out / "lm-eval-sst2.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(args.out / "lm-eval-sst2.json", json.dumps(result, indent=2) + "\n")
     md = report(rows, args.rows, args.batch_size)
-    (args.out / "lm-eval-sst2.md").write_text("\n".join(md) + "\n")
+    atomic_write_text(args.out / "lm-eval-sst2.md", "\n".join(md) + "\n")
     print("\n".join(md))
     return 0
 

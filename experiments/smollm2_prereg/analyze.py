@@ -313,7 +313,30 @@ def stage_c(report: list[str]) -> dict | None:
     out = {c: compare(*c.split(" - "), arms, report) for c in ("EPT - PT", "EPT - PT1", "PT1 - PT")}
     out["arms"] = {arm: [test_accuracy(r) for r in arms[arm]] for arm in ARMS_C}
     report.append("")
+    check = outside_check()
+    if check:
+        report += [check, ""]
     return out
+
+
+def outside_check() -> str | None:
+    """One sentence on lm-evaluation-harness's scores of the C runs' PEFT exports (run_all.sh runs
+    experiments/crosscheck/lm_eval_check.py once C, D and E are done): how many of the runs'
+    recorded test predictions a client nobody here wrote reproduces. Described; no decision reads it."""
+    path = RES / "C" / "lm-eval" / "lm-eval-sst2.json"
+    if not path.exists():
+        return None
+    finished = {r["name"] for r in runs("C") if r["results"]}
+    checked = [r for r in json.loads(path.read_text())["runs"] if r["run"] in finished and "recorded_accuracy" in r]
+    if not checked:
+        return None
+    differ = sum(r["lm_eval_differs_from_recorded"] for r in checked)
+    worst = max(abs(r["lm_eval_accuracy"] - r["recorded_accuracy"]) for r in checked)
+    rows = sum(r["rows"] for r in checked)
+    return (f"Checked outside ept: lm-evaluation-harness, loading each run's exported PEFT adapter, scores {len(checked)} of "
+            f"the {len(finished)} finished C runs on all their test rows; its predictions differ from the runs' recorded "
+            f"ones in {differ} of {rows:,} rows (largest accuracy difference {worst:.2f} points; "
+            "`results/smollm2-prereg/C/lm-eval/lm-eval-sst2.md`).")
 
 
 # ------------------------------------------------------------------------------ the doc's opening
@@ -397,7 +420,8 @@ def verdict_lines(c: dict) -> list[str]:
     zero = RES / "A" / "zeroshot-test.json"
     if zero.exists():
         lines.append(f"- The frozen model, zero-shot, same template and scoring: {json.loads(zero.read_text())['accuracy']:.1f}.")
-    return lines
+    check = outside_check()
+    return lines + ([f"- {check}"] if check else [])
 
 
 def status_block(c: dict | None) -> list[str]:

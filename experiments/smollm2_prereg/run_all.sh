@@ -19,6 +19,16 @@ main() {
   python "$D/make_specs.py"                       # C, D, E specs with B's lrs (never rewritten)
   for s in C_confirm D_sink E_rte; do ept sweep "$D/$s.yaml" --workers "$W"; done
   python "$D/analyze.py"
+  # A client nobody here wrote checks the verdict's numbers once C is whole: lm-evaluation-harness
+  # scores every C run's PEFT export on all 872 test rows, against the run's recorded predictions.
+  # Last, so that no stage waits on it; each run's check is kept as it ends (a rerun goes on).
+  if python -c "import glob, json, sys; sys.exit(sum(json.load(open(p)).get('status') == 'finished'
+                for p in glob.glob('results/smollm2-prereg/C/*/results.json')) != 15)"; then
+    python -c "import lm_eval" 2>/dev/null || { echo "lm_eval missing (pip install -e .[crosscheck]): no outside check"; return 0; }
+    OMP_NUM_THREADS="$W" python experiments/crosscheck/lm_eval_check.py results/smollm2-prereg/C/sst2-* \
+      --rows 872 --no-frozen --no-noise-floor --out results/smollm2-prereg/C/lm-eval
+    python "$D/analyze.py"
+  fi
 }
 
 main "$@"
