@@ -30,7 +30,7 @@ def _run(res: Path, stage: str, name: str, method: str, seed: int, lr: float, va
     """A finished run folder as `ept train` writes it (the files the analysis reads)."""
     folder = res / stage / name
     folder.mkdir(parents=True)
-    cfg = {"method": method, "seed": seed, "lr": lr, **({"method_options": options} if options else {})}
+    cfg = {"method": method, "seed": seed, "lr": lr, "steps": 1000, **({"method_options": options} if options else {})}
     (folder / "config.json").write_text(json.dumps(cfg))
     test = None
     if correct is not None:
@@ -363,3 +363,13 @@ def test_a_run_that_failed_is_named_as_failed_in_the_status(analyze, tmp_path):
                                          "error.txt, then `ept sweep SPEC --retry-failed`)"])
     (folder / "results.json").unlink()
     assert analyze.progress("C") == (0, ["EPT-s4 at step 150"])
+
+
+def test_runs_whose_best_checkpoint_is_the_last_are_counted_per_arm(analyze, tmp_path):
+    for name, method, lr, best in (("a", "ept", 0.03, 1000), ("b", "ept", 0.03, 600), ("c", "pt", 0.3, 1000)):
+        _run(tmp_path, "C", name, method, 2, lr, 85)
+        results = tmp_path / "C" / name / "results.json"
+        results.write_text(json.dumps({**json.loads(results.read_text()), "best_step": best}))
+    assert analyze.at_last_evaluation([r for r in analyze.runs("C") if r["results"]])[0] == (
+        "Best checkpoint at the last evaluation (validation highest at the end of the budget): 2 of 3 finished runs "
+        "(EPT lr 0.03: 1 of 2; PT lr 0.3: 1 of 1).")

@@ -159,6 +159,7 @@ def stage_b(report: list[str]) -> dict | None:
     report += [f"| {x['method']} | {x['lr']:g} | {x['seed']} | {x['validation']:.1f} | {x['best_step']} | "
                f"{x['final_mu_t']:.3g} |" for x in sorted(rows, key=lambda x: (x["method"], x["lr"], x["seed"]))]
     report.append("")
+    report += at_last_evaluation(done)
     if done:
         lr_robustness(len(done), expected, report)
     if len(done) < expected:
@@ -177,6 +178,22 @@ def stage_b(report: list[str]) -> dict | None:
     report += [f"Chosen lrs: PT {choice['pt']['lr']:g}, EPT {choice['ept']['lr']:g}, PT1 = PT's.", ""]
     sensitivity(rows, report)
     return decision
+
+
+def at_last_evaluation(done: list[dict]) -> list[str]:
+    """Which finished runs chose their last checkpoint (validation still rising at the end of the
+    budget?): described, feeds no decision; it says where 1,000 steps may cut an arm short."""
+    if not done:
+        return []
+    arms: dict[str, list[int]] = {}  # "arm lr" -> [runs at the last checkpoint, runs]
+    for r in done:
+        count = arms.setdefault(f"{arm_of(r)} lr {r['config']['lr']:g}", [0, 0])
+        count[0] += r["results"]["best_step"] == r["config"]["steps"]
+        count[1] += 1
+    last = sum(k for k, _ in arms.values())
+    per_arm = "; ".join(f"{arm}: {k} of {n}" for arm, (k, n) in sorted(arms.items()))
+    return [f"Best checkpoint at the last evaluation (validation highest at the end of the budget): "
+            f"{last} of {len(done)} finished runs ({per_arm}).", ""]
 
 
 def sensitivity(rows: list[dict], report: list[str], n: int = len(C_SEEDS)) -> dict:
@@ -302,6 +319,7 @@ def stage_c(report: list[str]) -> dict | None:
         z = json.loads(zero.read_text())
         report.append(f"| no prompt (frozen, zero-shot) | — | {z['accuracy']:.1f} | — | — |")
     report.append("")
+    report += at_last_evaluation([r for r in rs if r["results"]])
     missing = [f"{arm} seed {seed}" for arm in ARMS_C for seed in C_SEEDS
                if seed not in {r["config"]["seed"] for r in arms.get(arm, [])}]
     if missing:
