@@ -13,6 +13,7 @@ missing and no verdict is drawn from it.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -261,8 +262,14 @@ def bootstrap(ca: np.ndarray, cb: np.ndarray, n: int = 10_000, seed: int = 0) ->
 
 
 def correctness(run: dict) -> np.ndarray:
-    preds = jsonl(run["dir"] / "predictions-test.jsonl")
-    return np.array([float(p["prediction"] == p["label"]) for p in preds])
+    return _correctness(run["dir"] / "predictions-test.jsonl")
+
+
+@functools.lru_cache(maxsize=None)  # each contrast and the bootstrap read the same runs again
+def _correctness(path: Path) -> np.ndarray:
+    out = np.array([float(p["prediction"] == p["label"]) for p in jsonl(path)])
+    out.flags.writeable = False  # shared between callers
+    return out
 
 
 def test_accuracy(run: dict) -> float:
