@@ -318,6 +318,11 @@ def test_the_doc_opens_with_the_status_then_the_verdict_regenerated(analyze, tmp
     pt1 = out["arms"]["PT1"]
     assert f"PT1 {np.mean(pt1):.1f} ± {np.std(pt1, ddof=1):.1f} (0 of 5 failed)" in opening
     assert "| C | confirmation" in opening and "15 of 15 | – |" in opening
+    import csv
+
+    drawn = list(csv.DictReader((tmp_path / "C" / "endpoint.csv").open()))  # the figure's numbers are the endpoint's
+    assert {arm: [float(r["test_accuracy"]) for r in drawn if r["arm"] == arm] for arm in analyze.ARMS_C} == out["arms"]
+    assert (tmp_path / "C" / "endpoint.png").stat().st_size > 0
     assert text.endswith(f"{analyze.END}\n\nProse that stays.\n")
     assert "Checked outside ept" not in opening
 

@@ -327,6 +327,7 @@ def stage_c(report: list[str]) -> dict | None:
         report.append(f"| no prompt (frozen, zero-shot) | — | {z['accuracy']:.1f} | — | — |")
     report.append("")
     report += at_last_evaluation([r for r in rs if r["results"]])
+    endpoint_figure(arms, report)
     missing = [f"{arm} seed {seed}" for arm in ARMS_C for seed in C_SEEDS
                if seed not in {r["config"]["seed"] for r in arms.get(arm, [])}]
     if missing:
@@ -342,6 +343,36 @@ def stage_c(report: list[str]) -> dict | None:
     if check:
         report += [check, ""]
     return out
+
+
+def endpoint_figure(arms: dict[str, list], report: list[str]) -> None:
+    """C's endpoint as a figure to paste: each seed's test accuracy per arm, the arm's mean with its
+    t 95% interval, the frozen model and the majority class; the numbers in C/endpoint.csv."""
+    from ept.analysis.output import figure, save_figure, write_csv
+
+    rows = [{"arm": arm, "seed": r["config"]["seed"], "test_accuracy": test_accuracy(r)}
+            for arm in ARMS_C for r in sorted(arms.get(arm, []), key=lambda r: r["config"]["seed"])]
+    if not rows:
+        return
+    fig, ax = figure((5, 3.6))
+    ax = ax[0, 0]
+    for x, arm in enumerate(ARMS_C):
+        acc = np.array([row["test_accuracy"] for row in rows if row["arm"] == arm])
+        if not len(acc):
+            continue
+        ax.scatter(np.full(len(acc), x) + np.linspace(-0.12, 0.12, len(acc)), acc, s=18, color=f"C{x}", zorder=3)
+        h = stats.t.ppf(0.975, len(acc) - 1) * acc.std(ddof=1) / math.sqrt(len(acc)) if len(acc) > 1 else 0.0
+        ax.errorbar(x + 0.3, acc.mean(), yerr=h, fmt="s", color=f"C{x}", capsize=4)
+    zero = RES / "A" / "zeroshot-test.json"
+    if zero.exists():
+        ax.axhline(json.loads(zero.read_text())["accuracy"], ls="--", color="gray", lw=1, label="frozen, zero-shot")
+    ax.axhline(SST2_TEST_MAJORITY, ls=":", color="gray", lw=1, label="majority class")
+    ax.set(xticks=range(len(ARMS_C)), xticklabels=[f"{a}\n(n={sum(r['arm'] == a for r in rows)})" for a in ARMS_C],
+           ylabel="SST-2 test accuracy (872 rows)", title="Stage C: seeds and mean ± t 95% CI")
+    ax.legend(fontsize=7, loc="lower right")
+    save_figure(fig, RES / "C" / "endpoint.png")
+    write_csv(RES / "C" / "endpoint.csv", rows)
+    report += ["Figure: `results/smollm2-prereg/C/endpoint.png` (numbers: `endpoint.csv`).", ""]
 
 
 def outside_check() -> str | None:
@@ -441,7 +472,8 @@ def verdict_lines(c: dict) -> list[str]:
     arms = ", ".join(f"{arm} {np.mean(v):.1f} ± {np.std(v, ddof=1):.1f} ({failures(v)}"
                      f" of {len(v)} failed)" for arm, v in c["arms"].items())
     lines.append(f"- Test accuracy, mean ± sd over seeds: {arms}; a failure ends within {FAIL_MARGIN:g} points of the "
-                 f"majority class ({SST2_TEST_MAJORITY:.1f}). PT1 is PT with one token at PT's lr.")
+                 f"majority class ({SST2_TEST_MAJORITY:.1f}). PT1 is PT with one token at PT's lr. "
+                 "Figure: `results/smollm2-prereg/C/endpoint.png`.")
     zero = RES / "A" / "zeroshot-test.json"
     if zero.exists():
         lines.append(f"- The frozen model, zero-shot, same template and scoring: {json.loads(zero.read_text())['accuracy']:.1f}.")
