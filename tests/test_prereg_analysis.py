@@ -295,7 +295,6 @@ def test_the_doc_opens_with_the_status_then_the_verdict_regenerated(analyze, tmp
     assert "**No verdict yet**: stage C has 12 of 15 runs finished." in text and "stale" not in text
     assert "| C | confirmation: PT, EPT, PT1 x seeds 2-6 at B's lrs, 1,000 steps, 872 test rows | 12 of 15 | EPT-s6 at step 350 |" in text
     assert "beats" not in text and "is not better than" not in text
-    assert "Left: 9,050 training steps (C 2,650, D 4,000, E 2,400)." in text  # 15,000 - 12 x 1,000 - 350 in C
     assert ("Stage B chose lr **0.3 for PT** (and PT1) and **0.03 for EPT**: the best mean best-checkpoint validation "
             "accuracy over seeds 0-1 (PT 0.003: 88.0, 0.03: 90.2, 0.3: 91.0; EPT 0.003: 80.0, 0.03: 85.5, 0.3: 84.0;") in text
 
@@ -340,20 +339,25 @@ def test_the_doc_opens_with_the_status_then_the_verdict_regenerated(analyze, tmp
     assert "Checked outside ept" in (tmp_path / "analysis.md").read_text()
 
 
-def test_the_time_left_comes_from_the_last_segments_of_finished_runs(analyze, tmp_path):
-    """A resumed run's wall_seconds covers only the steps after env.json's from_step; a last
-    segment under 50 steps (start-up and the test pass) gives no pace."""
-    for name, wall, from_step in (("a", 2000.0, 0), ("b", 1500.0, 500), ("c", 90.0, 980)):  # 2.0, 3.0, (4.5) s/step
-        _run(tmp_path, "C", name, "pt", 2, 0.3, 85)
-        results = tmp_path / "C" / name / "results.json"
-        results.write_text(json.dumps({**json.loads(results.read_text()), "wall_seconds": wall}))
-        (tmp_path / "C" / name / "config.json").write_text(json.dumps({"method": "pt", "seed": 2, "lr": 0.3, "steps": 1000}))
-        (tmp_path / "C" / name / "env.json").write_text(json.dumps({"from_step": from_step}))
-    assert analyze.seconds_per_step() == (2.5, 2)
-    assert analyze.steps_left("C") == 12_000
+def test_the_time_left_counts_the_committed_specs_runs_at_the_finished_runs_pace(analyze, tmp_path):
+    """The status's forecast: the runs C/D/E's committed specs list, each from its checkpoint, at the
+    median seconds a step of B's and C's finished runs (`ept.sweep.pace`, also `ept sweep --dry-run`)."""
+    c_runs = analyze.spec_runs("C")
+    assert len(c_runs) == 15 and all(str(r.config["out"]).startswith(str(tmp_path / "C")) for r in c_runs)
+    for i, run in enumerate(c_runs[:3]):
+        folder = Path(run.config["out"])
+        (folder / "last").mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps(run.config))
+        if i < 2:  # finished: 2.0 and 3.0 s a step over their last segments
+            (folder / "results.json").write_text(json.dumps({"status": "finished", "wall_seconds": (2000.0, 1500.0)[i]}))
+            (folder / "env.json").write_text(json.dumps({"from_step": (0, 500)[i]}))
+        else:
+            (folder / "last" / "state.json").write_text(json.dumps({"step": 350}))
     line = analyze.time_left_line()[0]
-    assert line.startswith("Left: 18,400 training steps (C 12,000, D 4,000, E 2,400).")
-    assert f"about **{18_400 * 2.5 / analyze.WORKERS / 3600:.0f} h** of wall time" in line
+    left = 15_000 - 2_000 - 350 + 4_000 + 2_400
+    assert line.startswith(f"Left: {left:,} training steps (C 12,650, D 4,000, E 2,400).")
+    assert f"median 2.5 s a step (2 runs, 2 at a time" in line
+    assert f"about **{left * 2.5 / 2 / 3600:.0f} h** of wall time" in line
 
 
 def test_a_run_that_failed_is_named_as_failed_in_the_status(analyze, tmp_path):

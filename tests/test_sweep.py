@@ -272,3 +272,35 @@ def test_committed_runs_continue_on_a_fresh_clone(tiny_bert, mini_data, tmp_path
     again = json.loads((clone / "results/grid/sst2-ept-s0/results.json").read_text())
     assert again["test"] == first["ept"]["test"] and again["best_step"] == first["ept"]["best_step"]
     assert json.loads((clone / "results/grid/sst2-pt-s0/results.json").read_text()) == first["pt"]
+
+
+def test_pace_and_the_dry_run_say_what_is_left_and_how_fast_it_went(tmp_path, capsys):
+    """`ept sweep --dry-run`: a partial run says its checkpoint step; the summary gives the steps
+    left and the hours they take at the finished runs' median seconds a step, each timed over its
+    last segment only (a resumed run's wall_seconds covers the steps after env.json's from_step)."""
+    from ept.sweep import pace
+    from ept.training.rundir import RunDir
+
+    spec = _write(tmp_path / "s.yaml", {"out": str(tmp_path / "out"), "task": "sst2", "steps": 1000,
+                                        "grid": {"method": ["pt", "ept"], "seed": [0, 1]}})
+    runs = load_spec(spec, check_data=False).runs
+    timings = {0: (2000.0, 0), 1: (1500.0, 500)}  # 2.0 and 3.0 s a step
+    for i, run in enumerate(runs[:3]):
+        rd = RunDir(run.config["out"])
+        rd.path.mkdir(parents=True)
+        rd.write_config(run.config)
+        if i in timings:
+            wall, from_step = timings[i]
+            rd.results_path.write_text(json.dumps({"status": "finished", "wall_seconds": wall, "steps": 1000}))
+            rd.env_path.write_text(json.dumps({"from_step": from_step}))
+        else:
+            rd.last.mkdir()
+            rd.state_path.write_text(json.dumps({"step": 300}))
+    p = pace(runs)
+    assert (p.steps_left, p.steps_total, p.seconds_per_step, p.timed_runs) == (1700, 4000, 2.5, 2)
+    assert p.hours(2) == pytest.approx(1700 * 2.5 / 2 / 3600)
+    assert main(["sweep", str(spec), "--dry-run", "--no-data-check", "--workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"partial   {runs[2].config['out']}  (step 300 of 1000)" in out
+    assert ("steps left: 1,700 of 4,000; the finished runs took a median 2.50 s a step (2 runs, on the machines "
+            "their env.json names): about 0.6 h at --workers 2") in out

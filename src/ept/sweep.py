@@ -39,6 +39,7 @@ raised at once, before any run starts.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import time
@@ -395,6 +396,47 @@ def run_state(run: Run) -> str:
     from ept.training.rundir import RunDir
 
     return "stale" if stale_keys(run) else RunDir(run.config["out"]).status()
+
+
+@dataclass
+class Pace:
+    """What a set of runs still needs and how fast they went: a forecast, not a promise (a machine
+    under load, another CPU or longer rows run at another speed)."""
+    steps_left: int  # steps of unfinished runs from their last checkpoint (failed and stale ones too)
+    steps_total: int
+    seconds_per_step: float | None  # median over the finished runs' last segments (None: none timed)
+    timed_runs: int
+
+    def hours(self, workers: int) -> float | None:
+        """Wall hours for the steps left at this pace, `workers` runs at a time."""
+        return None if self.seconds_per_step is None else self.steps_left * self.seconds_per_step / max(1, workers) / 3600
+
+
+def pace(runs: list[Run]) -> Pace:
+    """Steps left and the finished runs' seconds a step. A resumed run's results.json times only its
+    last segment (from env.json's from_step); a segment under 50 steps, mostly start-up and the
+    test pass, is left out."""
+    from statistics import median
+
+    from ept.training.rundir import RunDir, RunDirError
+
+    left = total = 0
+    rates = []
+    for run in runs:
+        rd, steps = RunDir(run.config["out"]), int(run.config["steps"])
+        state = run_state(run)
+        total += steps
+        if state != "finished":
+            left += steps if state == "stale" else steps - int(rd.progress()["reached"] or 0)
+            continue
+        try:
+            wall = (rd.read_results() or {}).get("wall_seconds")
+            segment = steps - (json.loads(rd.env_path.read_text()).get("from_step", 0) if rd.env_path.is_file() else 0)
+        except (ValueError, RunDirError):  # a damaged env.json or results.json times nothing
+            continue
+        if wall and segment >= 50:
+            rates.append(wall / segment)
+    return Pace(left, total, median(rates) if rates else None, len(rates))
 
 
 def _write_manifest(sweep: Sweep, states: dict[str, str]) -> None:

@@ -35,7 +35,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from collections import Counter
 
-    from ept.sweep import execute, load_spec, run_state
+    from ept.sweep import execute, load_spec, pace, run_state
 
     sweep = load_spec(args.spec, out=args.out, check_data=not args.no_data_check)
     if args.dry_run:
@@ -45,10 +45,15 @@ def run(args) -> int:
         # what the folder names may not say: how each run is scored and its resolved lr
         by = Counter((r.config.get("eval_mode") or "default", r.config["lr"]) for r in sweep.runs)
         print("runs by eval_mode and lr: " + ", ".join(f"{m} lr={lr:g}: {n}" for (m, lr), n in sorted(by.items())))
+        from ept.training.rundir import RunDir
+
         for r in sweep.runs:
-            print(f"{states[r.name]:9s} {r.config['out']}")
+            at = f"  (step {RunDir(r.config['out']).progress()['reached']} of {r.config['steps']})" \
+                if states[r.name] in ("partial", "failed") else ""
+            print(f"{states[r.name]:9s} {r.config['out']}{at}")
         summary = {s: sum(v == s for v in states.values()) for s in ("finished", "failed", "partial", "pending", "stale")}
         print(f"ept sweep: {len(sweep.runs)} runs | " + " | ".join(f"{k} {v}" for k, v in summary.items()))
+        print(_pace_line(pace(sweep.runs), args.workers))
         return 0
     states = execute(sweep, workers=args.workers, executor=args.executor, address=args.address,
                      retry_failed=args.retry_failed, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
@@ -57,3 +62,11 @@ def run(args) -> int:
     print(f"ept sweep: {sum(s == 'finished' for s in states.values())} finished, {len(failed)} failed"
           + (f": {', '.join(failed)}" if failed else ""), flush=True)
     return 1 if failed else 0
+
+
+def _pace_line(p, workers: int) -> str:
+    line = f"steps left: {p.steps_left:,} of {p.steps_total:,}"
+    if p.steps_left and p.seconds_per_step is not None:
+        line += (f"; the finished runs took a median {p.seconds_per_step:.2f} s a step ({p.timed_runs} runs, on the "
+                 f"machines their env.json names): about {p.hours(workers):.1f} h at --workers {workers}")
+    return line
