@@ -356,8 +356,19 @@ def test_the_time_left_counts_the_committed_specs_runs_at_the_finished_runs_pace
     line = analyze.time_left_line()[0]
     left = 15_000 - 2_000 - 350 + 4_000 + 2_400
     assert line.startswith(f"Left: {left:,} training steps (C 12,650, D 4,000, E 2,400).")
-    assert f"median 2.5 s a step (2 runs, 2 at a time" in line
-    assert f"about **{left * 2.5 / 2 / 3600:.0f} h** of wall time" in line
+    assert "median 2.5 s a step (2 runs, 2 at a time" in line
+    assert f"about **{left * 2.5 / 2 / 3600:.0f} h** of wall time remain (D, E at SST-2's pace; RTE's longer" in line
+
+    # once E has a finished run, E's steps go at E's own pace (10 s a step here)
+    e_run = analyze.spec_runs("E")[0]
+    folder = Path(e_run.config["out"])
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(e_run.config))
+    (folder / "results.json").write_text(json.dumps({"status": "finished", "wall_seconds": 4000.0}))
+    (folder / "env.json").write_text(json.dumps({"from_step": 0}))
+    line = analyze.time_left_line()[0]
+    hours = ((12_650 + 4_000) * 2.5 + 2_000 * 10.0) / 2 / 3600
+    assert "; E's 1 finished runs 10.0 s" in line and f"about **{hours:.0f} h** of wall time remain (D at SST-2's pace)." in line
 
 
 def test_a_run_that_failed_is_named_as_failed_in_the_status(analyze, tmp_path):

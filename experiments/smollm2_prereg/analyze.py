@@ -423,19 +423,31 @@ def spec_runs(stage: str) -> list:
 
 
 def time_left_line() -> list[str]:
-    """What is left, in steps and in hours at the finished SST-2 runs' pace (`ept sweep --dry-run`'s
-    forecast, `ept.sweep.pace`; no decision reads it)."""
+    """What is left, in steps and in hours (`ept sweep --dry-run`'s forecast, `ept.sweep.pace`; no
+    decision reads it): each stage at its own finished runs' pace once it has one, else at B's and
+    C's (SST-2, 1,000 steps; RTE's longer rows in E run slower)."""
     from ept.sweep import pace
 
-    left = {stage: pace(runs).steps_left for stage in ("C", "D", "E") if (runs := spec_runs(stage))}
-    if not any(left.values()):
+    stages = {stage: pace(runs) for stage in ("C", "D", "E") if (runs := spec_runs(stage))}
+    left = sum(p.steps_left for p in stages.values())
+    if not left:
         return []
-    line = f"Left: {sum(left.values()):,} training steps (" + ", ".join(f"{k} {v:,}" for k, v in left.items()) + ")."
-    timed = dataclasses.replace(pace(spec_runs("B") + spec_runs("C")), steps_left=sum(left.values()))
-    if timed.seconds_per_step is not None:
-        line += (f" The finished runs took a median {timed.seconds_per_step:.1f} s a step ({timed.timed_runs} runs, "
-                 f"{WORKERS} at a time, on the machines their env.json names), so about **{timed.hours(WORKERS):.0f} h** "
-                 "of wall time remain at that pace (E's RTE rows are longer than SST-2's: more).")
+    line = f"Left: {left:,} training steps (" + ", ".join(f"{k} {p.steps_left:,}" for k, p in stages.items()) + ")."
+    sst2 = pace(spec_runs("B") + spec_runs("C"))
+    if sst2.seconds_per_step is None:
+        return [line, ""]
+    own = {k for k, p in stages.items() if k != "C" and p.seconds_per_step is not None}  # D, E once timed
+    hours = sum(dataclasses.replace(p if k in own else sst2, steps_left=p.steps_left).hours(WORKERS)
+                for k, p in stages.items())
+    line += (f" B's and C's finished runs took a median {sst2.seconds_per_step:.1f} s a step ({sst2.timed_runs} runs, "
+             f"{WORKERS} at a time, on the machines their env.json names)")
+    line += "".join(f"; {k}'s {stages[k].timed_runs} finished runs {stages[k].seconds_per_step:.1f} s" for k in sorted(own))
+    line += f": about **{hours:.0f} h** of wall time remain"
+    guessed = [k for k, p in stages.items() if k != "C" and k not in own and p.steps_left]
+    if guessed:
+        rte = "; RTE's longer rows make E slower" if "E" in guessed else ""
+        line += f" ({', '.join(guessed)} at SST-2's pace{rte})"
+    line += "."
     return [line, ""]
 
 
