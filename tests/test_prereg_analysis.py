@@ -381,6 +381,8 @@ def test_a_run_that_failed_is_named_as_failed_in_the_status(analyze, tmp_path):
     (folder / "results.json").write_text(json.dumps({"status": "failed", "error": "MemoryError: out of memory"}))
     assert analyze.progress("C") == (0, ["EPT-s4 at step 150 **FAILED** (MemoryError: out of memory; see its "
                                          "error.txt, then `ept sweep SPEC --retry-failed`)"])
+    (folder / "results.json").write_text('{"status": "fin')  # torn: failed, and the status says why
+    assert analyze.progress("C")[1][0].startswith("EPT-s4 at step 150 **FAILED** (its results.json is unreadable;")
     (folder / "results.json").unlink()
     assert analyze.progress("C") == (0, ["EPT-s4 at step 150"])
 

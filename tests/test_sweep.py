@@ -278,7 +278,7 @@ def test_pace_and_the_dry_run_say_what_is_left_and_how_fast_it_went(tmp_path, ca
     """`ept sweep --dry-run`: a partial run says its checkpoint step; the summary gives the steps
     left and the hours they take at the finished runs' median seconds a step, each timed over its
     last segment only (a resumed run's wall_seconds covers the steps after env.json's from_step)."""
-    from ept.sweep import pace
+    from ept.sweep import pace, run_state
     from ept.training.rundir import RunDir
 
     spec = _write(tmp_path / "s.yaml", {"out": str(tmp_path / "out"), "task": "sst2", "steps": 1000,
@@ -299,6 +299,9 @@ def test_pace_and_the_dry_run_say_what_is_left_and_how_fast_it_went(tmp_path, ca
     p = pace(runs)
     assert (p.steps_left, p.steps_total, p.seconds_per_step, p.timed_runs) == (1700, 4000, 2.5, 2)
     assert p.hours(2) == pytest.approx(1700 * 2.5 / 2 / 3600)
+    # states the caller already has are used as given (the dry run computes them once)
+    assert pace(runs, {r.name: run_state(r) for r in runs}) == p
+    assert pace(runs, {runs[0].name: "stale"}).steps_left == 1700 + 1000
     assert main(["sweep", str(spec), "--dry-run", "--no-data-check", "--workers", "2"]) == 0
     out = capsys.readouterr().out
     assert f"partial   {runs[2].config['out']}  (step 300 of 1000)" in out

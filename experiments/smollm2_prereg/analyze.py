@@ -48,8 +48,10 @@ def runs(stage: str) -> list[dict]:
     out = []
     for cfg_path in sorted((RES / stage).glob("*/config.json")):
         folder = cfg_path.parent
-        res = folder / "results.json"
-        results = json.loads(res.read_text()) if res.exists() else None
+        try:  # a results.json torn by a killed writer counts as unfinished (progress() names it)
+            results = json.loads((folder / "results.json").read_text())
+        except (FileNotFoundError, ValueError):
+            results = None
         out.append({"name": folder.name, "dir": folder, "config": json.loads(cfg_path.read_text()),
                     "results": results if results and results.get("status") == "finished" else None})
     return out
@@ -398,16 +400,22 @@ def outside_check() -> str | None:
 def progress(stage: str) -> tuple[int, list[str]]:
     """(runs finished, "name at step N" of each run started and not finished; a run that stopped on
     an error says so: `ept sweep` does not retry it unless asked, so it needs a person)."""
+    from ept.training.rundir import RunDir, RunDirError
+
     done, partial = 0, []
     for r in runs(stage):
         if r["results"]:
             done += 1
             continue
-        state = r["dir"] / "last" / "state.json"
-        where = f"{r['name']} at step {json.loads(state.read_text())['step'] if state.exists() else 0}"
-        failed = json.loads((r["dir"] / "results.json").read_text()) if (r["dir"] / "results.json").exists() else {}
-        if failed.get("status") == "failed":
-            where += (f" **FAILED** ({failed.get('error') or 'no error recorded'}; see its error.txt, then "
+        rd = RunDir(r["dir"])
+        state = rd.progress()
+        where = f"{r['name']} at step {state['reached'] or 0}"
+        if state["status"] == "failed":
+            try:
+                error = (rd.read_results() or {}).get("error")
+            except RunDirError:
+                error = "its results.json is unreadable"
+            where += (f" **FAILED** ({error or 'no error recorded'}; see its error.txt, then "
                       "`ept sweep SPEC --retry-failed`)")
         partial.append(where)
     return done, partial

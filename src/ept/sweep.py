@@ -412,10 +412,10 @@ class Pace:
         return None if self.seconds_per_step is None else self.steps_left * self.seconds_per_step / max(1, workers) / 3600
 
 
-def pace(runs: list[Run]) -> Pace:
+def pace(runs: list[Run], states: dict[str, str] | None = None) -> Pace:
     """Steps left and the finished runs' seconds a step. A resumed run's results.json times only its
     last segment (from env.json's from_step); a segment under 50 steps, mostly start-up and the
-    test pass, is left out."""
+    test pass, is left out. `states`: {run name: run_state} where the caller has them already."""
     from statistics import median
 
     from ept.training.rundir import RunDir, RunDirError
@@ -424,7 +424,7 @@ def pace(runs: list[Run]) -> Pace:
     rates = []
     for run in runs:
         rd, steps = RunDir(run.config["out"]), int(run.config["steps"])
-        state = run_state(run)
+        state = states[run.name] if states and run.name in states else run_state(run)
         total += steps
         if state != "finished":
             left += steps if state == "stale" else steps - int(rd.progress()["reached"] or 0)

@@ -53,7 +53,7 @@ def run(args) -> int:
             print(f"{states[r.name]:9s} {r.config['out']}{at}")
         summary = {s: sum(v == s for v in states.values()) for s in ("finished", "failed", "partial", "pending", "stale")}
         print(f"ept sweep: {len(sweep.runs)} runs | " + " | ".join(f"{k} {v}" for k, v in summary.items()))
-        print(_pace_line(pace(sweep.runs), args.workers))
+        print(_pace_line(pace(sweep.runs, states), args.workers))
         return 0
     states = execute(sweep, workers=args.workers, executor=args.executor, address=args.address,
                      retry_failed=args.retry_failed, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
