@@ -142,14 +142,21 @@ def test_a_whole_report_from_b_to_e(analyze, tmp_path):
     lo, hi = out["EPT - PT"]["bootstrap95"]
     assert 0 < lo < out["EPT - PT"]["difference"] < hi
     assert out["PT1 - PT"]["verdict"] == "is not better than"
-    analyze.paired_stage("D", "D", report, paired_with="C")
-    analyze.paired_stage("E", "E", report, analyze.RTE_TEST_MAJORITY)
+    d_line = analyze.paired_stage("D", "D", report, paired_with="C")
+    e_line = analyze.paired_stage("E", "E", report, analyze.RTE_TEST_MAJORITY)
     text = "\n".join(report)
     d_rows = [line for line in text.splitlines() if line.startswith("| EPT-sink-s")]
     d_ept = 100 * (shared < truth["EPT"] - 0.02).mean()
-    want = [f"| {round(acc['EPT'][i], 2):.1f} | {round(d_ept, 2) - round(acc['EPT'][i], 2):+.1f} |" for i in (0, 1)]
+    diffs = [round(d_ept, 2) - round(acc["EPT"][i], 2) for i in (0, 1)]
+    want = [f"| {round(acc['EPT'][i], 2):.1f} | {diffs[i]:+.1f} |" for i in (0, 1)]
     assert [line[-len(w):] for line, w in zip(d_rows, want)] == want  # each against C's same seed (2, 3)
     assert "**uninformative** (preregistered rule)" in text
+    # the one-line summaries the doc's opening carries under the verdict
+    assert d_line.startswith("D (4 of 4 runs finished; described, not tested): test accuracy minus C's same arm and seed: ")
+    assert f"EPT seed 2 {diffs[0]:+.1f}, EPT seed 3 {diffs[1]:+.1f}" in d_line
+    assert e_line.startswith("E (6 of 6 runs finished): Majority class 54.7; arm means EPT ")
+    assert e_line.endswith("**uninformative** (preregistered rule): no verdict.")
+    assert analyze.paired_stage("D", "D", [], paired_with="B").endswith("same arm and seed: no pair finished.")
 
 
 def test_files_that_disagree_stop_the_analysis(analyze, tmp_path):
@@ -324,6 +331,20 @@ def test_the_doc_opens_with_the_status_then_the_verdict_regenerated(analyze, tmp
     assert (tmp_path / "C" / "endpoint.png").stat().st_size > 0
     assert text.endswith(f"{analyze.END}\n\nProse that stays.\n")
     assert "Checked outside ept" not in opening
+    assert "- Stage D" not in opening  # D and E add their lines once a run of theirs finished
+
+    for arm in ("PT", "EPT"):  # one finished D run: its line joins the verdict's list
+        method, opts = analyze.ARMS_C[arm]
+        _run(tmp_path, "D", f"{arm}-sink-s2", method, 2, 0.3, 85, (shared < truth[arm]).astype(float), opts)
+    assert analyze.main([]) == 0
+    opening = doc.read_text()[:doc.read_text().index(analyze.END)]
+    assert "lr. Figure: `results/smollm2-prereg/C/endpoint.png`.\n- Stage D: sink" in opening
+    c_s2 = {r["name"]: analyze.main_score(r, "test") for r in analyze.runs("C") if r["name"] in ("PT-s2", "EPT-s2")}
+    d_s2 = {r["name"]: analyze.main_score(r, "test") for r in analyze.runs("D")}
+    pt, ept = (d_s2[f"{a}-sink-s2"] - c_s2[f"{a}-s2"] for a in ("PT", "EPT"))
+    assert ("- Stage D: sink token before P' (seeds 2-3) (2 of 4 runs finished; described, not tested): test accuracy "
+            f"minus C's same arm and seed: EPT seed 2 {ept:+.1f}, PT seed 2 {pt:+.1f}.\n\n") in opening
+    shutil.rmtree(tmp_path / "D")
 
     # lm-evaluation-harness's check of the C runs (run_all.sh, after E): one line in the verdict
     names = [f"{arm}-s{seed}" for arm in analyze.ARMS_C for seed in analyze.C_SEEDS]

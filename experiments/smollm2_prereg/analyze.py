@@ -487,14 +487,16 @@ def verdict_lines(c: dict) -> list[str]:
     return lines + ([f"- {check}"] if check else [])
 
 
-def status_block(c: dict | None) -> list[str]:
-    """The opening of docs/results-smollm2.md: the verdict once stage C is whole, and every stage's progress."""
-    lines = [BEGIN]
+def status_block(c: dict | None, described: list[str] = ()) -> list[str]:
+    """The opening of docs/results-smollm2.md: the verdict once stage C is whole, the described
+    stages' (D, E) one-line summaries, and every stage's progress."""
     if c:
-        lines += ["## Verdict (preregistered; stage C)", "", *verdict_lines(c), ""]
+        lines = [BEGIN, "## Verdict (preregistered; stage C)", "", *verdict_lines(c)]
     else:
-        lines += ["## Status: the preregistered test of the paper's claim is running", "",
-                  f"**No verdict yet**: stage C has {progress('C')[0]} of {STAGES['C'][1]} runs finished.", ""]
+        lines = [BEGIN, "## Status: the preregistered test of the paper's claim is running", "",
+                 f"**No verdict yet**: stage C has {progress('C')[0]} of {STAGES['C'][1]} runs finished.", ""]
+    if c or described:
+        lines += [f"- {line}" for line in described] + [""]  # the verdict's list goes on with D's and E's lines
     b = RES / "B" / "decision.json"
     if b.exists():  # B's outcome, as the preregistered rule read it (validation only)
         detail = json.loads(b.read_text())["detail"]
@@ -528,38 +530,46 @@ def write_status(block: list[str]) -> None:
 
 # ------------------------------------------------------------------------------ D, E, curves
 def paired_stage(stage: str, title: str, report: list[str], majority: float | None = None,
-                 paired_with: str | None = None) -> None:
+                 paired_with: str | None = None) -> str | None:
     """A described (not tested) stage: its runs; with `paired_with`, each run's test difference to
-    the same arm and seed there (stage D against C, as preregistered); with `majority`, E's rule."""
+    the same arm and seed there (stage D against C, as preregistered); with `majority`, E's rule.
+    Returns the stage's one-line summary for the doc's opening (None before a run finished)."""
     rs = [r for r in runs(stage) if r["results"]]
     report += [f"## {title}", ""]
     if not rs:
         report += ["No finished run yet.", ""]
-        return
+        return None
     partner = {(arm_of(r), r["config"]["seed"]): r for r in runs(paired_with) if r["results"]} if paired_with else {}
     extra = f" | {paired_with} (same arm, seed) | difference" if paired_with else ""
     report += [f"| run | method | seed | validation | test | final mu_t{extra} |",
                "| --- " * (6 + 2 * bool(paired_with)) + "|"]
+    paired = []
     for r in rs:
         row = (f"| {r['name']} | {arm_of(r)} | {r['config']['seed']} | {main_score(r, 'validation'):.1f} | "
                f"{main_score(r, 'test'):.1f} | {r['results']['final_mu_t']:.3g} |")
         if paired_with:
             other = partner.get((arm_of(r), r["config"]["seed"]))
+            if other:
+                paired.append(f"{arm_of(r)} seed {r['config']['seed']} {main_score(r, 'test') - main_score(other, 'test'):+.1f}")
             row += (f" {main_score(other, 'test'):.1f} | {main_score(r, 'test') - main_score(other, 'test'):+.1f} |"
                     if other else " not finished | – |")
         report.append(row)
+    summary = (f"{title} ({len(rs)} of {STAGES[stage][1]} runs finished; described, not tested): test accuracy minus "
+               f"{paired_with}'s same arm and seed: {', '.join(paired) or 'no pair finished'}.") if paired_with else None
     if majority is not None:
         by_arm: dict[str, list] = {}
         for r in rs:
             by_arm.setdefault(arm_of(r), []).append(main_score(r, "test"))
         means = {a: float(np.mean(v)) for a, v in by_arm.items()}
         informative = any(abs(m - majority) > FAIL_MARGIN for m in means.values())
-        report.append("")
         shown = ", ".join(f"{a} {m:.1f}" for a, m in sorted(means.items()))
         diff = f" EPT - PT {means['EPT'] - means['PT']:+.1f} (described, not tested)." if {"EPT", "PT"} <= set(means) else ""
-        report.append(f"Majority class {majority:.1f}; arm means {shown}: "
-                      + (f"informative.{diff}" if informative else "**uninformative** (preregistered rule): no verdict."))
+        rule = (f"Majority class {majority:.1f}; arm means {shown}: "
+                + (f"informative.{diff}" if informative else "**uninformative** (preregistered rule): no verdict."))
+        report += ["", rule]
+        summary = f"{title} ({len(rs)} of {STAGES[stage][1]} runs finished): {rule}"
     report.append("")
+    return summary
 
 
 def curves(report: list[str]) -> None:
@@ -597,13 +607,13 @@ def main(argv=None) -> int:
     if args.stage == "all":
         stage_b(report)
         c = stage_c(report)
-        paired_stage("D", "Stage D: sink token before P' (seeds 2-3)", report, paired_with="C")
-        paired_stage("E", "Stage E: RTE (seeds 2-4, 400 steps)", report, RTE_TEST_MAJORITY)
+        controls = [paired_stage("D", "Stage D: sink token before P' (seeds 2-3)", report, paired_with="C"),
+                    paired_stage("E", "Stage E: RTE (seeds 2-4, 400 steps)", report, RTE_TEST_MAJORITY)]
         curves(report)
         # Only the whole analysis is the report: `--stage A` (run_all.sh, every start) once replaced
         # it with stage A alone, and the progress committer committed the B-E sections' deletion.
         (RES / "analysis.md").write_text("\n".join(report) + "\n")
-        write_status(status_block(c))
+        write_status(status_block(c, [line for line in controls if line]))
     print("\n".join(report))
     return 0
 
