@@ -66,6 +66,24 @@ def test_auto_is_fp32_here_and_explicit_bf16_is_refused_or_falls_back_when_asked
     assert "falling back to fp32" in warned[0] and "CPU with" in warned[0]
 
 
+def test_a_refused_precision_fails_before_the_backbone_loads_and_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    """An explicit bf16 the hardware cannot run fast is refused before `ept train` makes a run
+    folder or loads a backbone (seconds to minutes), not after, with an empty locked folder left."""
+    import ept.backbones
+
+    monkeypatch.setattr(P, "fast_low_precision", lambda device, dtype="bf16": (False, "CPU with AVX2 (pretended)"))
+    monkeypatch.setattr(ept.backbones, "load_backbone", lambda *a, **k: pytest.fail("the backbone was loaded"))
+    from ept.cli import main
+
+    out = tmp_path / "runs" / "r"
+    assert main(["train", "--task", "sst2", "--method", "ept", "--precision", "bf16", "--steps", "2", "--out", str(out)]) == 2
+    assert "ept train: error: precision=bf16: this hardware (CPU with AVX2 (pretended))" in capsys.readouterr().err
+    assert not out.exists()
+    P.check_hardware("auto", CPU)  # auto and fp32 always pass
+    P.check_hardware("fp32", CPU)
+    P.check_hardware("bf16", CPU, fallback=True)  # falls back later, with the warning
+
+
 def test_config_rejects_bad_precision_and_a_contradicting_dtype():
     with pytest.raises(ValueError, match="precision='bf17' is not allowed; allowed: auto, fp32, bf16, fp16"):
         TrainConfig(precision="bf17")

@@ -402,3 +402,24 @@ def test_logs_replaced_under_a_running_trainer_keep_every_step(tiny_bert, mini_d
     run(_cfg(tiny_bert, mini_data, out), progress=False)
     assert [r["step"] for r in read_jsonl(out / "steps.jsonl")] == list(range(1, 9))
     assert [r["step"] for r in read_jsonl(out / "eval.jsonl")] == [4, 8]
+
+
+def test_a_folder_the_run_made_and_left_empty_is_removed_at_release(tmp_path):
+    """A run that fails before writing anything (bad precision, data or backbone) leaves no empty
+    folder holding a lock file; a folder that existed, or holds anything, stays."""
+    fresh = RunDir(tmp_path / "a" / "run").acquire()
+    assert (fresh.path / ".lock").exists()
+    fresh.release()
+    assert not fresh.path.exists() and (tmp_path / "a").is_dir()
+    kept = RunDir(tmp_path / "existing")
+    kept.path.mkdir()
+    kept.acquire().release()
+    assert kept.path.is_dir()
+    wrote = RunDir(tmp_path / "wrote").acquire()
+    wrote.write_config({"task": "sst2"})
+    wrote.release()
+    assert (wrote.path / "config.json").is_file()
+    again = RunDir(tmp_path / "a" / "run").acquire()  # the lock still works after a removal
+    with pytest.raises(RunLockedError):
+        RunDir(tmp_path / "a" / "run").acquire()
+    again.release()

@@ -86,6 +86,13 @@ def resolve_precision(requested: str, device: torch.device, kind: str, dtype: st
     return "fp32"
 
 
+def check_hardware(requested: str, device: torch.device, fallback: bool = False) -> None:
+    """Refuse an explicit low precision this hardware cannot run fast (PrecisionError) before a run
+    folder is made or a backbone loads; `auto` and fp32 always pass, and the fallback warns later."""
+    if requested not in ("auto", "fp32"):
+        resolve_precision(requested, device, kind="", fallback=fallback, warn=lambda message: None)
+
+
 def apply_precision(model, requested: str, dtype: str = "float32", fallback: bool = False, warn=None) -> str:
     """Resolve the precision for this model and device, cast a frozen backbone once to it (a
     trainable one stays fp32, under autocast), and record it as `model.precision`."""

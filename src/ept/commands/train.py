@@ -71,7 +71,7 @@ def run(args) -> int:
     from ept.config import check_out_dir
 
     config = config_from_args(args)
-    check_out_dir(config.run_dir(), create=True)  # a file or an unwritable folder fails now, before any loading
+    check_out_dir(config.run_dir())  # a file or an unwritable folder fails now, before any loading (the run makes it)
     try:
         from ept.training.recipe import run as train_run  # (torch loads here: seconds in which a Ctrl-C may come)
 

@@ -309,6 +309,9 @@ def run(cfg: TrainConfig, progress: bool = True) -> dict | None:
 
     # cpu=True on a machine without CUDA: accelerate then sets up gloo for torchrun's processes.
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    from ept.precision import check_hardware
+
+    check_hardware(cfg.precision, accelerator.device, cfg.precision_fallback)  # before a folder or a backbone
     rundir = RunDir(cfg.run_dir())
     try:
         outcome = [None]

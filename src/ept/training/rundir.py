@@ -17,6 +17,7 @@ full disk mid-write) is detected and dropped on resume. Importing this module do
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -182,7 +183,7 @@ class RunDir:
 
     def __init__(self, path):
         self.path = Path(normalise_path(path))
-        self._lock = None
+        self._lock, self._created = None, False
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -346,6 +347,7 @@ class RunDir:
 
         if self.path.exists() and not self.path.is_dir():
             raise RunDirError(f"out={str(self.path)!r} is a file; give a folder for the run")
+        self._created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(self.path / LOCK), timeout=0)
         try:
@@ -368,10 +370,20 @@ class RunDir:
             return None
 
     def release(self) -> None:
-        if self._lock is not None:
-            (self.path / OWNER).unlink(missing_ok=True)
-            self._lock.release()
-            self._lock = None
+        """Unlock. A folder this process created and left holding only its lock file (a run that
+        failed before writing anything: bad precision, data, backbone) is removed, so no empty
+        run folder is left behind."""
+        if self._lock is None:
+            return
+        (self.path / OWNER).unlink(missing_ok=True)
+        empty = self._created and [p.name for p in self.path.iterdir()] == [LOCK]
+        if empty:  # unlinked while still locked: a process that opens it now makes a new lock file
+            (self.path / LOCK).unlink(missing_ok=True)
+        self._lock.release()
+        self._lock = None
+        if empty:
+            with contextlib.suppress(OSError):  # something was written there meanwhile: keep it
+                self.path.rmdir()
 
     def __enter__(self) -> "RunDir":
         return self.acquire()
