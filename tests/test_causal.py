@@ -320,6 +320,23 @@ def tiny_gemma3(tok, window: int):
     return model.eval().requires_grad_(False)
 
 
+@pytest.mark.parametrize("init", ["vocab", "text"])
+def test_a_gemma_prompt_starts_at_the_scale_of_the_tokens_it_reads(llama_tok, init):
+    """Gemma multiplies its embedding rows by sqrt(e) inside embed_tokens: a prompt copied from the
+    raw table rows started sqrt(32) (on Gemma-3-270M, 25x) smaller than every token the model reads.
+    It is initialised from the module's output, as PEFT does."""
+    backbone = tiny_gemma3(llama_tok, window=4)
+    options = {"init": init, "init_text": "classify the review"} if init == "text" else {"init": init}
+    torch.manual_seed(0)
+    model = PromptedModel(backbone, llama_tok, method_config("pt", num_tokens=4, **options))
+    embed = backbone.get_input_embeddings()
+    tokens = embed(torch.arange(embed.weight.shape[0]))
+    rows = model.encoder.prompt.detach()
+    assert all(any(torch.equal(r, t) for t in tokens) for r in rows)
+    assert rows.norm(dim=1).mean() == pytest.approx(float(tokens.norm(dim=1).mean()), rel=0.5)
+    assert not any(torch.equal(rows[0], t) for t in embed.weight)  # not the unscaled table rows
+
+
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_sliding_window_counts_positions_not_padded_slots(llama_tok, side):
     """Issue 21: a sliding-window layer (Gemma 3) must see the same keys for a row in a padded batch

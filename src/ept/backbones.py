@@ -193,15 +193,20 @@ class PromptedModel(nn.Module):
     def _init_prompt(self, token_ids: list[int] | None) -> None:
         if not self.prompt_config.has_prompt or self.prompt_config.init is Init.UNIFORM:
             return  # uniform is done at construction
-        init, table = self.prompt_config.init, self.backbone.get_input_embeddings().weight.detach().float()
+        init, embed = self.prompt_config.init, self.backbone.get_input_embeddings()
         if init is Init.VOCAB:
             # The global RNG: `ept train` seeds it with the run's seed before building the model.
-            token_ids = torch.randint(0, table.shape[0], (self.encoder.prompt.shape[0],)).tolist()
+            token_ids = torch.randint(0, embed.weight.shape[0], (self.encoder.prompt.shape[0],)).tolist()
         elif init is Init.TEXT:
             token_ids = self.tokenizer(self.prompt_config.init_text, add_special_tokens=False)["input_ids"]
         elif not token_ids:  # LABEL: the caller passes the task's label-word ids
             raise ValueError("init=label needs the task's label words (token ids)")
-        self.encoder.init_from_rows(table[torch.as_tensor(token_ids)])
+        # The module's output, not the table's rows, as PEFT's prompt init does: Gemma scales its
+        # embeddings by sqrt(e) inside embed_tokens, so its table rows are 25x smaller than the
+        # tokens the model reads (elsewhere the two are the same).
+        with torch.no_grad():
+            rows = embed(torch.as_tensor(token_ids, device=embed.weight.device)).float()
+        self.encoder.init_from_rows(rows.to(self.encoder.prompt.device))
 
     def prompt(self) -> torch.Tensor | None:
         """P' (n, e), or None for ft (and without a prompt config)."""
