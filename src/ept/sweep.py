@@ -463,6 +463,7 @@ def run_one(config: dict, threads: int | None = None) -> dict:
 
     from ept.training.rundir import RunDir, RunLockedError, StaleRunError
     from ept.training.recipe import TrainConfig, run
+    from ept.training.stopping import StopRequested
 
     if threads:
         torch.set_num_threads(threads)
@@ -479,6 +480,11 @@ def run_one(config: dict, threads: int | None = None) -> dict:
         return {"out": str(out), "status": "failed", "error": f"{type(err).__name__}: {err}", "summary": "",
                 "seconds": round(time.time() - start, 1)}
     except BaseException as err:  # noqa: BLE001 - reported, never swallowed silently
+        if isinstance(err, StopRequested) and _POOL_WORKER:
+            # SIGTERM / Ctrl-C: the run checkpointed its step. A pool worker would take the next queued
+            # run (even with the sweep gone), so this process ends here; the next sweep resumes the run.
+            print(f"ept sweep: {out}: {err}; exiting this worker", flush=True)
+            os._exit(err.exit_code)
         if isinstance(err, KeyboardInterrupt):
             raise
         tb = traceback.format_exc()
@@ -507,9 +513,14 @@ def die_with_parent(parent_pid: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+_POOL_WORKER = False  # set in the local executor's worker processes
+
+
 def _init_worker(threads: int, parent_pid: int | None = None) -> None:
     import torch
 
+    global _POOL_WORKER
+    _POOL_WORKER = True
     if parent_pid is not None:
         die_with_parent(parent_pid)
     torch.set_num_threads(threads)
@@ -520,6 +531,7 @@ def _init_worker(threads: int, parent_pid: int | None = None) -> None:
 def _execute_local(todo: list[Run], workers: int, on_done) -> None:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
     cores = os.cpu_count() or 1
     threads = max(1, cores // workers)
@@ -532,7 +544,10 @@ def _execute_local(todo: list[Run], workers: int, on_done) -> None:
             run = futures[fut]
             try:
                 outcome = fut.result()
-            except Exception as err:  # noqa: BLE001 - the worker process itself died (OOM, segfault)
+            except BrokenProcessPool:  # a worker ended: a stop signal (checkpointed), or killed (out of memory)
+                outcome = {"status": "interrupted", "error": "a worker process ended (a stop signal, or killed: "
+                           "out of memory?)", "summary": "", "seconds": None}
+            except Exception as err:  # noqa: BLE001 - the worker failed outside the run (unpicklable result)
                 outcome = {"status": "failed", "error": f"worker died: {type(err).__name__}: {err}",
                            "summary": "", "seconds": None}
             on_done(run, outcome)
@@ -595,11 +610,16 @@ def execute(sweep: Sweep, workers: int = 1, executor: str = "local", address: st
         return states
 
     def on_done(run: Run, outcome: dict) -> None:
-        status = "finished" if outcome["status"] == "finished" else "failed"
-        states[run.name] = status
-        counts[status] += 1
-        left = total - counts["finished"] - counts["failed"]
-        detail = outcome.get("summary") if status == "finished" else f"FAILED: {outcome.get('error')}"
+        status = outcome["status"] if outcome["status"] in ("finished", "interrupted") else "failed"
+        counts[status] = counts.get(status, 0) + 1
+        left = total - counts["finished"] - counts["failed"] - counts.get("interrupted", 0)
+        if status == "interrupted":  # nothing on disk says failed: the next sweep resumes it
+            states[run.name] = run_state(run)
+            at = RunDir(run.config["out"]).progress()["reached"] or 0
+            detail = f"interrupted, not failed: {outcome['error']}; the next sweep resumes it from step {at}"
+        else:
+            states[run.name] = status
+            detail = outcome.get("summary") if status == "finished" else f"FAILED: {outcome.get('error')}"
         secs = f" ({outcome['seconds']}s)" if outcome.get("seconds") is not None else ""
         log(f"[{counts['finished']} done / {counts['failed']} failed / {left} left] {run.name}: {detail}{secs}")
         _write_manifest(sweep, states)

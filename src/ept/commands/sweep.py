@@ -59,9 +59,11 @@ def run(args) -> int:
                      retry_failed=args.retry_failed, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
                      log=lambda msg: print(msg, flush=True))
     failed = [n for n, s in states.items() if s == "failed"]
+    unfinished = [n for n, s in states.items() if s in ("partial", "pending")]  # interrupted: resumes next time
     print(f"ept sweep: {sum(s == 'finished' for s in states.values())} finished, {len(failed)} failed"
-          + (f": {', '.join(failed)}" if failed else ""), flush=True)
-    return 1 if failed else 0
+          + (f": {', '.join(failed)}" if failed else "")
+          + (f"; {len(unfinished)} not finished (rerun the sweep to resume them)" if unfinished else ""), flush=True)
+    return 1 if failed or unfinished else 0
 
 
 def _pace_line(p, workers: int) -> str:

@@ -76,12 +76,14 @@ def run(args) -> int:
         from ept.training.recipe import run as train_run  # (torch loads here: seconds in which a Ctrl-C may come)
 
         results = train_run(config, progress=not args.quiet)
-    except KeyboardInterrupt:  # Ctrl-C: no traceback; say what is kept and how to go on
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: no traceback; say what is kept and how to go on
         from ept.training.rundir import RunDir
+        from ept.training.stopping import StopRequested
 
         step = RunDir(config.run_dir()).start_step()
         kept = f"its last checkpoint is step {step} of {config.steps}" if step else "no checkpoint was written yet"
-        print(f"\nept train: stopped (Ctrl-C); {kept}: run the same command again to resume "
+        how = f"{err.name}, at the end of a step" if isinstance(err, StopRequested) else "Ctrl-C"
+        print(f"\nept train: stopped ({how}); {kept}: run the same command again to resume "
               f"({config.run_dir()})", file=sys.stderr)
-        return 130
+        return err.exit_code if isinstance(err, StopRequested) else 130
     return 0 if results is None or results["status"] == "finished" else 1

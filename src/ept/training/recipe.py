@@ -44,6 +44,7 @@ from ept.config import PAPER_STEPS, SCHEDULERS, TrainConfig, task_meta  # noqa: 
 from ept.training.rundir import RunDir, RunDirError, read_jsonl  # noqa: F401  (read_jsonl: re-exported for older callers)
 from ept.training.checkpointer import Checkpointer, optimizer_params
 from ept.training.metric_log import MetricLog
+from ept.training.stopping import StopRequested, graceful_stop
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -469,14 +470,20 @@ class Recipe:
 
     def train(self) -> None:
         """Steps data.start..cfg.steps; evaluation + checkpoint every eval_every, and a resume
-        checkpoint (last/ only) every checkpoint_every steps in between."""
-        cfg, data, model, spec = self.cfg, self.data, self.model, self.data.spec
+        checkpoint (last/ only) every checkpoint_every steps in between, and at the step a SIGTERM or
+        Ctrl-C came in (`ept.training.stopping`), which then ends the run resumable."""
+        data, model = self.data, self.model
         device, rank = self.accelerator.device, self.accelerator.process_index
         if data.start == 0 and model.pair_head is not None:
             # Siamese pairs: the frozen sentence-embedding model is already good at the task, so the
             # init (step 0) is a candidate too; training must beat it on validation to replace it.
             self._evaluated(0, self.validate(), force=True)
         self.accelerator.wait_for_everyone()
+        with graceful_stop(self.world == 1) as stop:  # SIGTERM / Ctrl-C: end the step, checkpoint it, stop
+            self._steps(stop, device, rank)
+
+    def _steps(self, stop, device, rank) -> None:
+        cfg, data, model = self.cfg, self.data, self.model
         for step in range(data.start, cfg.steps):
             batch = to_device(data.batch(model.tokenizer, step, rank, self.world), device)
             lr = self.sched.get_last_lr()[0]
@@ -495,10 +502,14 @@ class Recipe:
             evaluating = (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps
             if evaluating:
                 self._evaluated(step + 1, self.validate())
-            if evaluating or (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0):
+            stopping = stop.signum is not None
+            if stopping or evaluating or (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0):
                 if self.main:  # checkpoint last: everything up to here is redone identically after a kill
                     self.ckpt.save_last(model, self.opt, device, step + 1, self.best)
                 self.accelerator.wait_for_everyone()  # best/ is written before any process reads it (test)
+            if stopping:
+                self.reached = step + 1
+                raise StopRequested(stop.signum, step + 1)
         self.reached = cfg.steps
 
     def _evaluated(self, step: int, metrics: dict, force: bool = False) -> None:
