@@ -323,6 +323,10 @@ def test_the_doc_opens_with_the_status_then_the_verdict_regenerated(analyze, tmp
     assert "Control: **EPT beats PT1**" in opening and "Control: **PT1 is not better than PT**" in opening
     pt1 = out["arms"]["PT1"]
     assert f"PT1 {np.mean(pt1):.1f} ± {np.std(pt1, ddof=1):.1f} (0 of 5 failed)" in opening
+    # the arms' final prompt norms, described beside the verdict (the synthetic runs end at mu_t 10)
+    assert "- Prompt norm after the last step (μ_t, median over seeds; described): PT 10, EPT 10, PT1 10.\n" in opening
+    table = (tmp_path / "analysis.md").read_text()
+    assert table.split("| PT1 | 5 | ")[1].split("\n")[0].endswith("| 0 of 5 | 10 |")
     assert "| C | confirmation" in opening and "15 of 15 | – |" in opening
     import csv
 
@@ -338,7 +342,7 @@ def test_the_doc_opens_with_the_status_then_the_verdict_regenerated(analyze, tmp
         _run(tmp_path, "D", f"{arm}-sink-s2", method, 2, 0.3, 85, (shared < truth[arm]).astype(float), opts)
     assert analyze.main([]) == 0
     opening = doc.read_text()[:doc.read_text().index(analyze.END)]
-    assert "lr. Figure: `results/smollm2-prereg/C/endpoint.png`.\n- Stage D: sink" in opening
+    assert "PT1 10.\n- Stage D: sink" in opening  # D joins the verdict's list
     c_s2 = {r["name"]: analyze.main_score(r, "test") for r in analyze.runs("C") if r["name"] in ("PT-s2", "EPT-s2")}
     d_s2 = {r["name"]: analyze.main_score(r, "test") for r in analyze.runs("D")}
     pt, ept = (d_s2[f"{a}-sink-s2"] - c_s2[f"{a}-s2"] for a in ("PT", "EPT"))

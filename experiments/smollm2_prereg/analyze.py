@@ -284,6 +284,23 @@ def test_accuracy(run: dict) -> float:
     return acc
 
 
+def input_token_norm() -> float | None:
+    """Mean norm of the input positions' residual stream entering layer 0 (stage A's residual rows)."""
+    import csv
+
+    path = RES / "A" / "residual" / "residual.csv"
+    if not path.exists():
+        return None
+    rows = [float(r["residual_norm"]) for r in csv.DictReader(path.open()) if r["position"] == "input" and r["layer"] == "0"]
+    return float(np.mean(rows)) if rows else None
+
+
+def final_norm(runs_: list[dict]) -> float:
+    """Median over runs of the prompt's norm after the last step (mu_t, the mean row norm of P'):
+    described, no decision reads it; it says whether an arm trained in the explosive regime."""
+    return float(np.median([r["results"]["final_mu_t"] for r in runs_]))
+
+
 def verdict(lo95: float, hi90: float) -> str:
     if lo95 > 0:
         return "beats"
@@ -313,19 +330,19 @@ def stage_c(report: list[str]) -> dict | None:
             arms.setdefault(arm_of(r), []).append(r)
     report += ["## Stage C: confirmation (SST-2 test, 872 rows, seeds 2-6)", ""]
     n_done = sum(len(v) for v in arms.values())
-    report += ["| arm | seeds | test accuracy per seed | mean ± std | failures (< majority + 3) |",
-               "| --- | --- | --- | --- | --- |"]
+    report += ["| arm | seeds | test accuracy per seed | mean ± std | failures (< majority + 3) | final mu_t (median) |",
+               "| --- | --- | --- | --- | --- | --- |"]
     for arm in ARMS_C:
         scores = [main_score(r, "test") for r in sorted(arms.get(arm, []), key=lambda r: r["config"]["seed"])]
         if scores:
             fails = failures(scores)
             sd = np.std(scores, ddof=1) if len(scores) > 1 else float("nan")
             report.append(f"| {arm} | {len(scores)} | {', '.join(f'{s:.1f}' for s in scores)} | "
-                          f"{np.mean(scores):.1f} ± {sd:.1f} | {fails} of {len(scores)} |")
+                          f"{np.mean(scores):.1f} ± {sd:.1f} | {fails} of {len(scores)} | {final_norm(arms[arm]):.3g} |")
     zero = RES / "A" / "zeroshot-test.json"
     if zero.exists():
         z = json.loads(zero.read_text())
-        report.append(f"| no prompt (frozen, zero-shot) | — | {z['accuracy']:.1f} | — | — |")
+        report.append(f"| no prompt (frozen, zero-shot) | — | {z['accuracy']:.1f} | — | — | — |")
     report.append("")
     report += at_last_evaluation([r for r in rs if r["results"]])
     endpoint_figure(arms, report)
@@ -339,6 +356,7 @@ def stage_c(report: list[str]) -> dict | None:
                "| --- | --- | --- | --- | --- | --- |"]
     out = {c: compare(*c.split(" - "), arms, report) for c in ("EPT - PT", "EPT - PT1", "PT1 - PT")}
     out["arms"] = {arm: [test_accuracy(r) for r in arms[arm]] for arm in ARMS_C}
+    out["final_mu_t"] = {arm: final_norm(arms[arm]) for arm in ARMS_C}
     report.append("")
     check = outside_check()
     if check:
@@ -480,6 +498,10 @@ def verdict_lines(c: dict) -> list[str]:
     lines.append(f"- Test accuracy, mean ± sd over seeds: {arms}; a failure ends within {FAIL_MARGIN:g} points of the "
                  f"majority class ({SST2_TEST_MAJORITY:.1f}). PT1 is PT with one token at PT's lr. "
                  "Figure: `results/smollm2-prereg/C/endpoint.png`.")
+    norms = ", ".join(f"{arm} {v:.3g}" for arm, v in c["final_mu_t"].items())
+    token = input_token_norm()
+    lines.append(f"- Prompt norm after the last step (μ_t, median over seeds; described): {norms}"
+                 + (f"; an input token enters layer 0 with norm {token:.2g} (stage A's residual analysis)." if token else "."))
     zero = RES / "A" / "zeroshot-test.json"
     if zero.exists():
         lines.append(f"- The frozen model, zero-shot, same template and scoring: {json.loads(zero.read_text())['accuracy']:.1f}.")
