@@ -71,7 +71,10 @@ def run(args) -> int:
     from ept.config import check_out_dir
 
     config = config_from_args(args)
-    check_out_dir(config.run_dir())  # a file or an unwritable folder fails now, before any loading (the run makes it)
+    out, existed = config.run_dir(), config.run_dir().exists()
+    check_out_dir(out, create=True)  # a file or a folder that cannot be made fails now, before any loading
+    if not existed:  # made to prove it can be: the run makes it again, and removes it if it fails before writing
+        out.rmdir()
     try:
         from ept.training.recipe import run as train_run  # (torch loads here: seconds in which a Ctrl-C may come)
 
