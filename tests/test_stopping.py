@@ -82,19 +82,26 @@ def test_sigterm_checkpoints_the_step_and_the_resumed_run_ends_the_same(tiny_ber
     assert _logged(out) == list(range(1, STEPS + 1))
 
 
-@pytest.mark.integration
-def test_a_stopped_sweep_loses_no_step_and_its_worker_takes_no_further_run(tiny_bert, data_dir, tmp_path):
-    """SIGTERM to the sweep's process group (what stopping a background sweep does): the running run
-    checkpoints its step and is not recorded as failed; the queued run is not started by the
-    worker; the next sweep resumes the one and runs the other."""
+def _start_sweep(tiny_bert, data_dir, tmp_path, **popen):
+    """A two-run sweep (EPT then PT, one worker) in a subprocess, returned once its first run logged
+    5 steps: (process, spec path, first run's folder, second run's folder)."""
     spec = {k: v for k, v in _args(tiny_bert, data_dir, tmp_path / "out").items() if k != "method"}
     spec["grid"] = {"method": ["ept", "pt"]}
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(spec))
     first, second = tmp_path / "out" / "sst2-ept-s0", tmp_path / "out" / "sst2-pt-s0"
     proc = subprocess.Popen([sys.executable, "-m", "ept.cli", "sweep", str(path), "--workers", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
     _wait_for_steps(proc, first, 5)
+    return proc, path, first, second
+
+
+@pytest.mark.integration
+def test_a_stopped_sweep_loses_no_step_and_its_worker_takes_no_further_run(tiny_bert, data_dir, tmp_path):
+    """SIGTERM to the sweep's process group (what stopping a background sweep does): the running run
+    checkpoints its step and is not recorded as failed; the queued run is not started by the
+    worker; the next sweep resumes the one and runs the other."""
+    proc, path, first, second = _start_sweep(tiny_bert, data_dir, tmp_path, start_new_session=True)
     os.killpg(proc.pid, signal.SIGTERM)
     proc.communicate(timeout=120)
     deadline = time.time() + 60  # the worker outlives the sweep's parent by a step and a checkpoint
@@ -116,14 +123,7 @@ def test_a_worker_stopped_alone_checkpoints_and_takes_no_queued_run(tiny_bert, d
     """SIGTERM to one worker only (a cluster preempting it): its run checkpoints its step and the
     worker ends instead of starting the run queued behind it; the sweep reports the worker's end,
     and the next sweep resumes the one run and runs the other."""
-    spec = {k: v for k, v in _args(tiny_bert, data_dir, tmp_path / "out").items() if k != "method"}
-    spec["grid"] = {"method": ["ept", "pt"]}
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    first, second = tmp_path / "out" / "sst2-ept-s0", tmp_path / "out" / "sst2-pt-s0"
-    proc = subprocess.Popen([sys.executable, "-m", "ept.cli", "sweep", str(path), "--workers", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait_for_steps(proc, first, 5)
+    proc, path, first, second = _start_sweep(tiny_bert, data_dir, tmp_path)
     worker = json.loads((first / ".owner.json").read_text())["pid"]  # the run folder's writer
     assert worker != proc.pid
     os.kill(worker, signal.SIGTERM)
