@@ -601,7 +601,8 @@ def execute(sweep: Sweep, workers: int = 1, executor: str = "local", address: st
     _write_manifest(sweep, states)
     total = len(sweep.runs)
     counts = {"finished": sum(s == "finished" for s in states.values()),
-              "failed": sum(s == "failed" for s in states.values()) if not retry_failed else 0}
+              "failed": sum(s == "failed" for s in states.values()) if not retry_failed else 0,
+              "interrupted": 0}
     log(f"ept sweep: {total} runs | {counts['finished']} already finished | "
         f"{sum(s == 'failed' for s in states.values())} failed before"
         f"{' (retrying)' if retry_failed else ' (not retried; --retry-failed to rerun)'} | "
@@ -611,8 +612,8 @@ def execute(sweep: Sweep, workers: int = 1, executor: str = "local", address: st
 
     def on_done(run: Run, outcome: dict) -> None:
         status = outcome["status"] if outcome["status"] in ("finished", "interrupted") else "failed"
-        counts[status] = counts.get(status, 0) + 1
-        left = total - counts["finished"] - counts["failed"] - counts.get("interrupted", 0)
+        counts[status] += 1
+        left = total - sum(counts.values())
         if status == "interrupted":  # nothing on disk says failed: the next sweep resumes it
             states[run.name] = run_state(run)
             at = RunDir(run.config["out"]).progress()["reached"] or 0

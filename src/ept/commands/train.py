@@ -71,7 +71,8 @@ def run(args) -> int:
     from ept.config import check_out_dir
 
     config = config_from_args(args)
-    out, existed = config.run_dir(), config.run_dir().exists()
+    out = config.run_dir()
+    existed = out.exists()
     check_out_dir(out, create=True)  # a file or a folder that cannot be made fails now, before any loading
     if not existed:  # made to prove it can be: the run makes it again, and removes it if it fails before writing
         out.rmdir()
@@ -83,10 +84,10 @@ def run(args) -> int:
         from ept.training.rundir import RunDir
         from ept.training.stopping import StopRequested
 
-        step = RunDir(config.run_dir()).start_step()
+        step = RunDir(out).start_step()
         kept = f"its last checkpoint is step {step} of {config.steps}" if step else "no checkpoint was written yet"
         how = f"{err.name}, at the end of a step" if isinstance(err, StopRequested) else "Ctrl-C"
         print(f"\nept train: stopped ({how}); {kept}: run the same command again to resume "
-              f"({config.run_dir()})", file=sys.stderr)
+              f"({out})", file=sys.stderr)
         return err.exit_code if isinstance(err, StopRequested) else 130
     return 0 if results is None or results["status"] == "finished" else 1
