@@ -70,6 +70,12 @@ def resolve_precision(requested: str, device: torch.device, kind: str, dtype: st
             return DTYPE_NAMES[dtype]
         fast = KINDS.get(kind).pre_layernorm and not prompt and fast_low_precision(device, "bf16")[0]
         return "bf16" if fast else "fp32"
+    return _explicit(requested, device, fallback, warn)
+
+
+def _explicit(requested: str, device: torch.device, fallback: bool, warn) -> str:
+    """An explicit precision: itself where the hardware runs it fast, else PrecisionError (or fp32
+    with a warning under `fallback`)."""
     if requested not in DTYPES:
         raise ValueError(f"precision={requested!r} is not allowed; allowed: auto, {', '.join(DTYPES)}")
     if requested == "fp32":
@@ -90,7 +96,7 @@ def check_hardware(requested: str, device: torch.device, fallback: bool = False)
     """Refuse an explicit low precision this hardware cannot run fast (PrecisionError) before a run
     folder is made or a backbone loads; `auto` and fp32 always pass, and the fallback warns later."""
     if requested not in ("auto", "fp32"):
-        resolve_precision(requested, device, kind="", fallback=fallback, warn=lambda message: None)
+        _explicit(requested, device, fallback, warn=lambda message: None)
 
 
 def apply_precision(model, requested: str, dtype: str = "float32", fallback: bool = False, warn=None) -> str:
