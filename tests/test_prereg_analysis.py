@@ -342,7 +342,10 @@ def test_the_doc_opens_with_the_status_then_the_verdict_regenerated(analyze, tmp
         _run(tmp_path, "D", f"{arm}-sink-s2", method, 2, 0.3, 85, (shared < truth[arm]).astype(float), opts)
     assert analyze.main([]) == 0
     opening = doc.read_text()[:doc.read_text().index(analyze.END)]
-    assert "PT1 10.\n- Stage D: sink" in opening  # D joins the verdict's list
+    assert "(`results/smollm2-prereg/analysis.md`).\n- Stage D: sink" in opening  # D joins the verdict's list
+    k = analyze.stage_c([])["kappa"]
+    assert (f"between seeds of one arm PT {k['PT~PT']:.2f}, EPT {k['EPT~EPT']:.2f}, PT1 {k['PT1~PT1']:.2f}; between arms "
+            f"PT~EPT {k['PT~EPT']:.2f}, PT~PT1 {k['PT~PT1']:.2f}, EPT~PT1 {k['EPT~PT1']:.2f}") in opening
     c_s2 = {r["name"]: analyze.main_score(r, "test") for r in analyze.runs("C") if r["name"] in ("PT-s2", "EPT-s2")}
     d_s2 = {r["name"]: analyze.main_score(r, "test") for r in analyze.runs("D")}
     pt, ept = (d_s2[f"{a}-sink-s2"] - c_s2[f"{a}-s2"] for a in ("PT", "EPT"))
@@ -420,3 +423,27 @@ def test_runs_whose_best_checkpoint_is_the_last_are_counted_per_arm(analyze, tmp
     assert analyze.at_last_evaluation([r for r in analyze.runs("C") if r["results"]])[0] == (
         "Best checkpoint at the last evaluation (validation highest at the end of the budget): 2 of 3 finished runs "
         "(EPT lr 0.03: 1 of 2; PT lr 0.3: 1 of 1).")
+
+
+def test_row_agreement_is_chance_corrected_kappa_over_run_pairs(analyze, tmp_path):
+    """EPT and PT1 get exactly the same rows right (kappa 1 across arms and seeds); PT's runs are
+    independent coin flips at a higher accuracy, so their kappa with anything is near 0 even though
+    raw agreement with EPT would be well above 50%."""
+    rng = np.random.default_rng(1)
+    same = (rng.random(872) < 0.84).astype(float)
+    arms: dict[str, list] = {}
+    for arm, (method, opts) in analyze.ARMS_C.items():
+        for seed in (2, 3, 4):
+            correct = (rng.random(872) < 0.88).astype(float) if arm == "PT" else same
+            _run(tmp_path, "C", f"{arm}-s{seed}", method, seed, 0.3, 85, correct, opts)
+    for r in analyze.runs("C"):
+        arms.setdefault(analyze.arm_of(r), []).append(r)
+    report: list[str] = []
+    kappa = analyze.row_agreement(arms, report)
+    assert kappa["EPT~PT1"] == pytest.approx(1.0) and kappa["EPT~EPT"] == pytest.approx(1.0)
+    assert abs(kappa["PT~PT"]) < 0.1 and abs(kappa["PT~EPT"]) < 0.1
+    from sklearn.metrics import cohen_kappa_score
+    pt = [analyze.correctness(r) for r in arms["PT"]]  # 3 seeds: 3 distinct pairs, each once
+    want = np.mean([cohen_kappa_score(pt[i], pt[j]) for i, j in ((0, 1), (0, 2), (1, 2))])
+    assert kappa["PT~PT"] == pytest.approx(want)
+    assert "| EPT | " in "\n".join(report) and "Exploratory (not preregistered)" in report[0]

@@ -358,10 +358,36 @@ def stage_c(report: list[str]) -> dict | None:
     out["arms"] = {arm: [test_accuracy(r) for r in arms[arm]] for arm in ARMS_C}
     out["final_mu_t"] = {arm: final_norm(arms[arm]) for arm in ARMS_C}
     report.append("")
+    out["kappa"] = row_agreement(arms, report)
     check = outside_check()
     if check:
         report += [check, ""]
     return out
+
+
+def row_agreement(arms: dict[str, list], report: list[str]) -> dict[str, float]:
+    """Exploratory, not preregistered: do two arms get the same rows right? Cohen's kappa between two
+    runs' per-row correctness (chance-corrected, so an arm's accuracy level alone does not raise it),
+    averaged over every pair of runs (within an arm: its pairs of distinct seeds). Returns
+    {"A~B": mean kappa}; no decision reads it."""
+    from sklearn.metrics import cohen_kappa_score
+
+    names = list(ARMS_C)
+    kappa = {}
+    for i, a in enumerate(names):
+        for b in names[i:]:
+            pairs = [(x, y) for x in arms[a] for y in arms[b]
+                     if a != b or x["config"]["seed"] < y["config"]["seed"]]  # each pair of seeds once
+            values = [cohen_kappa_score(correctness(x), correctness(y)) for x, y in pairs]
+            kappa[f"{a}~{b}"] = float(np.mean(values)) if values else float("nan")
+    report += ["Exploratory (not preregistered): Cohen's kappa of per-row correctness, mean over run pairs "
+               "(within an arm: pairs of its seeds).", "",
+               "| | " + " | ".join(names) + " |", "| --- " * (len(names) + 1) + "|"]
+    for a in names:
+        cells = [kappa.get(f"{a}~{b}", kappa.get(f"{b}~{a}")) for b in names]
+        report.append(f"| {a} | " + " | ".join(f"{k:.2f}" for k in cells) + " |")
+    report.append("")
+    return kappa
 
 
 def endpoint_figure(arms: dict[str, list], report: list[str]) -> None:
@@ -502,6 +528,12 @@ def verdict_lines(c: dict) -> list[str]:
     token = input_token_norm()
     lines.append(f"- Prompt norm after the last step (μ_t, median over seeds; described): {norms}"
                  + (f"; an input token enters layer 0 with norm {token:.2g} (stage A's residual analysis)." if token else "."))
+    k = c["kappa"]
+    lines.append("- Exploratory, not preregistered: do two runs get the same rows right? Cohen's kappa of per-row "
+                 "correctness, mean over pairs of runs: between seeds of one arm "
+                 + ", ".join(f"{a} {k[f'{a}~{a}']:.2f}" for a in ARMS_C) + "; between arms "
+                 + ", ".join(f"{a}~{b} {k[f'{a}~{b}']:.2f}" for a, b in (("PT", "EPT"), ("PT", "PT1"), ("EPT", "PT1")))
+                 + " (`results/smollm2-prereg/analysis.md`).")
     zero = RES / "A" / "zeroshot-test.json"
     if zero.exists():
         lines.append(f"- The frozen model, zero-shot, same template and scoring: {json.loads(zero.read_text())['accuracy']:.1f}.")
