@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import itertools
 import json
 import math
 import sys
@@ -374,12 +375,11 @@ def row_agreement(arms: dict[str, list], report: list[str]) -> dict[str, float]:
 
     names = list(ARMS_C)
     kappa = {}
-    for i, a in enumerate(names):
-        for b in names[i:]:
-            pairs = [(x, y) for x in arms[a] for y in arms[b]
-                     if a != b or x["config"]["seed"] < y["config"]["seed"]]  # each pair of seeds once
-            values = [cohen_kappa_score(correctness(x), correctness(y)) for x, y in pairs]
-            kappa[f"{a}~{b}"] = float(np.mean(values)) if values else float("nan")
+    for a, b in itertools.combinations_with_replacement(names, 2):
+        pairs = [(x, y) for x in arms[a] for y in arms[b]
+                 if a != b or x["config"]["seed"] < y["config"]["seed"]]  # each pair of seeds once
+        values = [cohen_kappa_score(correctness(x), correctness(y)) for x, y in pairs]
+        kappa[f"{a}~{b}"] = float(np.mean(values)) if values else float("nan")
     report += ["Exploratory (not preregistered): Cohen's kappa of per-row correctness, mean over run pairs "
                "(within an arm: pairs of its seeds).", "",
                "| | " + " | ".join(names) + " |", "| --- " * (len(names) + 1) + "|"]
@@ -532,7 +532,7 @@ def verdict_lines(c: dict) -> list[str]:
     lines.append("- Exploratory, not preregistered: do two runs get the same rows right? Cohen's kappa of per-row "
                  "correctness, mean over pairs of runs: between seeds of one arm "
                  + ", ".join(f"{a} {k[f'{a}~{a}']:.2f}" for a in ARMS_C) + "; between arms "
-                 + ", ".join(f"{a}~{b} {k[f'{a}~{b}']:.2f}" for a, b in (("PT", "EPT"), ("PT", "PT1"), ("EPT", "PT1")))
+                 + ", ".join(f"{a}~{b} {k[f'{a}~{b}']:.2f}" for a, b in itertools.combinations(ARMS_C, 2))
                  + " (`results/smollm2-prereg/analysis.md`).")
     zero = RES / "A" / "zeroshot-test.json"
     if zero.exists():
