@@ -58,3 +58,29 @@ def test_env_says_whether_cpu_bf16_is_native(capsys):
     env = json.loads(capsys.readouterr().out)
     assert env["device"] == "cpu"
     assert env["bf16"] == bool(flags & {"avx512_bf16", "amx_bf16"}), env["cpu_bf16"]
+
+
+def test_env_git_is_dirty_for_changed_code_not_for_changed_results(tmp_path):
+    """env.json's ept_git says "-dirty" when tracked code differs from the commit; a committed run
+    folder that a running experiment rewrites does not count (it once marked every run dirty)."""
+    import subprocess
+
+    from ept.envinfo import _git_commit
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True, text=True).stdout
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "results").mkdir()
+    (tmp_path / "src" / "m.py").write_text("x = 1\n")
+    (tmp_path / "results" / "steps.jsonl").write_text("{}\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    head = git("rev-parse", "HEAD").strip()
+    assert _git_commit(tmp_path) == head
+    (tmp_path / "results" / "steps.jsonl").write_text("{}\n{}\n")
+    (tmp_path / "results" / "new.json").write_text("{}")
+    assert _git_commit(tmp_path) == head
+    (tmp_path / "src" / "m.py").write_text("x = 2\n")
+    assert _git_commit(tmp_path) == head + "-dirty"

@@ -23,16 +23,23 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _git_commit() -> str | None:
-    """The ept checkout's commit (+ "-dirty"), or None outside a git checkout."""
-    root = Path(__file__).resolve().parents[2]
+# What "-dirty" looks at: the code a run executes. Not the whole tree: committed run folders
+# (results/...) change under every running experiment, and counting them marked each of its runs
+# "-dirty" whatever the code was.
+CODE_PATHS = ("src", "pyproject.toml")
+
+
+def _git_commit(root: Path | None = None) -> str | None:
+    """The ept checkout's commit (+ "-dirty" if tracked code under CODE_PATHS differs from it), or
+    None outside a git checkout."""
+    root = root or Path(__file__).resolve().parents[2]
     if not (root / ".git").exists():
         return None
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                               timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no",
+                                "--", *CODE_PATHS], capture_output=True, text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("-dirty" if dirty else "")
