@@ -447,3 +447,14 @@ def test_row_agreement_is_chance_corrected_kappa_over_run_pairs(analyze, tmp_pat
     want = np.mean([cohen_kappa_score(pt[i], pt[j]) for i, j in ((0, 1), (0, 2), (1, 2))])
     assert kappa["PT~PT"] == pytest.approx(want)
     assert "| EPT | " in "\n".join(report) and "Exploratory (not preregistered)" in report[0]
+
+
+@pytest.mark.parametrize("task, constant", [("sst2", "SST2_TEST_MAJORITY"), ("rte", "RTE_TEST_MAJORITY")])
+def test_the_majority_class_rates_are_the_real_test_splits(analyze, data_dir, task, constant):
+    """The failure and informative rules compare runs with the majority class of the test rows the
+    runs score; the analysis states that rate as a count. Check it against the split `ept train` makes."""
+    from ept.tasks.loaders import label_distribution, load_task
+
+    data = load_task(task, data_dir, source="local", template="natural")
+    counts = label_distribution(data.spec, data.test)
+    assert getattr(analyze, constant) == pytest.approx(100 * max(counts.values()) / sum(counts.values()))
