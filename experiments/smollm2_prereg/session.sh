@@ -20,14 +20,17 @@ case "${1:-}" in
 start)
   [ -z "$(pids "$D/run_all.sh")" ] || { echo "run_all.sh already runs: $(pids "$D/run_all.sh")"; exit 1; }
   python -c "import torch, ept" 2>/dev/null || make setup
-  setsid nohup "$D/run_all.sh" > "$LOGS/experiment.log" 2>&1 < /dev/null &
   # Linux groups CPU time by session (autogroup): a process's nice ranks it only inside its own
   # session, and every session gets an equal share. So `nice` does not put the experiment before a
   # test run started from another terminal (measured: a nice-19 job in its own session halved the
-  # experiment's pace); the session's autogroup nice does. Raising priority needs root.
-  echo -10 > "/proc/$!/autogroup" 2>/dev/null || echo "note: could not raise the experiment's priority (not root)"
+  # experiment's pace); the session's autogroup nice does. Raising priority needs root. The new
+  # session sets its own (/proc/self, after setsid): written from here through $!, it raced setsid
+  # and once raised this shell's group while the experiment's stayed at 0.
+  setsid nohup bash -c 'echo -10 > /proc/self/autogroup 2>/dev/null; exec "$0"' "$D/run_all.sh" \
+    > "$LOGS/experiment.log" 2>&1 < /dev/null &
   setsid nohup python "$D/commit_progress.py" --every 600 > "$LOGS/commit_progress.log" 2>&1 < /dev/null &
   sleep 1
+  for pid in $(pids "$D/run_all.sh"); do echo "run_all.sh $pid: $(cat "/proc/$pid/autogroup" 2>/dev/null)"; done
   echo "started: run_all.sh (log $LOGS/experiment.log), commit_progress.py --every 600 (log $LOGS/commit_progress.log)" ;;
 status)
   echo "run_all.sh: $(pids "$D/run_all.sh" | tr '\n' ' ')| committer: $(pids "$D/commit_progress.py" | tr '\n' ' ')"
