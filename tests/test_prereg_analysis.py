@@ -458,3 +458,14 @@ def test_the_majority_class_rates_are_the_real_test_splits(analyze, data_dir, ta
     data = load_task(task, data_dir, source="local", template="natural")
     counts = label_distribution(data.spec, data.test)
     assert getattr(analyze, constant) == pytest.approx(100 * max(counts.values()) / sum(counts.values()))
+
+
+def test_a_partial_stage_e_makes_no_informative_call(analyze, tmp_path):
+    """E's rule (informative unless both arms end within 3 points of the majority) is a call on the
+    whole stage: with 2 of 6 runs it names the means so far and draws nothing."""
+    _run(tmp_path, "E", "EPT-s2", "ept", 2, 0.03, 51, (np.arange(139) % 10 < 6).astype(float))   # 60.4: far from 54.7
+    _run(tmp_path, "E", "PT-s2", "pt", 2, 0.3, 59, (np.arange(139) % 10 < 5).astype(float))      # 50.4
+    line = analyze.paired_stage("E", "E", [], analyze.RTE_TEST_MAJORITY)
+    assert line.startswith("E (2 of 6 runs finished): Majority class 54.7; arm means so far EPT 60.4, PT 50.4")
+    assert line.endswith("call waits for all 6 runs.")
+    assert "informative." not in line and "EPT - PT" not in line

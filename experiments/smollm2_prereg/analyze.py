@@ -618,8 +618,12 @@ def paired_stage(stage: str, title: str, report: list[str], majority: float | No
         informative = any(abs(m - majority) > FAIL_MARGIN for m in means.values())
         shown = ", ".join(f"{a} {m:.1f}" for a, m in sorted(means.items()))
         diff = f" EPT - PT {means['EPT'] - means['PT']:+.1f} (described, not tested)." if {"EPT", "PT"} <= set(means) else ""
-        rule = (f"Majority class {majority:.1f}; arm means {shown}: "
-                + (f"informative.{diff}" if informative else "**uninformative** (preregistered rule): no verdict."))
+        if len(rs) < STAGES[stage][1]:  # a partial stage draws nothing, not even the informative call
+            rule = (f"Majority class {majority:.1f}; arm means so far {shown}: the preregistered "
+                    f"informative/uninformative call waits for all {STAGES[stage][1]} runs.")
+        else:
+            rule = (f"Majority class {majority:.1f}; arm means {shown}: "
+                    + (f"informative.{diff}" if informative else "**uninformative** (preregistered rule): no verdict."))
         report += ["", rule]
         summary = f"{title} ({len(rs)} of {STAGES[stage][1]} runs finished): {rule}"
     report.append("")
