@@ -615,15 +615,15 @@ def paired_stage(stage: str, title: str, report: list[str], majority: float | No
         for r in rs:
             by_arm.setdefault(arm_of(r), []).append(main_score(r, "test"))
         means = {a: float(np.mean(v)) for a, v in by_arm.items()}
-        informative = any(abs(m - majority) > FAIL_MARGIN for m in means.values())
         shown = ", ".join(f"{a} {m:.1f}" for a, m in sorted(means.items()))
-        diff = f" EPT - PT {means['EPT'] - means['PT']:+.1f} (described, not tested)." if {"EPT", "PT"} <= set(means) else ""
         if len(rs) < STAGES[stage][1]:  # a partial stage draws nothing, not even the informative call
             rule = (f"Majority class {majority:.1f}; arm means so far {shown}: the preregistered "
                     f"informative/uninformative call waits for all {STAGES[stage][1]} runs.")
+        elif any(abs(m - majority) > FAIL_MARGIN for m in means.values()):
+            rule = (f"Majority class {majority:.1f}; arm means {shown}: informative. "
+                    f"EPT - PT {means['EPT'] - means['PT']:+.1f} (described, not tested).")
         else:
-            rule = (f"Majority class {majority:.1f}; arm means {shown}: "
-                    + (f"informative.{diff}" if informative else "**uninformative** (preregistered rule): no verdict."))
+            rule = f"Majority class {majority:.1f}; arm means {shown}: **uninformative** (preregistered rule): no verdict."
         report += ["", rule]
         summary = f"{title} ({len(rs)} of {STAGES[stage][1]} runs finished): {rule}"
     report.append("")
