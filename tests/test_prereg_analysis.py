@@ -469,3 +469,14 @@ def test_a_partial_stage_e_makes_no_informative_call(analyze, tmp_path):
     assert line.startswith("E (2 of 6 runs finished): Majority class 54.7; arm means so far EPT 60.4, PT 50.4")
     assert line.endswith("call waits for all 6 runs.")
     assert "informative." not in line and "EPT - PT" not in line
+
+
+def test_a_whole_stage_e_away_from_the_majority_is_informative(analyze, tmp_path):
+    """With all 6 runs, one arm's mean more than 3 points from the majority makes E informative, and
+    the line gives EPT - PT as a description (E is not a tested endpoint)."""
+    for seed in (2, 3, 4):  # EPT 60.4 (5.7 above 54.7), PT 50.4 (4.3 below): both away from it
+        _run(tmp_path, "E", f"EPT-s{seed}", "ept", seed, 0.03, 51, (np.arange(139) % 10 < 6).astype(float))
+        _run(tmp_path, "E", f"PT-s{seed}", "pt", seed, 0.3, 59, (np.arange(139) % 10 < 5).astype(float))
+    line = analyze.paired_stage("E", "E", [], analyze.RTE_TEST_MAJORITY)
+    assert line == ("E (6 of 6 runs finished): Majority class 54.7; arm means EPT 60.4, PT 50.4: informative. "
+                    "EPT - PT +10.1 (described, not tested).")
